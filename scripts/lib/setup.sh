@@ -1,0 +1,35 @@
+# Shared setup helpers for scripts/: install what is missing, idempotently, on Debian.
+# Sourced, not run.
+
+as_root() {
+    if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+apt_updated=0
+ensure_debian_packages() {
+    local missing=()
+    for pkg in "$@"; do
+        dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    if [ "$apt_updated" = 0 ]; then
+        as_root apt-get update -qq
+        apt_updated=1
+    fi
+    echo "== installing ${missing[*]}"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+}
+
+# A C compiler and make (rdkafka and zstd-sys build C), and a Rust toolchain via rustup when
+# cargo is missing (Debian's packaged rustc is older than this crate needs).
+ensure_build_tools() {
+    ensure_debian_packages gcc g++ make pkg-config ca-certificates
+    if ! command -v cargo >/dev/null 2>&1; then
+        [ -x "$HOME/.cargo/bin/cargo" ] || {
+            ensure_debian_packages curl
+            curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal -c rustfmt,clippy
+        }
+        export PATH="$HOME/.cargo/bin:$PATH"
+    fi
+    rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup component add rustfmt clippy 2>/dev/null || true
+}

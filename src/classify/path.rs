@@ -1,0 +1,601 @@
+//! Normalises a logged request target to the path a file server would resolve, and decides
+//! whether that path is a sensitive resource (a recording, a listing, or something else under
+//! a configured prefix). Owns the normalisation rules and the prefix/extension sets.
+//! Never looks at clients, never allocates per call once the caller's scratch buffer has grown.
+
+use memchr::{memchr2, memchr3, memrchr};
+
+use crate::parse::unescape_log_field;
+
+/// Longest normalised path kept, in bytes; longer ones are truncated (they are still
+/// classified, only their tail is lost).
+pub const MAX_NORMALIZED_LEN: usize = 4096;
+
+/// Which kind of sensitive resource a normalised path is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PathClass {
+    /// Under a prefix and has a sensitive extension: the audio itself.
+    Recording,
+    /// A directory under (or equal to) a prefix (the path ends with `/`): enumerating
+    /// recordings usually precedes downloading them.
+    Listing,
+    /// Under a prefix, neither of the above (checksums, metadata, scripts).
+    OtherUnderPrefix,
+}
+
+impl PathClass {
+    /// Every class, so metrics can pre-register all label values.
+    pub const ALL: [PathClass; 3] = [PathClass::Recording, PathClass::Listing, PathClass::OtherUnderPrefix];
+
+    /// Metric label and report value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PathClass::Recording => "recording",
+            PathClass::Listing => "listing",
+            PathClass::OtherUnderPrefix => "other",
+        }
+    }
+}
+
+/// The configured sensitive prefixes and extensions, prepared once for fast per-line tests.
+#[derive(Clone, Debug)]
+pub struct SensitivePaths {
+    /// Normalised prefixes, each starting and ending with `/`, ASCII-folded when
+    /// `case_insensitive`. Holds just `/` when the configuration listed none ("every path").
+    prefixes: Vec<Box<[u8]>>,
+    /// Extensions without the dot, ASCII-folded when `case_insensitive`.
+    extensions: Vec<Box<[u8]>>,
+    /// The configuration listed no extensions: every file under a prefix is a recording.
+    any_extension: bool,
+    /// Fold ASCII case in paths, prefixes and extensions (Windows/NAS shares, IIS).
+    case_insensitive: bool,
+}
+
+impl SensitivePaths {
+    /// Builds the sets. `prefixes` like `/recordings/` are normalised like request paths (a
+    /// missing leading or trailing `/` is added); an empty list means every path.
+    /// `extensions` like `wav` (a leading dot is tolerated); an empty list means any file under
+    /// a prefix is a recording. `case_insensitive` folds ASCII case for the prefix and extension
+    /// tests and for the normalised path written out.
+    pub fn new(prefixes: &[String], extensions: &[String], case_insensitive: bool) -> SensitivePaths {
+        let mut normalized = Vec::new();
+        let mut prepared_prefixes: Vec<Box<[u8]>> = Vec::with_capacity(prefixes.len().max(1));
+        for prefix in prefixes {
+            normalize_target(prefix.as_bytes(), case_insensitive, &mut normalized);
+            if !normalized.ends_with(b"/") {
+                normalized.push(b'/');
+            }
+            prepared_prefixes.push(normalized.as_slice().into());
+        }
+        if prepared_prefixes.is_empty() {
+            prepared_prefixes.push(b"/"[..].into());
+        }
+        let prepared_extensions = extensions
+            .iter()
+            .map(|extension| {
+                let mut extension = extension.trim_start_matches('.').as_bytes().to_vec();
+                if case_insensitive {
+                    extension.make_ascii_lowercase();
+                }
+                extension.into_boxed_slice()
+            })
+            .filter(|extension| !extension.is_empty())
+            .collect();
+        SensitivePaths {
+            prefixes: prepared_prefixes,
+            extensions: prepared_extensions,
+            any_extension: extensions.is_empty(),
+            case_insensitive,
+        }
+    }
+
+    /// Classifies a raw request target as logged; `None` for non-sensitive paths.
+    ///
+    /// `scratch` is a caller-owned reusable buffer; on `Some` it holds the normalised path
+    /// (the distinct resource counted and shown to users; a prefix directory named without
+    /// its trailing slash gets one). A simple target that cannot
+    /// normalise to anything under a prefix is rejected without touching `scratch`.
+    pub fn classify(&self, raw_target: &[u8], scratch: &mut Vec<u8>) -> Option<PathClass> {
+        if self.can_reject_without_normalizing(raw_target) {
+            return None;
+        }
+        normalize_target(raw_target, self.case_insensitive, scratch);
+        let class = self.classify_normalized(scratch)?;
+        if class == PathClass::Listing && !scratch.ends_with(b"/") {
+            // `/recordings` names the prefix directory; spell it as `/recordings/` so both
+            // spellings count as one resource.
+            scratch.push(b'/');
+        }
+        Some(class)
+    }
+
+    /// Class of an already normalised path: under a prefix = starts with it, or is the
+    /// prefix directory itself without its trailing slash (a listing).
+    fn classify_normalized(&self, path: &[u8]) -> Option<PathClass> {
+        let mut is_prefix_directory = false;
+        let mut under_a_prefix = false;
+        for prefix in &self.prefixes {
+            if path.starts_with(prefix) {
+                under_a_prefix = true;
+            } else if path == &prefix[..prefix.len() - 1] {
+                under_a_prefix = true;
+                is_prefix_directory = true;
+            }
+        }
+        if !under_a_prefix {
+            return None;
+        }
+        if is_prefix_directory || path.ends_with(b"/") {
+            return Some(PathClass::Listing);
+        }
+        if self.any_extension {
+            return Some(PathClass::Recording);
+        }
+        let last_segment = match memrchr(b'/', path) {
+            Some(slash) => &path[slash + 1..],
+            None => path,
+        };
+        let has_sensitive_extension = memrchr(b'.', last_segment).is_some_and(|dot| {
+            let extension = &last_segment[dot + 1..];
+            self.extensions.iter().any(|wanted| **wanted == *extension)
+        });
+        Some(if has_sensitive_extension { PathClass::Recording } else { PathClass::OtherUnderPrefix })
+    }
+
+    /// The fast reject: true only when normalising `raw_target` provably cannot land under
+    /// a prefix. That holds for a simple target (see [`is_simple_target`]) not starting with
+    /// any prefix minus its trailing slash, because normalising a simple target only cuts
+    /// the query and trims the last segment, so the result is a prefix of the raw bytes.
+    fn can_reject_without_normalizing(&self, raw_target: &[u8]) -> bool {
+        let may_be_under_prefix = self.prefixes.iter().any(|prefix| {
+            let directory = &prefix[..prefix.len() - 1];
+            match raw_target.get(..directory.len()) {
+                Some(head) if self.case_insensitive => head.eq_ignore_ascii_case(directory),
+                Some(head) => head == directory,
+                None => false,
+            }
+        });
+        !may_be_under_prefix && is_simple_target(raw_target)
+    }
+}
+
+/// A target whose normalisation is just "cut the query, trim the last segment": starts with
+/// `/`, has no `%`, `\` or `;` before the query, no empty, `.`-leading or dot/space-ending
+/// segment. Bytes after `?` or `#` never matter.
+fn is_simple_target(raw_target: &[u8]) -> bool {
+    let Some((b'/', rest)) = raw_target.split_first() else {
+        return false;
+    };
+    let mut previous = b'/';
+    for &byte in rest {
+        match byte {
+            b'?' | b'#' => return true,
+            b'%' | b'\\' | b';' => return false,
+            b'/' if matches!(previous, b'/' | b'.' | b' ') => return false,
+            b'.' if previous == b'/' => return false,
+            _ => {}
+        }
+        previous = byte;
+    }
+    true
+}
+
+/// Full normalisation used by [`SensitivePaths::classify`]; clears `out` and writes the
+/// normalised path (always starting with `/`, at most [`MAX_NORMALIZED_LEN`] bytes).
+///
+/// In order: undo log escaping; reduce an absolute-form target (`http://host/p`) to its path;
+/// cut at the first `?` or `#`; percent-decode once; treat `\` as `/`; per segment drop
+/// `;params`, remove empty and `.` segments, let `..` pop (never above root), trim trailing
+/// dots and spaces; keep a trailing `/` when the path names a directory; fold ASCII case if
+/// `case_fold`. So `/static/../Recordings/%2e/x.WAV` becomes `/recordings/x.wav`.
+pub fn normalize_target(raw_target: &[u8], case_fold: bool, out: &mut Vec<u8>) {
+    out.clear();
+    // Index 0 receives the leading '/'; the log-unescaped target is stored from index 1 and
+    // rewritten in place, front to back. The rewrite emits at most one byte per decoded
+    // byte plus that leading '/', so with the one-byte head start it never overwrites bytes
+    // it has yet to read.
+    out.push(b'/');
+    unescape_log_field(raw_target, out);
+    let decoded_end = out.len();
+    let path_start = 1 + absolute_form_path_offset(&out[1..]);
+    let path_end = match memchr2(b'?', b'#', &out[path_start..]) {
+        Some(offset) => path_start + offset,
+        None => decoded_end,
+    };
+    let normalized_len = rewrite_segments(out, path_start, path_end);
+    out.truncate(normalized_len.min(MAX_NORMALIZED_LEN));
+    if case_fold {
+        out.make_ascii_lowercase();
+    }
+}
+
+/// Where the path starts in an absolute-form target (`http://host[:port]/path`, scheme in
+/// any case); 0 for an origin-form target. With no path, points at the `?`/`#` or the end.
+fn absolute_form_path_offset(target: &[u8]) -> usize {
+    let authority_start = if starts_with_ignore_ascii_case(target, b"http://") {
+        7
+    } else if starts_with_ignore_ascii_case(target, b"https://") {
+        8
+    } else {
+        return 0;
+    };
+    match memchr3(b'/', b'?', b'#', &target[authority_start..]) {
+        Some(offset) => authority_start + offset,
+        None => target.len(),
+    }
+}
+
+fn starts_with_ignore_ascii_case(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.get(..needle.len()).is_some_and(|head| head.eq_ignore_ascii_case(needle))
+}
+
+/// Percent-decodes `buf[read_start..read_end]` and resolves its segments, writing the
+/// result to `buf[0..]` (where `buf[0]` is already `/`). Returns the result's length.
+fn rewrite_segments(buf: &mut [u8], read_start: usize, read_end: usize) -> usize {
+    let mut cursor = SegmentCursor { write: 1, segment_start: 1 };
+    let mut in_params = false;
+    let mut read = read_start;
+    while read < read_end {
+        let mut byte = buf[read];
+        read += 1;
+        if byte == b'%' && read + 2 <= read_end {
+            if let (Some(high), Some(low)) = (hex_value(buf[read]), hex_value(buf[read + 1])) {
+                byte = high << 4 | low;
+                read += 2;
+            }
+        }
+        match byte {
+            b'/' | b'\\' => {
+                cursor.finish_segment(buf, false);
+                in_params = false;
+            }
+            _ if in_params => {}
+            b';' => in_params = true,
+            _ => {
+                buf[cursor.write] = byte;
+                cursor.write += 1;
+            }
+        }
+    }
+    cursor.finish_segment(buf, true);
+    cursor.write
+}
+
+/// Write position of the in-place segment rewrite.
+struct SegmentCursor {
+    /// Next byte of output goes here.
+    write: usize,
+    /// Where the segment being written began; `buf[segment_start - 1]` is always `/`.
+    segment_start: usize,
+}
+
+impl SegmentCursor {
+    /// Resolves the segment `buf[segment_start..write]`: drops it if empty or `.`, pops the
+    /// previous one for `..`, otherwise trims trailing dots/spaces and keeps it (followed by
+    /// `/` unless it is the last segment).
+    fn finish_segment(&mut self, buf: &mut [u8], is_last: bool) {
+        let segment = &buf[self.segment_start..self.write];
+        if segment.is_empty() || segment == b"." {
+            self.write = self.segment_start;
+            return;
+        }
+        if segment == b".." {
+            if self.segment_start > 1 {
+                // buf[0] is '/', so a parent separator is always found.
+                let parent_start = memrchr(b'/', &buf[..self.segment_start - 1]).map_or(1, |slash| slash + 1);
+                self.segment_start = parent_start;
+            }
+            self.write = self.segment_start;
+            return;
+        }
+        let mut end = self.write;
+        while end > self.segment_start && matches!(buf[end - 1], b'.' | b' ') {
+            end -= 1;
+        }
+        if end == self.segment_start || is_last {
+            self.write = end;
+            return;
+        }
+        buf[end] = b'/';
+        self.write = end + 1;
+        self.segment_start = end + 1;
+    }
+}
+
+/// Value of one ASCII hex digit (either case).
+fn hex_value(digit: u8) -> Option<u8> {
+    match digit {
+        b'0'..=b'9' => Some(digit - b'0'),
+        b'a'..=b'f' => Some(digit - b'a' + 10),
+        b'A'..=b'F' => Some(digit - b'A' + 10),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn normalized(raw: &[u8], case_fold: bool) -> String {
+        let mut out = Vec::new();
+        normalize_target(raw, case_fold, &mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    fn strings(items: &[&str]) -> Vec<String> {
+        items.iter().map(|item| item.to_string()).collect()
+    }
+
+    fn recordings_wav_mp3() -> SensitivePaths {
+        SensitivePaths::new(&strings(&["/recordings/"]), &strings(&["wav", "mp3"]), true)
+    }
+
+    #[test]
+    fn normalisation_resolves_every_evasion() {
+        let cases: &[(&[u8], &str)] = &[
+            (b"/recordings/x.wav", "/recordings/x.wav"),
+            (b"/static/../Recordings/%2e/x.WAV", "/recordings/x.wav"),
+            (b"/a/%2E%2E/recordings/x.wav", "/recordings/x.wav"),
+            (b"/recordings/%2e%2E/secret", "/secret"),
+            (b"//recordings//x.wav", "/recordings/x.wav"),
+            (b"/./recordings/./x.wav", "/recordings/x.wav"),
+            (b"/../../recordings/x.wav", "/recordings/x.wav"),
+            (b"/..", "/"),
+            (b"/../..", "/"),
+            (b"/recordings/..", "/"),
+            (b"/recordings/x.wav;jsessionid=ABC", "/recordings/x.wav"),
+            (b"/recordings;v=1/x.wav", "/recordings/x.wav"),
+            (b"/a/..;/recordings/x.wav", "/recordings/x.wav"),
+            (b"/recordings/x.wav.", "/recordings/x.wav"),
+            (b"/recordings/x.wav. . ", "/recordings/x.wav"),
+            (b"/recordings/x.wav%20", "/recordings/x.wav"),
+            (b"/recordings./x.wav", "/recordings/x.wav"),
+            (b"/recordings/.../x.wav", "/recordings/x.wav"),
+            (b"http://example.com/recordings/x.wav", "/recordings/x.wav"),
+            (b"HTTPS://example.com:8443/Recordings/x.wav?x=1", "/recordings/x.wav"),
+            (b"http://example.com", "/"),
+            (b"http://example.com?next=/recordings/a.wav", "/"),
+            (b"/recordings/x.wav?dl=1", "/recordings/x.wav"),
+            (b"/recordings/x.wav#t=10", "/recordings/x.wav"),
+            (b"/recordings/x.wav%3Fdl=1", "/recordings/x.wav?dl=1"),
+            (b"/recordings/x.wav%23frag", "/recordings/x.wav#frag"),
+            (br"/recordings\x5Cx.wav", "/recordings/x.wav"),
+            (br"/recordings\\x.wav", "/recordings/x.wav"),
+            (b"/recordings%5Cx.wav", "/recordings/x.wav"),
+            (b"/recordings%2Fx.wav", "/recordings/x.wav"),
+            (br"/recordings/\x2e\x2e/x", "/x"),
+            (br"/a\x2F..\x2Frecordings/x.wav", "/recordings/x.wav"),
+            (b"/recordings/2019/02/", "/recordings/2019/02/"),
+            (b"/recordings/2019/.", "/recordings/2019/"),
+            (b"/recordings/2019/..", "/recordings/"),
+            (b"/recordings/2019%2F", "/recordings/2019/"),
+            (b"/recordings/2019/?C=M;O=D", "/recordings/2019/"),
+            (b"/recordings/2019/...", "/recordings/2019/"),
+            (b"/recordings", "/recordings"),
+            (b"", "/"),
+            (b"?x=1", "/"),
+            (b"recordings/x.wav", "/recordings/x.wav"),
+            (b"/a%zz/%4/%", "/a%zz/%4/%"),
+            (b"/%252e%252e/", "/%2e%2e/"),
+            (b"/a%2", "/a%2"),
+            (b"/a%2?%41", "/a%2"),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(normalized(raw, true), *want, "{:?}", String::from_utf8_lossy(raw));
+        }
+    }
+
+    #[test]
+    fn normalisation_keeps_case_unless_folding() {
+        assert_eq!(normalized(b"/Recordings/X.WAV", false), "/Recordings/X.WAV");
+        assert_eq!(normalized(b"/Recordings/X.WAV", true), "/recordings/x.wav");
+    }
+
+    #[test]
+    fn normalisation_caps_output_length() {
+        let mut raw = b"/recordings/".to_vec();
+        raw.resize(10_000, b'a');
+        let mut out = Vec::new();
+        normalize_target(&raw, false, &mut out);
+        assert_eq!(out.len(), MAX_NORMALIZED_LEN);
+        assert!(out.starts_with(b"/recordings/aaa"));
+    }
+
+    #[test]
+    fn classification_table() {
+        let paths = recordings_wav_mp3();
+        let cases: &[(&[u8], Option<PathClass>)] = &[
+            (b"/recordings/2019/x.wav", Some(PathClass::Recording)),
+            (b"/recordings/2019/x.MP3", Some(PathClass::Recording)),
+            (b"/recordings/2019/x.json", Some(PathClass::OtherUnderPrefix)),
+            (b"/recordings/x.wav.md5", Some(PathClass::OtherUnderPrefix)),
+            (b"/recordings/x", Some(PathClass::OtherUnderPrefix)),
+            (b"/recordings/x.wav%3Fdl=1", Some(PathClass::OtherUnderPrefix)),
+            (b"/static/audio/beep.wav", None),
+            (b"/recordings/2019/02/", Some(PathClass::Listing)),
+            (b"/recordings/", Some(PathClass::Listing)),
+            (b"/recordings", Some(PathClass::Listing)),
+            (b"/recordings?C=M;O=A", Some(PathClass::Listing)),
+            (b"/recordingsX/a.wav", None),
+            (b"/recordings-old/a.wav", None),
+            (b"/RECORDINGS/X.WAV", Some(PathClass::Recording)),
+            (b"/static/../Recordings/%2e/x.WAV", Some(PathClass::Recording)),
+            (b"/recordings./x.wav", Some(PathClass::Recording)),
+            (b"/recordings/x.wav?dl=1", Some(PathClass::Recording)),
+            (b"/recordings/x.wav.", Some(PathClass::Recording)),
+            (b"/recordings/x.wav;jsessionid=1", Some(PathClass::Recording)),
+            (b"http://h/recordings/x.wav", Some(PathClass::Recording)),
+            (b"/", None),
+            (b"/index.html", None),
+            (b"/static/app.js?v=/recordings/x.wav", None),
+            (b"/recordings/../index.html", None),
+        ];
+        let mut scratch = Vec::new();
+        for (raw, want) in cases {
+            assert_eq!(paths.classify(raw, &mut scratch), *want, "{:?}", String::from_utf8_lossy(raw));
+        }
+    }
+
+    #[test]
+    fn classify_leaves_the_normalised_path_in_scratch() {
+        let paths = recordings_wav_mp3();
+        let mut scratch = b"stale".to_vec();
+        let class = paths.classify(b"/static/../Recordings/%2e/x.WAV?dl=1", &mut scratch);
+        assert_eq!(class, Some(PathClass::Recording));
+        assert_eq!(scratch, b"/recordings/x.wav");
+        let class = paths.classify(b"/Recordings?C=M;O=A", &mut scratch);
+        assert_eq!(class, Some(PathClass::Listing));
+        assert_eq!(scratch, b"/recordings/");
+    }
+
+    #[test]
+    fn case_sensitive_configuration_compares_exactly() {
+        let paths = SensitivePaths::new(&strings(&["/recordings"]), &strings(&["wav"]), false);
+        let mut scratch = Vec::new();
+        assert_eq!(paths.classify(b"/RECORDINGS/x.wav", &mut scratch), None);
+        assert_eq!(paths.classify(b"/recordings/x.WAV", &mut scratch), Some(PathClass::OtherUnderPrefix));
+        assert_eq!(paths.classify(b"/recordings/X.wav", &mut scratch), Some(PathClass::Recording));
+        assert_eq!(scratch, b"/recordings/X.wav");
+    }
+
+    #[test]
+    fn empty_prefix_list_means_every_path() {
+        let paths = SensitivePaths::new(&[], &strings(&["wav"]), true);
+        let mut scratch = Vec::new();
+        assert_eq!(paths.classify(b"/a.wav", &mut scratch), Some(PathClass::Recording));
+        assert_eq!(paths.classify(b"/", &mut scratch), Some(PathClass::Listing));
+        assert_eq!(paths.classify(b"/index.html", &mut scratch), Some(PathClass::OtherUnderPrefix));
+    }
+
+    #[test]
+    fn empty_extension_list_means_any_file_is_a_recording() {
+        let paths = SensitivePaths::new(&strings(&["/recordings/"]), &[], true);
+        let mut scratch = Vec::new();
+        assert_eq!(paths.classify(b"/recordings/x.json", &mut scratch), Some(PathClass::Recording));
+        assert_eq!(paths.classify(b"/recordings/2019/", &mut scratch), Some(PathClass::Listing));
+    }
+
+    #[test]
+    fn configured_prefixes_and_extensions_are_normalised() {
+        let paths = SensitivePaths::new(&strings(&["Data/Recordings", "/calls/./archive/"]), &strings(&[".WAV"]), true);
+        let mut scratch = Vec::new();
+        assert_eq!(paths.classify(b"/data/recordings/a.wav", &mut scratch), Some(PathClass::Recording));
+        assert_eq!(paths.classify(b"/calls/archive/a.wav", &mut scratch), Some(PathClass::Recording));
+    }
+
+    #[test]
+    fn trailing_dot_in_a_middle_segment_does_not_slip_past_the_fast_reject() {
+        let paths = SensitivePaths::new(&strings(&["/data/recordings/"]), &strings(&["wav"]), true);
+        let mut scratch = Vec::new();
+        for raw in [&b"/data./recordings/a.wav"[..], b"/data /recordings/a.wav", b"/DATA./Recordings./a.wav"] {
+            assert_eq!(
+                paths.classify(raw, &mut scratch),
+                Some(PathClass::Recording),
+                "{:?}",
+                String::from_utf8_lossy(raw)
+            );
+        }
+    }
+
+    #[test]
+    fn fast_reject_does_not_touch_scratch() {
+        let paths = recordings_wav_mp3();
+        let mut scratch = b"untouched".to_vec();
+        for raw in [&b"/static/app.js?v=3"[..], b"/index.html", b"/api/v1/items/42?x=%2e%2e", b"/a b/c"] {
+            assert_eq!(paths.classify(raw, &mut scratch), None);
+            assert_eq!(scratch, b"untouched");
+        }
+        // Not simple, so it is normalised (and still rejected).
+        assert_eq!(paths.classify(b"/static/%2e/x", &mut scratch), None);
+        assert_eq!(scratch, b"/static/x");
+    }
+
+    #[test]
+    fn labels_are_stable() {
+        let labels: Vec<&str> = PathClass::ALL.iter().map(|class| class.as_str()).collect();
+        assert_eq!(labels, ["recording", "listing", "other"]);
+    }
+
+    /// Targets built from the pieces that matter to normalisation, so the generator reaches
+    /// the interesting branches far more often than uniform bytes would.
+    fn target_strategy() -> impl Strategy<Value = Vec<u8>> {
+        let piece = prop_oneof![
+            Just(&b"/"[..]),
+            Just(&b"\\"[..]),
+            Just(&b"."[..]),
+            Just(&b".."[..]),
+            Just(&b"%2e"[..]),
+            Just(&b"%2F"[..]),
+            Just(&b"%5c"[..]),
+            Just(&b"%"[..]),
+            Just(&b"%25"[..]),
+            Just(&b"%3F"[..]),
+            Just(&b"?"[..]),
+            Just(&b"#"[..]),
+            Just(&b";"[..]),
+            Just(&b" "[..]),
+            Just(&br"\x2e"[..]),
+            Just(&br"\x5C"[..]),
+            Just(&br"\"[..]),
+            Just(&b"http://"[..]),
+            Just(&b"HTTPS://h:1"[..]),
+            Just(&b"recordings"[..]),
+            Just(&b"Recordings"[..]),
+            Just(&b"x.wav"[..]),
+            Just(&b"a"[..]),
+            Just(&b"\xff"[..]),
+        ];
+        prop::collection::vec(piece, 0..24).prop_map(|pieces| pieces.concat())
+    }
+
+    proptest! {
+        #[test]
+        fn classify_never_panics_on_arbitrary_bytes(raw in prop::collection::vec(any::<u8>(), 0..300)) {
+            let paths = recordings_wav_mp3();
+            let mut scratch = Vec::new();
+            let _ = paths.classify(&raw, &mut scratch);
+            normalize_target(&raw, false, &mut scratch);
+            prop_assert!(scratch.starts_with(b"/"));
+        }
+
+        #[test]
+        fn normalised_paths_are_canonical(raw in target_strategy(), fold in any::<bool>()) {
+            let mut out = Vec::new();
+            normalize_target(&raw, fold, &mut out);
+            prop_assert!(out.starts_with(b"/"));
+            prop_assert!(out.len() <= MAX_NORMALIZED_LEN);
+            prop_assert!(!out.contains(&b'\\'));
+            for segment in out[1..].split(|&byte| byte == b'/') {
+                // Only the final (empty) segment after a trailing '/' may be empty.
+                prop_assert!(segment != b"." && segment != b"..");
+                prop_assert!(!segment.contains(&b';'));
+                prop_assert!(!segment.ends_with(b".") && !segment.ends_with(b" "));
+            }
+            prop_assert!(!out.windows(2).any(|pair| pair == b"//"));
+        }
+
+        #[test]
+        fn normalisation_is_idempotent(raw in target_strategy(), fold in any::<bool>()) {
+            let mut once = Vec::new();
+            normalize_target(&raw, fold, &mut once);
+            // Decoding is deliberately done once: a path still holding '%' (from "%25"), '?'
+            // or '#' (from "%3F"/"%23") would change again, which is correct, not a bug.
+            if once.iter().any(|byte| matches!(byte, b'%' | b'?' | b'#')) {
+                return Ok(());
+            }
+            let mut twice = Vec::new();
+            normalize_target(&once, fold, &mut twice);
+            prop_assert_eq!(once, twice);
+        }
+
+        #[test]
+        fn fast_reject_never_changes_the_answer(raw in target_strategy(), fold in any::<bool>()) {
+            let paths = SensitivePaths::new(&strings(&["/recordings/", "/a/recordings"]), &strings(&["wav"]), fold);
+            let mut scratch = Vec::new();
+            let fast = paths.classify(&raw, &mut scratch);
+            normalize_target(&raw, fold, &mut scratch);
+            prop_assert_eq!(fast, paths.classify_normalized(&scratch));
+        }
+    }
+}

@@ -1,0 +1,301 @@
+//! Command-line interface: argument definitions and the glue that runs each subcommand.
+//! Owns exit codes and what is printed to the terminal. Never implements a stage itself.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+
+use recwatch::config::Config;
+use recwatch::detect::alert::AlertStatus;
+use recwatch::parse::{LogFormat, MAX_LINE_LEN};
+use recwatch::pipeline::{Pipeline, SourceSpec};
+use recwatch::report::{AlertRow, InputSummary, Report, ReportFormat};
+use recwatch::source::framing::{for_each_line, Frame};
+use recwatch::source::replay::{open, Input};
+use recwatch::store::{AlertFilter, Store};
+use recwatch::telemetry::Telemetry;
+
+pub const DEFAULT_CONFIG: &str = "/etc/recwatch/recwatch.toml";
+
+/// Exit code when no input could be read at all.
+const EXIT_NOTHING_READ: u8 = 2;
+
+#[derive(Parser)]
+#[command(
+    name = "recwatch",
+    version,
+    about = "Watches access logs and alerts when unknown clients fetch call recordings"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Validate a config file and print the effective settings and rules.
+    Check {
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Read access logs (plain, .gz or stdin), store the alerts they raise, print a scope report.
+    Replay(ReplayArgs),
+    /// List, show, acknowledge or resolve stored alerts.
+    Alerts {
+        #[command(subcommand)]
+        action: AlertsAction,
+    },
+}
+
+#[derive(Args)]
+pub struct ReplayArgs {
+    #[arg(long, short, default_value = DEFAULT_CONFIG)]
+    pub config: PathBuf,
+    /// State directory (alert store); overrides `store.path` of the config.
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// Report format: json, csv (per-client table) or md.
+    #[arg(long, default_value = "json")]
+    pub report: String,
+    /// Write the report here instead of stdout.
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+    /// Detection worker threads (default: the config's engine.workers, 0 there = cores).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Log format of the inputs (default: the first configured source's, else combined).
+    #[arg(long)]
+    pub format: Option<String>,
+    /// Source name alerts carry (default "replay").
+    #[arg(long, default_value = "replay")]
+    pub source_name: String,
+    /// Never draw a progress bar.
+    #[arg(long)]
+    pub no_progress: bool,
+    /// Log files (plain or gzip), `-` for stdin.
+    pub files: Vec<String>,
+}
+
+#[derive(Args, Clone)]
+pub struct StoreArgs {
+    #[arg(long, short, default_value = DEFAULT_CONFIG)]
+    pub config: PathBuf,
+    /// State directory (alert store); overrides the config's `store.path`.
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+pub enum AlertsAction {
+    /// List alerts, oldest first.
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long)]
+        json: bool,
+        /// Only this rule (name or id).
+        #[arg(long)]
+        rule: Option<String>,
+        /// Only this client address.
+        #[arg(long)]
+        client: Option<String>,
+        /// Only this status: open, acked, resolved.
+        #[arg(long)]
+        status: Option<String>,
+    },
+    /// Show one alert as JSON.
+    Show {
+        id: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Mark an alert as acknowledged.
+    Ack {
+        id: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Mark an alert as resolved.
+    Resolve {
+        id: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Check { config } => {
+            let c = load_config(&config)?;
+            print!("{}", c.describe());
+            println!("ok");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Replay(args) => replay(args),
+        Command::Alerts { action } => alerts(action),
+    }
+}
+
+fn load_config(path: &Path) -> anyhow::Result<Config> {
+    Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// The state directory: `--state-dir` if given, else the config's store path.
+fn state_dir(args: &StoreArgs) -> anyhow::Result<PathBuf> {
+    match &args.state_dir {
+        Some(d) => Ok(d.clone()),
+        None => Ok(load_config(&args.config)?.store_dir),
+    }
+}
+
+fn open_store(state_dir: &Path) -> anyhow::Result<Store> {
+    std::fs::create_dir_all(state_dir)
+        .with_context(|| format!("cannot create state directory {}", state_dir.display()))?;
+    Ok(Store::open_state_dir(state_dir)?)
+}
+
+fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
+    let config = load_config(&args.config)?;
+    let report_format = ReportFormat::from_name(&args.report)
+        .with_context(|| format!("--report {:?}: expected json, csv or md", args.report))?;
+    let format = match &args.format {
+        Some(f) => LogFormat::from_name(f).with_context(|| {
+            format!("--format {f:?}: expected one of {}", LogFormat::ALL.map(|f| f.as_str()).join(", "))
+        })?,
+        None => config.sources.first().map_or(LogFormat::Combined, |s| s.format),
+    };
+    let inputs: Vec<Input> = if args.files.is_empty() {
+        if std::io::stdin().is_terminal() {
+            bail!("no input: give log files, or `-` to read standard input");
+        }
+        vec![Input::Stdin]
+    } else {
+        args.files.iter().map(|f| Input::from_arg(f)).collect()
+    };
+    let state_dir = args.state_dir.clone().unwrap_or_else(|| config.store_dir.clone());
+    let store = open_store(&state_dir)?;
+    let workers = args.workers.unwrap_or(config.workers).max(1);
+    let telemetry = Arc::new(Telemetry::default());
+    let sources = vec![SourceSpec { name: args.source_name.clone(), format }];
+    let mut pipeline = Pipeline::start(&config, sources, workers, store, true, telemetry.clone());
+
+    let progress = progress_bar(&inputs, args.no_progress);
+    let mut summaries = Vec::new();
+    for input in &inputs {
+        let name = input.name();
+        let pb = progress.clone();
+        let opened = open(input, Box::new(move |n| pb.inc(n)));
+        let mut summary = InputSummary { input: name.clone(), lines: 0, bytes: 0, error: None };
+        match opened {
+            Err(e) => {
+                eprintln!("recwatch: {e}");
+                summary.error = Some(e.to_string());
+            }
+            Ok(opened) => {
+                let ingest = &mut pipeline.ingest;
+                let lines = &mut summary.lines;
+                let result = for_each_line(opened.reader, MAX_LINE_LEN, 1 << 20, |frame| {
+                    *lines += 1;
+                    match frame {
+                        Frame::Line(line) => ingest.line(0, line),
+                        Frame::TooLong => ingest.too_long(),
+                    }
+                });
+                ingest.flush();
+                match result {
+                    Ok(bytes) => summary.bytes = bytes,
+                    Err(e) => {
+                        let what = if opened.gzip { "gzip stream is truncated or corrupt" } else { "read error" };
+                        eprintln!("recwatch: {name}: {what}: {e} (lines before it were processed)");
+                        summary.error = Some(format!("{what}: {e}"));
+                    }
+                }
+            }
+        }
+        summaries.push(summary);
+    }
+    progress.finish_and_clear();
+    let nothing_read = summaries.iter().all(|s| s.error.is_some() && s.lines == 0);
+    let outcome = pipeline.finish(true)?;
+    let partners: Vec<String> = config.partners.iter().map(|(n, _)| n.clone()).collect();
+    let report = Report::build(&telemetry, summaries, &outcome.alerts, outcome.clients, |i| {
+        partners.get(usize::from(i)).cloned()
+    });
+    let text = report.render(report_format);
+    match &args.output {
+        Some(path) => std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?,
+        None => std::io::stdout().lock().write_all(text.as_bytes())?,
+    }
+    if nothing_read {
+        eprintln!("recwatch: nothing could be read");
+        return Ok(ExitCode::from(EXIT_NOTHING_READ));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn progress_bar(inputs: &[Input], disabled: bool) -> indicatif::ProgressBar {
+    if disabled || !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let total: u64 = inputs.iter().filter_map(Input::size).sum();
+    let pb = indicatif::ProgressBar::new(total);
+    pb.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    pb
+}
+
+fn alerts(action: AlertsAction) -> anyhow::Result<ExitCode> {
+    match action {
+        AlertsAction::List { store, json, rule, client, status } => {
+            let status = match status.as_deref() {
+                None => None,
+                Some("open") => Some(AlertStatus::Open),
+                Some("acked") => Some(AlertStatus::Acked),
+                Some("resolved") => Some(AlertStatus::Resolved),
+                Some(other) => bail!("--status {other:?}: expected open, acked or resolved"),
+            };
+            let store = open_store(&state_dir(&store)?)?;
+            let list = store.list(&AlertFilter { rule, client, status, since: None })?;
+            let rows: Vec<AlertRow> = list.iter().map(AlertRow::from).collect();
+            let mut out = std::io::stdout().lock();
+            if json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
+            } else {
+                writeln!(
+                    out,
+                    "{:<16}  {:<26}  {:<8}  {:<8}  {:<39}  {:<20}  {:>8}  {:>8}",
+                    "ID", "RULE", "SEVERITY", "STATUS", "CLIENT", "FIRST SEEN", "REQUESTS", "DISTINCT"
+                )?;
+                for r in &rows {
+                    writeln!(
+                        out,
+                        "{:<16}  {:<26}  {:<8}  {:<8}  {:<39}  {:<20}  {:>8}  {:>8}",
+                        r.id, r.rule, r.severity, r.status, r.client, r.first_seen, r.requests, r.distinct_resources
+                    )?;
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        AlertsAction::Show { id, store } => {
+            let store = open_store(&state_dir(&store)?)?;
+            let a = store.get(&id)?.with_context(|| format!("no alert with id {id}"))?;
+            println!("{}", serde_json::to_string_pretty(&AlertRow::from(&a))?);
+            Ok(ExitCode::SUCCESS)
+        }
+        AlertsAction::Ack { id, store } => set_status(&id, &store, AlertStatus::Acked),
+        AlertsAction::Resolve { id, store } => set_status(&id, &store, AlertStatus::Resolved),
+    }
+}
+
+fn set_status(id: &str, args: &StoreArgs, status: AlertStatus) -> anyhow::Result<ExitCode> {
+    let store = open_store(&state_dir(args)?)?;
+    let a = store.set_status(id, status)?;
+    println!("{} {}", a.id, a.status.as_str());
+    Ok(ExitCode::SUCCESS)
+}

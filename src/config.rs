@@ -1,0 +1,727 @@
+//! Configuration: a raw serde view of the TOML file (unknown keys rejected) is *built* into a
+//! validated, compiled [`Config`] (CIDR tables, path tables, regexes, rules). `recwatch check`
+//! runs exactly this path, so what `check` accepts, `run` and `replay` accept.
+//! Owns every error message about the file; each names file, line and key. Never reads logs.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use crate::classify::client::{Cidr, ClientKind, Networks};
+use crate::classify::path::{PathClass, SensitivePaths};
+use crate::detect::rule::{path_class_bit, Aggregate, GroupBy, Rule, Severity, StatusSet, UserMatch};
+use crate::parse::LogFormat;
+
+/// The rules used when a config has no `[[rule]]` table: R1, R2, R3, R5 and R6 of DESIGN.md.
+/// Also shipped, with comments, in `config/recwatch.toml`.
+pub const DEFAULT_RULES_TOML: &str = include_str!("default_rules.toml");
+
+/// Rules per config; the detector tests them as one 128-bit mask.
+pub const MAX_RULES: usize = 128;
+
+#[derive(Debug)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    /// 1-based line, when the error can be tied to one.
+    pub line: Option<usize>,
+    /// Dotted key path, e.g. `rule[2].aggregate`.
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if !self.key.is_empty() {
+            write!(f, ": {}", self.key)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    store: RawStore,
+    #[serde(default)]
+    sensitive: RawSensitive,
+    #[serde(default)]
+    networks: RawNetworks,
+    #[serde(default)]
+    source: Vec<RawSource>,
+    #[serde(default)]
+    engine: RawEngine,
+    #[serde(default)]
+    rule: Vec<RawRule>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    #[serde(default = "default_store_path")]
+    path: String,
+    #[serde(default = "default_retention_days")]
+    retention_days: u32,
+}
+
+fn default_store_path() -> String {
+    "/var/lib/recwatch".into()
+}
+fn default_retention_days() -> u32 {
+    90
+}
+
+impl Default for RawStore {
+    fn default() -> Self {
+        RawStore { path: default_store_path(), retention_days: default_retention_days() }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSensitive {
+    #[serde(default = "default_prefixes")]
+    prefixes: Vec<String>,
+    #[serde(default = "default_extensions")]
+    extensions: Vec<String>,
+    #[serde(default = "yes")]
+    case_insensitive: bool,
+}
+
+fn default_prefixes() -> Vec<String> {
+    vec!["/recordings/".into()]
+}
+fn default_extensions() -> Vec<String> {
+    ["wav", "mp3", "gsm", "ogg"].map(String::from).to_vec()
+}
+fn yes() -> bool {
+    true
+}
+
+impl Default for RawSensitive {
+    fn default() -> Self {
+        RawSensitive { prefixes: default_prefixes(), extensions: default_extensions(), case_insensitive: true }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawNetworks {
+    #[serde(default)]
+    internal: Vec<String>,
+    #[serde(default)]
+    partner: Vec<RawPartner>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPartner {
+    name: String,
+    cidrs: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSource {
+    name: Option<String>,
+    path: String,
+    #[serde(default = "default_format")]
+    format: String,
+}
+
+fn default_format() -> String {
+    "combined".into()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEngine {
+    #[serde(default)]
+    workers: usize,
+    #[serde(default = "default_max_clients")]
+    max_clients_per_worker: usize,
+    #[serde(default = "default_idle")]
+    client_idle_secs: i64,
+}
+
+fn default_max_clients() -> usize {
+    100_000
+}
+fn default_idle() -> i64 {
+    3600
+}
+
+impl Default for RawEngine {
+    fn default() -> Self {
+        RawEngine { workers: 0, max_clients_per_worker: default_max_clients(), client_idle_secs: default_idle() }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawStatus {
+    Code(u16),
+    Text(String),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    id: String,
+    name: String,
+    #[serde(default = "default_severity")]
+    severity: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default = "default_path_class")]
+    path_class: Vec<String>,
+    #[serde(default)]
+    status: Vec<RawStatus>,
+    #[serde(default)]
+    method: Vec<String>,
+    #[serde(default)]
+    client_kind: Vec<String>,
+    #[serde(default = "default_user")]
+    user: String,
+    user_agent: Option<String>,
+    #[serde(default = "default_aggregate")]
+    aggregate: String,
+    #[serde(default = "default_window")]
+    window_secs: i64,
+    #[serde(default)]
+    threshold: u64,
+    #[serde(default = "default_group_by")]
+    group_by: String,
+    #[serde(default = "default_suppress")]
+    suppress_secs: i64,
+    #[serde(default = "yes")]
+    enabled: bool,
+}
+
+fn default_severity() -> String {
+    "warning".into()
+}
+fn default_path_class() -> Vec<String> {
+    vec!["recording".into()]
+}
+fn default_user() -> String {
+    "any".into()
+}
+fn default_aggregate() -> String {
+    "none".into()
+}
+fn default_window() -> i64 {
+    60
+}
+fn default_group_by() -> String {
+    "client".into()
+}
+fn default_suppress() -> i64 {
+    3600
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRuleFile {
+    rule: Vec<RawRule>,
+}
+
+/// One configured log source.
+#[derive(Clone, Debug)]
+pub struct SourceConfig {
+    pub name: String,
+    /// A path or a glob.
+    pub path: String,
+    pub format: LogFormat,
+}
+
+/// The validated, compiled configuration.
+pub struct Config {
+    pub file: PathBuf,
+    /// sled database directory.
+    pub store_dir: PathBuf,
+    pub retention_days: u32,
+    pub sensitive: Arc<SensitivePaths>,
+    pub sensitive_prefixes: Vec<String>,
+    pub sensitive_extensions: Vec<String>,
+    pub case_insensitive: bool,
+    pub networks: Arc<Networks>,
+    pub internal: Vec<Cidr>,
+    pub partners: Vec<(String, Vec<Cidr>)>,
+    pub sources: Vec<SourceConfig>,
+    /// Detection worker threads; resolved (0 in the file = number of cores).
+    pub workers: usize,
+    pub max_clients_per_worker: usize,
+    pub client_idle_secs: i64,
+    pub rules: Vec<Rule>,
+}
+
+/// Key path segment, for error messages and locating lines.
+#[derive(Clone, Debug)]
+enum Seg {
+    Key(String),
+    Index(usize),
+}
+
+fn key_text(path: &[Seg]) -> String {
+    let mut s = String::new();
+    for seg in path {
+        match seg {
+            Seg::Key(k) => {
+                if !s.is_empty() {
+                    s.push('.');
+                }
+                s.push_str(k);
+            }
+            Seg::Index(i) => s.push_str(&format!("[{i}]")),
+        }
+    }
+    s
+}
+
+/// Finds lines of keys in the original text, for errors found after deserialising.
+struct Locator {
+    text: String,
+    doc: Option<toml_edit::ImDocument<String>>,
+}
+
+impl Locator {
+    fn line_of_offset(&self, offset: usize) -> usize {
+        self.text.as_bytes()[..offset.min(self.text.len())].iter().filter(|&&b| b == b'\n').count() + 1
+    }
+
+    /// The line of the deepest item of `path` that exists in the document.
+    fn line_of(&self, path: &[Seg]) -> Option<usize> {
+        let doc = self.doc.as_ref()?;
+        let mut item = doc.as_item();
+        let mut best = None;
+        for seg in path {
+            let next = match seg {
+                Seg::Key(k) => item.get(k.as_str()),
+                Seg::Index(i) => match item {
+                    toml_edit::Item::ArrayOfTables(aot) => aot.get(*i).map(|_| ()).and_then(|_| item.get(*i)),
+                    _ => item.get(*i),
+                },
+            };
+            let Some(next) = next else { break };
+            item = next;
+            if let Some(span) = item_span(item) {
+                best = Some(span);
+            }
+        }
+        best.map(|s| self.line_of_offset(s))
+    }
+}
+
+fn item_span(item: &toml_edit::Item) -> Option<usize> {
+    match item {
+        toml_edit::Item::Value(v) => v.span().map(|s| s.start),
+        toml_edit::Item::Table(t) => t.span().map(|s| s.start),
+        toml_edit::Item::ArrayOfTables(a) => a.span().map(|s| s.start),
+        toml_edit::Item::None => None,
+    }
+}
+
+struct Builder<'a> {
+    file: &'a Path,
+    locator: &'a Locator,
+}
+
+impl Builder<'_> {
+    fn err(&self, path: &[Seg], message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.file.to_path_buf(),
+            line: self.locator.line_of(path),
+            key: key_text(path),
+            message: message.into(),
+        }
+    }
+}
+
+fn key(k: &str) -> Seg {
+    Seg::Key(k.to_string())
+}
+
+fn one_of<T: Copy>(
+    b: &Builder<'_>,
+    path: &[Seg],
+    value: &str,
+    parse: impl Fn(&str) -> Option<T>,
+    names: &[&str],
+) -> Result<T, ConfigError> {
+    parse(value).ok_or_else(|| b.err(path, format!("unknown value {value:?} (expected one of: {})", names.join(", "))))
+}
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    pub fn load(file: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(file).map_err(|e| ConfigError {
+            file: file.to_path_buf(),
+            line: None,
+            key: String::new(),
+            message: format!("cannot read: {e}"),
+        })?;
+        Config::from_toml(file, &text)
+    }
+
+    /// Parses and validates config text; `file` is used in messages and to resolve relative paths.
+    pub fn from_toml(file: &Path, text: &str) -> Result<Config, ConfigError> {
+        let locator = Locator { text: text.to_string(), doc: toml_edit::ImDocument::parse(text.to_string()).ok() };
+        let raw: RawConfig = deserialize(file, &locator, text)?;
+        let b = Builder { file, locator: &locator };
+        let raw_rules = if raw.rule.is_empty() {
+            let defaults = Locator { text: DEFAULT_RULES_TOML.to_string(), doc: None };
+            deserialize::<RawRuleFile>(Path::new("<built-in rules>"), &defaults, DEFAULT_RULES_TOML)?.rule
+        } else {
+            raw.rule
+        };
+        build(&b, raw.store, raw.sensitive, raw.networks, raw.source, raw.engine, raw_rules)
+    }
+
+    /// A readable summary of the effective configuration, for `recwatch check`.
+    pub fn describe(&self) -> String {
+        let mut s = String::new();
+        s += &format!("config: {}\n", self.file.display());
+        s += &format!("store: {} (retention {} days)\n", self.store_dir.display(), self.retention_days);
+        s += &format!(
+            "sensitive: prefixes {:?}, extensions {:?}, case-{}\n",
+            self.sensitive_prefixes,
+            self.sensitive_extensions,
+            if self.case_insensitive { "insensitive" } else { "sensitive" }
+        );
+        let internal: Vec<String> = self.internal.iter().map(|c| c.to_string()).collect();
+        s += &format!(
+            "internal networks: {}\n",
+            if internal.is_empty() { "(none)".into() } else { internal.join(", ") }
+        );
+        for (name, cidrs) in &self.partners {
+            let c: Vec<String> = cidrs.iter().map(|c| c.to_string()).collect();
+            s += &format!("partner {name}: {}\n", c.join(", "));
+        }
+        for src in &self.sources {
+            s += &format!("source {}: {} ({})\n", src.name, src.path, src.format.as_str());
+        }
+        s += &format!(
+            "engine: {} workers, at most {} clients per worker, idle eviction after {} s\n",
+            self.workers, self.max_clients_per_worker, self.client_idle_secs
+        );
+        s += &format!("rules ({}):\n", self.rules.len());
+        for r in &self.rules {
+            s += &format!("  {}\n", r.describe());
+        }
+        s
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+fn deserialize<T: serde::de::DeserializeOwned>(file: &Path, locator: &Locator, text: &str) -> Result<T, ConfigError> {
+    let de = toml::Deserializer::new(text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path: Vec<Seg> = e
+            .path()
+            .iter()
+            .filter_map(|s| match s {
+                serde_path_to_error::Segment::Seq { index } => Some(Seg::Index(*index)),
+                serde_path_to_error::Segment::Map { key } => Some(Seg::Key(key.clone())),
+                serde_path_to_error::Segment::Enum { variant } => Some(Seg::Key(variant.clone())),
+                serde_path_to_error::Segment::Unknown => None,
+            })
+            .collect();
+        let inner = e.inner();
+        let line = inner.span().map(|s| locator.line_of_offset(s.start)).or_else(|| locator.line_of(&path));
+        ConfigError {
+            file: file.to_path_buf(),
+            line,
+            key: key_text(&path),
+            message: inner.message().trim().to_string(),
+        }
+    })
+}
+
+fn build(
+    b: &Builder<'_>,
+    store: RawStore,
+    sensitive: RawSensitive,
+    networks: RawNetworks,
+    sources: Vec<RawSource>,
+    engine: RawEngine,
+    raw_rules: Vec<RawRule>,
+) -> Result<Config, ConfigError> {
+    let base = b.file.parent().unwrap_or(Path::new("."));
+    if store.path.trim().is_empty() {
+        return Err(b.err(&[key("store"), key("path")], "must not be empty"));
+    }
+    let store_dir = base.join(&store.path);
+
+    for (i, p) in sensitive.prefixes.iter().enumerate() {
+        if !p.starts_with('/') {
+            return Err(
+                b.err(&[key("sensitive"), key("prefixes"), Seg::Index(i)], format!("{p:?} must start with '/'"))
+            );
+        }
+    }
+    for (i, e) in sensitive.extensions.iter().enumerate() {
+        if e.is_empty() || e.contains(['.', '/']) {
+            return Err(b.err(
+                &[key("sensitive"), key("extensions"), Seg::Index(i)],
+                format!("{e:?} must be a bare extension like \"wav\" (no dot, no slash)"),
+            ));
+        }
+    }
+    let sensitive_paths = SensitivePaths::new(&sensitive.prefixes, &sensitive.extensions, sensitive.case_insensitive);
+
+    let mut internal = Vec::new();
+    for (i, c) in networks.internal.iter().enumerate() {
+        internal.push(
+            Cidr::parse(c).map_err(|e| b.err(&[key("networks"), key("internal"), Seg::Index(i)], e.to_string()))?,
+        );
+    }
+    let mut partners = Vec::new();
+    for (i, p) in networks.partner.iter().enumerate() {
+        let at = |k: &str| vec![key("networks"), key("partner"), Seg::Index(i), key(k)];
+        if p.name.trim().is_empty() || partners.iter().any(|(n, _)| *n == p.name) {
+            return Err(b.err(&at("name"), format!("partner name {:?} is empty or used twice", p.name)));
+        }
+        let mut cidrs = Vec::new();
+        for (j, c) in p.cidrs.iter().enumerate() {
+            let mut path = at("cidrs");
+            path.push(Seg::Index(j));
+            cidrs.push(Cidr::parse(c).map_err(|e| b.err(&path, e.to_string()))?);
+        }
+        partners.push((p.name.clone(), cidrs));
+    }
+    let networks_table = Networks::new(&internal, &partners);
+
+    let mut source_configs: Vec<SourceConfig> = Vec::new();
+    for (i, s) in sources.into_iter().enumerate() {
+        let at = |k: &str| [key("source"), Seg::Index(i), key(k)];
+        let format = one_of(b, &at("format"), &s.format, LogFormat::from_name, &LogFormat::ALL.map(|f| f.as_str()))?;
+        if s.path.trim().is_empty() {
+            return Err(b.err(&at("path"), "must not be empty"));
+        }
+        let name = s.name.unwrap_or_else(|| s.path.clone());
+        if source_configs.iter().any(|o| o.name == name) {
+            return Err(b.err(&at("name"), format!("source name {name:?} is used twice")));
+        }
+        source_configs.push(SourceConfig { name, path: s.path, format });
+    }
+
+    let workers = match engine.workers {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n if n > 256 => return Err(b.err(&[key("engine"), key("workers")], "at most 256")),
+        n => n,
+    };
+    if engine.client_idle_secs <= 0 {
+        return Err(b.err(&[key("engine"), key("client_idle_secs")], "must be positive"));
+    }
+    if engine.max_clients_per_worker == 0 {
+        return Err(b.err(&[key("engine"), key("max_clients_per_worker")], "must be positive"));
+    }
+
+    let mut rules: Vec<Rule> = Vec::new();
+    for (i, r) in raw_rules.into_iter().enumerate() {
+        if !r.enabled {
+            continue;
+        }
+        let rule = build_rule(b, i, r)?;
+        if let Some(dup) = rules.iter().find(|o| o.id == rule.id || o.name == rule.name) {
+            return Err(b.err(
+                &[key("rule"), Seg::Index(i), key("id")],
+                format!("rule id/name {:?}/{:?} is already used by {}", rule.id, rule.name, dup.id),
+            ));
+        }
+        rules.push(rule);
+    }
+
+    if rules.len() > MAX_RULES {
+        return Err(b.err(&[key("rule")], format!("at most {MAX_RULES} rules")));
+    }
+
+    Ok(Config {
+        file: b.file.to_path_buf(),
+        store_dir,
+        retention_days: store.retention_days,
+        sensitive: Arc::new(sensitive_paths),
+        sensitive_prefixes: sensitive.prefixes,
+        sensitive_extensions: sensitive.extensions,
+        case_insensitive: sensitive.case_insensitive,
+        networks: Arc::new(networks_table),
+        internal,
+        partners,
+        sources: source_configs,
+        workers,
+        max_clients_per_worker: engine.max_clients_per_worker,
+        client_idle_secs: engine.client_idle_secs,
+        rules,
+    })
+}
+
+fn build_rule(b: &Builder<'_>, i: usize, r: RawRule) -> Result<Rule, ConfigError> {
+    let at = |k: &str| vec![key("rule"), Seg::Index(i), key(k)];
+    let at_item = |k: &str, j: usize| {
+        let mut p = at(k);
+        p.push(Seg::Index(j));
+        p
+    };
+    if r.id.trim().is_empty() || r.name.trim().is_empty() {
+        return Err(b.err(&at("id"), "id and name must not be empty"));
+    }
+    let severity = one_of(b, &at("severity"), &r.severity, Severity::from_name, &Severity::ALL.map(|s| s.as_str()))?;
+    let mut path_classes = 0u8;
+    for (j, c) in r.path_class.iter().enumerate() {
+        let class = one_of(
+            b,
+            &at_item("path_class", j),
+            c,
+            |s| PathClass::ALL.into_iter().find(|p| p.as_str() == s),
+            &PathClass::ALL.map(|p| p.as_str()),
+        )?;
+        path_classes |= path_class_bit(class);
+    }
+    if path_classes == 0 {
+        return Err(b.err(&at("path_class"), "must name at least one path class"));
+    }
+    let status_text: Vec<String> = r
+        .status
+        .iter()
+        .map(|s| match s {
+            RawStatus::Code(c) => c.to_string(),
+            RawStatus::Text(t) => t.clone(),
+        })
+        .collect();
+    let statuses = StatusSet::parse(&status_text).map_err(|e| b.err(&at("status"), e.to_string()))?;
+    let mut client_kinds = 0u8;
+    for (j, k) in r.client_kind.iter().enumerate() {
+        let kind =
+            one_of(b, &at_item("client_kind", j), k, ClientKind::from_name, &ClientKind::ALL.map(|k| k.as_str()))?;
+        client_kinds |= kind.bit();
+    }
+    if r.client_kind.is_empty() {
+        client_kinds = ClientKind::ALL.iter().fold(0, |m, k| m | k.bit());
+    }
+    let user = one_of(b, &at("user"), &r.user, UserMatch::from_name, &["any", "present", "absent"])?;
+    let user_agent = match &r.user_agent {
+        None => None,
+        Some(re) => Some(
+            regex::bytes::RegexBuilder::new(re)
+                .size_limit(1 << 20)
+                .build()
+                .map_err(|e| b.err(&at("user_agent"), format!("invalid regex: {e}")))?,
+        ),
+    };
+    let aggregate =
+        one_of(b, &at("aggregate"), &r.aggregate, Aggregate::from_name, &Aggregate::ALL.map(|a| a.as_str()))?;
+    let group_by = one_of(b, &at("group_by"), &r.group_by, GroupBy::from_name, &["client", "source"])?;
+    if aggregate != Aggregate::None {
+        if !(1..=86_400).contains(&r.window_secs) {
+            return Err(b.err(&at("window_secs"), "must be between 1 and 86400"));
+        }
+        if r.threshold == 0 {
+            return Err(b.err(
+                &at("threshold"),
+                "a windowed rule needs a threshold > 0 (it fires when the aggregate exceeds it)",
+            ));
+        }
+    }
+    if r.suppress_secs < 0 {
+        return Err(b.err(&at("suppress_secs"), "must not be negative"));
+    }
+    Ok(Rule {
+        id: r.id,
+        name: r.name,
+        severity,
+        description: r.description,
+        path_classes,
+        statuses,
+        methods: r.method.iter().map(|m| m.trim().to_ascii_uppercase().into_bytes()).collect(),
+        client_kinds,
+        user,
+        user_agent,
+        aggregate,
+        window_secs: r.window_secs,
+        threshold: r.threshold,
+        group_by,
+        suppress_secs: r.suppress_secs,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(Path::new("/etc/recwatch/recwatch.toml"), text)
+    }
+
+    #[test]
+    fn empty_config_gets_the_default_rules() {
+        let c = load("").unwrap();
+        let ids: Vec<&str> = c.rules.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["R1", "R2", "R3", "R5", "R6"]);
+        assert_eq!(c.store_dir, Path::new("/var/lib/recwatch"));
+        assert!(c.workers >= 1);
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_and_key() {
+        let e = load(
+            "[networks]\ninternal = [\"10.0.0.0/8\"]\n\n[[rule]]\nid = \"X\"\nname = \"x\"\nagregate = \"count\"\n",
+        )
+        .unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.starts_with("/etc/recwatch/recwatch.toml:7: rule[0]"), "{msg}");
+        assert!(msg.contains("agregate"), "{msg}");
+    }
+
+    #[test]
+    fn bad_values_name_their_line() {
+        let e = load("[networks]\ninternal = [\n  \"10.0.0.0/8\",\n  \"10.0.0.1/8\",\n]\n").unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (Some(4), "networks.internal[1]"), "{e}");
+        let e = load("[[source]]\npath = \"/var/log/nginx/access.log\"\nformat = \"combind\"\n").unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (Some(3), "source[0].format"), "{e}");
+        assert!(e.message.contains("combined"), "{e}");
+        let e = load("[[rule]]\nid = \"R9\"\nname = \"n\"\naggregate = \"distinct\"\n").unwrap_err();
+        assert_eq!(e.key, "rule[0].threshold", "{e}");
+        let e = load("[[rule]]\nid = \"R9\"\nname = \"n\"\nuser_agent = \"(\"\n").unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (Some(4), "rule[0].user_agent"), "{e}");
+        let e = load("[sensitive]\nprefixes = [\"recordings/\"]\n").unwrap_err();
+        assert_eq!(e.key, "sensitive.prefixes[0]", "{e}");
+    }
+
+    #[test]
+    fn syntax_errors_have_a_line() {
+        let e = load("[store]\npath = \n").unwrap_err();
+        assert_eq!(e.line, Some(2), "{e}");
+    }
+
+    #[test]
+    fn relative_store_path_is_relative_to_the_config_file() {
+        let c = load("[store]\npath = \"state\"\n").unwrap();
+        assert_eq!(c.store_dir, Path::new("/etc/recwatch/state"));
+    }
+
+    #[test]
+    fn shipped_configs_are_valid() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        for f in ["config/recwatch.toml", "config/examples/reference.toml"] {
+            let c = Config::load(&root.join(f)).unwrap_or_else(|e| panic!("{e}"));
+            assert!(!c.rules.is_empty(), "{f}");
+        }
+        let reference = Config::load(&root.join("config/examples/reference.toml")).unwrap();
+        let names: Vec<&str> = reference.rules.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["unknown-client-fetch", "enumeration"]);
+    }
+}

@@ -1,0 +1,150 @@
+//! The alert record: identity, what fired, and what it has counted since.
+//! Owns alert ids (deterministic: rule, group, start) and the merge of two snapshots of one
+//! alert. Never talks to storage or the network.
+
+use serde::{Deserialize, Serialize};
+use xxhash_rust::xxh3::xxh3_64;
+
+use super::rule::Severity;
+
+/// Bounded sample sizes, so one alert's size is bounded whatever the client does.
+pub const MAX_SAMPLE_PATHS: usize = 20;
+pub const MAX_USER_AGENTS: usize = 5;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertStatus {
+    #[default]
+    Open,
+    Acked,
+    Resolved,
+}
+
+impl AlertStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertStatus::Open => "open",
+            AlertStatus::Acked => "acked",
+            AlertStatus::Resolved => "resolved",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Alert {
+    /// 16 hex digits of a fixed hash of (rule id, group key, first_seen): re-reading the same
+    /// lines after a crash or a rebalance yields the same id, so the alert is updated, not doubled.
+    pub id: String,
+    pub rule_id: String,
+    /// Rule name, e.g. "unknown-client-fetch".
+    pub rule: String,
+    pub severity: Severity,
+    /// "client" or "source".
+    pub group_by: String,
+    /// The client's address (for source-grouped alerts: the first client seen).
+    pub client: String,
+    /// "internal", "partner" or "unknown".
+    pub client_kind: String,
+    pub partner: Option<String>,
+    /// The source (log file / topic) name.
+    pub source: String,
+    /// Event time of the first request counted, Unix seconds.
+    pub first_seen: i64,
+    pub last_seen: i64,
+    /// Matching requests counted since (and, for windowed rules, in the window before) firing.
+    pub requests: u64,
+    pub distinct_resources: u64,
+    /// Body bytes of matching requests answered 2xx.
+    pub bytes: u64,
+    /// First distinct normalised paths, at most [`MAX_SAMPLE_PATHS`].
+    pub sample: Vec<String>,
+    pub user_agents: Vec<String>,
+    pub status: AlertStatus,
+}
+
+impl Alert {
+    pub fn make_id(rule_id: &str, group_key: &str, first_seen: i64) -> String {
+        let mut buf = Vec::with_capacity(rule_id.len() + group_key.len() + 24);
+        buf.extend_from_slice(rule_id.as_bytes());
+        buf.push(0);
+        buf.extend_from_slice(group_key.as_bytes());
+        buf.push(0);
+        buf.extend_from_slice(&first_seen.to_be_bytes());
+        format!("{:016x}", xxh3_64(&buf))
+    }
+
+    /// Folds a newer snapshot of the same alert into a stored one. Counters never go down
+    /// (a re-read after a crash may see only part of an episode), samples are unioned within
+    /// their bounds, and what a person did (ack, resolve) is kept.
+    pub fn merge_from(&mut self, newer: &Alert) {
+        debug_assert_eq!(self.id, newer.id);
+        self.first_seen = self.first_seen.min(newer.first_seen);
+        self.last_seen = self.last_seen.max(newer.last_seen);
+        self.requests = self.requests.max(newer.requests);
+        self.distinct_resources = self.distinct_resources.max(newer.distinct_resources);
+        self.bytes = self.bytes.max(newer.bytes);
+        union_bounded(&mut self.sample, &newer.sample, MAX_SAMPLE_PATHS);
+        union_bounded(&mut self.user_agents, &newer.user_agents, MAX_USER_AGENTS);
+    }
+}
+
+fn union_bounded(into: &mut Vec<String>, from: &[String], max: usize) {
+    for s in from {
+        if into.len() >= max {
+            break;
+        }
+        if !into.contains(s) {
+            into.push(s.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub fn alert(requests: u64) -> Alert {
+        Alert {
+            id: Alert::make_id("R1", "203.0.113.7", 1550480401),
+            rule_id: "R1".into(),
+            rule: "unknown-client-fetch".into(),
+            severity: Severity::Critical,
+            group_by: "client".into(),
+            client: "203.0.113.7".into(),
+            client_kind: "unknown".into(),
+            partner: None,
+            source: "access.log".into(),
+            first_seen: 1550480401,
+            last_seen: 1550480401 + requests as i64,
+            requests,
+            distinct_resources: requests,
+            bytes: 100 * requests,
+            sample: (0..requests).map(|i| format!("/recordings/{i}.wav")).collect(),
+            user_agents: vec!["curl/7.64.0".into()],
+            status: AlertStatus::Open,
+        }
+    }
+
+    #[test]
+    fn ids_are_deterministic_and_distinguish_their_inputs() {
+        let a = Alert::make_id("R1", "1.2.3.4", 10);
+        assert_eq!(a, Alert::make_id("R1", "1.2.3.4", 10));
+        assert_eq!(a.len(), 16);
+        assert_ne!(a, Alert::make_id("R1", "1.2.3.4", 11));
+        assert_ne!(a, Alert::make_id("R2", "1.2.3.4", 10));
+        assert_ne!(Alert::make_id("R1", "1.2.3.45", 10), Alert::make_id("R1", "1.2.3.4", 510));
+    }
+
+    #[test]
+    fn merge_never_lowers_counts_and_keeps_the_ack() {
+        let mut stored = alert(5);
+        stored.status = AlertStatus::Acked;
+        let partial_reread = alert(2);
+        stored.merge_from(&partial_reread);
+        assert_eq!(stored.requests, 5);
+        assert_eq!(stored.status, AlertStatus::Acked);
+        stored.merge_from(&alert(30));
+        assert_eq!(stored.requests, 30);
+        assert_eq!(stored.sample.len(), MAX_SAMPLE_PATHS);
+    }
+}

@@ -1,0 +1,546 @@
+//! One detection worker: owns the state of the groups (clients, sources) routed to it, applies
+//! every rule to each event, opens and updates alert episodes, evicts idle groups.
+//! Single-threaded by construction (no lock); never does I/O: changed alerts are handed out at
+//! the end of each batch and written by the store stage.
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use super::alert::{Alert, AlertStatus, MAX_SAMPLE_PATHS, MAX_USER_AGENTS};
+use super::event::{Event, EventBatch};
+use super::rule::{Aggregate, Facts, GroupBy, Rule};
+use super::window::Window;
+use crate::classify::client::ClientClass;
+use crate::classify::path::PathClass;
+
+type FastMap<K, V> = HashMap<K, V, ahash::RandomState>;
+type FastSet<K> = HashSet<K, ahash::RandomState>;
+
+/// What every worker shares, read-only: the compiled rules and the names alerts show.
+pub struct DetectConfig {
+    pub rules: Vec<Rule>,
+    /// Indices into `rules` of the client-grouped rules; a group's slot `i` is `client_rules[i]`.
+    pub client_rules: Vec<usize>,
+    pub source_rules: Vec<usize>,
+    pub partner_names: Vec<String>,
+    pub source_names: Vec<String>,
+    /// Groups idle longer than this (event time) are evicted. Never below the longest rule
+    /// window or suppression time, so eviction cannot change a detection.
+    pub idle_secs: i64,
+    /// Per-worker cap on tracked groups; beyond it the least recently seen are evicted.
+    pub max_groups: usize,
+    /// Keep per-client totals for the scope report (replay). Off in the daemon.
+    pub keep_scope: bool,
+}
+
+impl DetectConfig {
+    pub fn new(
+        rules: Vec<Rule>,
+        partner_names: Vec<String>,
+        source_names: Vec<String>,
+        idle_secs: i64,
+        max_groups: usize,
+        keep_scope: bool,
+    ) -> DetectConfig {
+        let pick = |g: GroupBy| rules.iter().enumerate().filter(|(_, r)| r.group_by == g).map(|(i, _)| i).collect();
+        let longest = rules.iter().map(|r| r.window_secs.max(r.suppress_secs)).max().unwrap_or(0);
+        DetectConfig {
+            client_rules: pick(GroupBy::Client),
+            source_rules: pick(GroupBy::Source),
+            rules,
+            partner_names,
+            source_names,
+            idle_secs: idle_secs.max(longest),
+            max_groups: max_groups.max(1),
+            keep_scope,
+        }
+    }
+
+    pub fn has_source_rules(&self) -> bool {
+        !self.source_rules.is_empty()
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+enum GroupKey {
+    Client(IpAddr),
+    Source(u16),
+}
+
+struct GroupState {
+    last_seen: i64,
+    /// Per rule slot, created on the first matching event of a windowed rule.
+    windows: Vec<Option<Window>>,
+    /// Per rule slot: the open alert, if the rule fired and has not been quiet for its
+    /// suppression time.
+    episodes: Vec<Option<Episode>>,
+}
+
+struct Episode {
+    alert: Alert,
+    /// Exact distinct set behind `alert.distinct_resources`.
+    seen_paths: FastSet<u128>,
+    /// Changed since it was last handed to the store.
+    dirty: bool,
+}
+
+/// Totals per client over a whole replay: the scope report's "who fetched what".
+#[derive(Clone, Debug, Default)]
+pub struct ClientScope {
+    pub class: Option<ClientClass>,
+    /// Requests to any sensitive path.
+    pub requests: u64,
+    /// Recordings answered 2xx.
+    pub successful: u64,
+    /// Body bytes of recordings answered 2xx.
+    pub bytes: u64,
+    /// Distinct recordings answered 2xx.
+    pub distinct_resources: FastSet<u128>,
+    pub first_seen: i64,
+    pub last_seen: i64,
+}
+
+/// Counters one worker keeps; the pipeline publishes them.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WorkerStats {
+    pub events: u64,
+    pub alerts_opened: u64,
+    pub groups_evicted: u64,
+    pub groups_tracked: u64,
+}
+
+pub struct Worker {
+    cfg: Arc<DetectConfig>,
+    groups: FastMap<GroupKey, GroupState>,
+    dirty: Vec<(GroupKey, usize)>,
+    scope: FastMap<IpAddr, ClientScope>,
+    latest_time: i64,
+    events_since_sweep: u64,
+    pub stats: WorkerStats,
+}
+
+fn is_success(status: u16) -> bool {
+    (200..300).contains(&status)
+}
+
+impl Worker {
+    /// Events between idle sweeps; a sweep is O(groups), so this keeps it amortised.
+    const SWEEP_EVERY: u64 = 65_536;
+
+    pub fn new(cfg: Arc<DetectConfig>) -> Worker {
+        Worker {
+            cfg,
+            groups: FastMap::default(),
+            dirty: Vec::new(),
+            scope: FastMap::default(),
+            latest_time: i64::MIN,
+            events_since_sweep: 0,
+            stats: WorkerStats::default(),
+        }
+    }
+
+    /// Applies every event of the batch, then hands out the alerts that changed.
+    pub fn process_batch(&mut self, batch: &EventBatch, changed: &mut Vec<Alert>) {
+        for ev in &batch.events {
+            self.process(ev, batch);
+        }
+        self.end_of_batch(changed);
+    }
+
+    pub fn process(&mut self, ev: &Event, batch: &EventBatch) {
+        self.stats.events += 1;
+        self.events_since_sweep += 1;
+        self.latest_time = self.latest_time.max(ev.time);
+        let facts = Facts {
+            path_class: ev.path_class,
+            status: ev.status,
+            method: batch.bytes(&ev.method),
+            client_kind: ev.client_class.kind,
+            user_present: ev.user_present,
+            user_agent: batch.bytes(&ev.user_agent),
+        };
+        let cfg = &*self.cfg;
+        if ev.route.client_rules {
+            let key = GroupKey::Client(ev.client);
+            apply_rules(
+                cfg,
+                &cfg.client_rules,
+                key,
+                &mut self.groups,
+                &mut self.dirty,
+                &mut self.stats,
+                ev,
+                batch,
+                &facts,
+            );
+            if cfg.keep_scope {
+                record_scope(&mut self.scope, ev);
+            }
+        }
+        if ev.route.source_rules {
+            let key = GroupKey::Source(ev.source);
+            apply_rules(
+                cfg,
+                &cfg.source_rules,
+                key,
+                &mut self.groups,
+                &mut self.dirty,
+                &mut self.stats,
+                ev,
+                batch,
+                &facts,
+            );
+        }
+    }
+
+    /// Hands out changed alerts, then evicts idle groups (after, so no change is lost).
+    pub fn end_of_batch(&mut self, changed: &mut Vec<Alert>) {
+        for (key, slot) in self.dirty.drain(..) {
+            let Some(state) = self.groups.get_mut(&key) else { continue };
+            if let Some(ep) = state.episodes[slot].as_mut().filter(|ep| ep.dirty) {
+                ep.dirty = false;
+                changed.push(ep.alert.clone());
+            }
+        }
+        if self.events_since_sweep >= Self::SWEEP_EVERY || self.groups.len() > self.cfg.max_groups {
+            self.sweep();
+        }
+        self.stats.groups_tracked = self.groups.len() as u64;
+    }
+
+    fn sweep(&mut self) {
+        self.events_since_sweep = 0;
+        let before = self.groups.len();
+        let cutoff = self.latest_time.saturating_sub(self.cfg.idle_secs);
+        self.groups.retain(|_, g| g.last_seen >= cutoff);
+        if self.groups.len() > self.cfg.max_groups {
+            // Keep the most recently seen 90 % of the cap.
+            let keep = self.cfg.max_groups - self.cfg.max_groups / 10;
+            let mut seen: Vec<i64> = self.groups.values().map(|g| g.last_seen).collect();
+            let nth = seen.len() - keep;
+            let (_, newest_evicted, _) = seen.select_nth_unstable(nth.saturating_sub(1));
+            let newest_evicted = *newest_evicted;
+            let mut budget = nth;
+            self.groups.retain(|_, g| {
+                if budget > 0 && g.last_seen <= newest_evicted {
+                    budget -= 1;
+                    false
+                } else {
+                    true
+                }
+            });
+        }
+        self.stats.groups_evicted += (before - self.groups.len()) as u64;
+    }
+
+    /// Per-client totals of this worker (clients are partitioned, so workers' maps are disjoint).
+    pub fn take_scope(&mut self) -> FastMap<IpAddr, ClientScope> {
+        std::mem::take(&mut self.scope)
+    }
+}
+
+fn record_scope(scope: &mut FastMap<IpAddr, ClientScope>, ev: &Event) {
+    let s = scope.entry(ev.client).or_insert_with(|| ClientScope {
+        class: Some(ev.client_class),
+        first_seen: ev.time,
+        last_seen: ev.time,
+        ..ClientScope::default()
+    });
+    s.requests += 1;
+    s.first_seen = s.first_seen.min(ev.time);
+    s.last_seen = s.last_seen.max(ev.time);
+    if ev.path_class == PathClass::Recording && is_success(ev.status) {
+        s.successful += 1;
+        s.bytes += ev.body_bytes;
+        s.distinct_resources.insert(ev.path_key);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn apply_rules(
+    cfg: &DetectConfig,
+    slots: &[usize],
+    key: GroupKey,
+    groups: &mut FastMap<GroupKey, GroupState>,
+    dirty: &mut Vec<(GroupKey, usize)>,
+    stats: &mut WorkerStats,
+    ev: &Event,
+    batch: &EventBatch,
+    facts: &Facts<'_>,
+) {
+    // Rules are tested before the group's state is looked up: most events create no state.
+    let matched = slots
+        .iter()
+        .enumerate()
+        .filter(|(_, &i)| cfg.rules[i].matches(facts))
+        .fold(0u128, |m, (slot, _)| m | 1 << slot);
+    if matched == 0 {
+        return;
+    }
+    let g = groups.entry(key).or_insert_with(|| GroupState {
+        last_seen: ev.time,
+        windows: (0..slots.len()).map(|_| None).collect(),
+        episodes: (0..slots.len()).map(|_| None).collect(),
+    });
+    g.last_seen = g.last_seen.max(ev.time);
+    for (slot, &rule_index) in slots.iter().enumerate() {
+        if matched & (1 << slot) == 0 {
+            continue;
+        }
+        let rule = &cfg.rules[rule_index];
+        let success_bytes = if is_success(ev.status) { ev.body_bytes } else { 0 };
+        if rule.is_windowed() {
+            let w = g.windows[slot].get_or_insert_with(|| Window::new(rule.aggregate));
+            w.push(ev.time, rule.window_secs, ev.path_key, success_bytes);
+        }
+        let episode = &mut g.episodes[slot];
+        if let Some(ep) = episode {
+            if ev.time - ep.alert.last_seen <= rule.suppress_secs {
+                ep.record(ev, batch, success_bytes);
+                mark_dirty(ep, key, slot, dirty);
+                continue;
+            }
+            *episode = None;
+        }
+        let fired = match rule.aggregate {
+            Aggregate::None => true,
+            aggregate => g.windows[slot].as_ref().is_some_and(|w| w.value(aggregate) > rule.threshold),
+        };
+        if fired {
+            let ep = episode.insert(Episode::open(cfg, rule, key, ev, batch, success_bytes, g.windows[slot].as_ref()));
+            stats.alerts_opened += 1;
+            mark_dirty(ep, key, slot, dirty);
+        }
+    }
+}
+
+fn mark_dirty(ep: &mut Episode, key: GroupKey, slot: usize, dirty: &mut Vec<(GroupKey, usize)>) {
+    if !ep.dirty {
+        ep.dirty = true;
+        dirty.push((key, slot));
+    }
+}
+
+impl Episode {
+    /// Opens an alert at `ev`. For windowed rules the alert starts with what is in the window
+    /// (it is why the rule fired); its start is the oldest event there.
+    fn open(
+        cfg: &DetectConfig,
+        rule: &Rule,
+        key: GroupKey,
+        ev: &Event,
+        batch: &EventBatch,
+        success_bytes: u64,
+        window: Option<&Window>,
+    ) -> Episode {
+        let client = ev.client.to_string();
+        let source = cfg.source_names.get(usize::from(ev.source)).cloned().unwrap_or_default();
+        let group_key = match key {
+            GroupKey::Client(_) => client.clone(),
+            GroupKey::Source(_) => source.clone(),
+        };
+        let mut seen_paths = FastSet::default();
+        let (first_seen, requests, bytes) = match window {
+            Some(w) if !w.is_empty() => {
+                seen_paths.extend(w.path_keys());
+                (w.oldest_time().unwrap_or(ev.time), w.len() as u64, w.sum_bytes())
+            }
+            _ => {
+                seen_paths.insert(ev.path_key);
+                (ev.time, 1, success_bytes)
+            }
+        };
+        let kind = ev.client_class.kind;
+        let partner = match kind {
+            crate::classify::client::ClientKind::Partner => {
+                cfg.partner_names.get(usize::from(ev.client_class.partner)).cloned()
+            }
+            _ => None,
+        };
+        let alert = Alert {
+            id: Alert::make_id(&rule.id, &group_key, first_seen),
+            rule_id: rule.id.clone(),
+            rule: rule.name.clone(),
+            severity: rule.severity,
+            group_by: rule.group_by.as_str().to_string(),
+            client,
+            client_kind: kind.as_str().to_string(),
+            partner,
+            source,
+            first_seen,
+            last_seen: ev.time.max(first_seen),
+            requests,
+            distinct_resources: seen_paths.len() as u64,
+            bytes,
+            sample: vec![String::from_utf8_lossy(batch.bytes(&ev.path)).into_owned()],
+            user_agents: Vec::new(),
+            status: AlertStatus::Open,
+        };
+        let mut ep = Episode { alert, seen_paths, dirty: false };
+        ep.note_user_agent(batch.bytes(&ev.user_agent));
+        ep
+    }
+
+    fn record(&mut self, ev: &Event, batch: &EventBatch, success_bytes: u64) {
+        let a = &mut self.alert;
+        a.requests += 1;
+        a.bytes += success_bytes;
+        a.first_seen = a.first_seen.min(ev.time);
+        a.last_seen = a.last_seen.max(ev.time);
+        if self.seen_paths.insert(ev.path_key) {
+            a.distinct_resources += 1;
+            if a.sample.len() < MAX_SAMPLE_PATHS {
+                a.sample.push(String::from_utf8_lossy(batch.bytes(&ev.path)).into_owned());
+            }
+        }
+        self.note_user_agent(batch.bytes(&ev.user_agent));
+    }
+
+    fn note_user_agent(&mut self, ua: &[u8]) {
+        let uas = &mut self.alert.user_agents;
+        if ua.is_empty() || uas.len() >= MAX_USER_AGENTS || uas.iter().any(|u| u.as_bytes() == ua) {
+            return;
+        }
+        uas.push(String::from_utf8_lossy(ua).into_owned());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::classify::client::ClientKind;
+    use crate::config::Config;
+    use crate::detect::event::Route;
+
+    fn rules(toml: &str) -> Arc<DetectConfig> {
+        let c = Config::from_toml(std::path::Path::new("test.toml"), toml).unwrap();
+        Arc::new(DetectConfig::new(c.rules, vec![], vec!["web1".into()], 3600, 1000, true))
+    }
+
+    fn push(batch: &mut EventBatch, client: &str, kind: ClientKind, time: i64, status: u16, path: &str, user: bool) {
+        let p = batch.push_bytes(path.as_bytes());
+        let method = batch.push_bytes(b"GET");
+        let user_agent = batch.push_bytes(b"curl/8");
+        batch.events.push(Event {
+            client: client.parse().unwrap(),
+            client_class: ClientClass { kind, partner: 0 },
+            time,
+            status,
+            body_bytes: 1000,
+            path_class: PathClass::Recording,
+            user_present: user,
+            source: 0,
+            path_key: xxhash_rust::xxh3::xxh3_128(path.as_bytes()),
+            path: p,
+            method,
+            user_agent,
+            route: Route { client_rules: true, source_rules: true },
+        });
+    }
+
+    const R2: &str = "[[rule]]\nid='R2'\nname='enumeration'\naggregate='distinct'\nwindow_secs=60\nthreshold=20\n";
+
+    #[test]
+    fn enumeration_fires_on_the_21st_distinct_path_within_the_window() {
+        let mut w = Worker::new(rules(R2));
+        let mut batch = EventBatch::with_capacity();
+        // 20 distinct in the window, plus repeats: no alert
+        for i in 0..20 {
+            push(&mut batch, "198.51.100.1", ClientKind::Unknown, 1000 + i, 200, &format!("/r/{i}.wav"), false);
+            push(&mut batch, "198.51.100.1", ClientKind::Unknown, 1000 + i, 206, &format!("/r/{i}.wav"), false);
+        }
+        let mut changed = Vec::new();
+        w.process_batch(&batch, &mut changed);
+        assert!(changed.is_empty());
+        // the 21st distinct path, but 60 s after the first: the first has left (t-60, t]
+        batch.clear();
+        push(&mut batch, "198.51.100.1", ClientKind::Unknown, 1060, 200, "/r/20.wav", false);
+        w.process_batch(&batch, &mut changed);
+        assert!(changed.is_empty());
+        // one more distinct path at 1061 while 19 older ones (1002..=1019) + 2 new are in the window
+        batch.clear();
+        push(&mut batch, "198.51.100.1", ClientKind::Unknown, 1061, 200, "/r/21.wav", false);
+        w.process_batch(&batch, &mut changed);
+        assert!(changed.is_empty(), "1002..=1019 is 18 paths + 2 = 20, not more than 20");
+        batch.clear();
+        push(&mut batch, "198.51.100.1", ClientKind::Unknown, 1061, 200, "/r/22.wav", false);
+        w.process_batch(&batch, &mut changed);
+        assert_eq!(changed.len(), 1);
+        let a = &changed[0];
+        assert_eq!((a.rule.as_str(), a.distinct_resources), ("enumeration", 21));
+        assert_eq!(a.first_seen, 1002);
+    }
+
+    #[test]
+    fn a_suppressed_alert_keeps_counting_and_a_quiet_period_opens_a_new_one() {
+        let r1 = "[[rule]]\nid='R1'\nname='unknown-client-fetch'\nstatus=[200,206]\nclient_kind=['unknown']\nsuppress_secs=600\n";
+        let mut w = Worker::new(rules(r1));
+        let mut batch = EventBatch::with_capacity();
+        for i in 0..5 {
+            push(
+                &mut batch,
+                "2001:db8::7",
+                ClientKind::Unknown,
+                100 + i * 100,
+                200,
+                &format!("/r/{}.wav", i % 3),
+                false,
+            );
+        }
+        push(&mut batch, "10.0.0.1", ClientKind::Internal, 100, 200, "/r/x.wav", false);
+        push(&mut batch, "2001:db8::7", ClientKind::Unknown, 150, 404, "/r/y.wav", false);
+        let mut changed = Vec::new();
+        w.process_batch(&batch, &mut changed);
+        assert_eq!(changed.len(), 1);
+        let a = changed.pop().unwrap();
+        assert_eq!((a.requests, a.distinct_resources, a.bytes, a.first_seen, a.last_seen), (5, 3, 5000, 100, 500));
+        assert_eq!(a.sample.len(), 3);
+        batch.clear();
+        push(&mut batch, "2001:db8::7", ClientKind::Unknown, 1101, 200, "/r/0.wav", false);
+        w.process_batch(&batch, &mut changed);
+        let b = changed.pop().unwrap();
+        assert_ne!(a.id, b.id, "601 s of quiet: a new alert");
+        assert_eq!((b.requests, b.first_seen), (1, 1101));
+    }
+
+    #[test]
+    fn source_grouped_rule_makes_one_alert_for_many_clients() {
+        let r3 = "[[rule]]\nid='R3'\nname='unauthenticated-exposure'\nstatus=['2xx']\nclient_kind=['partner','unknown']\nuser='absent'\ngroup_by='source'\n";
+        let mut w = Worker::new(rules(r3));
+        let mut batch = EventBatch::with_capacity();
+        push(&mut batch, "198.51.100.1", ClientKind::Unknown, 10, 200, "/r/a.wav", false);
+        push(&mut batch, "198.51.100.2", ClientKind::Unknown, 11, 200, "/r/b.wav", false);
+        push(&mut batch, "198.51.100.3", ClientKind::Unknown, 12, 200, "/r/c.wav", true);
+        let mut changed = Vec::new();
+        w.process_batch(&batch, &mut changed);
+        assert_eq!(changed.len(), 1);
+        assert_eq!((changed[0].source.as_str(), changed[0].requests), ("web1", 2));
+        assert_eq!(changed[0].group_by, "source");
+    }
+
+    #[test]
+    fn idle_groups_are_evicted_and_the_cap_holds() {
+        let c = Config::from_toml(std::path::Path::new("t.toml"), R2).unwrap();
+        let cfg = Arc::new(DetectConfig::new(c.rules, vec![], vec!["s".into()], 60, 50, false));
+        let mut w = Worker::new(cfg);
+        let mut changed = Vec::new();
+        for round in 0..10i64 {
+            let mut batch = EventBatch::with_capacity();
+            for i in 0..40 {
+                push(
+                    &mut batch,
+                    &format!("198.51.{round}.{i}"),
+                    ClientKind::Unknown,
+                    round * 10,
+                    200,
+                    "/r/a.wav",
+                    false,
+                );
+            }
+            w.process_batch(&batch, &mut changed);
+            assert!(w.groups.len() <= 50 + 40, "cap exceeded: {}", w.groups.len());
+        }
+        assert!(w.stats.groups_evicted >= 300, "{:?}", w.stats);
+    }
+}

@@ -1,0 +1,28 @@
+//! recwatch: watches web-server and storage access logs and raises durable alerts when
+//! unknown clients fetch call-recording audio.
+//!
+//! # Layout (the folders are the data flow)
+//! - [`source`]: reads raw bytes (replay files, `.gz`, stdin) and frames them into complete lines.
+//! - [`parse`]: tokenizes one access-log line into borrowed fields; never classifies.
+//! - [`classify`]: is the path a sensitive resource ([`classify::path`]), what kind of client is
+//!   this ([`classify::client`]).
+//! - [`detect`]: data-driven rules over per-client sliding windows, owned by worker threads;
+//!   turns events into [`detect::alert::Alert`]s.
+//! - [`store`]: the only module that talks to sled: alerts and their time index.
+//! - [`pipeline`]: wires source → parse → classify → detect → store with bounded queues.
+//! - [`report`]: the scope report of a replay (JSON, CSV, Markdown).
+//! - [`config`]: raw TOML → validated, compiled [`config::Config`]; errors say file:line: key.
+//! - [`telemetry`]: lock-free counters every stage adds to.
+//! - [`synth`]: deterministic synthetic access logs for tests and benchmarks.
+#![forbid(unsafe_code)]
+
+pub mod classify;
+pub mod config;
+pub mod detect;
+pub mod parse;
+pub mod pipeline;
+pub mod report;
+pub mod source;
+pub mod store;
+pub mod synth;
+pub mod telemetry;

@@ -1,0 +1,382 @@
+//! Tokenizes one nginx/Apache access-log line (combined, common and their vhost variants) into
+//! borrowed fields, strictly left to right so a quote inside a header cannot fake a request.
+//! Owns the line grammar, the skip reasons, client-IP parsing and log-escape decoding.
+//! Never allocates, locks or syscalls on the per-line path, and never decides what is sensitive.
+
+use std::net::IpAddr;
+
+use memchr::{memchr, memchr2, memrchr};
+
+mod escape;
+pub mod time;
+
+#[cfg(test)]
+mod tests;
+
+pub use escape::unescape_log_field;
+
+/// Longest line accepted, in bytes (without the line ending). Real request lines are far
+/// shorter; anything longer is noise or an attack on the parser and is skipped as `TooLong`.
+pub const MAX_LINE_LEN: usize = 16 * 1024;
+
+/// Which `LogFormat`/`log_format` the file was written with; fixes the field order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// `%h %l %u [%t] "%r" %>s %b "%{Referer}i" "%{User-Agent}i"` (also nginx's default).
+    Combined,
+    /// `%h %l %u [%t] "%r" %>s %b`.
+    Common,
+    /// `%v:%p ` followed by `combined`.
+    VhostCombined,
+    /// `%v:%p ` followed by `common`.
+    VhostCommon,
+}
+
+impl LogFormat {
+    /// Every format, for config validation messages and tests.
+    pub const ALL: [LogFormat; 4] =
+        [LogFormat::Combined, LogFormat::Common, LogFormat::VhostCombined, LogFormat::VhostCommon];
+
+    /// The configuration name of the format.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Combined => "combined",
+            LogFormat::Common => "common",
+            LogFormat::VhostCombined => "vhost_combined",
+            LogFormat::VhostCommon => "vhost_common",
+        }
+    }
+
+    /// Inverse of [`LogFormat::as_str`] (exact match).
+    pub fn from_name(name: &str) -> Option<LogFormat> {
+        LogFormat::ALL.into_iter().find(|format| format.as_str() == name)
+    }
+
+    fn has_vhost(self) -> bool {
+        matches!(self, LogFormat::VhostCombined | LogFormat::VhostCommon)
+    }
+
+    fn has_referer_and_user_agent(self) -> bool {
+        matches!(self, LogFormat::Combined | LogFormat::VhostCombined)
+    }
+}
+
+/// Why a line was skipped; label values for a metric, so a closed set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SkipReason {
+    /// Nothing but whitespace.
+    Empty,
+    /// Longer than [`MAX_LINE_LEN`].
+    TooLong,
+    /// Generic structure error: a field separator or quote is missing.
+    Malformed,
+    /// No `[...]` of the timestamp's shape where one was expected.
+    BadTimestamp,
+    /// The quoted request is unterminated or has no space (e.g. a TLS handshake sent to a
+    /// plain-HTTP port, logged as `"\x16\x03\x01..."`).
+    BadRequestLine,
+    /// Status is not three digits in 100..=599.
+    BadStatus,
+    /// The client token is empty, `-`, or contains bytes no address or hostname has.
+    BadClient,
+    /// The line contains a NUL byte (binary garbage, a truncated or preallocated file).
+    Binary,
+}
+
+impl SkipReason {
+    /// Every reason, so metrics can pre-register all label values.
+    pub const ALL: [SkipReason; 8] = [
+        SkipReason::Empty,
+        SkipReason::TooLong,
+        SkipReason::Malformed,
+        SkipReason::BadTimestamp,
+        SkipReason::BadRequestLine,
+        SkipReason::BadStatus,
+        SkipReason::BadClient,
+        SkipReason::Binary,
+    ];
+
+    /// Metric label value (snake_case).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SkipReason::Empty => "empty",
+            SkipReason::TooLong => "too_long",
+            SkipReason::Malformed => "malformed",
+            SkipReason::BadTimestamp => "bad_timestamp",
+            SkipReason::BadRequestLine => "bad_request_line",
+            SkipReason::BadStatus => "bad_status",
+            SkipReason::BadClient => "bad_client",
+            SkipReason::Binary => "binary",
+        }
+    }
+}
+
+/// One parsed line; every field borrows from the line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AccessLine<'a> {
+    /// `host:port` token of the `vhost_*` formats: which site served the file.
+    pub vhost: Option<&'a [u8]>,
+    /// `%h` as written (IP text, maybe a hostname); see [`parse_client_ip`].
+    pub client: &'a [u8],
+    /// `%u`, the authenticated user; `None` when `-` (or empty). Still log-escaped.
+    pub user: Option<&'a [u8]>,
+    /// The 26 bytes inside `[...]`, e.g. `18/Feb/2019:10:00:01 +0100`. Only its shape is
+    /// checked here; [`time::parse_clf_time`] validates the values, and only lines that
+    /// matter pay for it.
+    pub time: &'a [u8],
+    /// e.g. `GET`; empty if the request line was `-`.
+    pub method: &'a [u8],
+    /// Request target exactly as logged (still log-escaped, still percent-encoded); empty if
+    /// the request was `-`. Normalise it before comparing it with anything.
+    pub target: &'a [u8],
+    /// `%>s`, 100..=599.
+    pub status: u16,
+    /// Everything after the status (bytes, referer, user agent): parsed lazily by the
+    /// accessors, because most lines are dropped before anyone asks for these.
+    tail: &'a [u8],
+    /// Whether the format carries referer and user agent; `common` lines never report them
+    /// even if a custom format appended quoted fields.
+    has_referer_and_user_agent: bool,
+}
+
+impl<'a> AccessLine<'a> {
+    /// `%b` / `$body_bytes_sent`; `-` (nothing sent) and anything unparsable are 0, huge
+    /// values saturate.
+    pub fn body_bytes(&self) -> u64 {
+        let token = match memchr(b' ', self.tail) {
+            Some(space) => &self.tail[..space],
+            None => self.tail,
+        };
+        let mut bytes: u64 = 0;
+        for &digit in token {
+            if !digit.is_ascii_digit() {
+                return 0;
+            }
+            bytes = bytes.saturating_mul(10).saturating_add(u64::from(digit - b'0'));
+        }
+        bytes
+    }
+
+    /// `%{Referer}i` for combined formats, raw (still log-escaped); `None` for `-` or absent.
+    pub fn referer(&self) -> Option<&'a [u8]> {
+        let (start, end) = self.referer_span()?;
+        dash_is_none(&self.tail[start..end])
+    }
+
+    /// `%{User-Agent}i` for combined formats, raw (still log-escaped); `None` for `-` or absent.
+    pub fn user_agent(&self) -> Option<&'a [u8]> {
+        let (_, referer_end) = self.referer_span()?;
+        let (start, end) = quoted_after_space(self.tail, referer_end + 1)?;
+        dash_is_none(&self.tail[start..end])
+    }
+
+    /// The timestamp as Unix seconds, or `None` when its values are out of range.
+    pub fn unix_time(&self) -> Option<i64> {
+        time::parse_clf_time(self.time)
+    }
+
+    /// Byte range of the referer's contents within `tail`.
+    fn referer_span(&self) -> Option<(usize, usize)> {
+        if !self.has_referer_and_user_agent {
+            return None;
+        }
+        let bytes_end = memchr(b' ', self.tail)?;
+        quoted_after_space(self.tail, bytes_end)
+    }
+}
+
+/// Parses one access-log line. `line` has no trailing `\n` (a trailing `\r` is ignored).
+///
+/// Fields are found left to right, each quoted field escape-aware, so bytes an attacker
+/// controls (user agent, referer, user name) cannot move the request, status or client.
+pub fn parse_line(format: LogFormat, line: &[u8]) -> Result<AccessLine<'_>, SkipReason> {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if line.len() > MAX_LINE_LEN {
+        return Err(SkipReason::TooLong);
+    }
+    if line.iter().all(u8::is_ascii_whitespace) {
+        return Err(SkipReason::Empty);
+    }
+    if memchr(0, line).is_some() {
+        return Err(SkipReason::Binary);
+    }
+
+    let mut cursor = 0;
+    let vhost = if format.has_vhost() {
+        let end = memchr(b' ', line).ok_or(SkipReason::Malformed)?;
+        if end == 0 {
+            return Err(SkipReason::Malformed);
+        }
+        cursor = end + 1;
+        Some(&line[..end])
+    } else {
+        None
+    };
+
+    let client_end = cursor + memchr(b' ', &line[cursor..]).ok_or(SkipReason::Malformed)?;
+    let client = &line[cursor..client_end];
+    if !is_plausible_client(client) {
+        return Err(SkipReason::BadClient);
+    }
+    let ident_start = client_end + 1;
+    let ident_end = ident_start + memchr(b' ', &line[ident_start..]).ok_or(SkipReason::Malformed)?;
+    let user_start = ident_end + 1;
+
+    let open_bracket = find_timestamp_bracket(line, user_start)?;
+    // `open_bracket > user_start` and `line[open_bracket - 1] == b' '` were checked.
+    let user = dash_is_none(&line[user_start..open_bracket - 1]);
+    let time = &line[open_bracket + 1..open_bracket + 1 + time::CLF_TIME_LEN];
+
+    // `[` + 26 + `] "` = 30 bytes, all checked present.
+    let request_start = open_bracket + 30;
+    let request_end = find_closing_quote(line, request_start).ok_or(SkipReason::BadRequestLine)?;
+    let (method, target) = split_request(&line[request_start..request_end])?;
+
+    let (status, tail) = parse_status(&line[request_end + 1..])?;
+
+    Ok(AccessLine {
+        vhost,
+        client,
+        user,
+        time,
+        method,
+        target,
+        status,
+        tail,
+        has_referer_and_user_agent: format.has_referer_and_user_agent(),
+    })
+}
+
+/// Parses a client token as an IP address: IPv4 or IPv6 text, optional `[...]` brackets;
+/// an IPv4-mapped IPv6 address (`::ffff:10.1.2.3`) comes back as the IPv4 address so one
+/// client has one identity. Hostnames and zone ids (`fe80::1%eth0`) are `None`.
+pub fn parse_client_ip(text: &[u8]) -> Option<IpAddr> {
+    let text = match text {
+        [b'[', inner @ .., b']'] => inner,
+        _ => text,
+    };
+    // Longest IPv6 text (`ffff:…:255.255.255.255`) is 45 bytes; longer is never an address.
+    if text.is_empty() || text.len() > 45 {
+        return None;
+    }
+    let address: IpAddr = std::str::from_utf8(text).ok()?.parse().ok()?;
+    match address {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => Some(IpAddr::V4(v4)),
+            None => Some(IpAddr::V6(v6)),
+        },
+        IpAddr::V4(_) => Some(address),
+    }
+}
+
+fn dash_is_none(field: &[u8]) -> Option<&[u8]> {
+    match field {
+        b"-" | b"" => None,
+        _ => Some(field),
+    }
+}
+
+/// Cheap sanity check of `%h`: non-empty, not `-`, printable ASCII without quotes.
+/// Deeper interpretation (IP or hostname) is left to [`parse_client_ip`].
+fn is_plausible_client(client: &[u8]) -> bool {
+    client != b"-" && !client.is_empty() && client.iter().all(|&byte| byte.is_ascii_graphic() && byte != b'"')
+}
+
+/// Finds the `[` that opens the timestamp, searching left to right from `user_start`.
+///
+/// A candidate counts only if it follows a space, is not the first byte of the user field,
+/// and is followed by a timestamp-shaped 26 bytes, `]`, space and `"`; otherwise the `[`
+/// belongs to the user name and the search goes on.
+fn find_timestamp_bracket(line: &[u8], user_start: usize) -> Result<usize, SkipReason> {
+    let mut search_from = user_start;
+    let mut saw_candidate = false;
+    while let Some(offset) = line.get(search_from..).and_then(|rest| memchr(b'[', rest)) {
+        let bracket = search_from + offset;
+        if bracket > user_start && line[bracket - 1] == b' ' {
+            saw_candidate = true;
+            if let Some(window) = line.get(bracket..bracket + 30) {
+                if is_timestamp_shaped(&window[1..27]) && &window[27..30] == b"] \"" {
+                    return Ok(bracket);
+                }
+            }
+        }
+        search_from = bracket + 1;
+    }
+    Err(if saw_candidate { SkipReason::BadTimestamp } else { SkipReason::Malformed })
+}
+
+/// Shape of `dd/Mon/yyyy:HH:MM:SS ±hhmm`: digits, letters and separators in place; values
+/// are not checked (see [`time::parse_clf_time`]).
+fn is_timestamp_shaped(time: &[u8]) -> bool {
+    const TEMPLATE: &[u8; time::CLF_TIME_LEN] = b"00/Aaa/0000:00:00:00 +0000";
+    time.len() == time::CLF_TIME_LEN
+        && time.iter().zip(TEMPLATE).all(|(&byte, &want)| match want {
+            b'0' => byte.is_ascii_digit(),
+            b'A' | b'a' => byte.is_ascii_alphabetic(),
+            b'+' => byte == b'+' || byte == b'-',
+            literal => byte == literal,
+        })
+}
+
+/// Index of the `"` closing a quoted field whose contents start at `start`; a backslash
+/// escapes the byte after it (Apache's `\"`; nginx never leaves a bare `"` or `\`).
+fn find_closing_quote(line: &[u8], start: usize) -> Option<usize> {
+    let mut search_from = start;
+    loop {
+        let offset = memchr2(b'"', b'\\', line.get(search_from..)?)?;
+        let found = search_from + offset;
+        if line[found] == b'"' {
+            return Some(found);
+        }
+        search_from = found + 2;
+    }
+}
+
+/// `"<contents>"` starting with a space at `space_at`: the contents' range.
+fn quoted_after_space(field: &[u8], space_at: usize) -> Option<(usize, usize)> {
+    if field.get(space_at..space_at + 2)? != b" \"" {
+        return None;
+    }
+    let start = space_at + 2;
+    let end = find_closing_quote(field, start)?;
+    Some((start, end))
+}
+
+/// Splits `%r` into method and target. `-` (no request, e.g. a timed-out connection) gives
+/// empty fields; the protocol is dropped only if the last token starts with `HTTP/`, so a
+/// target containing spaces stays whole.
+fn split_request(request: &[u8]) -> Result<(&[u8], &[u8]), SkipReason> {
+    if request == b"-" {
+        return Ok((b"", b""));
+    }
+    let method_end = memchr(b' ', request).ok_or(SkipReason::BadRequestLine)?;
+    let method = &request[..method_end];
+    let after_method = &request[method_end + 1..];
+    let target = match memrchr(b' ', after_method) {
+        Some(space) if after_method[space + 1..].starts_with(b"HTTP/") => &after_method[..space],
+        _ => after_method,
+    };
+    if method.is_empty() || target.is_empty() {
+        return Err(SkipReason::BadRequestLine);
+    }
+    Ok((method, target))
+}
+
+/// After the request's closing quote: ` ddd` then a space or the end. Returns the status
+/// and everything after that space.
+fn parse_status(after_request: &[u8]) -> Result<(u16, &[u8]), SkipReason> {
+    let (digits, tail) = match after_request {
+        [b' ', a, b, c] => ([*a, *b, *c], &[][..]),
+        [b' ', a, b, c, b' ', tail @ ..] => ([*a, *b, *c], tail),
+        _ => return Err(SkipReason::BadStatus),
+    };
+    if !digits.iter().all(u8::is_ascii_digit) {
+        return Err(SkipReason::BadStatus);
+    }
+    let status = digits.iter().fold(0u16, |status, &digit| status * 10 + u16::from(digit - b'0'));
+    if !(100..=599).contains(&status) {
+        return Err(SkipReason::BadStatus);
+    }
+    Ok((status, tail))
+}

@@ -1,0 +1,733 @@
+//! Tests of the access-log tokenizer: a table of real-world and hostile lines, the skip
+//! reasons, and property tests (no panics, render→parse round trip).
+//! Owns no production code; never touches files or the clock.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use proptest::prelude::*;
+
+use super::*;
+
+const TS: &str = "18/Feb/2019:10:00:01 +0100";
+
+/// Expected fields of a successfully parsed line.
+#[derive(Debug, PartialEq, Eq)]
+struct Fields<'a> {
+    vhost: Option<&'a [u8]>,
+    client: &'a [u8],
+    user: Option<&'a [u8]>,
+    time: &'a [u8],
+    method: &'a [u8],
+    target: &'a [u8],
+    status: u16,
+    body_bytes: u64,
+    referer: Option<&'a [u8]>,
+    user_agent: Option<&'a [u8]>,
+}
+
+impl<'a> Fields<'a> {
+    fn of(line: &AccessLine<'a>) -> Fields<'a> {
+        Fields {
+            vhost: line.vhost,
+            client: line.client,
+            user: line.user,
+            time: line.time,
+            method: line.method,
+            target: line.target,
+            status: line.status,
+            body_bytes: line.body_bytes(),
+            referer: line.referer(),
+            user_agent: line.user_agent(),
+        }
+    }
+}
+
+/// The fields of a plain combined line; tests override what they are about.
+fn base() -> Fields<'static> {
+    Fields {
+        vhost: None,
+        client: b"203.0.113.7",
+        user: None,
+        time: TS.as_bytes(),
+        method: b"GET",
+        target: b"/index.html",
+        status: 200,
+        body_bytes: 512,
+        referer: None,
+        user_agent: Some(b"curl/7.64.0"),
+    }
+}
+
+fn assert_parses(name: &str, format: LogFormat, line: &[u8], want: Fields<'_>) {
+    match parse_line(format, line) {
+        Ok(parsed) => assert_eq!(Fields::of(&parsed), want, "{name}"),
+        Err(reason) => panic!("{name}: skipped as {reason:?}"),
+    }
+}
+
+#[test]
+fn parses_well_formed_lines_of_every_format() {
+    use LogFormat::*;
+    let cases: Vec<(&str, LogFormat, &[u8], Fields)> = vec![
+        (
+            "combined ipv4 with user and query",
+            Combined,
+            br#"203.0.113.7 - alice [18/Feb/2019:10:00:01 +0100] "GET /recordings/x.wav?dl=1 HTTP/1.1" 200 512 "-" "curl/7.64.0""#,
+            Fields {
+                user: Some(b"alice"),
+                target: b"/recordings/x.wav?dl=1",
+                ..base()
+            },
+        ),
+        (
+            "combined ipv6 with referer",
+            Combined,
+            br#"2a01:4f8::1 - - [18/Feb/2019:10:00:01 +0100] "GET /index.html HTTP/2.0" 200 512 "https://example.com/" "curl/7.64.0""#,
+            Fields {
+                client: b"2a01:4f8::1",
+                referer: Some(b"https://example.com/"),
+                ..base()
+            },
+        ),
+        (
+            "combined ipv4-mapped ipv6",
+            Combined,
+            br#"::ffff:10.1.2.3 - - [18/Feb/2019:10:00:01 +0100] "GET /index.html HTTP/1.1" 200 512 "-" "curl/7.64.0""#,
+            Fields {
+                client: b"::ffff:10.1.2.3",
+                ..base()
+            },
+        ),
+        (
+            "common with dash bytes",
+            Common,
+            br#"203.0.113.7 - - [18/Feb/2019:10:00:01 +0100] "GET /index.html HTTP/1.0" 304 -"#,
+            Fields {
+                status: 304,
+                body_bytes: 0,
+                user_agent: None,
+                ..base()
+            },
+        ),
+        (
+            "common ignores quoted fields a custom format appended",
+            Common,
+            br#"203.0.113.7 - - [18/Feb/2019:10:00:01 +0100] "GET /index.html HTTP/1.0" 200 512 "r" "u""#,
+            Fields {
+                user_agent: None,
+                ..base()
+            },
+        ),
+        (
+            "vhost_combined with ipv6 client",
+            VhostCombined,
+            br#"www.example.com:443 2a01:4f8::1 - - [18/Feb/2019:10:00:01 +0100] "GET /index.html HTTP/1.1" 200 512 "-" "curl/7.64.0""#,
+            Fields {
+                vhost: Some(b"www.example.com:443"),
+                client: b"2a01:4f8::1",
+                ..base()
+            },
+        ),
+        (
+            "vhost_common",
+            VhostCommon,
+            br#"files.example.com:80 203.0.113.7 - - [18/Feb/2019:10:00:01 +0100] "GET /index.html HTTP/1.1" 200 512"#,
+            Fields {
+                vhost: Some(b"files.example.com:80"),
+                user_agent: None,
+                ..base()
+            },
+        ),
+        (
+            "crlf line ending",
+            Combined,
+            b"203.0.113.7 - - [18/Feb/2019:10:00:01 +0100] \"GET /index.html HTTP/1.1\" 200 512 \"-\" \"curl/7.64.0\"\r",
+            base(),
+        ),
+        (
+            "timestamp with negative half-hour offset",
+            Combined,
+            br#"203.0.113.7 - - [18/Feb/2019:03:30:01 -0530] "GET /index.html HTTP/1.1" 200 512 "-" "curl/7.64.0""#,
+            Fields {
+                time: b"18/Feb/2019:03:30:01 -0530",
+                ..base()
+            },
+        ),
+        (
+            "leap day timestamp in utc",
+            Combined,
+            br#"203.0.113.7 - - [29/Feb/2020:23:59:59 +0000] "GET /index.html HTTP/1.1" 200 512 "-" "curl/7.64.0""#,
+            Fields {
+                time: b"29/Feb/2020:23:59:59 +0000",
+                ..base()
+            },
+        ),
+        (
+            "apache escaped quote in user agent",
+            Combined,
+            br#"203.0.113.7 - - [18/Feb/2019:10:00:01 +0100] "GET /index.html HTTP/1.1" 200 512 "-" "Mozilla \"compatible\" x""#,
+            Fields {
+                user_agent: Some(br#"Mozilla \"compatible\" x"#),
+                ..base()
+            },
+        ),
+        (
+            "apache escaped quote and backslash in request",
+            Combined,
+            br#"203.0.113.7 - - [18/Feb/2019:10:00:01 +0100] "GET /a\"b\\c HTTP/1.1" 200 512 "-" "curl/7.64.0""#,
+            Fields {
+                target: br#"/a\"b\\c"#,
+                ..base()
+            },
+        ),
+        (
+            "nginx hex-escaped quote in user agent",
+            Combined,
+            br#"203.0.113.7 - - [18/Feb/2019:10:00:01 +0100] "GET /index.html HTTP/1.1" 200 512 "-" "Mozilla \x22compatible\x22""#,
+            Fields {
+                user_agent: Some(br"Mozilla \x22compatible\x22"),
+                ..base()
+            },
+        ),
+        (
+            "user name with a space (apache)",
+            Combined,
+            br#"203.0.113.7 - john doe [18/Feb/2019:10:00:01 +0100] "GET /index.html HTTP/1.1" 200 512 "-" "curl/7.64.0""#,
+            Fields {
+                user: Some(b"john doe"),
+                ..base()
+            },
+        ),
+        (
+            "user name with brackets",
+            Combined,
+            br#"203.0.113.7 - a[b] x [y [18/Feb/2019:10:00:01 +0100] "GET /index.html HTTP/1.1" 200 512 "-" "curl/7.64.0""#,
+            Fields {
+                user: Some(b"a[b] x [y"),
+                ..base()
+            },
+        ),
+        (
+            "request dash (connection closed before a request)",
+            Combined,
+            br#"203.0.113.7 - - [18/Feb/2019:10:00:01 +0100] "-" 408 0 "-" "-""#,
+            Fields {
+                method: b"",
+                target: b"",
+                status: 408,
+                body_bytes: 0,
+                user_agent: None,
+                ..base()
+            },
+        ),
+        (
+            "target with spaces stays whole",
+            Combined,
+            br#"203.0.113.7 - - [18/Feb/2019:10:00:01 +0100] "GET /my calls/x 1.wav HTTP/1.1" 200 512 "-" "curl/7.64.0""#,
+            Fields {
+                target: b"/my calls/x 1.wav",
+                ..base()
+            },
+        ),
+        (
+            "request without protocol (http/0.9)",
+            Combined,
+            br#"203.0.113.7 - - [18/Feb/2019:10:00:01 +0100] "GET /index.html" 200 512 "-" "curl/7.64.0""#,
+            base(),
+        ),
+        (
+            "invalid utf-8 is tolerated",
+            Combined,
+            b"203.0.113.7 - - [18/Feb/2019:10:00:01 +0100] \"GET /index.html HTTP/1.1\" 200 512 \"-\" \"\xff\xfe\xc3\"",
+            Fields {
+                user_agent: Some(b"\xff\xfe\xc3"),
+                ..base()
+            },
+        ),
+        (
+            "status at end of line",
+            Common,
+            br#"203.0.113.7 - - [18/Feb/2019:10:00:01 +0100] "GET /index.html HTTP/1.1" 200"#,
+            Fields {
+                body_bytes: 0,
+                user_agent: None,
+                ..base()
+            },
+        ),
+        (
+            "huge byte count saturates",
+            Combined,
+            br#"203.0.113.7 - - [18/Feb/2019:10:00:01 +0100] "GET /index.html HTTP/1.1" 200 99999999999999999999999 "-" "curl/7.64.0""#,
+            Fields {
+                body_bytes: u64::MAX,
+                ..base()
+            },
+        ),
+        (
+            "missing user agent is none",
+            Combined,
+            br#"203.0.113.7 - - [18/Feb/2019:10:00:01 +0100] "GET /index.html HTTP/1.1" 200 512 "https://r/""#,
+            Fields {
+                referer: Some(b"https://r/"),
+                user_agent: None,
+                ..base()
+            },
+        ),
+    ];
+    for (name, format, line, want) in cases {
+        assert_parses(name, format, line, want);
+    }
+}
+
+#[test]
+fn escaped_quote_in_user_agent_does_not_fake_a_request() {
+    // Apache style: the attacker's UA is `x" 200 1 "-" "GET /recordings/a.wav HTTP/1.1" 200`.
+    let line = br#"203.0.113.7 - - [18/Feb/2019:10:00:01 +0100] "GET /index.html HTTP/1.1" 200 512 "-" "x\" 200 1 \"-\" \"GET /recordings/a.wav HTTP/1.1\" 200""#;
+    assert_parses(
+        "apache",
+        LogFormat::Combined,
+        line,
+        Fields { user_agent: Some(br#"x\" 200 1 \"-\" \"GET /recordings/a.wav HTTP/1.1\" 200"#), ..base() },
+    );
+    // nginx style: the same UA written with \x22.
+    let line = br#"203.0.113.7 - - [18/Feb/2019:10:00:01 +0100] "GET /index.html HTTP/1.1" 200 512 "-" "x\x22 200 1 \x22-\x22 \x22GET /recordings/a.wav HTTP/1.1\x22 200""#;
+    assert_parses(
+        "nginx",
+        LogFormat::Combined,
+        line,
+        Fields { user_agent: Some(br"x\x22 200 1 \x22-\x22 \x22GET /recordings/a.wav HTTP/1.1\x22 200"), ..base() },
+    );
+}
+
+#[test]
+fn escaped_quote_in_referer_does_not_shift_the_user_agent() {
+    let line = br#"203.0.113.7 - - [18/Feb/2019:10:00:01 +0100] "GET /index.html HTTP/1.1" 200 512 "http://r/\" \"fake-agent" "curl/7.64.0""#;
+    assert_parses(
+        "referer",
+        LogFormat::Combined,
+        line,
+        Fields { referer: Some(br#"http://r/\" \"fake-agent"#), ..base() },
+    );
+}
+
+#[test]
+fn escaped_quote_in_request_does_not_fake_a_status() {
+    let line = br#"203.0.113.7 - - [18/Feb/2019:10:00:01 +0100] "GET /index.html\" 599 1 \"x HTTP/1.1" 200 512 "-" "curl/7.64.0""#;
+    assert_parses("request", LogFormat::Combined, line, Fields { target: br#"/index.html\" 599 1 \"x"#, ..base() });
+}
+
+#[test]
+fn user_name_shaped_like_a_timestamp_does_not_fake_a_request() {
+    // A Basic-auth user name is attacker-controlled; the server escapes its quotes, so the
+    // fake `[...] "` never has a bare quote and the real timestamp is found after it.
+    let line = br#"203.0.113.7 - x [18/Feb/2019:10:00:01 +0100] \"GET /recordings/a.wav HTTP/1.1\" 200 1 [18/Feb/2019:10:00:01 +0100] "GET /index.html HTTP/1.1" 200 512 "-" "curl/7.64.0""#;
+    assert_parses(
+        "user",
+        LogFormat::Combined,
+        line,
+        Fields { user: Some(br#"x [18/Feb/2019:10:00:01 +0100] \"GET /recordings/a.wav HTTP/1.1\" 200 1"#), ..base() },
+    );
+}
+
+#[test]
+fn timestamp_values_are_checked_lazily() {
+    // Shape is right, so the line parses; the impossible date surfaces from unix_time().
+    let line = br#"203.0.113.7 - - [31/Feb/2019:10:00:01 +0100] "GET / HTTP/1.1" 200 1"#;
+    let parsed = parse_line(LogFormat::Common, line).unwrap();
+    assert_eq!(parsed.unix_time(), None);
+    let line = br#"203.0.113.7 - - [18/Feb/2019:10:00:01 +0100] "GET / HTTP/1.1" 200 1"#;
+    let parsed = parse_line(LogFormat::Common, line).unwrap();
+    assert_eq!(parsed.unix_time(), Some(1_550_480_401));
+}
+
+#[test]
+fn skips_broken_lines_with_the_right_reason() {
+    use LogFormat::*;
+    use SkipReason::*;
+    let long_line = {
+        let mut line = br#"203.0.113.7 - - [18/Feb/2019:10:00:01 +0100] "GET /"#.to_vec();
+        line.resize(MAX_LINE_LEN + 1, b'a');
+        line
+    };
+    let cases: Vec<(&str, LogFormat, &[u8], SkipReason)> = vec![
+        ("empty", Combined, b"", Empty),
+        ("whitespace", Combined, b" \t ", Empty),
+        ("bare cr", Combined, b"\r", Empty),
+        ("too long", Combined, &long_line, TooLong),
+        (
+            "nul byte",
+            Combined,
+            b"203.0.113.7 - - [18/Feb/2019:10:00:01 +0100] \"GET /\0 HTTP/1.1\" 200 1 \"-\" \"-\"",
+            Binary,
+        ),
+        ("no spaces", Combined, b"garbage", Malformed),
+        (
+            "leading space",
+            Combined,
+            br#" 203.0.113.7 - - [18/Feb/2019:10:00:01 +0100] "GET / HTTP/1.1" 200 1"#,
+            BadClient,
+        ),
+        ("dash client", Combined, br#"- - - [18/Feb/2019:10:00:01 +0100] "GET / HTTP/1.1" 200 1"#, BadClient),
+        (
+            "quote in client",
+            Combined,
+            br#"1.2.3.4" - - [18/Feb/2019:10:00:01 +0100] "GET / HTTP/1.1" 200 1"#,
+            BadClient,
+        ),
+        (
+            "vhost format on a combined line",
+            VhostCombined,
+            br#"203.0.113.7 - - [18/Feb/2019:10:00:01 +0100] "GET / HTTP/1.1" 200 1 "-" "-""#,
+            BadClient,
+        ),
+        ("no timestamp", Combined, br#"203.0.113.7 - - "GET / HTTP/1.1" 200 1"#, Malformed),
+        (
+            "timestamp without offset",
+            Combined,
+            br#"203.0.113.7 - - [18/Feb/2019:10:00:01] "GET / HTTP/1.1" 200 1"#,
+            BadTimestamp,
+        ),
+        (
+            "timestamp with short year",
+            Combined,
+            br#"203.0.113.7 - - [18/Feb/19:10:00:01 +0100] "GET / HTTP/1.1" 200 1"#,
+            BadTimestamp,
+        ),
+        (
+            "timestamp with iso date",
+            Combined,
+            br#"203.0.113.7 - - [2019-02-18T10:00:01+01:00] "GET / HTTP/1.1" 200 1"#,
+            BadTimestamp,
+        ),
+        (
+            "timestamp not followed by a quote",
+            Combined,
+            br#"203.0.113.7 - - [18/Feb/2019:10:00:01 +0100] GET / HTTP/1.1 200 1"#,
+            BadTimestamp,
+        ),
+        (
+            "tls handshake on plain http",
+            Combined,
+            br#"203.0.113.7 - - [18/Feb/2019:10:00:01 +0100] "\x16\x03\x01\x00\xA5\x01" 400 150 "-" "-""#,
+            BadRequestLine,
+        ),
+        (
+            "request without space",
+            Combined,
+            br#"203.0.113.7 - - [18/Feb/2019:10:00:01 +0100] "GET" 400 0 "-" "-""#,
+            BadRequestLine,
+        ),
+        (
+            "request with empty method",
+            Combined,
+            br#"203.0.113.7 - - [18/Feb/2019:10:00:01 +0100] " / HTTP/1.1" 400 0"#,
+            BadRequestLine,
+        ),
+        (
+            "unterminated request",
+            Combined,
+            br#"203.0.113.7 - - [18/Feb/2019:10:00:01 +0100] "GET / HTTP/1.1 200 1"#,
+            BadRequestLine,
+        ),
+        (
+            "request ending in a backslash",
+            Combined,
+            br#"203.0.113.7 - - [18/Feb/2019:10:00:01 +0100] "GET /\"#,
+            BadRequestLine,
+        ),
+        (
+            "status too small",
+            Combined,
+            br#"203.0.113.7 - - [18/Feb/2019:10:00:01 +0100] "GET / HTTP/1.1" 099 1"#,
+            BadStatus,
+        ),
+        (
+            "status too large",
+            Combined,
+            br#"203.0.113.7 - - [18/Feb/2019:10:00:01 +0100] "GET / HTTP/1.1" 600 1"#,
+            BadStatus,
+        ),
+        (
+            "status four digits",
+            Combined,
+            br#"203.0.113.7 - - [18/Feb/2019:10:00:01 +0100] "GET / HTTP/1.1" 2000 1"#,
+            BadStatus,
+        ),
+        (
+            "status not digits",
+            Combined,
+            br#"203.0.113.7 - - [18/Feb/2019:10:00:01 +0100] "GET / HTTP/1.1" 2x0 1"#,
+            BadStatus,
+        ),
+        (
+            "status glued to quote",
+            Combined,
+            br#"203.0.113.7 - - [18/Feb/2019:10:00:01 +0100] "GET / HTTP/1.1"200 1"#,
+            BadStatus,
+        ),
+        ("status missing", Combined, br#"203.0.113.7 - - [18/Feb/2019:10:00:01 +0100] "GET / HTTP/1.1""#, BadStatus),
+    ];
+    for (name, format, line, want) in cases {
+        assert_eq!(parse_line(format, line), Err(want), "{name}");
+    }
+}
+
+#[test]
+fn line_of_exactly_max_len_is_not_too_long() {
+    let mut line = br#"203.0.113.7 - - [18/Feb/2019:10:00:01 +0100] "GET / HTTP/1.1" 200 1 "-" ""#.to_vec();
+    line.resize(MAX_LINE_LEN - 1, b'a');
+    line.push(b'"');
+    assert!(parse_line(LogFormat::Combined, &line).is_ok());
+    line.push(b'\r'); // the ignored CR does not count
+    assert!(parse_line(LogFormat::Combined, &line).is_ok());
+}
+
+#[test]
+fn client_ip_parsing() {
+    let v4 = |a, b, c, d| Some(IpAddr::V4(Ipv4Addr::new(a, b, c, d)));
+    let cases: &[(&[u8], Option<IpAddr>)] = &[
+        (b"203.0.113.7", v4(203, 0, 113, 7)),
+        (b"::ffff:10.1.2.3", v4(10, 1, 2, 3)),
+        (b"[::ffff:10.1.2.3]", v4(10, 1, 2, 3)),
+        (b"2a01:4f8::1", Some(IpAddr::V6(Ipv6Addr::new(0x2a01, 0x4f8, 0, 0, 0, 0, 0, 1)))),
+        (b"[::1]", Some(IpAddr::V6(Ipv6Addr::LOCALHOST))),
+        (b"fe80::1%eth0", None),
+        (b"host.example.com", None),
+        (b"-", None),
+        (b"", None),
+        (b"[]", None),
+        (b"1.2.3", None),
+        (b"256.1.1.1", None),
+        (b"\xff\xfe", None),
+    ];
+    for (text, want) in cases {
+        assert_eq!(parse_client_ip(text), *want, "{}", String::from_utf8_lossy(text));
+    }
+}
+
+#[test]
+fn names_and_labels_are_stable() {
+    for format in LogFormat::ALL {
+        assert_eq!(LogFormat::from_name(format.as_str()), Some(format));
+    }
+    assert_eq!(LogFormat::from_name("Combined"), None);
+    let labels: Vec<&str> = SkipReason::ALL.iter().map(|r| r.as_str()).collect();
+    assert_eq!(
+        labels,
+        ["empty", "too_long", "malformed", "bad_timestamp", "bad_request_line", "bad_status", "bad_client", "binary"]
+    );
+}
+
+/// Calls every accessor so a panic anywhere in the lazy paths is found.
+fn exercise(format: LogFormat, line: &[u8]) {
+    if let Ok(parsed) = parse_line(format, line) {
+        let _ = (parsed.body_bytes(), parsed.referer(), parsed.user_agent());
+        let _ = (parsed.unix_time(), parse_client_ip(parsed.client));
+        let mut out = Vec::new();
+        unescape_log_field(parsed.target, &mut out);
+    }
+}
+
+/// Lines assembled from the tokens the grammar cares about, to reach deep branches.
+fn line_pieces() -> impl Strategy<Value = Vec<u8>> {
+    let piece = prop_oneof![
+        Just(&b" "[..]),
+        Just(&b"-"[..]),
+        Just(&b"["[..]),
+        Just(&b"]"[..]),
+        Just(&b"\""[..]),
+        Just(&br"\"[..]),
+        Just(&br#"\""#[..]),
+        Just(&b"203.0.113.7"[..]),
+        Just(&b"h.example:443"[..]),
+        Just(&b"18/Feb/2019:10:00:01 +0100"[..]),
+        Just(&b"[18/Feb/2019:10:00:01 +0100] \""[..]),
+        Just(&b"GET /recordings/a.wav HTTP/1.1"[..]),
+        Just(&b"\" 200 "[..]),
+        Just(&b"512"[..]),
+        Just(&b"\r"[..]),
+        Just(&b"\0"[..]),
+        Just(&b"\xff"[..]),
+    ];
+    prop::collection::vec(piece, 0..30).prop_map(|pieces| pieces.concat())
+}
+
+/// Apache-style log escaping (`\"`, `\\`, `\xhh` for non-printables).
+fn apache_escape(raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for &byte in raw {
+        match byte {
+            b'"' => out.extend_from_slice(br#"\""#),
+            b'\\' => out.extend_from_slice(br"\\"),
+            0x20..=0x7e => out.push(byte),
+            _ => out.extend_from_slice(format!("\\x{byte:02x}").as_bytes()),
+        }
+    }
+    out
+}
+
+/// nginx-style log escaping (`\xHH` for `"`, `\` and non-printables).
+fn nginx_escape(raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for &byte in raw {
+        match byte {
+            b'"' | b'\\' | 0..=0x1f | 0x7f..=0xff => out.extend_from_slice(format!("\\x{byte:02X}").as_bytes()),
+            _ => out.push(byte),
+        }
+    }
+    out
+}
+
+fn none_if_dash_or_empty(field: &[u8]) -> Option<&[u8]> {
+    if field == b"-" || field.is_empty() {
+        None
+    } else {
+        Some(field)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Rendered {
+    vhost: Option<String>,
+    client: String,
+    expected_ip: IpAddr,
+    user: String,
+    time: String,
+    method: String,
+    target: Vec<u8>,
+    status: u16,
+    body_bytes: Option<u64>,
+    referer: Vec<u8>,
+    user_agent: Vec<u8>,
+    nginx_style: bool,
+}
+
+fn rendered_strategy() -> impl Strategy<Value = Rendered> {
+    let client = prop_oneof![
+        any::<[u8; 4]>().prop_map(|octets| IpAddr::V4(Ipv4Addr::from(octets))),
+        any::<[u16; 8]>().prop_map(|groups| IpAddr::V6(Ipv6Addr::from(groups))),
+    ];
+    let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    let time = (
+        1u32..=28,
+        prop::sample::select(months.to_vec()),
+        1970u32..2100,
+        0u32..24,
+        0u32..60,
+        0u32..60,
+        prop::bool::ANY,
+        0u32..15,
+        prop::sample::select(vec![0u32, 30, 45]),
+    )
+        .prop_map(|(d, mon, y, h, mi, s, west, oh, om)| {
+            let sign = if west { '-' } else { '+' };
+            format!("{d:02}/{mon}/{y}:{h:02}:{mi:02}:{s:02} {sign}{oh:02}{om:02}")
+        });
+    let header = prop::collection::vec(any::<u8>(), 0..40);
+    (
+        (
+            prop::option::of("[a-z]{1,10}\\.example:[0-9]{2,5}"),
+            client,
+            "[a-zA-Z0-9 ._@\\[\\]-]{0,12}",
+            time,
+            prop::sample::select(vec!["GET", "POST", "HEAD", "PROPFIND"]),
+        ),
+        (
+            "/[a-zA-Z0-9/._~%?=& \"\\\\-]{0,40}",
+            100u16..=599,
+            prop::option::of(any::<u64>()),
+            header.clone(),
+            header,
+            prop::bool::ANY,
+        ),
+    )
+        .prop_map(
+            |((vhost, ip, user, time, method), (target, status, body_bytes, referer, user_agent, nginx_style))| {
+                let expected_ip = match ip {
+                    IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+                    IpAddr::V4(_) => ip,
+                };
+                Rendered {
+                    vhost,
+                    client: ip.to_string(),
+                    expected_ip,
+                    user,
+                    time,
+                    method: method.to_string(),
+                    target: target.into_bytes(),
+                    status,
+                    body_bytes,
+                    referer,
+                    user_agent,
+                    nginx_style,
+                }
+            },
+        )
+}
+
+proptest! {
+    #[test]
+    fn parse_line_never_panics_on_arbitrary_bytes(line in prop::collection::vec(any::<u8>(), 0..400)) {
+        for format in LogFormat::ALL {
+            exercise(format, &line);
+        }
+    }
+
+    #[test]
+    fn parse_line_never_panics_on_grammar_fragments(line in line_pieces()) {
+        for format in LogFormat::ALL {
+            exercise(format, &line);
+        }
+    }
+
+    #[test]
+    fn rendered_combined_line_parses_back_to_the_same_fields(r in rendered_strategy()) {
+        let escape = if r.nginx_style { nginx_escape } else { apache_escape };
+        let user = if r.user.is_empty() { "-".to_string() } else { r.user.clone() };
+        let target = escape(&r.target);
+        let referer = escape(&r.referer);
+        let user_agent = escape(&r.user_agent);
+        let mut line = Vec::new();
+        if let Some(vhost) = &r.vhost {
+            line.extend_from_slice(vhost.as_bytes());
+            line.push(b' ');
+        }
+        line.extend_from_slice(format!("{} - {} [{}] \"{} ", r.client, user, r.time, r.method).as_bytes());
+        line.extend_from_slice(&target);
+        line.extend_from_slice(format!(" HTTP/1.1\" {} ", r.status).as_bytes());
+        match r.body_bytes {
+            Some(bytes) => line.extend_from_slice(bytes.to_string().as_bytes()),
+            None => line.push(b'-'),
+        }
+        line.extend_from_slice(b" \"");
+        line.extend_from_slice(&referer);
+        line.extend_from_slice(b"\" \"");
+        line.extend_from_slice(&user_agent);
+        line.push(b'"');
+
+        let format = if r.vhost.is_some() { LogFormat::VhostCombined } else { LogFormat::Combined };
+        let parsed = parse_line(format, &line);
+        prop_assert!(parsed.is_ok(), "{:?} for {:?}", parsed, String::from_utf8_lossy(&line));
+        let parsed = parsed.unwrap();
+        prop_assert_eq!(parsed.vhost, r.vhost.as_deref().map(str::as_bytes));
+        prop_assert_eq!(parsed.client, r.client.as_bytes());
+        prop_assert_eq!(parse_client_ip(parsed.client), Some(r.expected_ip));
+        prop_assert_eq!(parsed.user, none_if_dash_or_empty(user.as_bytes()));
+        prop_assert_eq!(parsed.time, r.time.as_bytes());
+        prop_assert!(parsed.unix_time().is_some());
+        prop_assert_eq!(parsed.method, r.method.as_bytes());
+        prop_assert_eq!(parsed.target, &target[..]);
+        let mut unescaped = Vec::new();
+        unescape_log_field(parsed.target, &mut unescaped);
+        prop_assert_eq!(&unescaped, &r.target);
+        prop_assert_eq!(parsed.status, r.status);
+        prop_assert_eq!(parsed.body_bytes(), r.body_bytes.unwrap_or(0));
+        prop_assert_eq!(parsed.referer(), none_if_dash_or_empty(&referer));
+        prop_assert_eq!(parsed.user_agent(), none_if_dash_or_empty(&user_agent));
+        if let Some(user_agent) = parsed.user_agent() {
+            unescaped.clear();
+            unescape_log_field(user_agent, &mut unescaped);
+            prop_assert_eq!(&unescaped, &r.user_agent);
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! Converts the access log's `[%t]` timestamp (`18/Feb/2019:10:00:01 +0100`) to Unix seconds,
+//! and Unix seconds back to RFC 3339 text for reports.
+//! Owns the calendar arithmetic (integer days-from-civil, no tables, no allocation on the parse side).
+//! Never consults the system clock or time zone database: the offset written in the log is the truth.
+
+/// Length of a CLF timestamp: `dd/Mon/yyyy:HH:MM:SS ±hhmm`.
+pub const CLF_TIME_LEN: usize = 26;
+
+/// Parses `dd/Mon/yyyy:HH:MM:SS ±hhmm` into Unix seconds (UTC).
+///
+/// Validates every field: month names are the exact English abbreviations (`Feb`, not `feb`),
+/// the day must exist in that month (leap years included), hour < 24, minute < 60,
+/// second <= 60 (a leap second counts as the next minute's first second). The offset may have
+/// either sign and any size up to `±2359`. Returns `None` on anything else.
+pub fn parse_clf_time(s: &[u8]) -> Option<i64> {
+    if s.len() != CLF_TIME_LEN {
+        return None;
+    }
+    if s[2] != b'/' || s[6] != b'/' || s[11] != b':' || s[14] != b':' || s[17] != b':' {
+        return None;
+    }
+    if s[20] != b' ' {
+        return None;
+    }
+    let day = two_digits(s[0], s[1])?;
+    let month = month_number(s[3], s[4], s[5])?;
+    let year = i64::from(two_digits(s[7], s[8])?) * 100 + i64::from(two_digits(s[9], s[10])?);
+    let hour = two_digits(s[12], s[13])?;
+    let minute = two_digits(s[15], s[16])?;
+    let second = two_digits(s[18], s[19])?;
+    let offset_sign: i64 = match s[21] {
+        b'+' => 1,
+        b'-' => -1,
+        _ => return None,
+    };
+    let offset_hours = two_digits(s[22], s[23])?;
+    let offset_minutes = two_digits(s[24], s[25])?;
+
+    if day == 0 || day > days_in_month(year, month) {
+        return None;
+    }
+    if hour > 23 || minute > 59 || second > 60 || offset_hours > 23 || offset_minutes > 59 {
+        return None;
+    }
+    let local = days_from_civil(year, month, day) * 86_400
+        + i64::from(hour) * 3_600
+        + i64::from(minute) * 60
+        + i64::from(second);
+    let offset = i64::from(offset_hours) * 3_600 + i64::from(offset_minutes) * 60;
+    Some(local - offset_sign * offset)
+}
+
+/// Formats Unix seconds as `2019-02-18T09:00:01Z` (UTC, second precision).
+///
+/// Years outside 0..=9999 are written with as many digits as they need (and a `-` sign).
+pub fn format_rfc3339(unix: i64) -> String {
+    let days = unix.div_euclid(86_400);
+    let second_of_day = unix.rem_euclid(86_400);
+    let (year, month, day) = civil_from_days(days);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        second_of_day / 3_600,
+        second_of_day / 60 % 60,
+        second_of_day % 60
+    )
+}
+
+fn two_digits(tens: u8, ones: u8) -> Option<u32> {
+    if tens.is_ascii_digit() && ones.is_ascii_digit() {
+        Some(u32::from(tens - b'0') * 10 + u32::from(ones - b'0'))
+    } else {
+        None
+    }
+}
+
+/// 1..=12 for the exact English abbreviations Apache and nginx write.
+fn month_number(a: u8, b: u8, c: u8) -> Option<u32> {
+    let month = match [a, b, c] {
+        [b'J', b'a', b'n'] => 1,
+        [b'F', b'e', b'b'] => 2,
+        [b'M', b'a', b'r'] => 3,
+        [b'A', b'p', b'r'] => 4,
+        [b'M', b'a', b'y'] => 5,
+        [b'J', b'u', b'n'] => 6,
+        [b'J', b'u', b'l'] => 7,
+        [b'A', b'u', b'g'] => 8,
+        [b'S', b'e', b'p'] => 9,
+        [b'O', b'c', b't'] => 10,
+        [b'N', b'o', b'v'] => 11,
+        [b'D', b'e', b'c'] => 12,
+        _ => return None,
+    };
+    Some(month)
+}
+
+fn is_leap_year(year: i64) -> bool {
+    (year % 4 == 0 && year % 100 != 0) || year % 400 == 0
+}
+
+fn days_in_month(year: i64, month: u32) -> u32 {
+    match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if is_leap_year(year) => 29,
+        _ => 28,
+    }
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year - era * 400;
+    let month_from_march = i64::from((month + 9) % 12);
+    let day_of_year = (153 * month_from_march + 2) / 5 + i64::from(day) - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
+/// Inverse of [`days_from_civil`]: (year, month 1..=12, day 1..=31).
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let days = days + 719_468;
+    let era = days.div_euclid(146_097);
+    let day_of_era = days - era * 146_097;
+    let year_of_era = (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_from_march = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
+    let month = if month_from_march < 10 { month_from_march + 3 } else { month_from_march - 9 };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_valid_timestamps_with_any_offset() {
+        let cases: &[(&str, i64)] = &[
+            ("01/Jan/1970:00:00:00 +0000", 0),
+            ("18/Feb/2019:10:00:01 +0100", 1_550_480_401),
+            ("18/Feb/2019:09:00:01 +0000", 1_550_480_401),
+            ("18/Feb/2019:03:30:01 -0530", 1_550_480_401),
+            ("19/Feb/2019:00:00:01 +1500", 1_550_480_401),
+            ("29/Feb/2020:12:00:00 +0000", 1_582_977_600),
+            ("29/Feb/2000:00:00:00 +0000", 951_782_400),
+            ("31/Dec/1969:23:59:59 +0000", -1),
+            ("31/Dec/2016:23:59:60 +0000", 1_483_228_800),
+            ("01/Mar/2024:00:00:00 -0000", 1_709_251_200),
+        ];
+        for (text, want) in cases {
+            assert_eq!(parse_clf_time(text.as_bytes()), Some(*want), "{text}");
+        }
+    }
+
+    #[test]
+    fn rejects_out_of_range_or_misshapen_timestamps() {
+        let cases = [
+            "29/Feb/2019:10:00:01 +0100", // not a leap year
+            "29/Feb/1900:10:00:01 +0100", // century, not a leap year
+            "31/Apr/2019:10:00:01 +0100",
+            "00/Feb/2019:10:00:01 +0100",
+            "32/Jan/2019:10:00:01 +0100",
+            "18/feb/2019:10:00:01 +0100", // month names are case-sensitive
+            "18/FEB/2019:10:00:01 +0100",
+            "18/Fev/2019:10:00:01 +0100",
+            "18/Feb/2019:24:00:01 +0100",
+            "18/Feb/2019:10:60:01 +0100",
+            "18/Feb/2019:10:00:61 +0100",
+            "18/Feb/2019:10:00:01 +0160",
+            "18/Feb/2019:10:00:01 +2400",
+            "18/Feb/2019:10:00:01 *0100",
+            "18/Feb/2019:10:00:01 0100",
+            "18/Feb/2019:10:00:01 +01000",
+            "18/Feb/2019 10:00:01 +0100",
+            "18/Feb/19:10:00:01 +0100",
+            "1/Feb/2019:10:00:01 +0100",
+            "18/Feb/2019:10:00:01+0100 ",
+            "",
+        ];
+        for text in cases {
+            assert_eq!(parse_clf_time(text.as_bytes()), None, "{text}");
+        }
+    }
+
+    #[test]
+    fn formats_rfc3339_in_utc() {
+        assert_eq!(format_rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(format_rfc3339(1_550_480_401), "2019-02-18T09:00:01Z");
+        assert_eq!(format_rfc3339(-1), "1969-12-31T23:59:59Z");
+        assert_eq!(format_rfc3339(1_582_977_600), "2020-02-29T12:00:00Z");
+        // Extremes must not overflow or panic.
+        let _ = format_rfc3339(i64::MIN);
+        let _ = format_rfc3339(i64::MAX);
+    }
+
+    #[test]
+    fn civil_round_trips_over_four_centuries() {
+        for days in -200_000..200_000 {
+            let (y, m, d) = civil_from_days(days);
+            let (m, d) = (u32::try_from(m).unwrap(), u32::try_from(d).unwrap());
+            assert!(d <= days_in_month(y, m));
+            assert_eq!(days_from_civil(y, m, d), days);
+        }
+    }
+}
