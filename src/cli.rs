@@ -12,7 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use recwatch::config::Config;
 use recwatch::detect::alert::AlertStatus;
 use recwatch::parse::{LogFormat, MAX_LINE_LEN};
-use recwatch::pipeline::{Pipeline, SourceSpec};
+use recwatch::pipeline::{OnStoreError, Pipeline, PipelineOptions, SourceSpec};
 use recwatch::report::{AlertRow, InputSummary, Report, ReportFormat};
 use recwatch::source::framing::{for_each_line, Frame};
 use recwatch::source::replay::{open, Input};
@@ -37,6 +37,24 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 pub enum Command {
+    /// Run the daemon: follow the configured logs across rotation, raise and store alerts,
+    /// serve /metrics, /healthz, /readyz and the alert API. SIGHUP reloads, SIGTERM stops.
+    Run {
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// Also follow this log file (format detected from its first line, else combined).
+        #[arg(long)]
+        watch: Vec<PathBuf>,
+        /// Listen address for HTTP (overrides http.listen).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+        /// State directory (alert store, checkpoints); overrides store.path.
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        /// Detection worker threads (overrides engine.workers).
+        #[arg(long)]
+        workers: Option<usize>,
+    },
     /// Validate a config file and print the effective settings and rules.
     Check {
         #[arg(long, short, default_value = DEFAULT_CONFIG)]
@@ -129,6 +147,10 @@ pub enum AlertsAction {
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Run { config, watch, listen, state_dir, workers } => {
+            recwatch::daemon::run(recwatch::daemon::RunOptions { config, watch, listen, state_dir, workers })?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Check { config } => {
             let c = load_config(&config)?;
             print!("{}", c.describe());
@@ -181,7 +203,8 @@ fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let workers = args.workers.unwrap_or(config.workers).max(1);
     let telemetry = Arc::new(Telemetry::default());
     let sources = vec![SourceSpec { name: args.source_name.clone(), format }];
-    let mut pipeline = Pipeline::start(&config, sources, workers, store, true, telemetry.clone());
+    let options = PipelineOptions { workers, keep_scope: true, on_store_error: OnStoreError::Fail };
+    let mut pipeline = Pipeline::start(&config, sources, options, store, telemetry.clone());
 
     let progress = progress_bar(&inputs, args.no_progress);
     let mut summaries = Vec::new();
@@ -220,7 +243,7 @@ fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     }
     progress.finish_and_clear();
     let nothing_read = summaries.iter().all(|s| s.error.is_some() && s.lines == 0);
-    let outcome = pipeline.finish(true)?;
+    let outcome = pipeline.finish()?;
     let partners: Vec<String> = config.partners.iter().map(|(n, _)| n.clone()).collect();
     let report = Report::build(&telemetry, summaries, &outcome.alerts, outcome.clients, |i| {
         partners.get(usize::from(i)).cloned()

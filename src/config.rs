@@ -60,7 +60,53 @@ struct RawConfig {
     #[serde(default)]
     engine: RawEngine,
     #[serde(default)]
+    http: RawHttp,
+    #[serde(default)]
+    tail: RawTail,
+    #[serde(default)]
     rule: Vec<RawRule>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    #[serde(default = "default_listen")]
+    listen: String,
+    token_file: Option<String>,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:9898".into()
+}
+
+impl Default for RawHttp {
+    fn default() -> Self {
+        RawHttp { listen: default_listen(), token_file: None }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTail {
+    #[serde(default = "default_poll_ms")]
+    poll_interval_ms: u64,
+    #[serde(default = "yes")]
+    inotify: bool,
+    #[serde(default = "default_drain_secs")]
+    rotated_drain_secs: u64,
+}
+
+fn default_poll_ms() -> u64 {
+    250
+}
+fn default_drain_secs() -> u64 {
+    5
+}
+
+impl Default for RawTail {
+    fn default() -> Self {
+        RawTail { poll_interval_ms: default_poll_ms(), inotify: true, rotated_drain_secs: default_drain_secs() }
+    }
 }
 
 #[derive(Deserialize)]
@@ -261,6 +307,16 @@ pub struct Config {
     pub workers: usize,
     pub max_clients_per_worker: usize,
     pub client_idle_secs: i64,
+    /// Address of /metrics, /healthz, /readyz and the alert API.
+    pub listen: std::net::SocketAddr,
+    /// File holding the API bearer token; without one the alert API answers 401.
+    pub token_file: Option<PathBuf>,
+    /// Stat-scan interval of the tailer (the safety net under inotify; the only mechanism in poll mode).
+    pub poll_interval: std::time::Duration,
+    /// false = pure-poll mode, for NFS/SMB where inotify sees nothing.
+    pub inotify: bool,
+    /// How long a rotated-away or deleted file stays open after it stopped growing.
+    pub rotated_drain: std::time::Duration,
     pub rules: Vec<Rule>,
 }
 
@@ -383,7 +439,19 @@ impl Config {
         } else {
             raw.rule
         };
-        build(&b, raw.store, raw.sensitive, raw.networks, raw.source, raw.engine, raw_rules)
+        let mut config = build(&b, raw.store, raw.sensitive, raw.networks, raw.source, raw.engine, raw_rules)?;
+        let base = file.parent().unwrap_or(Path::new("."));
+        config.listen = raw.http.listen.parse().map_err(|_| {
+            b.err(&[key("http"), key("listen")], format!("{:?} is not an address like 127.0.0.1:9898", raw.http.listen))
+        })?;
+        config.token_file = raw.http.token_file.map(|f| base.join(f));
+        if !(10..=60_000).contains(&raw.tail.poll_interval_ms) {
+            return Err(b.err(&[key("tail"), key("poll_interval_ms")], "must be between 10 and 60000"));
+        }
+        config.poll_interval = std::time::Duration::from_millis(raw.tail.poll_interval_ms);
+        config.inotify = raw.tail.inotify;
+        config.rotated_drain = std::time::Duration::from_secs(raw.tail.rotated_drain_secs);
+        Ok(config)
     }
 
     /// A readable summary of the effective configuration, for `recwatch check`.
@@ -412,6 +480,19 @@ impl Config {
         s += &format!(
             "engine: {} workers, at most {} clients per worker, idle eviction after {} s\n",
             self.workers, self.max_clients_per_worker, self.client_idle_secs
+        );
+        s += &format!(
+            "http: {} (alert API {})\n",
+            self.listen,
+            self.token_file
+                .as_ref()
+                .map_or("disabled: no token_file".to_string(), |f| format!("token in {}", f.display()))
+        );
+        s += &format!(
+            "tail: {} every {} ms, rotated files drained for {} s\n",
+            if self.inotify { "inotify + stat scan" } else { "stat scan only (poll mode)" },
+            self.poll_interval.as_millis(),
+            self.rotated_drain.as_secs()
         );
         s += &format!("rules ({}):\n", self.rules.len());
         for r in &self.rules {
@@ -565,6 +646,11 @@ fn build(
         workers,
         max_clients_per_worker: engine.max_clients_per_worker,
         client_idle_secs: engine.client_idle_secs,
+        listen: std::net::SocketAddr::from(([127, 0, 0, 1], 9898)),
+        token_file: None,
+        poll_interval: std::time::Duration::from_millis(250),
+        inotify: true,
+        rotated_drain: std::time::Duration::from_secs(5),
         rules,
     })
 }

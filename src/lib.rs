@@ -11,14 +11,18 @@
 //! - [`store`]: the only module that talks to sled: alerts and their time index.
 //! - [`pipeline`]: wires source → parse → classify → detect → store with bounded queues.
 //! - [`report`]: the scope report of a replay (JSON, CSV, Markdown).
+//! - [`daemon`]: `recwatch run`: tail loop, barriers/checkpoints, signals, systemd notify.
 //! - [`config`]: raw TOML → validated, compiled [`config::Config`]; errors say file:line: key.
 //! - [`telemetry`]: lock-free counters every stage adds to.
+//! - [`http`]: `/metrics`, health and readiness probes, and the token-protected alerts API.
 //! - [`synth`]: deterministic synthetic access logs for tests and benchmarks.
 #![forbid(unsafe_code)]
 
 pub mod classify;
 pub mod config;
+pub mod daemon;
 pub mod detect;
+pub mod http;
 pub mod parse;
 pub mod pipeline;
 pub mod report;

@@ -1,13 +1,20 @@
 //! Wires the stages: lines → parse → classify → route by group hash → detection workers →
-//! store. Owns the threads, the bounded queues between them and batch recycling.
+//! store. Owns the threads, the bounded queues between them, batch recycling and barriers.
 //! The per-line path (`Ingest::line`) takes no lock, makes no syscall and allocates nothing
 //! once warm: events go into recycled per-worker batches; queues are bounded, so a slow
 //! store pauses reading instead of growing memory.
+//!
+//! Durability: [`Ingest::barrier`] sends a marker with an opaque checkpoint through every
+//! worker; the store stage writes the checkpoint in the same flush as every alert caused by
+//! the lines before the marker, and only then reports it durable. So a checkpoint never
+//! runs ahead of the alerts it covers.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 use xxhash_rust::xxh3::xxh3_128_with_seed;
@@ -24,7 +31,7 @@ use crate::telemetry::{LineTally, Telemetry};
 
 /// Batches queued per worker before reading pauses.
 const WORKER_QUEUE: usize = 64;
-/// Alert batches queued for the store before workers pause.
+/// Messages queued for the store before workers pause.
 const STORE_QUEUE: usize = 256;
 
 /// One input stream the pipeline reads: its name (what alerts show as `source`) and format.
@@ -32,6 +39,36 @@ const STORE_QUEUE: usize = 256;
 pub struct SourceSpec {
     pub name: String,
     pub format: LogFormat,
+}
+
+/// What the store stage does when a write fails.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnStoreError {
+    /// Stop and report the error (replay: the user sees it at once).
+    Fail,
+    /// Count it, wait, and retry the same write; meanwhile queues fill and reading pauses
+    /// (daemon: a full disk must not lose alerts or corrupt state).
+    Retry,
+}
+
+/// A marker through the pipeline; `checkpoint` is written once everything before it is.
+pub struct Barrier {
+    pub seq: u64,
+    /// When the lines before it were read: the start of the detection-latency measurement.
+    pub read_at: Instant,
+    pub checkpoint: Vec<u8>,
+}
+
+enum WorkerMsg {
+    Events(EventBatch),
+    Barrier(Arc<Barrier>),
+    /// Stored alerts whose episodes continue (after a restart).
+    Resume(Vec<Alert>),
+}
+
+enum StoreMsg {
+    Alerts(Vec<Alert>),
+    Barrier(Arc<Barrier>),
 }
 
 /// What a finished run produced.
@@ -65,11 +102,14 @@ pub struct Ingest {
     /// Keys the distinct-path hash per process, so crafted paths cannot aim for collisions.
     path_seed: u64,
     batches: Vec<EventBatch>,
-    to_workers: Vec<Sender<EventBatch>>,
+    to_workers: Vec<Sender<WorkerMsg>>,
     recycled: Receiver<EventBatch>,
     has_source_rules: bool,
     tally: LineTally,
     telemetry: Arc<Telemetry>,
+    next_barrier: u64,
+    /// Newest event time of a sensitive line so far (Unix seconds; 0 = none yet).
+    latest_event_time: i64,
     /// Set when a downstream stage has gone away; lines are then counted but not routed.
     downstream_failed: bool,
 }
@@ -81,6 +121,18 @@ pub struct Pipeline {
     pub ingest: Ingest,
     workers: Vec<JoinHandle<WorkerResult>>,
     store: JoinHandle<Result<Vec<Alert>, StoreError>>,
+    /// Sequence number of the last barrier made durable (0 = none).
+    durable: Arc<AtomicU64>,
+    detect: Arc<DetectConfig>,
+}
+
+/// How a pipeline runs.
+#[derive(Clone, Copy, Debug)]
+pub struct PipelineOptions {
+    pub workers: usize,
+    /// Keep per-client totals for the scope report (replay).
+    pub keep_scope: bool,
+    pub on_store_error: OnStoreError,
 }
 
 impl Pipeline {
@@ -89,26 +141,25 @@ impl Pipeline {
     pub fn start(
         config: &Config,
         sources: Vec<SourceSpec>,
-        workers: usize,
+        options: PipelineOptions,
         store: Store,
-        keep_scope: bool,
         telemetry: Arc<Telemetry>,
     ) -> Pipeline {
-        let workers = workers.max(1);
+        let workers = options.workers.max(1);
         let detect = Arc::new(DetectConfig::new(
             config.rules.clone(),
             config.partners.iter().map(|(n, _)| n.clone()).collect(),
             sources.iter().map(|s| s.name.clone()).collect(),
             config.client_idle_secs,
             config.max_clients_per_worker,
-            keep_scope,
+            options.keep_scope,
         ));
-        let (to_store, store_rx) = bounded::<Vec<Alert>>(STORE_QUEUE);
+        let (to_store, store_rx) = bounded::<StoreMsg>(STORE_QUEUE);
         let (recycle_tx, recycled) = unbounded::<EventBatch>();
         let mut to_workers = Vec::with_capacity(workers);
         let mut handles = Vec::with_capacity(workers);
         for i in 0..workers {
-            let (tx, rx) = bounded::<EventBatch>(WORKER_QUEUE);
+            let (tx, rx) = bounded::<WorkerMsg>(WORKER_QUEUE);
             to_workers.push(tx);
             let (detect, to_store, recycle_tx, telemetry) =
                 (detect.clone(), to_store.clone(), recycle_tx.clone(), telemetry.clone());
@@ -119,9 +170,17 @@ impl Pipeline {
             handles.push(handle);
         }
         drop(to_store);
+        let durable = Arc::new(AtomicU64::new(0));
+        let store_stage = StoreStage {
+            store,
+            workers,
+            on_error: options.on_store_error,
+            telemetry: telemetry.clone(),
+            durable: durable.clone(),
+        };
         let store_handle = std::thread::Builder::new()
             .name("store".into())
-            .spawn(move || run_store(store, store_rx))
+            .spawn(move || store_stage.run(store_rx))
             .expect("spawning the store thread");
         let ingest = Ingest {
             paths: config.sensitive.clone(),
@@ -137,13 +196,53 @@ impl Pipeline {
             has_source_rules: detect.has_source_rules(),
             tally: LineTally::default(),
             telemetry,
+            next_barrier: 1,
+            latest_event_time: 0,
             downstream_failed: false,
         };
-        Pipeline { ingest, workers: handles, store: store_handle }
+        Pipeline { ingest, workers: handles, store: store_handle, durable, detect }
+    }
+
+    /// Re-opens the episodes of stored alerts that may still be running, so events after a
+    /// restart update them instead of opening second alerts. Call before the first line.
+    pub fn resume(&mut self, alerts: Vec<Alert>) {
+        let n = self.ingest.to_workers.len();
+        let mut per_worker: Vec<Vec<Alert>> = (0..n).map(|_| Vec::new()).collect();
+        for a in alerts {
+            if let Some(w) = Worker::owner_of(&a, &self.detect, n, |ip| worker_for(ip, n)) {
+                per_worker[w].push(a);
+            }
+        }
+        for (tx, alerts) in self.ingest.to_workers.iter().zip(per_worker) {
+            if !alerts.is_empty() && tx.send(WorkerMsg::Resume(alerts)).is_err() {
+                self.ingest.downstream_failed = true;
+            }
+        }
+    }
+
+    /// The longest window or suppression time of the rules: how far back (event time) a
+    /// restart must re-read, and which stored alerts may still be open.
+    pub fn memory_secs(&self) -> i64 {
+        self.detect.rules.iter().map(|r| r.window_secs.max(r.suppress_secs)).max().unwrap_or(0)
+    }
+
+    /// The longest rule window (event time): how far back a restart re-reads.
+    pub fn longest_window_secs(&self) -> i64 {
+        self.detect.rules.iter().filter(|r| r.is_windowed()).map(|r| r.window_secs).max().unwrap_or(0)
+    }
+
+    /// Sequence number of the last barrier whose checkpoint is durable.
+    pub fn durable_barrier(&self) -> u64 {
+        self.durable.load(Relaxed)
+    }
+
+    /// Whether every stage is still running (for the watchdog).
+    pub fn is_alive(&self) -> bool {
+        !self.ingest.downstream_failed && !self.store.is_finished() && self.workers.iter().all(|w| !w.is_finished())
     }
 
     /// Sends what is buffered, waits for workers and the store to drain, flushes the store.
-    pub fn finish(mut self, keep_scope: bool) -> Result<RunOutcome, PipelineError> {
+    pub fn finish(mut self) -> Result<RunOutcome, PipelineError> {
         self.ingest.flush();
         let Ingest { to_workers, .. } = self.ingest;
         drop(to_workers);
@@ -152,9 +251,7 @@ impl Pipeline {
         for h in self.workers {
             let (s, scope) = h.join().map_err(|_| PipelineError::Thread("a detection worker panicked".into()))?;
             stats.push(s);
-            if keep_scope {
-                clients.extend(scope);
-            }
+            clients.extend(scope);
         }
         let alerts = self.store.join().map_err(|_| PipelineError::Thread("the store thread panicked".into()))??;
         Ok(RunOutcome { alerts, clients, workers: stats })
@@ -163,18 +260,33 @@ impl Pipeline {
 
 fn run_worker(
     cfg: Arc<DetectConfig>,
-    rx: Receiver<EventBatch>,
-    to_store: Sender<Vec<Alert>>,
+    rx: Receiver<WorkerMsg>,
+    to_store: Sender<StoreMsg>,
     recycle: Sender<EventBatch>,
     telemetry: Arc<Telemetry>,
 ) -> WorkerResult {
-    use std::sync::atomic::Ordering::Relaxed;
     let mut worker = Worker::new(cfg);
     let mut changed = Vec::new();
     let mut published = WorkerStats::default();
-    for mut batch in rx {
+    for msg in rx {
+        let mut batch = match msg {
+            WorkerMsg::Events(batch) => batch,
+            WorkerMsg::Barrier(b) => {
+                // Changed alerts of earlier batches were sent already; the marker follows them.
+                if to_store.send(StoreMsg::Barrier(b)).is_err() {
+                    break;
+                }
+                continue;
+            }
+            WorkerMsg::Resume(alerts) => {
+                for a in alerts {
+                    worker.resume(a);
+                }
+                continue;
+            }
+        };
         worker.process_batch(&batch, &mut changed);
-        if !changed.is_empty() && to_store.send(std::mem::take(&mut changed)).is_err() {
+        if !changed.is_empty() && to_store.send(StoreMsg::Alerts(std::mem::take(&mut changed))).is_err() {
             break; // the store failed; finish() reports its error
         }
         batch.clear();
@@ -182,48 +294,124 @@ fn run_worker(
         let s = worker.stats;
         telemetry.alerts_opened.fetch_add(s.alerts_opened - published.alerts_opened, Relaxed);
         telemetry.groups_evicted.fetch_add(s.groups_evicted - published.groups_evicted, Relaxed);
+        telemetry.groups_tracked.fetch_add(s.groups_tracked as i64 - published.groups_tracked as i64, Relaxed);
         published = s;
     }
+    telemetry.groups_tracked.fetch_sub(published.groups_tracked as i64, Relaxed);
     (worker.stats, worker.take_scope())
 }
 
-fn run_store(store: Store, rx: Receiver<Vec<Alert>>) -> Result<Vec<Alert>, StoreError> {
-    // Every alert of this run in its latest state; also the coalescing buffer: whatever
-    // queued up while the last write ran is merged by id and written once.
-    let mut latest: HashMap<String, Alert> = HashMap::new();
-    let mut pending: HashMap<String, Alert> = HashMap::new();
-    while let Ok(first) = rx.recv() {
-        for alerts in std::iter::once(first).chain(rx.try_iter()) {
-            for a in alerts {
-                match pending.get_mut(&a.id) {
-                    Some(prev) => prev.merge_from(&a),
-                    None => {
-                        pending.insert(a.id.clone(), a);
+/// The store stage: the single writer of alerts and checkpoints.
+struct StoreStage {
+    store: Store,
+    workers: usize,
+    on_error: OnStoreError,
+    telemetry: Arc<Telemetry>,
+    durable: Arc<AtomicU64>,
+}
+
+impl StoreStage {
+    /// Back-off between retries of a failed write.
+    const RETRY_DELAY: Duration = Duration::from_millis(500);
+
+    fn run(self, rx: Receiver<StoreMsg>) -> Result<Vec<Alert>, StoreError> {
+        // Every alert of this run in its latest state; and the coalescing buffer: whatever
+        // queued up while the last write ran is merged by id and written once.
+        let mut latest: HashMap<String, Alert> = HashMap::new();
+        let mut pending: HashMap<String, Alert> = HashMap::new();
+        // Barrier seq → workers that passed it.
+        let mut arrivals: BTreeMap<u64, usize> = BTreeMap::new();
+        while let Ok(first) = rx.recv() {
+            let mut complete: Option<Arc<Barrier>> = None;
+            for msg in std::iter::once(first).chain(rx.try_iter()) {
+                match msg {
+                    StoreMsg::Alerts(alerts) => {
+                        for a in alerts {
+                            merge_into(&mut pending, a);
+                        }
+                    }
+                    StoreMsg::Barrier(b) => {
+                        let n = arrivals.entry(b.seq).or_insert(0);
+                        *n += 1;
+                        if *n == self.workers {
+                            arrivals.remove(&b.seq);
+                            complete = Some(b);
+                            // Alerts after this marker are written in this flush too, which
+                            // is harmless: durability only runs ahead of the checkpoint.
+                        }
                     }
                 }
             }
+            if pending.is_empty() && complete.is_none() {
+                continue;
+            }
+            let batch: Vec<Alert> = pending.drain().map(|(_, a)| a).collect();
+            self.write(&batch, complete.as_deref())?;
+            for a in batch {
+                merge_into(&mut latest, a);
+            }
+            if let Some(b) = complete {
+                self.telemetry.detection_latency_seconds.observe(b.read_at.elapsed().as_secs_f64());
+                self.durable.store(b.seq, Relaxed);
+            }
         }
-        let batch: Vec<Alert> = pending.drain().map(|(_, a)| a).collect();
-        store.upsert(&batch)?;
-        for a in batch {
-            match latest.get_mut(&a.id) {
-                Some(prev) => prev.merge_from(&a),
-                None => {
-                    latest.insert(a.id.clone(), a);
+        self.write(&[], None)?;
+        // Report what the store holds (it may carry an ack or counts from an earlier run).
+        let mut out = Vec::with_capacity(latest.len());
+        for id in latest.keys() {
+            if let Some(a) = self.store.get(id)? {
+                out.push(a);
+            }
+        }
+        out.sort_by(|a, b| (a.first_seen, &a.rule_id, &a.client).cmp(&(b.first_seen, &b.rule_id, &b.client)));
+        Ok(out)
+    }
+
+    /// Writes alerts and (if any) a checkpoint, then flushes: retried per `on_error`.
+    fn write(&self, alerts: &[Alert], barrier: Option<&Barrier>) -> Result<(), StoreError> {
+        loop {
+            let started = Instant::now();
+            let result = (|| {
+                let created = self.store.upsert(alerts)?;
+                if let Some(b) = barrier {
+                    self.store.save_checkpoint(&b.checkpoint)?;
+                }
+                self.store.flush()?;
+                Ok::<Vec<usize>, StoreError>(created)
+            })();
+            match result {
+                Ok(created) => {
+                    self.telemetry.store_write_seconds.observe(started.elapsed().as_secs_f64());
+                    self.telemetry.alert_writes.fetch_add(alerts.len() as u64, Relaxed);
+                    if barrier.is_some() {
+                        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+                        self.telemetry.last_checkpoint_unix.store(now.map_or(0, |d| d.as_secs() as i64), Relaxed);
+                    }
+                    for i in created {
+                        self.telemetry.alert_opened(&alerts[i].rule, alerts[i].severity.as_str());
+                    }
+                    return Ok(());
+                }
+                Err(e) => {
+                    self.telemetry.store_errors.fetch_add(1, Relaxed);
+                    if self.on_error == OnStoreError::Fail {
+                        return Err(e);
+                    }
+                    tracing::error!(error = %e, "alert store write failed; reading pauses, retrying");
+                    std::thread::sleep(Self::RETRY_DELAY);
                 }
             }
         }
     }
-    store.flush()?;
-    // Report what the store holds (it may carry an ack or counts from an earlier run).
-    let mut out = Vec::with_capacity(latest.len());
-    for id in latest.keys() {
-        if let Some(a) = store.get(id)? {
-            out.push(a);
+}
+
+fn merge_into(map: &mut HashMap<String, Alert>, a: Alert) {
+    match map.get_mut(&a.id) {
+        Some(prev) => prev.merge_from(&a),
+        None => {
+            map.insert(a.id.clone(), a);
         }
     }
-    out.sort_by(|a, b| (a.first_seen, &a.rule_id, &a.client).cmp(&(b.first_seen, &b.rule_id, &b.client)));
-    Ok(out)
 }
 
 /// Which worker owns a client: a multiplicative hash of its address.
@@ -259,6 +447,7 @@ impl Ingest {
         };
         self.tally.parsed += 1;
         self.tally.sensitive += 1;
+        self.latest_event_time = self.latest_event_time.max(time);
         if path_class == PathClass::Recording {
             self.tally.recordings += 1;
         }
@@ -335,7 +524,7 @@ impl Ingest {
     fn send(&mut self, worker: usize) {
         let fresh = self.recycled.try_recv().unwrap_or_else(|_| EventBatch::with_capacity());
         let full = std::mem::replace(&mut self.batches[worker], fresh);
-        if self.to_workers[worker].send(full).is_err() {
+        if self.to_workers[worker].send(WorkerMsg::Events(full)).is_err() {
             self.downstream_failed = true;
         }
     }
@@ -351,7 +540,33 @@ impl Ingest {
         self.telemetry.publish(&mut self.tally);
     }
 
+    /// Flushes, then sends a barrier carrying `checkpoint` through every worker. Returns its
+    /// sequence number; [`Pipeline::durable_barrier`] reaches it once the checkpoint and every
+    /// alert caused by earlier lines are durable.
+    pub fn barrier(&mut self, checkpoint: Vec<u8>, read_at: Instant) -> u64 {
+        self.flush();
+        let seq = self.next_barrier;
+        self.next_barrier += 1;
+        let b = Arc::new(Barrier { seq, read_at, checkpoint });
+        for tx in &self.to_workers {
+            if tx.send(WorkerMsg::Barrier(b.clone())).is_err() {
+                self.downstream_failed = true;
+            }
+        }
+        seq
+    }
+
     pub fn telemetry(&self) -> &Telemetry {
         &self.telemetry
+    }
+
+    /// Newest event time seen on a sensitive line (0 before the first).
+    pub fn latest_event_time(&self) -> i64 {
+        self.latest_event_time
+    }
+
+    /// Carries the newest event time over a restart or reload (it only moves forward).
+    pub fn seed_latest_event_time(&mut self, t: i64) {
+        self.latest_event_time = self.latest_event_time.max(t);
     }
 }

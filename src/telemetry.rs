@@ -1,15 +1,70 @@
 //! Lock-free counters every stage adds to; the one place that knows what is counted.
 //! Owns the counter set. Never blocks and never formats on the hot path: stages keep local
-//! tallies and publish them here once per chunk or batch.
+//! tallies and publish them here once per chunk or batch. Rendering to Prometheus text is
+//! `http::metrics`' job; label values here come from closed enums or the config, never from
+//! log content.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
 
 use crate::parse::SkipReason;
 
-#[derive(Default)]
+/// A fixed-bucket histogram of seconds, lock-free (one atomic add per observation).
+pub struct Histogram {
+    /// Upper bounds in seconds, ascending; +Inf is implicit.
+    pub bounds: &'static [f64],
+    /// Non-cumulative counts per bucket; the last is +Inf.
+    buckets: Vec<AtomicU64>,
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    pub fn new(bounds: &'static [f64]) -> Histogram {
+        Histogram {
+            bounds,
+            buckets: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+            sum_micros: AtomicU64::new(0),
+        }
+    }
+
+    pub fn observe(&self, seconds: f64) {
+        let i = self.bounds.iter().position(|b| seconds <= *b).unwrap_or(self.bounds.len());
+        self.buckets[i].fetch_add(1, Relaxed);
+        self.sum_micros.fetch_add((seconds.max(0.0) * 1e6) as u64, Relaxed);
+    }
+
+    /// Cumulative counts per bound (the last is +Inf, i.e. the total), and the sum in seconds.
+    pub fn snapshot(&self) -> (Vec<u64>, f64) {
+        let mut acc = 0;
+        let cumulative = self.buckets.iter().map(|b| {
+            acc += b.load(Relaxed);
+            acc
+        });
+        (cumulative.collect(), self.sum_micros.load(Relaxed) as f64 / 1e6)
+    }
+}
+
+pub const LATENCY_BOUNDS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
 pub struct Telemetry {
+    // --- sources
     pub lines_read: AtomicU64,
     pub bytes_read: AtomicU64,
+    /// Files currently followed.
+    pub files_open: AtomicI64,
+    /// Configured paths/globs that currently match no file (the daemon waits for them).
+    pub sources_waiting: AtomicI64,
+    pub rotations: AtomicU64,
+    pub truncations: AtomicU64,
+    /// Incomplete last lines flushed at rotation or deletion, flagged and counted.
+    pub partial_lines: AtomicU64,
+    /// Bytes written to followed files and not read yet.
+    pub source_lag_bytes: AtomicI64,
+    /// Times the tailer fell back to a full stat scan (inotify overflow, rescan, watch limit).
+    pub rescans: AtomicU64,
+    pub read_errors: AtomicU64,
+    // --- parse and classify
     pub lines_parsed: AtomicU64,
     /// Indexed like [`SkipReason::ALL`].
     pub lines_skipped: [AtomicU64; SkipReason::ALL.len()],
@@ -17,9 +72,59 @@ pub struct Telemetry {
     pub sensitive_requests: AtomicU64,
     /// Requests classified as recordings (prefix and extension).
     pub recording_requests: AtomicU64,
+    // --- detect
     pub alerts_opened: AtomicU64,
-    pub alert_writes: AtomicU64,
+    /// New alerts by (rule name, severity); rules come from the config, so the set is bounded.
+    pub alerts_by_rule: Mutex<BTreeMap<(String, &'static str), u64>>,
+    pub groups_tracked: AtomicI64,
     pub groups_evicted: AtomicU64,
+    // --- store
+    pub alert_writes: AtomicU64,
+    pub store_errors: AtomicU64,
+    /// Time of one durable write (alerts + checkpoints + flush).
+    pub store_write_seconds: Histogram,
+    /// From a line being read to the alerts it caused (and its checkpoint) being durable.
+    pub detection_latency_seconds: Histogram,
+    /// Unix time of the last durable checkpoint (0 = none yet).
+    pub last_checkpoint_unix: AtomicI64,
+    /// Quarantined (corrupt) stores found at start.
+    pub store_quarantines: AtomicU64,
+    // --- reloads
+    pub config_reloads: AtomicU64,
+    pub config_reload_failures: AtomicU64,
+}
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        Telemetry {
+            lines_read: AtomicU64::new(0),
+            bytes_read: AtomicU64::new(0),
+            files_open: AtomicI64::new(0),
+            sources_waiting: AtomicI64::new(0),
+            rotations: AtomicU64::new(0),
+            truncations: AtomicU64::new(0),
+            partial_lines: AtomicU64::new(0),
+            source_lag_bytes: AtomicI64::new(0),
+            rescans: AtomicU64::new(0),
+            read_errors: AtomicU64::new(0),
+            lines_parsed: AtomicU64::new(0),
+            lines_skipped: Default::default(),
+            sensitive_requests: AtomicU64::new(0),
+            recording_requests: AtomicU64::new(0),
+            alerts_opened: AtomicU64::new(0),
+            alerts_by_rule: Mutex::new(BTreeMap::new()),
+            groups_tracked: AtomicI64::new(0),
+            groups_evicted: AtomicU64::new(0),
+            alert_writes: AtomicU64::new(0),
+            store_errors: AtomicU64::new(0),
+            store_write_seconds: Histogram::new(LATENCY_BOUNDS),
+            detection_latency_seconds: Histogram::new(LATENCY_BOUNDS),
+            last_checkpoint_unix: AtomicI64::new(0),
+            store_quarantines: AtomicU64::new(0),
+            config_reloads: AtomicU64::new(0),
+            config_reload_failures: AtomicU64::new(0),
+        }
+    }
 }
 
 /// A stage's local tally of line outcomes, published with one atomic add per field.
@@ -56,5 +161,27 @@ impl Telemetry {
 
     pub fn skipped(&self, reason: SkipReason) -> u64 {
         self.lines_skipped[reason as usize].load(Relaxed)
+    }
+
+    /// Counts a newly opened alert (called by the store stage, once per new alert id).
+    pub fn alert_opened(&self, rule: &str, severity: &'static str) {
+        let mut by_rule = self.alerts_by_rule.lock().unwrap_or_else(|e| e.into_inner());
+        *by_rule.entry((rule.to_string(), severity)).or_insert(0) += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_is_cumulative_with_an_implicit_inf_bucket() {
+        let h = Histogram::new(&[0.01, 0.1]);
+        for s in [0.001, 0.05, 0.05, 3.0] {
+            h.observe(s);
+        }
+        let (counts, sum) = h.snapshot();
+        assert_eq!(counts, [1, 3, 4]);
+        assert!((sum - 3.101).abs() < 1e-6);
     }
 }

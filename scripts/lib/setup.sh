@@ -17,7 +17,15 @@ ensure_debian_packages() {
         apt_updated=1
     fi
     echo "== installing ${missing[*]}"
+    # Packages like nginx start their service on install; tests start their own servers on
+    # loopback, so installs must not start anything (policy-rc.d 101 = "not now").
+    local policy=/usr/sbin/policy-rc.d made_policy=0
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' | as_root tee "$policy" >/dev/null && as_root chmod +x "$policy" && made_policy=1
+    fi
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+    [ "$made_policy" = 1 ] && as_root rm -f "$policy"
+    return 0
 }
 
 # A C compiler and make (rdkafka and zstd-sys build C), and a Rust toolchain via rustup when

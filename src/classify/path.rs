@@ -96,10 +96,15 @@ impl SensitivePaths {
     /// its trailing slash gets one). A simple target that cannot
     /// normalise to anything under a prefix is rejected without touching `scratch`.
     pub fn classify(&self, raw_target: &[u8], scratch: &mut Vec<u8>) -> Option<PathClass> {
-        if self.can_reject_without_normalizing(raw_target) {
-            return None;
+        let simple_path = simple_path_len(raw_target);
+        if let Some(path_len) = simple_path {
+            if !self.may_be_under_a_prefix(raw_target) {
+                return None;
+            }
+            write_simple_path(&raw_target[..path_len], self.case_insensitive, scratch);
+        } else {
+            normalize_general(raw_target, self.case_insensitive, scratch);
         }
-        normalize_target(raw_target, self.case_insensitive, scratch);
         let class = self.classify_normalized(scratch)?;
         if class == PathClass::Listing && !scratch.ends_with(b"/") {
             // `/recordings` names the prefix directory; spell it as `/recordings/` so both
@@ -131,53 +136,92 @@ impl SensitivePaths {
         if self.any_extension {
             return Some(PathClass::Recording);
         }
-        let last_segment = match memrchr(b'/', path) {
+        // Segments are short: plain reverse scans beat the vectorised search's set-up cost.
+        let last_segment = match path.iter().rposition(|&byte| byte == b'/') {
             Some(slash) => &path[slash + 1..],
             None => path,
         };
-        let has_sensitive_extension = memrchr(b'.', last_segment).is_some_and(|dot| {
+        let extension_dot = last_segment.iter().rposition(|&byte| byte == b'.');
+        let has_sensitive_extension = extension_dot.is_some_and(|dot| {
             let extension = &last_segment[dot + 1..];
             self.extensions.iter().any(|wanted| **wanted == *extension)
         });
         Some(if has_sensitive_extension { PathClass::Recording } else { PathClass::OtherUnderPrefix })
     }
 
-    /// The fast reject: true only when normalising `raw_target` provably cannot land under
-    /// a prefix. That holds for a simple target (see [`is_simple_target`]) not starting with
-    /// any prefix minus its trailing slash, because normalising a simple target only cuts
-    /// the query and trims the last segment, so the result is a prefix of the raw bytes.
-    fn can_reject_without_normalizing(&self, raw_target: &[u8]) -> bool {
-        let may_be_under_prefix = self.prefixes.iter().any(|prefix| {
+    /// Half of the fast reject: whether the raw target starts with some prefix minus its
+    /// trailing slash. A simple target (see [`simple_path_len`]) for which this is false
+    /// cannot normalise to anything under a prefix, because normalising it only cuts the
+    /// query and trims the last segment: the result is a prefix of the raw bytes.
+    fn may_be_under_a_prefix(&self, raw_target: &[u8]) -> bool {
+        self.prefixes.iter().any(|prefix| {
             let directory = &prefix[..prefix.len() - 1];
             match raw_target.get(..directory.len()) {
                 Some(head) if self.case_insensitive => head.eq_ignore_ascii_case(directory),
                 Some(head) => head == directory,
                 None => false,
             }
-        });
-        !may_be_under_prefix && is_simple_target(raw_target)
+        })
     }
 }
 
-/// A target whose normalisation is just "cut the query, trim the last segment": starts with
-/// `/`, has no `%`, `\` or `;` before the query, no empty, `.`-leading or dot/space-ending
-/// segment. Bytes after `?` or `#` never matter.
-fn is_simple_target(raw_target: &[u8]) -> bool {
-    let Some((b'/', rest)) = raw_target.split_first() else {
-        return false;
-    };
-    let mut previous = b'/';
-    for &byte in rest {
-        match byte {
-            b'?' | b'#' => return true,
-            b'%' | b'\\' | b';' => return false,
-            b'/' if matches!(previous, b'/' | b'.' | b' ') => return false,
-            b'.' if previous == b'/' => return false,
-            _ => {}
-        }
-        previous = byte;
+/// How [`simple_path_len`] treats each byte.
+const PLAIN: u8 = 0;
+const SLASH: u8 = 1;
+const QUERY: u8 = 2;
+const NOT_SIMPLE: u8 = 3;
+
+/// Byte classes for the simple-target scan: `/` needs a look at its neighbours, `?` and `#`
+/// end the path, `%`, `\` and `;` need the full normalisation.
+const SIMPLE_SCAN_CLASS: [u8; 256] = {
+    let mut table = [PLAIN; 256];
+    table[b'/' as usize] = SLASH;
+    table[b'?' as usize] = QUERY;
+    table[b'#' as usize] = QUERY;
+    table[b'%' as usize] = NOT_SIMPLE;
+    table[b'\\' as usize] = NOT_SIMPLE;
+    table[b';' as usize] = NOT_SIMPLE;
+    table
+};
+
+/// Length of the path part (before `?`/`#`) of a simple target, one whose normalisation is
+/// just "cut the query, trim the last segment's trailing dots and spaces": it starts with
+/// `/` and its path has no `%`, `\` or `;`, no empty segment, no segment starting with `.`
+/// and no segment ending in `.` or space other than the last. `None` otherwise.
+fn simple_path_len(raw_target: &[u8]) -> Option<usize> {
+    if raw_target.first() != Some(&b'/') {
+        return None;
     }
-    true
+    for (index, &byte) in raw_target.iter().enumerate() {
+        match SIMPLE_SCAN_CLASS[usize::from(byte)] {
+            PLAIN => {}
+            SLASH => {
+                if matches!(raw_target.get(index + 1), Some(b'/' | b'.')) {
+                    return None;
+                }
+                if index > 0 && matches!(raw_target[index - 1], b'.' | b' ') {
+                    return None;
+                }
+            }
+            QUERY => return Some(index),
+            _ => return None,
+        }
+    }
+    Some(raw_target.len())
+}
+
+/// Normalisation of a simple target's path part (see [`simple_path_len`]).
+fn write_simple_path(path: &[u8], case_fold: bool, out: &mut Vec<u8>) {
+    let mut path = path;
+    // Only the last segment can end in dots or spaces; the '/' before it stops the trim.
+    while let [rest @ .., b'.' | b' '] = path {
+        path = rest;
+    }
+    out.clear();
+    out.extend_from_slice(&path[..path.len().min(MAX_NORMALIZED_LEN)]);
+    if case_fold {
+        fold_ascii_case(out);
+    }
 }
 
 /// Full normalisation used by [`SensitivePaths::classify`]; clears `out` and writes the
@@ -189,6 +233,14 @@ fn is_simple_target(raw_target: &[u8]) -> bool {
 /// dots and spaces; keep a trailing `/` when the path names a directory; fold ASCII case if
 /// `case_fold`. So `/static/../Recordings/%2e/x.WAV` becomes `/recordings/x.wav`.
 pub fn normalize_target(raw_target: &[u8], case_fold: bool, out: &mut Vec<u8>) {
+    match simple_path_len(raw_target) {
+        Some(path_len) => write_simple_path(&raw_target[..path_len], case_fold, out),
+        None => normalize_general(raw_target, case_fold, out),
+    }
+}
+
+/// [`normalize_target`] without the shortcut for simple targets.
+fn normalize_general(raw_target: &[u8], case_fold: bool, out: &mut Vec<u8>) {
     out.clear();
     // Index 0 receives the leading '/'; the log-unescaped target is stored from index 1 and
     // rewritten in place, front to back. The rewrite emits at most one byte per decoded
@@ -205,7 +257,7 @@ pub fn normalize_target(raw_target: &[u8], case_fold: bool, out: &mut Vec<u8>) {
     let normalized_len = rewrite_segments(out, path_start, path_end);
     out.truncate(normalized_len.min(MAX_NORMALIZED_LEN));
     if case_fold {
-        out.make_ascii_lowercase();
+        fold_ascii_case(out);
     }
 }
 
@@ -236,6 +288,19 @@ fn rewrite_segments(buf: &mut [u8], read_start: usize, read_end: usize) -> usize
     let mut in_params = false;
     let mut read = read_start;
     while read < read_end {
+        // Copy (or, inside `;params`, skip) a run of bytes that need no decision at once.
+        let run_len = buf[read..read_end]
+            .iter()
+            .position(|&byte| matches!(byte, b'%' | b'/' | b'\\' | b';'))
+            .unwrap_or(read_end - read);
+        if run_len > 0 {
+            if !in_params {
+                buf.copy_within(read..read + run_len, cursor.write);
+                cursor.write += run_len;
+            }
+            read += run_len;
+            continue;
+        }
         let mut byte = buf[read];
         read += 1;
         if byte == b'%' && read + 2 <= read_end {
@@ -299,6 +364,14 @@ impl SegmentCursor {
         buf[end] = b'/';
         self.write = end + 1;
         self.segment_start = end + 1;
+    }
+}
+
+/// ASCII lowercase, written branch-free so it vectorises (`make_ascii_lowercase` does not).
+fn fold_ascii_case(bytes: &mut [u8]) {
+    for byte in bytes {
+        let is_upper = byte.wrapping_sub(b'A') < 26;
+        *byte |= u8::from(is_upper) << 5;
     }
 }
 
@@ -549,6 +622,27 @@ mod tests {
         prop::collection::vec(piece, 0..24).prop_map(|pieces| pieces.concat())
     }
 
+    /// Targets that are mostly simple (see `simple_path_len`), to exercise the shortcut.
+    fn simple_target_strategy() -> impl Strategy<Value = Vec<u8>> {
+        let piece = prop_oneof![
+            Just(&b"/"[..]),
+            Just(&b"a"[..]),
+            Just(&b"A"[..]),
+            Just(&b"."[..]),
+            Just(&b" "[..]),
+            Just(&b"?"[..]),
+            Just(&b"#"[..]),
+            Just(&b"recordings"[..]),
+            Just(&b"Recordings"[..]),
+            Just(&b"x.wav"[..]),
+        ];
+        prop::collection::vec(piece, 0..16).prop_map(|pieces| {
+            let mut target = b"/".to_vec();
+            target.extend(pieces.concat());
+            target
+        })
+    }
+
     proptest! {
         #[test]
         fn classify_never_panics_on_arbitrary_bytes(raw in prop::collection::vec(any::<u8>(), 0..300)) {
@@ -590,11 +684,45 @@ mod tests {
         }
 
         #[test]
+        fn simple_target_shortcut_matches_full_normalisation(
+            raw in simple_target_strategy(),
+            fold in any::<bool>(),
+        ) {
+            let (mut fast, mut full) = (Vec::new(), Vec::new());
+            normalize_target(&raw, fold, &mut fast);
+            normalize_general(&raw, fold, &mut full);
+            prop_assert_eq!(fast, full);
+        }
+
+        #[test]
+        fn shortcut_matches_full_normalisation_on_any_target(
+            raw in target_strategy(),
+            fold in any::<bool>(),
+        ) {
+            let (mut fast, mut full) = (Vec::new(), Vec::new());
+            normalize_target(&raw, fold, &mut fast);
+            normalize_general(&raw, fold, &mut full);
+            prop_assert_eq!(fast, full);
+        }
+
+        #[test]
+        fn fast_reject_never_changes_the_answer_on_simple_targets(
+            raw in simple_target_strategy(),
+            fold in any::<bool>(),
+        ) {
+            let paths = SensitivePaths::new(&strings(&["/recordings/", "/a/recordings"]), &strings(&["wav"]), fold);
+            let mut scratch = Vec::new();
+            let fast = paths.classify(&raw, &mut scratch);
+            normalize_general(&raw, fold, &mut scratch);
+            prop_assert_eq!(fast, paths.classify_normalized(&scratch));
+        }
+
+        #[test]
         fn fast_reject_never_changes_the_answer(raw in target_strategy(), fold in any::<bool>()) {
             let paths = SensitivePaths::new(&strings(&["/recordings/", "/a/recordings"]), &strings(&["wav"]), fold);
             let mut scratch = Vec::new();
             let fast = paths.classify(&raw, &mut scratch);
-            normalize_target(&raw, fold, &mut scratch);
+            normalize_general(&raw, fold, &mut scratch);
             prop_assert_eq!(fast, paths.classify_normalized(&scratch));
         }
     }

@@ -83,6 +83,9 @@ struct Episode {
     seen_paths: FastSet<u128>,
     /// Changed since it was last handed to the store.
     dirty: bool,
+    /// For an episode resumed after a restart: events at or before this time were counted
+    /// before the restart (re-read lines), so they are not counted again.
+    counted_through: i64,
 }
 
 /// Totals per client over a whole replay: the scope report's "who fetched what".
@@ -234,6 +237,50 @@ impl Worker {
         self.stats.groups_evicted += (before - self.groups.len()) as u64;
     }
 
+    /// Re-opens the episode of a stored alert (after a restart), so later matching events
+    /// update that alert instead of opening a second one. Alerts of rules no longer
+    /// configured, or of groups this worker does not own, are ignored by the caller's routing.
+    pub fn resume(&mut self, alert: Alert) {
+        let cfg = &*self.cfg;
+        let (slots, key) = match alert.group_by.as_str() {
+            "source" => match cfg.source_names.iter().position(|n| *n == alert.source) {
+                Some(i) => (&cfg.source_rules, GroupKey::Source(i as u16)),
+                None => return,
+            },
+            _ => match alert.client.parse::<IpAddr>() {
+                Ok(ip) => (&cfg.client_rules, GroupKey::Client(ip)),
+                Err(_) => return,
+            },
+        };
+        let Some(slot) = slots.iter().position(|&i| cfg.rules[i].id == alert.rule_id) else { return };
+        let n = slots.len();
+        let g = self.groups.entry(key).or_insert_with(|| GroupState {
+            last_seen: alert.last_seen,
+            windows: (0..n).map(|_| None).collect(),
+            episodes: (0..n).map(|_| None).collect(),
+        });
+        g.last_seen = g.last_seen.max(alert.last_seen);
+        self.latest_time = self.latest_time.max(alert.last_seen);
+        let newer = g.episodes[slot].as_ref().is_none_or(|ep| ep.alert.last_seen < alert.last_seen);
+        if newer {
+            let counted_through = alert.last_seen;
+            g.episodes[slot] = Some(Episode { alert, seen_paths: FastSet::default(), dirty: false, counted_through });
+        }
+    }
+
+    /// Which worker of `workers` owns the group of `alert` (for [`Worker::resume`] routing).
+    pub fn owner_of(
+        alert: &Alert,
+        cfg: &DetectConfig,
+        workers: usize,
+        route: impl Fn(IpAddr) -> usize,
+    ) -> Option<usize> {
+        match alert.group_by.as_str() {
+            "source" => cfg.source_names.iter().position(|n| *n == alert.source).map(|i| i % workers),
+            _ => alert.client.parse::<IpAddr>().ok().map(route),
+        }
+    }
+
     /// Per-client totals of this worker (clients are partitioned, so workers' maps are disjoint).
     pub fn take_scope(&mut self) -> FastMap<IpAddr, ClientScope> {
         std::mem::take(&mut self.scope)
@@ -297,8 +344,10 @@ fn apply_rules(
         let episode = &mut g.episodes[slot];
         if let Some(ep) = episode {
             if ev.time - ep.alert.last_seen <= rule.suppress_secs {
-                ep.record(ev, batch, success_bytes);
-                mark_dirty(ep, key, slot, dirty);
+                if ev.time > ep.counted_through {
+                    ep.record(ev, batch, success_bytes);
+                    mark_dirty(ep, key, slot, dirty);
+                }
                 continue;
             }
             *episode = None;
@@ -377,21 +426,29 @@ impl Episode {
             user_agents: Vec::new(),
             status: AlertStatus::Open,
         };
-        let mut ep = Episode { alert, seen_paths, dirty: false };
+        let mut ep = Episode { alert, seen_paths, dirty: false, counted_through: i64::MIN };
         ep.note_user_agent(batch.bytes(&ev.user_agent));
         ep
     }
 
     fn record(&mut self, ev: &Event, batch: &EventBatch, success_bytes: u64) {
+        if ev.time <= self.counted_through {
+            return;
+        }
         let a = &mut self.alert;
         a.requests += 1;
         a.bytes += success_bytes;
         a.first_seen = a.first_seen.min(ev.time);
         a.last_seen = a.last_seen.max(ev.time);
         if self.seen_paths.insert(ev.path_key) {
-            a.distinct_resources += 1;
-            if a.sample.len() < MAX_SAMPLE_PATHS {
-                a.sample.push(String::from_utf8_lossy(batch.bytes(&ev.path)).into_owned());
+            // A resumed episode (after a restart) starts with an empty set and its stored
+            // count: the count is max(stored, seen since), so re-read lines never count twice.
+            if self.seen_paths.len() as u64 > a.distinct_resources {
+                a.distinct_resources += 1;
+            }
+            let path = batch.bytes(&ev.path);
+            if a.sample.len() < MAX_SAMPLE_PATHS && !a.sample.iter().any(|s| s.as_bytes() == path) {
+                a.sample.push(String::from_utf8_lossy(path).into_owned());
             }
         }
         self.note_user_agent(batch.bytes(&ev.user_agent));
@@ -502,6 +559,35 @@ mod tests {
         let b = changed.pop().unwrap();
         assert_ne!(a.id, b.id, "601 s of quiet: a new alert");
         assert_eq!((b.requests, b.first_seen), (1, 1101));
+    }
+
+    #[test]
+    fn a_resumed_episode_is_updated_by_rereads_without_double_counting() {
+        let r1 = "[[rule]]\nid='R1'\nname='unknown-client-fetch'\nstatus=[200]\nclient_kind=['unknown']\n";
+        let mut batch = EventBatch::with_capacity();
+        for i in 0..4 {
+            push(&mut batch, "198.51.100.9", ClientKind::Unknown, 100 + i, 200, &format!("/r/{i}.wav"), false);
+        }
+        let mut changed = Vec::new();
+        let mut before_crash = Worker::new(rules(r1));
+        before_crash.process_batch(&batch, &mut changed);
+        let stored = changed.pop().unwrap();
+        assert_eq!(stored.requests, 4);
+        // restart: the stored alert is resumed, the last two lines are read again, then a new one
+        let mut after = Worker::new(rules(r1));
+        after.resume(stored.clone());
+        let mut reread = EventBatch::with_capacity();
+        push(&mut reread, "198.51.100.9", ClientKind::Unknown, 102, 200, "/r/2.wav", false);
+        push(&mut reread, "198.51.100.9", ClientKind::Unknown, 103, 200, "/r/3.wav", false);
+        after.process_batch(&reread, &mut changed);
+        assert!(changed.is_empty(), "re-read lines change nothing");
+        let mut fresh = EventBatch::with_capacity();
+        push(&mut fresh, "198.51.100.9", ClientKind::Unknown, 104, 200, "/r/4.wav", false);
+        after.process_batch(&fresh, &mut changed);
+        let a = changed.pop().unwrap();
+        assert_eq!(a.id, stored.id, "the same alert continues");
+        // distinct after a restart is max(stored, seen since): a lower bound (4, truly 5)
+        assert_eq!((a.requests, a.distinct_resources, a.last_seen), (5, 4, 104));
     }
 
     #[test]

@@ -157,13 +157,15 @@ impl<'a> AccessLine<'a> {
         bytes
     }
 
-    /// `%{Referer}i` for combined formats, raw (still log-escaped); `None` for `-` or absent.
+    /// `%{Referer}i` for combined formats, raw (still log-escaped); `None` for `-`, `""` or
+    /// absent.
     pub fn referer(&self) -> Option<&'a [u8]> {
         let (start, end) = self.referer_span()?;
         dash_is_none(&self.tail[start..end])
     }
 
-    /// `%{User-Agent}i` for combined formats, raw (still log-escaped); `None` for `-` or absent.
+    /// `%{User-Agent}i` for combined formats, raw (still log-escaped); `None` for `-`, `""`
+    /// or absent.
     pub fn user_agent(&self) -> Option<&'a [u8]> {
         let (_, referer_end) = self.referer_span()?;
         let (start, end) = quoted_after_space(self.tail, referer_end + 1)?;
@@ -185,7 +187,8 @@ impl<'a> AccessLine<'a> {
     }
 }
 
-/// Parses one access-log line. `line` has no trailing `\n` (a trailing `\r` is ignored).
+/// Parses one access-log line. `line` has no trailing `\n` (a trailing `\r`, or `\r\n`, is
+/// ignored).
 ///
 /// Fields are found left to right, each quoted field escape-aware, so bytes an attacker
 /// controls (user agent, referer, user name) cannot move the request, status or client.
@@ -214,14 +217,13 @@ pub fn parse_line(format: LogFormat, line: &[u8]) -> Result<AccessLine<'_>, Skip
         None
     };
 
-    let client_end = cursor + memchr(b' ', &line[cursor..]).ok_or(SkipReason::Malformed)?;
-    let client = &line[cursor..client_end];
-    if !is_plausible_client(client) {
-        return Err(SkipReason::BadClient);
-    }
-    let ident_start = client_end + 1;
-    let ident_end = ident_start + memchr(b' ', &line[ident_start..]).ok_or(SkipReason::Malformed)?;
-    let user_start = ident_end + 1;
+    let client_len = client_token_len(&line[cursor..])?;
+    let client = &line[cursor..cursor + client_len];
+    let ident_start = cursor + client_len + 1;
+    let ident = &line[ident_start..];
+    // `%l` is `-` on virtually every server; skip the search for it.
+    let ident_len = if ident.starts_with(b"- ") { 1 } else { memchr(b' ', ident).ok_or(SkipReason::Malformed)? };
+    let user_start = ident_start + ident_len + 1;
 
     let open_bracket = find_timestamp_bracket(line, user_start)?;
     // `open_bracket > user_start` and `line[open_bracket - 1] == b' '` were checked.
@@ -277,10 +279,18 @@ fn dash_is_none(field: &[u8]) -> Option<&[u8]> {
     }
 }
 
-/// Cheap sanity check of `%h`: non-empty, not `-`, printable ASCII without quotes.
-/// Deeper interpretation (IP or hostname) is left to [`parse_client_ip`].
-fn is_plausible_client(client: &[u8]) -> bool {
-    client != b"-" && !client.is_empty() && client.iter().all(|&byte| byte.is_ascii_graphic() && byte != b'"')
+/// Length of `%h` at the start of `rest`, which must end at a space: non-empty, not `-`,
+/// printable ASCII without quotes (one pass finds the end and checks the bytes). Deeper
+/// interpretation (IP or hostname) is left to [`parse_client_ip`].
+fn client_token_len(rest: &[u8]) -> Result<usize, SkipReason> {
+    let len = rest.iter().position(|&byte| !(byte.is_ascii_graphic() && byte != b'"')).ok_or(SkipReason::Malformed)?;
+    if rest[len] != b' ' {
+        return Err(SkipReason::BadClient);
+    }
+    if len == 0 || &rest[..len] == b"-" {
+        return Err(SkipReason::BadClient);
+    }
+    Ok(len)
 }
 
 /// Finds the `[` that opens the timestamp, searching left to right from `user_start`.
@@ -289,16 +299,18 @@ fn is_plausible_client(client: &[u8]) -> bool {
 /// and is followed by a timestamp-shaped 26 bytes, `]`, space and `"`; otherwise the `[`
 /// belongs to the user name and the search goes on.
 fn find_timestamp_bracket(line: &[u8], user_start: usize) -> Result<usize, SkipReason> {
+    // Fast path: no user (`- [`), by far the most common case.
+    if line.get(user_start..user_start + 2) == Some(b"- ") && is_timestamp_at(line, user_start + 2) {
+        return Ok(user_start + 2);
+    }
     let mut search_from = user_start;
     let mut saw_candidate = false;
     while let Some(offset) = line.get(search_from..).and_then(|rest| memchr(b'[', rest)) {
         let bracket = search_from + offset;
         if bracket > user_start && line[bracket - 1] == b' ' {
             saw_candidate = true;
-            if let Some(window) = line.get(bracket..bracket + 30) {
-                if is_timestamp_shaped(&window[1..27]) && &window[27..30] == b"] \"" {
-                    return Ok(bracket);
-                }
+            if is_timestamp_at(line, bracket) {
+                return Ok(bracket);
             }
         }
         search_from = bracket + 1;
@@ -306,17 +318,73 @@ fn find_timestamp_bracket(line: &[u8], user_start: usize) -> Result<usize, SkipR
     Err(if saw_candidate { SkipReason::BadTimestamp } else { SkipReason::Malformed })
 }
 
+/// Whether `line[bracket..]` starts with `[`, a timestamp-shaped 26 bytes, `]`, space, `"`.
+fn is_timestamp_at(line: &[u8], bracket: usize) -> bool {
+    match line.get(bracket..bracket + 30) {
+        Some(window) => window[0] == b'[' && &window[27..30] == b"] \"" && is_timestamp_shaped(&window[1..27]),
+        None => false,
+    }
+}
+
+/// The timestamp layout; `0` digit, `A`/`a` letter, `+` sign, anything else literal.
+const TIME_TEMPLATE: &[u8; time::CLF_TIME_LEN] = b"00/Aaa/0000:00:00:00 +0000";
+
+/// Starts of the four 8-byte words that cover the 26 timestamp bytes (the last overlaps).
+const TIME_WORD_STARTS: [usize; 4] = [0, 8, 16, 18];
+
+/// Per-word SWAR masks derived from [`TIME_TEMPLATE`]: (high-nibble mask of digit lanes,
+/// `0x06` in digit lanes, literal-lane mask, literal bytes).
+const TIME_WORD_MASKS: [(u64, u64, u64, u64); 4] = [
+    time_word_masks(TIME_WORD_STARTS[0]),
+    time_word_masks(TIME_WORD_STARTS[1]),
+    time_word_masks(TIME_WORD_STARTS[2]),
+    time_word_masks(TIME_WORD_STARTS[3]),
+];
+
+const fn time_word_masks(start: usize) -> (u64, u64, u64, u64) {
+    let (mut digit_high, mut digit_add, mut literal_mask, mut literal) = (0, 0, 0, 0);
+    let mut lane = 0;
+    while lane < 8 {
+        let shift = 8 * lane;
+        match TIME_TEMPLATE[start + lane] {
+            b'0' => {
+                digit_high |= 0xF0 << shift;
+                digit_add |= 0x06 << shift;
+            }
+            b'A' | b'a' | b'+' => {}
+            byte => {
+                literal_mask |= 0xFF << shift;
+                literal |= (byte as u64) << shift;
+            }
+        }
+        lane += 1;
+    }
+    (digit_high, digit_add, literal_mask, literal)
+}
+
 /// Shape of `dd/Mon/yyyy:HH:MM:SS ±hhmm`: digits, letters and separators in place; values
-/// are not checked (see [`time::parse_clf_time`]).
+/// are not checked (see [`time::parse_clf_time`]). Runs on every line, so digits and
+/// separators are checked eight bytes at a time: a lane is a digit iff its high nibble is
+/// 3 and adding 6 keeps it 3 (no carry can cross lanes once the first test passed).
 fn is_timestamp_shaped(time: &[u8]) -> bool {
-    const TEMPLATE: &[u8; time::CLF_TIME_LEN] = b"00/Aaa/0000:00:00:00 +0000";
-    time.len() == time::CLF_TIME_LEN
-        && time.iter().zip(TEMPLATE).all(|(&byte, &want)| match want {
-            b'0' => byte.is_ascii_digit(),
-            b'A' | b'a' => byte.is_ascii_alphabetic(),
-            b'+' => byte == b'+' || byte == b'-',
-            literal => byte == literal,
-        })
+    const DIGIT_HIGH_NIBBLES: u64 = 0x3030_3030_3030_3030;
+    let Ok(time) = <&[u8; time::CLF_TIME_LEN]>::try_from(time) else {
+        return false;
+    };
+    let mut shaped = time[3].is_ascii_alphabetic()
+        & time[4].is_ascii_alphabetic()
+        & time[5].is_ascii_alphabetic()
+        & ((time[21] == b'+') | (time[21] == b'-'));
+    for (start, (digit_high, digit_add, literal_mask, literal)) in TIME_WORD_STARTS.into_iter().zip(TIME_WORD_MASKS) {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(&time[start..start + 8]);
+        let word = u64::from_le_bytes(bytes);
+        let digit_pattern = DIGIT_HIGH_NIBBLES & digit_high;
+        shaped &= (word & digit_high) == digit_pattern
+            && (word.wrapping_add(digit_add) & digit_high) == digit_pattern
+            && (word & literal_mask) == literal;
+    }
+    shaped
 }
 
 /// Index of the `"` closing a quoted field whose contents start at `start`; a backslash
@@ -350,7 +418,8 @@ fn split_request(request: &[u8]) -> Result<(&[u8], &[u8]), SkipReason> {
     if request == b"-" {
         return Ok((b"", b""));
     }
-    let method_end = memchr(b' ', request).ok_or(SkipReason::BadRequestLine)?;
+    // Methods are a few bytes long: a plain scan beats a vectorised search here.
+    let method_end = request.iter().position(|&byte| byte == b' ').ok_or(SkipReason::BadRequestLine)?;
     let method = &request[..method_end];
     let after_method = &request[method_end + 1..];
     let target = match memrchr(b' ', after_method) {

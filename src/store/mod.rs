@@ -2,6 +2,7 @@
 //! could be swapped. Owns the trees `alerts` (id → JSON), `alerts_by_time` (first_seen ‖ id).
 //! Never decides what an alert is: it merges snapshots with [`Alert::merge_from`].
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::detect::alert::{Alert, AlertStatus};
@@ -37,11 +38,17 @@ impl AlertFilter {
     }
 }
 
+/// Cheap to clone: every clone is a handle on the same database.
+#[derive(Clone)]
 pub struct Store {
     db: sled::Db,
     alerts: sled::Tree,
     by_time: sled::Tree,
+    /// Small records of the daemon itself: source checkpoints.
+    meta: sled::Tree,
 }
+
+const CHECKPOINT_KEY: &[u8] = b"source_checkpoint";
 
 /// Index key: first_seen with the sign bit flipped (so byte order is time order), then the id.
 fn time_key(a: &Alert) -> Vec<u8> {
@@ -64,36 +71,56 @@ impl Store {
             .map_err(|source| StoreError::Open { path: dir.to_path_buf(), source })?;
         let alerts = db.open_tree("alerts")?;
         let by_time = db.open_tree("alerts_by_time")?;
-        Ok(Store { db, alerts, by_time })
+        let meta = db.open_tree("meta")?;
+        Ok(Store { db, alerts, by_time, meta })
     }
 
-    /// Inserts or merges each alert (same id → one record; counters never go down).
-    /// One writer at a time (the store stage owns the store), so a read-merge-write per alert
-    /// is safe; the alert and its index entry are written as one batch per tree.
-    /// Not durable until [`Store::flush`] returns.
-    pub fn upsert(&self, alerts: &[Alert]) -> Result<(), StoreError> {
-        let mut alert_batch = sled::Batch::default();
+    /// Inserts or merges each alert (same id → one record; counters never go down). Each
+    /// record is updated atomically (compare-and-swap), so a concurrent ack from the API is
+    /// never lost. Returns the indices of the alerts whose id was new. Not durable until
+    /// [`Store::flush`] returns.
+    pub fn upsert(&self, alerts: &[Alert]) -> Result<Vec<usize>, StoreError> {
+        let mut created = Vec::new();
         let mut index_batch = sled::Batch::default();
-        for newer in alerts {
-            let merged = match self.alerts.get(newer.id.as_bytes())? {
-                // An unreadable record is replaced by the live one rather than blocking.
-                Some(bytes) => match serde_json::from_slice::<Alert>(&bytes) {
-                    Ok(mut stored) => {
+        for (i, newer) in alerts.iter().enumerate() {
+            let mut was_new = false;
+            let merged = self.alerts.update_and_fetch(newer.id.as_bytes(), |old| {
+                let merged = match old.and_then(|bytes| serde_json::from_slice::<Alert>(bytes).ok()) {
+                    Some(mut stored) => {
                         stored.merge_from(newer);
+                        was_new = false;
                         stored
                     }
-                    Err(_) => newer.clone(),
-                },
-                None => newer.clone(),
-            };
-            let json =
-                serde_json::to_vec(&merged).map_err(|source| StoreError::Corrupt { id: merged.id.clone(), source })?;
-            alert_batch.insert(merged.id.as_bytes(), json);
-            index_batch.insert(time_key(&merged), &[]);
+                    // New, or an unreadable record: the live snapshot replaces it.
+                    None => {
+                        was_new = old.is_none();
+                        newer.clone()
+                    }
+                };
+                serde_json::to_vec(&merged).ok()
+            })?;
+            if was_new {
+                created.push(i);
+            }
+            if let Some(bytes) = merged {
+                if let Ok(a) = serde_json::from_slice::<Alert>(&bytes) {
+                    index_batch.insert(time_key(&a), &[]);
+                }
+            }
         }
         self.by_time.apply_batch(index_batch)?;
-        self.alerts.apply_batch(alert_batch)?;
+        Ok(created)
+    }
+
+    /// Replaces the source checkpoint (opaque to the store: the tailer's serialised
+    /// positions). Durable with the next [`Store::flush`], together with alerts written before.
+    pub fn save_checkpoint(&self, checkpoint: &[u8]) -> Result<(), StoreError> {
+        self.meta.insert(CHECKPOINT_KEY, checkpoint)?;
         Ok(())
+    }
+
+    pub fn load_checkpoint(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.meta.get(CHECKPOINT_KEY)?.map(|v| v.to_vec()))
     }
 
     /// Makes every write so far durable; returns the bytes flushed.
@@ -127,12 +154,40 @@ impl Store {
 
     /// Sets an alert's status (ack, resolve) durably.
     pub fn set_status(&self, id: &str, status: AlertStatus) -> Result<Alert, StoreError> {
-        let mut a = self.get(id)?.ok_or_else(|| StoreError::NotFound(id.to_string()))?;
-        a.status = status;
-        let json = serde_json::to_vec(&a).map_err(|source| StoreError::Corrupt { id: id.to_string(), source })?;
-        self.alerts.insert(id.as_bytes(), json)?;
+        let mut corrupt = None;
+        let updated = self.alerts.update_and_fetch(id.as_bytes(), |old| {
+            let bytes = old?;
+            match serde_json::from_slice::<Alert>(bytes) {
+                Ok(mut a) => {
+                    a.status = status;
+                    serde_json::to_vec(&a).ok()
+                }
+                Err(e) => {
+                    corrupt = Some(e);
+                    Some(bytes.to_vec())
+                }
+            }
+        })?;
+        if let Some(source) = corrupt {
+            return Err(StoreError::Corrupt { id: id.to_string(), source });
+        }
+        let bytes = updated.ok_or_else(|| StoreError::NotFound(id.to_string()))?;
         self.flush()?;
-        Ok(a)
+        serde_json::from_slice(&bytes).map_err(|source| StoreError::Corrupt { id: id.to_string(), source })
+    }
+
+    /// Alerts not resolved, by (rule name, severity): for the open-alerts gauge.
+    pub fn count_unresolved(&self) -> Result<BTreeMap<(String, String), u64>, StoreError> {
+        let mut out = BTreeMap::new();
+        for item in self.alerts.iter() {
+            let (_, bytes) = item?;
+            if let Ok(a) = serde_json::from_slice::<Alert>(&bytes) {
+                if a.status != AlertStatus::Resolved {
+                    *out.entry((a.rule, a.severity.as_str().to_string())).or_insert(0) += 1;
+                }
+            }
+        }
+        Ok(out)
     }
 
     pub fn len(&self) -> usize {

@@ -1,0 +1,375 @@
+//! `recwatch run`: the long-running process. Owns the threads and their lifecycle: the
+//! tail loop (tailer → pipeline → barriers), the HTTP server, signals (SIGTERM/SIGINT stop
+//! with a final flush, SIGHUP reloads), systemd notifications (READY, WATCHDOG, STOPPING),
+//! and the quarantine of an unreadable store. Never parses, detects or stores by itself.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use sd_notify::NotifyState;
+
+use crate::config::{Config, SourceConfig};
+use crate::http::{self, HttpState};
+use crate::parse::{parse_line, LogFormat, MAX_LINE_LEN};
+use crate::pipeline::{Ingest, OnStoreError, Pipeline, PipelineOptions, SourceSpec};
+use crate::source::tail::{FileCheckpoint, LineSink, TailOptions, TailSource, Tailer};
+use crate::store::Store;
+use crate::telemetry::Telemetry;
+
+/// Command-line overrides of the config, for quick starts and tests.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    pub config: PathBuf,
+    /// Extra file sources (format detected from the first line, else combined).
+    pub watch: Vec<PathBuf>,
+    pub listen: Option<SocketAddr>,
+    pub state_dir: Option<PathBuf>,
+    pub workers: Option<usize>,
+}
+
+/// Bytes read per tail poll before a barrier is sent: bounds the work a checkpoint covers.
+const POLL_BUDGET: usize = 4 << 20;
+/// A barrier at most this often while lines keep arriving (and after every quiet poll).
+const BARRIER_EVERY: Duration = Duration::from_millis(10);
+/// Grace for the HTTP server to finish in-flight requests at shutdown.
+const HTTP_GRACE: Duration = Duration::from_secs(2);
+
+/// Flags set by the signal task, read by the tail loop.
+#[derive(Default)]
+struct Control {
+    stop: AtomicBool,
+    reload: AtomicBool,
+}
+
+pub fn run(opts: RunOptions) -> anyhow::Result<()> {
+    let config = load_config(&opts)?;
+    let state_dir = config.store_dir.clone();
+    std::fs::create_dir_all(&state_dir)
+        .with_context(|| format!("cannot create state directory {}", state_dir.display()))?;
+    let telemetry = Arc::new(Telemetry::default());
+    let store = open_or_quarantine(&state_dir, &telemetry)?;
+    let api_token = match &config.token_file {
+        None => {
+            tracing::warn!("no http.token_file configured: the alert API answers 401 to every request");
+            None
+        }
+        Some(f) => {
+            let t =
+                std::fs::read_to_string(f).with_context(|| format!("cannot read API token file {}", f.display()))?;
+            let t = t.trim();
+            anyhow::ensure!(t.len() >= 16, "API token in {} is shorter than 16 characters", f.display());
+            Some(Arc::<str>::from(t))
+        }
+    };
+    let ready = Arc::new(AtomicBool::new(false));
+    let control = Arc::new(Control::default());
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("http")
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind(config.listen))
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    tracing::info!(listen = %listener.local_addr()?, "serving /metrics, /healthz, /readyz, /api/v1/alerts");
+    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let state = HttpState { store: store.clone(), telemetry: telemetry.clone(), api_token, ready: ready.clone() };
+    let server = runtime.spawn(http::serve(listener, state, async move {
+        let _ = http_stopped.await;
+    }));
+    runtime.spawn(watch_signals(control.clone()));
+
+    let result = tail_loop(config, &opts, store, telemetry, &ready, &control);
+
+    let _ = sd_notify::notify(false, &[NotifyState::Stopping]);
+    ready.store(false, Relaxed);
+    let _ = stop_http.send(());
+    let _ = runtime.block_on(async { tokio::time::timeout(HTTP_GRACE, server).await });
+    runtime.shutdown_timeout(HTTP_GRACE);
+    result
+}
+
+fn load_config(opts: &RunOptions) -> anyhow::Result<Config> {
+    let mut config = Config::load(&opts.config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    for path in &opts.watch {
+        let name = path.display().to_string();
+        if config.sources.iter().any(|s| s.name == name) {
+            continue;
+        }
+        config.sources.push(SourceConfig { name, path: path.display().to_string(), format: detect_format(path) });
+    }
+    if let Some(listen) = opts.listen {
+        config.listen = listen;
+    }
+    if let Some(dir) = &opts.state_dir {
+        config.store_dir = dir.clone();
+    }
+    if let Some(w) = opts.workers {
+        config.workers = w.max(1);
+    }
+    anyhow::ensure!(
+        !config.sources.is_empty(),
+        "{}: no [[source]] configured and no --watch given",
+        opts.config.display()
+    );
+    Ok(config)
+}
+
+/// The format whose parser accepts the file's first line; combined when unknown.
+fn detect_format(path: &Path) -> LogFormat {
+    let Ok(text) = std::fs::read(path) else { return LogFormat::Combined };
+    let first = text.split(|&b| b == b'\n').next().unwrap_or(&[]);
+    let fits = |f: LogFormat| parse_line(f, first).is_ok_and(|l| f == LogFormat::Common || l.user_agent().is_some());
+    [LogFormat::Combined, LogFormat::VhostCombined, LogFormat::Common, LogFormat::VhostCommon]
+        .into_iter()
+        .find(|f| fits(*f))
+        .unwrap_or(LogFormat::Combined)
+}
+
+/// Opens the store; an unreadable one is renamed aside (kept for inspection), counted, and
+/// replaced by a fresh store: the daemon never refuses to start over its own state.
+fn open_or_quarantine(state_dir: &Path, telemetry: &Telemetry) -> anyhow::Result<Store> {
+    let attempt = std::panic::catch_unwind(|| Store::open_state_dir(state_dir));
+    let failure = match attempt {
+        Ok(Ok(store)) => return Ok(store),
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => "the database panicked while opening".to_string(),
+    };
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let quarantine = state_dir.join(format!("db.corrupt-{now}"));
+    std::fs::rename(state_dir.join("db"), &quarantine)
+        .with_context(|| format!("cannot move the unreadable store aside ({failure})"))?;
+    telemetry.store_quarantines.fetch_add(1, Relaxed);
+    tracing::error!(error = %failure, moved_to = %quarantine.display(), "alert store unreadable: quarantined it and started a fresh one; sources are read again from the start");
+    Ok(Store::open_state_dir(state_dir)?)
+}
+
+async fn watch_signals(control: Arc<Control>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) =
+        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup()))
+    else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM: stopping after a final flush"); control.stop.store(true, Relaxed); }
+            _ = int.recv() => { tracing::info!("SIGINT: stopping after a final flush"); control.stop.store(true, Relaxed); }
+            _ = hup.recv() => { tracing::info!("SIGHUP: reloading the configuration"); control.reload.store(true, Relaxed); }
+        }
+    }
+}
+
+impl LineSink for Ingest {
+    fn line(&mut self, source: u16, line: &[u8]) {
+        Ingest::line(self, source, line);
+    }
+    fn too_long(&mut self, _source: u16) {
+        Ingest::too_long(self);
+    }
+    fn partial_line(&mut self, source: u16, line: &[u8]) {
+        // Flagged and counted by the tailer; still parsed: a cut line may hold a real fetch.
+        Ingest::line(self, source, line);
+    }
+}
+
+fn tail_sources(config: &Config) -> Vec<TailSource> {
+    config.sources.iter().enumerate().map(|(i, s)| TailSource { index: i as u16, pattern: s.path.clone() }).collect()
+}
+
+fn tail_options(config: &Config) -> TailOptions {
+    TailOptions {
+        poll_interval: config.poll_interval,
+        use_inotify: config.inotify,
+        max_line_len: MAX_LINE_LEN,
+        read_chunk: 256 << 10,
+        rotated_drain: config.rotated_drain,
+    }
+}
+
+fn start_pipeline(config: &Config, store: &Store, telemetry: &Arc<Telemetry>) -> Pipeline {
+    let sources = config.sources.iter().map(|s| SourceSpec { name: s.name.clone(), format: s.format }).collect();
+    let options = PipelineOptions { workers: config.workers, keep_scope: false, on_store_error: OnStoreError::Retry };
+    Pipeline::start(config, sources, options, store.clone(), telemetry.clone())
+}
+
+/// What the daemon persists with every barrier.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+struct DaemonCheckpoint {
+    /// Where every followed file was when the barrier was sent: all lines before are done.
+    files: Vec<FileCheckpoint>,
+    /// Where a restart resumes: far enough back (event time) that every rule window is
+    /// rebuilt. Lines between `rewind` and `files` are read twice; their alerts have the same
+    /// ids (episodes are resumed from the store), so this costs counts, not duplicates.
+    rewind: Vec<FileCheckpoint>,
+    /// Newest sensitive event time at `files`.
+    event_time: i64,
+}
+
+fn load_checkpoint(store: &Store) -> DaemonCheckpoint {
+    match store.load_checkpoint() {
+        Ok(None) => DaemonCheckpoint::default(),
+        Ok(Some(bytes)) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "source checkpoint unreadable: sources are read again from the start (alerts are idempotent)");
+            DaemonCheckpoint::default()
+        }),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the source checkpoint: sources are read again from the start");
+            DaemonCheckpoint::default()
+        }
+    }
+}
+
+/// Recent checkpoints, to pick the rewind point of the next one.
+struct RewindHistory {
+    /// (newest event time, wall-clock time, files), oldest first; the front is the current
+    /// rewind point.
+    entries: std::collections::VecDeque<(i64, Instant, Vec<FileCheckpoint>)>,
+}
+
+impl RewindHistory {
+    fn new(start: &DaemonCheckpoint) -> RewindHistory {
+        let mut entries = std::collections::VecDeque::new();
+        entries.push_back((i64::MIN, Instant::now(), start.rewind.clone()));
+        RewindHistory { entries }
+    }
+
+    /// Records a checkpoint and returns the persisted form with its rewind point: the newest
+    /// recorded position whose event time is at least `window` before `event_time`, or that
+    /// was recorded over two windows ago by the wall clock (quiet live logs).
+    fn record(&mut self, files: Vec<FileCheckpoint>, event_time: i64, window: i64) -> DaemonCheckpoint {
+        let wall_window = Duration::from_secs(2 * window.max(1) as u64);
+        let qualifies = |(t, at, _): &(i64, Instant, Vec<FileCheckpoint>)| {
+            *t <= event_time.saturating_sub(window) || at.elapsed() >= wall_window
+        };
+        while self.entries.len() > 1 && qualifies(&self.entries[1]) {
+            self.entries.pop_front();
+        }
+        // Bound the history: at most one entry per 100 ms of wall time is kept.
+        let recent = self.entries.back().is_some_and(|(_, at, _)| at.elapsed() < Duration::from_millis(100));
+        if !recent || self.entries.len() == 1 {
+            self.entries.push_back((event_time, Instant::now(), files.clone()));
+        }
+        // Files the rewind point does not know appeared after it: they rewind to their start.
+        let mut rewind = self.entries[0].2.clone();
+        for f in &files {
+            if !rewind.iter().any(|r| (r.source, r.dev, r.ino) == (f.source, f.dev, f.ino)) {
+                rewind.push(FileCheckpoint { offset: 0, ..f.clone() });
+            }
+        }
+        DaemonCheckpoint { rewind, files, event_time }
+    }
+}
+
+/// Stored alerts whose episodes may continue: last seen within the rules' memory of the
+/// newest stored alert (event time).
+fn open_episodes(store: &Store, memory_secs: i64) -> Vec<crate::detect::alert::Alert> {
+    let all = store.list(&crate::store::AlertFilter::default()).unwrap_or_else(|e| {
+        tracing::error!(error = %e, "cannot list stored alerts to resume their episodes");
+        Vec::new()
+    });
+    let newest = all.iter().map(|a| a.last_seen).max().unwrap_or(0);
+    all.into_iter()
+        .filter(|a| a.last_seen >= newest.saturating_sub(memory_secs))
+        .filter(|a| a.status != crate::detect::alert::AlertStatus::Resolved)
+        .collect()
+}
+
+fn tail_loop(
+    mut config: Config,
+    opts: &RunOptions,
+    store: Store,
+    telemetry: Arc<Telemetry>,
+    ready: &AtomicBool,
+    control: &Control,
+) -> anyhow::Result<()> {
+    let start = load_checkpoint(&store);
+    let mut history = RewindHistory::new(&start);
+    let mut tailer = Tailer::new(tail_sources(&config), tail_options(&config), start.rewind.clone(), telemetry.clone());
+    let mut pipeline = start_pipeline(&config, &store, &telemetry);
+    pipeline.resume(open_episodes(&store, pipeline.memory_secs()));
+    pipeline.ingest.seed_latest_event_time(start.event_time);
+    ready.store(true, Relaxed);
+    let _ = sd_notify::notify(false, &[NotifyState::Ready]);
+    tracing::info!(sources = config.sources.len(), workers = config.workers, "running");
+    let mut watchdog_usec = 0u64;
+    let watchdog = sd_notify::watchdog_enabled(false, &mut watchdog_usec) && watchdog_usec > 0;
+    let watchdog_every = Duration::from_micros(watchdog_usec / 2);
+    let mut last_ping = Instant::now();
+    let mut last_barrier = Instant::now();
+    let mut sent_barrier = 0u64;
+    let mut unsent = false;
+
+    while !control.stop.load(Relaxed) {
+        if control.reload.swap(false, Relaxed) {
+            match load_config(opts) {
+                Err(e) => {
+                    telemetry.config_reload_failures.fetch_add(1, Relaxed);
+                    tracing::error!(error = %e, "reload failed: keeping the running configuration");
+                }
+                Ok(new) => {
+                    let files = tailer.checkpoints();
+                    let event_time = pipeline.ingest.latest_event_time();
+                    let checkpoint = history.record(files.clone(), event_time, pipeline.longest_window_secs());
+                    pipeline.ingest.barrier(serde_json::to_vec(&checkpoint)?, Instant::now());
+                    pipeline.finish().context("draining the pipeline for a reload")?;
+                    let sources_changed = tail_sources(&new)
+                        .iter()
+                        .map(|s| &s.pattern)
+                        .ne(tail_sources(&config).iter().map(|s| &s.pattern));
+                    config = new;
+                    if sources_changed {
+                        tailer = Tailer::new(tail_sources(&config), tail_options(&config), files, telemetry.clone());
+                    }
+                    pipeline = start_pipeline(&config, &store, &telemetry);
+                    pipeline.resume(open_episodes(&store, pipeline.memory_secs()));
+                    pipeline.ingest.seed_latest_event_time(event_time);
+                    sent_barrier = 0;
+                    telemetry.config_reloads.fetch_add(1, Relaxed);
+                    tracing::info!(
+                        rules = config.rules.len(),
+                        sources = config.sources.len(),
+                        "configuration reloaded"
+                    );
+                }
+            }
+        }
+        let read_at = Instant::now();
+        let polled = tailer.poll(&mut pipeline.ingest, POLL_BUDGET);
+        unsent |= polled.bytes_read > 0;
+        if unsent && (last_barrier.elapsed() >= BARRIER_EVERY || !polled.more_pending) {
+            let checkpoint = history.record(
+                tailer.checkpoints(),
+                pipeline.ingest.latest_event_time(),
+                pipeline.longest_window_secs(),
+            );
+            sent_barrier = pipeline.ingest.barrier(serde_json::to_vec(&checkpoint)?, read_at);
+            last_barrier = Instant::now();
+            unsent = false;
+        }
+        // Ping only while every stage makes progress: threads alive and checkpoints keep up.
+        if watchdog && last_ping.elapsed() >= watchdog_every {
+            let caught_up = pipeline.durable_barrier() >= sent_barrier || last_barrier.elapsed() < watchdog_every;
+            if pipeline.is_alive() && caught_up {
+                let _ = sd_notify::notify(false, &[NotifyState::Watchdog]);
+                last_ping = Instant::now();
+            }
+        }
+        if !polled.more_pending {
+            tailer.wait(config.poll_interval);
+        }
+    }
+    let checkpoint =
+        history.record(tailer.checkpoints(), pipeline.ingest.latest_event_time(), pipeline.longest_window_secs());
+    pipeline.ingest.barrier(serde_json::to_vec(&checkpoint)?, Instant::now());
+    pipeline.finish().context("final flush")?;
+    tracing::info!("stopped: alerts and checkpoints flushed");
+    Ok(())
+}

@@ -1,0 +1,316 @@
+//! Renders [`Telemetry`] and the open-alert gauge as Prometheus text exposition (0.0.4).
+//! Owns metric names, types, help texts and label sets. Reads the atomics at scrape time and
+//! builds fresh `MetricFamily`s, so nothing is registered globally and nothing is cached.
+//! Never takes a label value from log content: labels are skip reasons (a closed enum), rule
+//! names and severities (from the config), and the crate version.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering::Relaxed;
+
+use prometheus::proto::{Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType};
+use prometheus::TextEncoder;
+
+use crate::parse::SkipReason;
+use crate::store::Store;
+use crate::telemetry::{self, Telemetry};
+
+/// Content type of [`render_metrics`]' output.
+pub const CONTENT_TYPE: &str = prometheus::TEXT_FORMAT;
+
+/// Prometheus text exposition of everything in `telemetry`, plus `recwatch_alerts_open` from
+/// the store. A store error drops that one family (and is logged); the rest is still served,
+/// so a broken store shows up as an absent series rather than as a failed scrape.
+pub fn render_metrics(telemetry: &Telemetry, store: &Store) -> String {
+    let open = match store.count_unresolved() {
+        Ok(open) => Some(open),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot count open alerts for /metrics");
+            None
+        }
+    };
+    render(telemetry, open.as_ref())
+}
+
+/// [`render_metrics`] with the open-alert counts already read (`None`: unknown, not exported).
+pub fn render(telemetry: &Telemetry, open_alerts: Option<&BTreeMap<(String, String), u64>>) -> String {
+    let families = families(telemetry, open_alerts);
+    TextEncoder::new().encode_to_string(&families).unwrap_or_else(|e| {
+        // Unreachable by construction (every family has a name and at least one sample).
+        tracing::error!(error = %e, "cannot encode metrics");
+        String::new()
+    })
+}
+
+/// Every metric family, sorted by name.
+pub fn families(t: &Telemetry, open_alerts: Option<&BTreeMap<(String, String), u64>>) -> Vec<MetricFamily> {
+    let mut f = Families::default();
+    let n = |a: &std::sync::atomic::AtomicU64| a.load(Relaxed) as f64;
+    let g = |a: &std::sync::atomic::AtomicI64| a.load(Relaxed) as f64;
+
+    f.gauge_vec(
+        "recwatch_build_info",
+        "Build information; always 1, the labels carry the version.",
+        &["version"],
+        [(vec![env!("CARGO_PKG_VERSION").to_string()], 1.0)],
+    );
+
+    // --- sources
+    f.counter("recwatch_lines_read_total", "Lines read from all sources.", n(&t.lines_read));
+    f.counter("recwatch_bytes_read_total", "Bytes read from all sources (decompressed).", n(&t.bytes_read));
+    f.gauge("recwatch_files_open", "Log files currently followed.", g(&t.files_open));
+    f.gauge(
+        "recwatch_sources_waiting",
+        "Configured paths or globs that currently match no file (waited for).",
+        g(&t.sources_waiting),
+    );
+    f.counter("recwatch_file_rotations_total", "Log file rotations followed.", n(&t.rotations));
+    f.counter("recwatch_file_truncations_total", "Log file truncations detected.", n(&t.truncations));
+    f.counter(
+        "recwatch_partial_lines_total",
+        "Incomplete last lines flushed at rotation or deletion.",
+        n(&t.partial_lines),
+    );
+    f.gauge("recwatch_source_lag_bytes", "Bytes written to followed files and not read yet.", g(&t.source_lag_bytes));
+    f.counter(
+        "recwatch_tail_rescans_total",
+        "Times the tailer fell back to a full stat scan (event overflow, rescan, watch limit).",
+        n(&t.rescans),
+    );
+    f.counter("recwatch_read_errors_total", "Errors reading a source.", n(&t.read_errors));
+
+    // --- parse and classify
+    f.counter("recwatch_lines_parsed_total", "Lines parsed into access events.", n(&t.lines_parsed));
+    f.counter_vec(
+        "recwatch_lines_skipped_total",
+        "Lines skipped as unparsable, by reason.",
+        &["reason"],
+        SkipReason::ALL.iter().map(|r| (vec![r.as_str().to_string()], t.skipped(*r) as f64)),
+    );
+    f.counter(
+        "recwatch_sensitive_requests_total",
+        "Requests to any path under a sensitive prefix.",
+        n(&t.sensitive_requests),
+    );
+    f.counter(
+        "recwatch_recording_requests_total",
+        "Requests classified as recordings (sensitive prefix and extension).",
+        n(&t.recording_requests),
+    );
+
+    // --- detect
+    f.counter(
+        "recwatch_alerts_fired_total",
+        "Alerts opened by the detectors (per firing, before the store merges them by id).",
+        n(&t.alerts_opened),
+    );
+    let by_rule: Vec<_> = {
+        let by_rule = t.alerts_by_rule.lock().unwrap_or_else(|e| e.into_inner());
+        by_rule.iter().map(|((rule, severity), v)| (vec![rule.clone(), severity.to_string()], *v as f64)).collect()
+    };
+    f.counter_vec("recwatch_alerts_total", "New alerts stored, by rule and severity.", &["rule", "severity"], by_rule);
+    if let Some(open) = open_alerts {
+        f.gauge_vec(
+            "recwatch_alerts_open",
+            "Alerts in the store not resolved (open or acknowledged), by rule and severity.",
+            &["rule", "severity"],
+            open.iter().map(|((rule, severity), v)| (vec![rule.clone(), severity.clone()], *v as f64)),
+        );
+    }
+    f.gauge("recwatch_clients_tracked", "Groups (clients) with window state in the detectors.", g(&t.groups_tracked));
+    f.counter(
+        "recwatch_clients_evicted_total",
+        "Groups (clients) whose window state was evicted (idle or over the cap).",
+        n(&t.groups_evicted),
+    );
+
+    // --- store
+    f.counter("recwatch_alert_writes_total", "Alert records written to the store.", n(&t.alert_writes));
+    f.counter("recwatch_store_errors_total", "Failed store writes.", n(&t.store_errors));
+    f.histogram(
+        "recwatch_store_write_duration_seconds",
+        "Time of one durable store write (alerts, checkpoints and flush).",
+        &t.store_write_seconds,
+    );
+    f.histogram(
+        "recwatch_detection_latency_seconds",
+        "Time from a line being read to the alerts it caused (and its checkpoint) being durable.",
+        &t.detection_latency_seconds,
+    );
+    f.gauge(
+        "recwatch_last_checkpoint_timestamp_seconds",
+        "Unix time of the last durable checkpoint (0: none yet).",
+        g(&t.last_checkpoint_unix),
+    );
+    f.counter(
+        "recwatch_store_quarantines_total",
+        "Corrupt stores found at start and moved aside.",
+        n(&t.store_quarantines),
+    );
+
+    // --- reloads
+    f.counter_vec(
+        "recwatch_config_reloads_total",
+        "Configuration reloads, by result.",
+        &["result"],
+        [
+            (vec!["success".to_string()], n(&t.config_reloads)),
+            (vec!["failure".to_string()], n(&t.config_reload_failures)),
+        ],
+    );
+
+    let mut out = f.0;
+    out.sort_by(|a, b| a.name().cmp(b.name()));
+    out
+}
+
+#[derive(Default)]
+struct Families(Vec<MetricFamily>);
+
+impl Families {
+    fn push(&mut self, name: &str, help: &str, kind: MetricType, metrics: Vec<Metric>) {
+        // An empty family is not valid exposition; a labelled family with no series yet
+        // (no alert so far) is simply absent.
+        if metrics.is_empty() {
+            return;
+        }
+        let mut family = MetricFamily::default();
+        family.set_name(name.to_string());
+        family.set_help(help.to_string());
+        family.set_field_type(kind);
+        family.set_metric(metrics);
+        self.0.push(family);
+    }
+
+    fn counter(&mut self, name: &str, help: &str, value: f64) {
+        self.counter_vec(name, help, &[], [(Vec::new(), value)]);
+    }
+
+    fn gauge(&mut self, name: &str, help: &str, value: f64) {
+        self.gauge_vec(name, help, &[], [(Vec::new(), value)]);
+    }
+
+    fn counter_vec(
+        &mut self,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+        series: impl IntoIterator<Item = (Vec<String>, f64)>,
+    ) {
+        let metrics = series
+            .into_iter()
+            .map(|(values, v)| {
+                let mut m = Metric::from_label(label_pairs(labels, values));
+                let mut c = Counter::default();
+                c.set_value(v);
+                m.set_counter(c);
+                m
+            })
+            .collect();
+        self.push(name, help, MetricType::COUNTER, metrics);
+    }
+
+    fn gauge_vec(
+        &mut self,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+        series: impl IntoIterator<Item = (Vec<String>, f64)>,
+    ) {
+        let metrics = series
+            .into_iter()
+            .map(|(values, v)| {
+                let mut gauge = Gauge::default();
+                gauge.set_value(v);
+                let mut m = Metric::from_gauge(gauge);
+                m.set_label(label_pairs(labels, values));
+                m
+            })
+            .collect();
+        self.push(name, help, MetricType::GAUGE, metrics);
+    }
+
+    fn histogram(&mut self, name: &str, help: &str, h: &telemetry::Histogram) {
+        let (cumulative, sum) = h.snapshot();
+        let total = cumulative.last().copied().unwrap_or(0);
+        let buckets = h
+            .bounds
+            .iter()
+            .zip(&cumulative)
+            .map(|(bound, count)| {
+                let mut b = Bucket::default();
+                b.set_upper_bound(*bound);
+                b.set_cumulative_count(*count);
+                b
+            })
+            .collect();
+        let mut hist = Histogram::default();
+        hist.set_bucket(buckets);
+        hist.set_sample_count(total);
+        hist.set_sample_sum(sum);
+        let mut m = Metric::default();
+        m.set_histogram(hist);
+        self.push(name, help, MetricType::HISTOGRAM, vec![m]);
+    }
+}
+
+fn label_pairs(names: &[&str], values: Vec<String>) -> Vec<LabelPair> {
+    debug_assert_eq!(names.len(), values.len());
+    names
+        .iter()
+        .zip(values)
+        .map(|(name, value)| {
+            let mut p = LabelPair::default();
+            p.set_name(name.to_string());
+            p.set_value(value);
+            p
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_skip_reason_and_both_reload_results_are_exported_even_at_zero() {
+        let text = render(&Telemetry::default(), None);
+        for r in SkipReason::ALL {
+            assert!(text.contains(&format!("recwatch_lines_skipped_total{{reason=\"{}\"}} 0\n", r.as_str())), "{text}");
+        }
+        assert!(text.contains("recwatch_config_reloads_total{result=\"failure\"} 0\n"), "{text}");
+        assert!(text.contains("recwatch_build_info{version=\""), "{text}");
+        // No alert yet: the labelled alert families are absent, not empty (which is invalid).
+        assert!(!text.contains("recwatch_alerts_total"), "{text}");
+        assert!(!text.contains("recwatch_alerts_open"), "{text}");
+    }
+
+    #[test]
+    fn histograms_are_cumulative_with_inf_count_and_sum() {
+        let t = Telemetry::default();
+        for s in [0.0005, 0.003, 20.0] {
+            t.store_write_seconds.observe(s);
+        }
+        let text = render(&t, None);
+        assert!(text.contains("recwatch_store_write_duration_seconds_bucket{le=\"0.001\"} 1\n"), "{text}");
+        assert!(text.contains("recwatch_store_write_duration_seconds_bucket{le=\"0.005\"} 2\n"), "{text}");
+        assert!(text.contains("recwatch_store_write_duration_seconds_bucket{le=\"10\"} 2\n"), "{text}");
+        assert!(text.contains("recwatch_store_write_duration_seconds_bucket{le=\"+Inf\"} 3\n"), "{text}");
+        assert!(text.contains("recwatch_store_write_duration_seconds_count 3\n"), "{text}");
+        assert!(text.contains("recwatch_store_write_duration_seconds_sum 20.0035"), "{text}");
+    }
+
+    #[test]
+    fn rule_labels_are_escaped_and_families_sorted() {
+        let t = Telemetry::default();
+        t.alert_opened("we\"ird\\rule", "critical");
+        let mut open = BTreeMap::new();
+        open.insert(("unknown-client-fetch".to_string(), "critical".to_string()), 3);
+        let text = render(&t, Some(&open));
+        assert!(text.contains(r#"recwatch_alerts_total{rule="we\"ird\\rule",severity="critical"} 1"#), "{text}");
+        assert!(text.contains("recwatch_alerts_open{rule=\"unknown-client-fetch\",severity=\"critical\"} 3\n"));
+        let names: Vec<_> = families(&t, Some(&open)).iter().map(|f| f.name().to_string()).collect();
+        let mut sorted = names.clone();
+        sorted.sort();
+        assert_eq!(names, sorted);
+    }
+}

@@ -1,0 +1,335 @@
+//! The daemon's HTTP face: `/metrics`, `/healthz`, `/readyz` and the alerts API under
+//! `/api/v1` ([`api`]). Owns the listener, the router and the request limits (body size,
+//! per-request time, connection idle time) and graceful shutdown. Never decides anything about
+//! alerts: it reads and updates them through [`Store`] and renders [`Telemetry`] as it is.
+//!
+//! Every request passes one guard: a body over [`Limits::max_body`] is answered 413 before
+//! any handler runs, and the whole request (body and handler) gets [`Limits::request_timeout`]
+//! (408 when the client is too slow to send its body, 503 when we are too slow to answer).
+//! Store calls run on the blocking pool, so a slow sled never stalls the accept loop.
+
+pub mod api;
+pub mod metrics;
+
+use std::future::{poll_fn, Future, IntoFuture};
+use std::io;
+use std::net::SocketAddr;
+use std::pin::{pin, Pin};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::{Body, HttpBody};
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::{Instant, Sleep};
+
+use crate::store::Store;
+use crate::telemetry::Telemetry;
+
+pub use metrics::render_metrics;
+
+/// What the HTTP server reads and updates. Cheap to clone (handles and `Arc`s).
+#[derive(Clone)]
+pub struct HttpState {
+    pub store: Store,
+    pub telemetry: Arc<Telemetry>,
+    /// Bearer token for /api/v1 (read from a file by the caller). None = the API answers 401 to
+    /// everything; so does an empty token, which would otherwise match an empty header.
+    pub api_token: Option<Arc<str>>,
+    /// Set by the daemon once state is loaded and sources are opened; /readyz reflects it.
+    pub ready: Arc<AtomicBool>,
+}
+
+/// Bounds on what one client can make the server hold.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Largest request body accepted (413 above). Nothing we serve needs a body; 4 KiB leaves
+    /// room for a future small JSON payload without letting a client make us buffer much.
+    pub max_body: usize,
+    /// Time for the whole request, from the handler's start (body read included) to the
+    /// response head.
+    pub request_timeout: Duration,
+    /// A connection with no byte read or written for this long is closed: bounds idle
+    /// keep-alive connections and clients that trickle headers. Longer than `request_timeout`,
+    /// so it never cuts a request that is still within its time.
+    pub idle_timeout: Duration,
+    /// After shutdown is asked for, how long in-flight requests get before `serve` returns anyway.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body: 4 * 1024,
+            request_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(15),
+        }
+    }
+}
+
+/// Serves until `shutdown` resolves, then finishes in-flight requests (graceful).
+pub async fn serve(
+    listener: TcpListener,
+    state: HttpState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    serve_with(listener, state, Limits::default(), shutdown).await
+}
+
+/// [`serve`] with explicit [`Limits`]. After `shutdown` resolves no new connection is accepted;
+/// in-flight requests get [`Limits::shutdown_grace`] to finish, then this returns regardless.
+pub async fn serve_with(
+    listener: TcpListener,
+    state: HttpState,
+    limits: Limits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "serving HTTP");
+    let listener = IdleTimeoutListener { inner: listener, idle: limits.idle_timeout };
+    let (asked_tx, asked_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(listener, router(state, limits)).with_graceful_shutdown(async move {
+        shutdown.await;
+        let _ = asked_tx.send(());
+    });
+    let mut server = pin!(server.into_future());
+    tokio::select! {
+        result = &mut server => return result,
+        _ = asked_rx => {}
+    }
+    match tokio::time::timeout(limits.shutdown_grace, server).await {
+        Ok(result) => result,
+        Err(_) => {
+            tracing::warn!(grace = ?limits.shutdown_grace, "HTTP requests still running at shutdown; abandoning them");
+            Ok(())
+        }
+    }
+}
+
+/// The whole application: probes, metrics, the API, a JSON 404 for anything else, and the
+/// size/time guard around all of it.
+pub fn router(state: HttpState, limits: Limits) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_handler))
+        .merge(api::router(state.clone()))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(limits, guard))
+        .with_state(state)
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(state): State<HttpState>) -> Response {
+    if state.ready.load(Ordering::Acquire) {
+        "ready\n".into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+    }
+}
+
+async fn metrics_handler(State(state): State<HttpState>) -> Response {
+    let (telemetry, store) = (state.telemetry.clone(), state.store.clone());
+    // count_unresolved walks the alert tree: not on the async workers.
+    match tokio::task::spawn_blocking(move || render_metrics(&telemetry, &store)).await {
+        Ok(text) => ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "metrics rendering failed");
+            api::error(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+        }
+    }
+}
+
+async fn not_found() -> Response {
+    api::error(StatusCode::NOT_FOUND, "not found")
+}
+
+/// Body size and time limits for every request (see the module docs).
+async fn guard(State(limits): State<Limits>, request: Request, next: Next) -> Response {
+    let deadline = Instant::now() + limits.request_timeout;
+    let declared =
+        request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limits.max_body as u64) {
+        return refuse_body(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
+    }
+    // Chunked bodies have no declared length: read at most max_body of them, under the deadline.
+    let (parts, body) = request.into_parts();
+    let body = match tokio::time::timeout_at(deadline, read_body(body, limits.max_body)).await {
+        Err(_) => return refuse_body(StatusCode::REQUEST_TIMEOUT, "request body not received in time"),
+        Ok(Err(BodyError::TooLarge)) => return refuse_body(StatusCode::PAYLOAD_TOO_LARGE, "request body too large"),
+        Ok(Err(BodyError::Read)) => return refuse_body(StatusCode::BAD_REQUEST, "cannot read request body"),
+        Ok(Ok(body)) => body,
+    };
+    let request = Request::from_parts(parts, Body::from(body));
+    let path = request.uri().path().to_owned();
+    match tokio::time::timeout_at(deadline, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::warn!(path = %path, limit = ?limits.request_timeout, "HTTP request timed out");
+            api::error(StatusCode::SERVICE_UNAVAILABLE, "request timed out")
+        }
+    }
+}
+
+/// An error answered before the body was read to its end: the connection is closed after it
+/// (and says so, so a client does not reuse it for its next request).
+fn refuse_body(status: StatusCode, message: &str) -> Response {
+    let mut response = api::error(status, message);
+    response.headers_mut().insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+    response
+}
+
+enum BodyError {
+    TooLarge,
+    Read,
+}
+
+async fn read_body(body: Body, max: usize) -> Result<Vec<u8>, BodyError> {
+    let mut body = pin!(body);
+    let mut out = Vec::new();
+    while let Some(frame) = poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
+        let frame = frame.map_err(|_| BodyError::Read)?;
+        if let Ok(data) = frame.into_data() {
+            if out.len() + data.len() > max {
+                return Err(BodyError::TooLarge);
+            }
+            out.extend_from_slice(&data);
+        }
+    }
+    Ok(out)
+}
+
+/// Hands out [`IdleTimeoutIo`] connections.
+struct IdleTimeoutListener {
+    inner: TcpListener,
+    idle: Duration,
+}
+
+impl axum::serve::Listener for IdleTimeoutListener {
+    type Io = IdleTimeoutIo;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        let (io, addr) = axum::serve::Listener::accept(&mut self.inner).await;
+        (IdleTimeoutIo { inner: io, idle: self.idle, deadline: Box::pin(tokio::time::sleep(self.idle)) }, addr)
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        self.inner.local_addr()
+    }
+}
+
+/// A TCP stream that fails with `TimedOut` once no read or write has made progress for `idle`
+/// (axum's server has no header-read timeout of its own).
+struct IdleTimeoutIo {
+    inner: TcpStream,
+    idle: Duration,
+    deadline: Pin<Box<Sleep>>,
+}
+
+impl IdleTimeoutIo {
+    fn progressed(&mut self) {
+        self.deadline.as_mut().reset(Instant::now() + self.idle);
+    }
+
+    /// Called when the inner stream is pending: errors once the deadline has passed.
+    fn check_idle<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
+        match self.deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "connection idle"))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl AsyncRead for IdleTimeoutIo {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(result) => {
+                this.progressed();
+                Poll::Ready(result)
+            }
+            Poll::Pending => this.check_idle(cx),
+        }
+    }
+}
+
+impl AsyncWrite for IdleTimeoutIo {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_write(cx, buf) {
+            Poll::Ready(result) => {
+                this.progressed();
+                Poll::Ready(result)
+            }
+            Poll::Pending => this.check_idle(cx),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_write_vectored(cx, bufs) {
+            Poll::Ready(result) => {
+                this.progressed();
+                Poll::Ready(result)
+            }
+            Poll::Pending => this.check_idle(cx),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The guard's own time limit: a handler slower than `request_timeout` is cut off with 503.
+    #[test]
+    fn a_handler_over_the_time_limit_is_answered_503() {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let limits = Limits { request_timeout: Duration::from_millis(100), ..Limits::default() };
+            let app = Router::new()
+                .route("/slow", get(|| tokio::time::sleep(Duration::from_secs(30))))
+                .layer(middleware::from_fn_with_state(limits, guard));
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let url = format!("http://{}/slow", listener.local_addr().unwrap());
+            let server = tokio::spawn(async move { axum::serve(listener, app).await });
+            let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+            let started = std::time::Instant::now();
+            let response = client.get(url).send().await.unwrap();
+            assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert!(started.elapsed() < Duration::from_secs(5));
+            let body: serde_json::Value = response.json().await.unwrap();
+            assert_eq!(body["error"], "request timed out");
+            server.abort();
+        });
+    }
+}

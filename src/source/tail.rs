@@ -1,0 +1,1328 @@
+//! Follows access logs (paths or globs) across rotation, truncation, deletion and symlink
+//! retargeting, and hands complete lines to a [`LineSink`]. Owns file identity (device, inode,
+//! head fingerprint), read offsets and checkpoints, the open descriptors of rotated files being
+//! drained, and the partial-line policy. Never parses a line and never allocates per line.
+
+use std::collections::{HashSet, VecDeque};
+use std::fs::{self, File, Metadata};
+use std::io;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tracing::{debug, info, warn};
+use xxhash_rust::xxh3::xxh3_64;
+
+use crate::telemetry::Telemetry;
+
+/// Bytes of a file's head hashed into its fingerprint.
+pub const FINGERPRINT_MAX: usize = 1024;
+/// Bytes before the checkpoint offset remembered (as a hash) to recognise a copytruncate copy.
+const ANCHOR_MAX: usize = 256;
+/// Identities of released files remembered, so a file that comes back (a symlink retargeted
+/// back, a glob that matches it again) continues at its offset instead of being re-read.
+const RELEASED_MEMORY: usize = 256;
+/// Rotated siblings with these extensions are compressed: never read, never matched by a glob.
+const COMPRESSED_EXTENSIONS: &[&str] = &["gz", "bz2", "xz", "zst", "lz4", "lzma", "zip", "Z", "br"];
+
+/// One configured input: a path or a glob like `/var/log/nginx/*access.log`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TailSource {
+    /// Passed back with every line and in checkpoints.
+    pub index: u16,
+    pub pattern: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct TailOptions {
+    /// How often a full stat scan runs at the latest (the safety net under inotify).
+    pub poll_interval: Duration,
+    /// `false` = pure-poll mode, for NFS/SMB where inotify never fires.
+    pub use_inotify: bool,
+    /// Longer lines are skipped (counted through [`LineSink::too_long`]), never buffered.
+    pub max_line_len: usize,
+    /// Bytes read per `pread`; raised to `max_line_len + 1` so a full read always frames a line.
+    pub read_chunk: usize,
+    /// How long a rotated-away or deleted file stays open after its last growth: the writer
+    /// (nginx before `USR1`) may still append to it.
+    pub rotated_drain: Duration,
+}
+
+impl Default for TailOptions {
+    fn default() -> Self {
+        TailOptions {
+            poll_interval: Duration::from_millis(250),
+            use_inotify: true,
+            max_line_len: crate::parse::MAX_LINE_LEN,
+            read_chunk: 256 * 1024,
+            rotated_drain: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Where a followed file stands, to be persisted by the caller once every line before `offset`
+/// is durably processed.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FileCheckpoint {
+    pub source: u16,
+    /// The path the file was followed at (where the pattern matched it), not necessarily its
+    /// current name: on resume its rotated siblings are searched next to this path.
+    pub path: PathBuf,
+    pub dev: u64,
+    pub ino: u64,
+    /// Bytes of the head covered by `fingerprint` (at most [`FINGERPRINT_MAX`]).
+    pub fingerprint_len: u32,
+    pub fingerprint: u64,
+    /// Just after the last complete line handed out.
+    pub offset: u64,
+}
+
+/// Receives what the tailer reads. Slices borrow the tailer's read buffer.
+pub trait LineSink {
+    /// A complete line, without its `\n` (a `\r` before it is left for the parser).
+    fn line(&mut self, source: u16, line: &[u8]);
+    /// A line longer than `max_line_len` was skipped up to its `\n`; tailing continues.
+    fn too_long(&mut self, source: u16);
+    /// The incomplete last line of a rotated or deleted file, flushed once when the file is
+    /// released (flagged so the consumer can tell it may be cut).
+    fn partial_line(&mut self, source: u16, line: &[u8]);
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PollResult {
+    /// File bytes consumed by this poll (positions advanced, re-reads of a partial tail excluded).
+    pub bytes_read: u64,
+    /// Some file still has unread bytes (the byte budget ran out): poll again without waiting.
+    pub more_pending: bool,
+}
+
+/// A compiled [`TailSource`].
+struct Source {
+    index: u16,
+    pattern: String,
+    /// `None` for a plain path.
+    glob: Option<glob::Pattern>,
+    /// The deepest directory of the pattern without wildcards (the directory watched).
+    literal_dir: PathBuf,
+    /// Wildcards only in the file name: events elsewhere in `literal_dir` are not ours.
+    glob_in_name_only: bool,
+}
+
+impl Source {
+    fn new(s: &TailSource) -> Source {
+        let is_glob = s.pattern.contains(['*', '?', '[']);
+        let glob = if is_glob {
+            match glob::Pattern::new(&s.pattern) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    warn!(source = s.index, pattern = %s.pattern, error = %e, "invalid glob, followed as a plain path");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let path = Path::new(&s.pattern);
+        let literal_dir = match glob {
+            None => parent_dir(path),
+            Some(_) => {
+                let mut dir = PathBuf::new();
+                for c in path.components() {
+                    if c.as_os_str().to_string_lossy().contains(['*', '?', '[']) {
+                        break;
+                    }
+                    dir.push(c);
+                }
+                if dir.as_os_str().is_empty() {
+                    PathBuf::from(".")
+                } else {
+                    dir
+                }
+            }
+        };
+        let glob_in_name_only = glob.is_some() && parent_dir(path) == literal_dir;
+        Source { index: s.index, pattern: s.pattern.clone(), glob, literal_dir, glob_in_name_only }
+    }
+
+    fn matches(&self, p: &Path) -> bool {
+        match &self.glob {
+            None => p == Path::new(&self.pattern),
+            Some(g) => g.matches_path(p),
+        }
+    }
+
+    /// Paths currently matching, in a stable order (compressed files excluded from globs).
+    fn expand(&self, out: &mut Vec<PathBuf>) {
+        if self.glob.is_none() {
+            out.push(PathBuf::from(&self.pattern));
+            return;
+        }
+        match glob::glob(&self.pattern) {
+            Ok(paths) => out.extend(paths.flatten().filter(|p| !is_compressed(p))),
+            Err(e) => debug!(source = self.index, error = %e, "glob failed"),
+        }
+    }
+
+    /// An inotify event on `p` may concern this source.
+    fn interested_in(&self, p: &Path) -> bool {
+        if self.matches(p) || self.literal_dir.starts_with(p) {
+            return true;
+        }
+        self.glob.is_some() && !self.glob_in_name_only && p.starts_with(&self.literal_dir)
+    }
+}
+
+/// A file being followed (one generation of one inode).
+struct Followed {
+    source: u16,
+    /// Path at which the pattern matched it first: names its lineage and its checkpoint.
+    origin: PathBuf,
+    /// `origin` with symlinks resolved at open (for inotify relevance and copy lookups).
+    real: PathBuf,
+    file: File,
+    dev: u64,
+    ino: u64,
+    fp_len: u32,
+    fp: u64,
+    /// Just after the last complete line handed out (the checkpoint).
+    offset: u64,
+    /// Where the next read starts: `offset`, or further inside an over-long line being skipped.
+    read_pos: u64,
+    /// Inside an over-long line: bytes are dropped up to the next `\n`.
+    discarding: bool,
+    /// Bytes of the file looked at so far (a partial tail is re-read only once it grew).
+    scanned_to: u64,
+    /// Size at the last `fstat` (or larger, if a read found more): a smaller size is a truncation.
+    size: u64,
+    /// A read hit EOF during this poll.
+    hit_eof: bool,
+    /// Hash of the (up to [`ANCHOR_MAX`]) bytes just before `offset`: recognises a copytruncate copy.
+    anchor_len: u32,
+    anchor: u64,
+    /// Generation order within the lineage (`source`, `origin`): older generations are read first.
+    seq: u64,
+    /// Seen at a pattern path by the current scan.
+    at_pattern: bool,
+    /// Not at any pattern path any more (renamed, deleted, symlink retargeted): draining.
+    rotated: bool,
+    last_growth: Instant,
+    /// Last time the head fingerprint was verified intact.
+    verified_at: SystemTime,
+}
+
+impl Followed {
+    fn pending(&self) -> bool {
+        !self.hit_eof && self.size > self.scanned_to
+    }
+
+    fn lag(&self) -> u64 {
+        self.size.saturating_sub(self.scanned_to)
+    }
+
+    fn checkpoint(&self) -> FileCheckpoint {
+        FileCheckpoint {
+            source: self.source,
+            path: self.origin.clone(),
+            dev: self.dev,
+            ino: self.ino,
+            fingerprint_len: self.fp_len,
+            fingerprint: self.fp,
+            offset: self.offset,
+        }
+    }
+}
+
+/// Identity and position of a released file that still exists under another name.
+struct Released {
+    dev: u64,
+    ino: u64,
+    /// Birth time where the file system reports one: a reused inode is born again, so a short
+    /// fingerprint that happens to match the new file's first bytes cannot fool the match.
+    born: Option<SystemTime>,
+    fp_len: u32,
+    fp: u64,
+    offset: u64,
+}
+
+/// Where a new file starts reading.
+enum Start<'a> {
+    /// At offset 0, unless a released identity matches.
+    New,
+    /// At the checkpoint's offset if the identity still matches, else at 0.
+    Resume(&'a FileCheckpoint),
+    /// At the checkpoint's offset if the identity still matches, else not followed at all (a
+    /// rotated sibling that only shares the inode number is not ours to read).
+    ResumeOnly(&'a FileCheckpoint),
+}
+
+type WatchEvent = notify::Result<notify::Event>;
+
+struct Watch {
+    watcher: notify::RecommendedWatcher,
+    rx: crossbeam_channel::Receiver<WatchEvent>,
+    /// Directories watched, with the identity they had when the watch was added.
+    watched: Vec<(PathBuf, (u64, u64))>,
+    /// Adding a watch failed at the last attempt (counted once per failure streak).
+    failing: bool,
+    #[cfg(test)]
+    inject: crossbeam_channel::Sender<WatchEvent>,
+}
+
+/// This tailer's contribution to the shared gauges (several tailers may add to them).
+#[derive(Clone, Copy, Default)]
+struct Gauges {
+    open: i64,
+    waiting: i64,
+    lag: i64,
+}
+
+/// Follows the files of a set of sources. Not shared between threads: one owner polls it.
+///
+/// # How files are followed
+/// Every [`Tailer::poll`] is a full stat scan: globs are re-evaluated, every followed file is
+/// `fstat`ed and its head fingerprint verified, new data is read. inotify (watches on the parent
+/// directories of the patterns) only shortens [`Tailer::wait`]; with `use_inotify = false`
+/// (NFS/SMB) the results are the same, only later.
+///
+/// A file is followed by identity, not by name: (dev, inode, fingerprint), the fingerprint being
+/// the xxh3 of its first `min(len, 1024)` bytes (recomputed as the file grows, verified on every
+/// poll). A file that leaves its pattern path (renamed, deleted, symlink retargeted) keeps its
+/// descriptor and is drained to EOF; it is released once it has not grown for
+/// `rotated_drain`, and an incomplete last line is then flushed once as
+/// [`LineSink::partial_line`]. A file that shrinks or whose head changes is a new generation
+/// (read from 0, `truncations` counted).
+///
+/// # Where reading starts
+/// - A file matching a pattern with no checkpoint is read **from the beginning** — on the first
+///   start too: the tailer cannot tell "old" lines from lines written while it was not running.
+/// - A `resume` checkpoint is matched by identity against the files matching the patterns and
+///   their rotated siblings (every uncompressed file in the same directory whose name starts with
+///   the checkpoint's file name); the match continues at the checkpoint's offset, and siblings
+///   newer (mtime) than a matched rotated file, which no checkpoint covers, are read from 0 before
+///   the current file. An offset is never inherited across a different identity (inode reuse).
+///
+/// # Where lines can be lost (each case is logged)
+/// - The writer appends to a rotated or deleted file more than `rotated_drain` after its last
+///   growth (the descriptor was released).
+/// - copytruncate: lines written after logrotate's copy and before its truncate (`truncations`).
+///   Lines in the copy that were not read yet are recovered from the copy when it is found next to
+///   the file (same head fingerprint, same bytes before our offset).
+/// - A file rewritten in place (truncated and refilled) past our offset before a poll saw it, with
+///   the same first 1 KiB: indistinguishable from growth.
+/// - A file rotated away or deleted before any scan saw it at its path (two rotations within one
+///   scan interval, or a file written and deleted in between).
+/// - While the daemon is stopped: a checkpointed file compressed or deleted (the rest of it), and
+///   then also any intermediate rotation no checkpoint covers (logged as a warning).
+pub struct Tailer {
+    sources: Vec<Source>,
+    opts: TailOptions,
+    files: Vec<Followed>,
+    /// `resume` checkpoints not matched yet (their directory does not exist right now).
+    pending: Vec<FileCheckpoint>,
+    released: VecDeque<Released>,
+    /// The one read buffer (`read_chunk` bytes); lines handed out borrow it.
+    buf: Vec<u8>,
+    telemetry: Arc<Telemetry>,
+    next_seq: u64,
+    /// Round-robin start, so no file is always read first under a small byte budget.
+    rr: usize,
+    published: Gauges,
+    watch: Option<Watch>,
+    /// Poll again at once (an inotify rescan, a lost or failed watch).
+    wake_now: bool,
+    last_more_pending: bool,
+}
+
+impl Tailer {
+    /// Builds the tailer; no file is opened before the first [`Tailer::poll`]. With
+    /// `use_inotify` and no inotify available, it falls back to polling (`rescans` counted).
+    pub fn new(
+        sources: Vec<TailSource>,
+        mut opts: TailOptions,
+        resume: Vec<FileCheckpoint>,
+        telemetry: Arc<Telemetry>,
+    ) -> Tailer {
+        opts.max_line_len = opts.max_line_len.max(1);
+        opts.read_chunk = opts.read_chunk.max(opts.max_line_len + 1).max(4096);
+        let sources: Vec<Source> = sources.iter().map(Source::new).collect();
+        // A checkpoint of a source that is no longer configured (or whose pattern changed) is
+        // not resumed: its files are no longer ours to read.
+        let pending = resume
+            .into_iter()
+            .filter(|cp| {
+                let ours = sources.iter().any(|s| s.index == cp.source && s.matches(&cp.path));
+                if !ours {
+                    info!(source = cp.source, path = %cp.path.display(), "checkpoint of a source no longer configured: ignored");
+                }
+                ours
+            })
+            .collect();
+        let watch = if opts.use_inotify { start_watch(&telemetry) } else { None };
+        Tailer {
+            sources,
+            buf: vec![0; opts.read_chunk],
+            opts,
+            files: Vec::new(),
+            pending,
+            released: VecDeque::new(),
+            telemetry,
+            next_seq: 0,
+            rr: 0,
+            published: Gauges::default(),
+            wake_now: false,
+            watch,
+            last_more_pending: false,
+        }
+    }
+
+    /// One pass: re-evaluates globs, stats every known file, detects rotation, truncation,
+    /// deletion and new files, reads new complete lines (at most about `max_bytes` in total,
+    /// round-robin across files, older generations of a file first) into the sink, and releases
+    /// drained rotated files. Never blocks waiting for data.
+    pub fn poll(&mut self, sink: &mut dyn LineSink, max_bytes: usize) -> PollResult {
+        let now = Instant::now();
+        self.drain_events();
+        let waiting = self.scan(now);
+        self.check_files(now);
+        let (bytes_read, more_pending) = self.read_files(sink, max_bytes);
+        self.extend_fingerprints();
+        self.release_drained(sink, now);
+        self.update_watches();
+        self.publish(waiting);
+        self.last_more_pending = more_pending;
+        PollResult { bytes_read, more_pending }
+    }
+
+    /// Positions of every followed file right now (and of `resume` checkpoints whose directory
+    /// is missing), to be persisted by the caller AFTER the lines before them are processed
+    /// durably.
+    pub fn checkpoints(&self) -> Vec<FileCheckpoint> {
+        self.files.iter().map(Followed::checkpoint).chain(self.pending.iter().cloned()).collect()
+    }
+
+    /// Blocks until an inotify event concerning a followed file or pattern arrives, or
+    /// `min(timeout, poll_interval)` passes. Returns at once when the last poll left data
+    /// pending or a rescan is due. In pure-poll mode it just sleeps.
+    pub fn wait(&mut self, timeout: Duration) {
+        let timeout = timeout.min(self.opts.poll_interval);
+        if std::mem::take(&mut self.wake_now) || self.last_more_pending {
+            return;
+        }
+        let deadline = Instant::now() + timeout;
+        let Some(rx) = self.watch.as_ref().map(|w| w.rx.clone()) else {
+            std::thread::sleep(timeout);
+            return;
+        };
+        loop {
+            match rx.recv_deadline(deadline) {
+                Ok(ev) => {
+                    if self.on_event(&ev) {
+                        return;
+                    }
+                }
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => return,
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        warn!("inotify watcher stopped: polling only");
+        self.telemetry.rescans.fetch_add(1, Relaxed);
+        self.watch = None;
+        std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
+    }
+
+    // ---- scan: which files exist, which are new, which left their path
+
+    /// Re-evaluates every pattern; opens new files; marks files no longer at a pattern path
+    /// as rotated. Returns how many sources match no file.
+    fn scan(&mut self, now: Instant) -> i64 {
+        for f in &mut self.files {
+            f.at_pattern = false;
+        }
+        struct Candidate {
+            source: u16,
+            path: PathBuf,
+            id: (u64, u64),
+        }
+        let mut cands: Vec<Candidate> = Vec::new();
+        let mut ids = HashSet::new();
+        let mut waiting = 0;
+        let mut paths = Vec::new();
+        for s in &self.sources {
+            paths.clear();
+            s.expand(&mut paths);
+            let mut matched = false;
+            for path in paths.drain(..) {
+                let Ok(m) = fs::metadata(&path) else { continue };
+                if !m.is_file() {
+                    continue;
+                }
+                matched = true;
+                let id = (m.dev(), m.ino());
+                if ids.insert(id) {
+                    cands.push(Candidate { source: s.index, path, id });
+                }
+            }
+            if !matched {
+                waiting += 1;
+            }
+        }
+        // Files already followed: still (or again) at a pattern path.
+        cands.retain(|c| match self.files.iter_mut().find(|f| (f.dev, f.ino) == c.id) {
+            Some(f) => {
+                f.at_pattern = true;
+                if f.rotated {
+                    f.rotated = false;
+                    info!(source = f.source, path = %c.path.display(), "rotated file is at a followed path again");
+                }
+                false
+            }
+            None => true,
+        });
+        if !self.pending.is_empty() {
+            let at_pattern: Vec<(u16, PathBuf, (u64, u64))> =
+                cands.iter().map(|c| (c.source, c.path.clone(), c.id)).collect();
+            let used = self.resume(&at_pattern, now);
+            cands.retain(|c| !used.contains(&c.id));
+        }
+        for c in cands {
+            self.follow(c.source, &c.path, &c.path, Start::New, true, now);
+        }
+        for f in &mut self.files {
+            if !f.at_pattern && !f.rotated {
+                f.rotated = true;
+                f.last_growth = now;
+                self.telemetry.rotations.fetch_add(1, Relaxed);
+                info!(source = f.source, path = %f.origin.display(), "file rotated or deleted: draining it");
+            }
+        }
+        waiting
+    }
+
+    /// Matches `resume` checkpoints by identity: first against rotated siblings (so older
+    /// generations get lower sequence numbers), then against files at pattern paths. Returns the
+    /// identities of the pattern-path candidates it opened.
+    fn resume(&mut self, at_pattern: &[(u16, PathBuf, (u64, u64))], now: Instant) -> HashSet<(u64, u64)> {
+        let pending = std::mem::take(&mut self.pending);
+        let checkpointed: HashSet<(u64, u64)> = pending.iter().map(|cp| (cp.dev, cp.ino)).collect();
+        let pattern_ids: HashSet<(u64, u64)> = at_pattern.iter().map(|c| c.2).collect();
+        let mut used = HashSet::new();
+        let (here, elsewhere): (Vec<_>, Vec<_>) =
+            pending.into_iter().partition(|cp| pattern_ids.contains(&(cp.dev, cp.ino)));
+        for cp in elsewhere {
+            if self.files.iter().any(|f| (f.dev, f.ino) == (cp.dev, cp.ino)) {
+                continue;
+            }
+            let siblings = match siblings(&cp.path) {
+                Ok(s) => s,
+                Err(e) => {
+                    if e.kind() != io::ErrorKind::NotFound {
+                        self.telemetry.read_errors.fetch_add(1, Relaxed);
+                        warn!(path = %cp.path.display(), error = %e, "cannot list the directory of a checkpointed file");
+                    }
+                    self.pending.push(cp);
+                    continue;
+                }
+            };
+            let Some((path, meta)) = siblings.iter().find(|(_, m)| (m.dev(), m.ino()) == (cp.dev, cp.ino)) else {
+                warn!(source = cp.source, path = %cp.path.display(), offset = cp.offset,
+                    "checkpointed file is gone (compressed or deleted while stopped): the rest of it is lost");
+                continue;
+            };
+            if self.follow(cp.source, &cp.path, path, Start::ResumeOnly(&cp), false, now).is_none() {
+                continue;
+            }
+            // Rotations newer than the resumed one that no checkpoint covers: read them whole,
+            // in the order they were written, before the current file. An equal mtime counts
+            // as newer: timestamps are as coarse as a kernel tick, and reading a file twice
+            // (idempotent alerts) is better than losing one.
+            let mtime = mtime_ns(meta);
+            let mut newer: Vec<&(PathBuf, Metadata)> = siblings
+                .iter()
+                .filter(|(_, m)| {
+                    let id = (m.dev(), m.ino());
+                    mtime_ns(m) >= mtime
+                        && !checkpointed.contains(&id)
+                        && !pattern_ids.contains(&id)
+                        && !self.files.iter().any(|f| (f.dev, f.ino) == id)
+                })
+                .collect();
+            newer.sort_by_key(|(_, m)| mtime_ns(m));
+            for (p, _) in newer {
+                info!(source = cp.source, path = %p.display(), "rotated while stopped and never read: reading it whole");
+                self.follow(cp.source, &cp.path, p, Start::New, false, now);
+            }
+        }
+        for cp in here {
+            if let Some((source, path, id)) = at_pattern.iter().find(|c| c.2 == (cp.dev, cp.ino)) {
+                // Keeps its lineage (a glob like `access.log*` may now match it as `access.log.1`).
+                self.follow(*source, &cp.path, path, Start::Resume(&cp), true, now);
+                used.insert(*id);
+            }
+        }
+        used
+    }
+
+    /// Opens `path` and follows it (lineage `origin`). Returns its index, or `None` if it could
+    /// not be opened or is already followed.
+    fn follow(
+        &mut self,
+        source: u16,
+        origin: &Path,
+        path: &Path,
+        start: Start<'_>,
+        at_pattern: bool,
+        now: Instant,
+    ) -> Option<usize> {
+        let file = match File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
+            Err(e) => {
+                self.telemetry.read_errors.fetch_add(1, Relaxed);
+                warn!(source, path = %path.display(), error = %e, "cannot open log file");
+                return None;
+            }
+        };
+        let meta = match file.metadata() {
+            Ok(m) if m.is_file() => m,
+            Ok(_) => return None,
+            Err(e) => {
+                self.telemetry.read_errors.fetch_add(1, Relaxed);
+                warn!(source, path = %path.display(), error = %e, "cannot stat log file");
+                return None;
+            }
+        };
+        let id = (meta.dev(), meta.ino());
+        if let Some(f) = self.files.iter_mut().find(|f| (f.dev, f.ino) == id) {
+            // Replaced between the path stat and the open by a file we already follow.
+            f.at_pattern |= at_pattern;
+            return None;
+        }
+        let size = meta.len();
+        let mut head = [0u8; FINGERPRINT_MAX];
+        let head_len = match read_full_at(&file, &mut head[..(size.min(FINGERPRINT_MAX as u64) as usize)], 0) {
+            Ok(n) => n,
+            Err(e) => {
+                self.telemetry.read_errors.fetch_add(1, Relaxed);
+                warn!(source, path = %path.display(), error = %e, "cannot read log file");
+                return None;
+            }
+        };
+        let head = &head[..head_len];
+        let same = |fp_len: u32, fp: u64, offset: u64| {
+            size >= offset && head.len() >= fp_len as usize && xxh3_64(&head[..fp_len as usize]) == fp
+        };
+        let mut offset = 0;
+        match start {
+            Start::Resume(cp) | Start::ResumeOnly(cp) => {
+                if same(cp.fingerprint_len, cp.fingerprint, cp.offset) {
+                    offset = cp.offset;
+                    info!(source, path = %path.display(), offset, "resuming from checkpoint");
+                } else if matches!(start, Start::ResumeOnly(_)) {
+                    warn!(source, path = %path.display(), "rotated sibling has the checkpointed inode but other content: not read");
+                    return None;
+                } else {
+                    warn!(source, path = %path.display(), checkpoint_offset = cp.offset,
+                        "same inode but not the checkpointed file any more (rewritten or inode reused): reading from the start");
+                }
+            }
+            Start::New => {
+                if let Some(k) = self.released.iter().position(|r| (r.dev, r.ino) == id) {
+                    let r = self.released.remove(k).expect("index from position");
+                    let born = meta.created().ok();
+                    let same_birth = r.born.is_none() || born.is_none() || r.born == born;
+                    if same_birth && same(r.fp_len, r.fp, r.offset) {
+                        offset = r.offset;
+                        debug!(source, path = %path.display(), offset, "a released file is back: continuing at its offset");
+                    }
+                }
+            }
+        }
+        if !at_pattern {
+            self.telemetry.rotations.fetch_add(1, Relaxed);
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.files.push(Followed {
+            source,
+            origin: origin.to_path_buf(),
+            real: fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()),
+            file,
+            dev: id.0,
+            ino: id.1,
+            fp_len: head.len() as u32,
+            fp: xxh3_64(head),
+            offset,
+            read_pos: offset,
+            discarding: false,
+            scanned_to: offset,
+            size,
+            hit_eof: false,
+            anchor_len: 0,
+            anchor: 0,
+            seq,
+            at_pattern,
+            rotated: !at_pattern,
+            last_growth: now,
+            verified_at: SystemTime::now(),
+        });
+        debug!(source, path = %path.display(), offset, "following file");
+        Some(self.files.len() - 1)
+    }
+
+    // ---- check: truncation and rewrites
+
+    /// `fstat`s every followed file and verifies its head fingerprint; a shrink or a changed head
+    /// starts a new generation (after trying to recover unread lines from a copytruncate copy).
+    fn check_files(&mut self, now: Instant) {
+        let mut head = [0u8; FINGERPRINT_MAX];
+        let mut copies = Vec::new();
+        for i in 0..self.files.len() {
+            let f = &mut self.files[i];
+            f.hit_eof = false;
+            let size = match f.file.metadata() {
+                Ok(m) => m.len(),
+                Err(e) => {
+                    self.telemetry.read_errors.fetch_add(1, Relaxed);
+                    warn!(source = f.source, path = %f.origin.display(), error = %e, "cannot stat followed file");
+                    f.hit_eof = true;
+                    continue;
+                }
+            };
+            let intact = size >= f.size
+                && match refresh_fingerprint(f, &mut head, size) {
+                    Ok(ok) => ok,
+                    Err(e) => {
+                        self.telemetry.read_errors.fetch_add(1, Relaxed);
+                        warn!(source = f.source, path = %f.origin.display(), error = %e, "cannot read followed file");
+                        f.hit_eof = true;
+                        continue;
+                    }
+                };
+            if intact {
+                if size > f.size {
+                    f.size = size;
+                    f.last_growth = now;
+                }
+                f.verified_at = SystemTime::now();
+                continue;
+            }
+            self.telemetry.truncations.fetch_add(1, Relaxed);
+            let copy =
+                if f.offset > 0 && f.anchor_len > 0 { find_copy(&self.files[i], &self.files, now) } else { None };
+            let f = &mut self.files[i];
+            match &copy {
+                Some(c) => {
+                    info!(source = f.source, path = %f.origin.display(), copy = %c.real.display(), offset = f.offset,
+                    "file truncated (copytruncate): reading the rest of the old generation from its copy")
+                }
+                None => warn!(source = f.source, path = %f.origin.display(), offset = f.offset, scanned = f.scanned_to,
+                    "file truncated or rewritten: reading the new generation from 0; unread lines of the old one are lost"),
+            }
+            if let Some(mut c) = copy {
+                c.seq = f.seq;
+                f.seq = self.next_seq;
+                self.next_seq += 1;
+                copies.push(c);
+            }
+            f.offset = 0;
+            f.read_pos = 0;
+            f.scanned_to = 0;
+            f.discarding = false;
+            f.anchor_len = 0;
+            f.size = size;
+            f.fp_len = 0;
+            f.fp = xxh3_64(&[]);
+            f.last_growth = now;
+            if let Err(e) = refresh_fingerprint(f, &mut head, size) {
+                self.telemetry.read_errors.fetch_add(1, Relaxed);
+                warn!(source = f.source, path = %f.origin.display(), error = %e, "cannot read followed file");
+            }
+            f.verified_at = SystemTime::now();
+        }
+        self.files.extend(copies);
+    }
+
+    /// After reading: a file that was shorter than [`FINGERPRINT_MAX`] gets its fingerprint
+    /// extended over what was read, so a checkpoint's offset never lies outside its fingerprint.
+    fn extend_fingerprints(&mut self) {
+        let mut head = [0u8; FINGERPRINT_MAX];
+        for f in &mut self.files {
+            if (f.fp_len as usize) < FINGERPRINT_MAX && f.scanned_to > f.fp_len as u64 {
+                // A mismatch here is a truncation racing the read: the next check sees it.
+                let _ = refresh_fingerprint(f, &mut head, f.scanned_to);
+            }
+        }
+    }
+
+    // ---- read
+
+    /// Reads pending files round-robin in chunks until `max_bytes` are read or nothing is
+    /// pending. A file waits while an older generation of its lineage has unread bytes.
+    fn read_files(&mut self, sink: &mut dyn LineSink, max_bytes: usize) -> (u64, bool) {
+        let n = self.files.len();
+        let mut budget = max_bytes.max(1);
+        let mut consumed = 0u64;
+        'rounds: loop {
+            let mut progressed = false;
+            for k in 0..n {
+                let i = (self.rr + k) % n;
+                if !self.files[i].pending() || self.blocked(i) {
+                    continue;
+                }
+                if budget == 0 {
+                    break 'rounds;
+                }
+                let want = self.opts.read_chunk.min(budget.max(self.opts.max_line_len + 1));
+                let f = &mut self.files[i];
+                let before = f.scanned_to;
+                match read_lines(f, &mut self.buf[..want], self.opts.max_line_len, sink) {
+                    Ok(got) => {
+                        budget = budget.saturating_sub(got);
+                        consumed += f.scanned_to - before;
+                        progressed |= got > 0;
+                    }
+                    Err(e) => {
+                        self.telemetry.read_errors.fetch_add(1, Relaxed);
+                        warn!(source = f.source, path = %f.origin.display(), error = %e, "read failed");
+                        f.hit_eof = true;
+                    }
+                }
+            }
+            if !progressed {
+                break;
+            }
+        }
+        self.rr = self.rr.wrapping_add(1);
+        (consumed, self.files.iter().any(Followed::pending))
+    }
+
+    /// An older generation of the same lineage still has unread bytes.
+    fn blocked(&self, i: usize) -> bool {
+        let f = &self.files[i];
+        self.files.iter().any(|o| o.seq < f.seq && o.source == f.source && o.origin == f.origin && o.pending())
+    }
+
+    // ---- release
+
+    /// Releases rotated files read to EOF that have not grown for `rotated_drain`, flushing an
+    /// incomplete last line once as a partial line.
+    fn release_drained(&mut self, sink: &mut dyn LineSink, now: Instant) {
+        let mut i = 0;
+        while i < self.files.len() {
+            let f = &self.files[i];
+            let drained = f.rotated
+                && f.scanned_to >= f.size
+                && now.saturating_duration_since(f.last_growth) >= self.opts.rotated_drain;
+            if drained {
+                self.release(i, Some(sink));
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// Closes file `i`, remembering its identity and offset. With a sink, an incomplete last
+    /// line is flushed first.
+    fn release(&mut self, i: usize, sink: Option<&mut dyn LineSink>) {
+        let mut f = self.files.remove(i);
+        if let Some(sink) = sink {
+            if !f.discarding && f.size > f.offset {
+                let len = (f.size - f.offset) as usize;
+                match read_full_at(&f.file, &mut self.buf[..len.min(self.opts.read_chunk)], f.offset) {
+                    Ok(n) if n > 0 => {
+                        sink.partial_line(f.source, &self.buf[..n]);
+                        self.telemetry.partial_lines.fetch_add(1, Relaxed);
+                        info!(source = f.source, path = %f.origin.display(), bytes = n, "flushed an incomplete last line of a rotated file");
+                        f.offset += n as u64;
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        self.telemetry.read_errors.fetch_add(1, Relaxed);
+                        warn!(source = f.source, path = %f.origin.display(), error = %e, "cannot read the last line of a rotated file");
+                    }
+                }
+            }
+            debug!(source = f.source, path = %f.origin.display(), "rotated file drained: released");
+        }
+        // A deleted file never comes back; its inode number may, for another file.
+        let Ok(meta) = f.file.metadata() else { return };
+        if meta.nlink() == 0 {
+            return;
+        }
+        if self.released.len() == RELEASED_MEMORY {
+            self.released.pop_front();
+        }
+        let born = meta.created().ok();
+        self.released.push_back(Released {
+            dev: f.dev,
+            ino: f.ino,
+            born,
+            fp_len: f.fp_len,
+            fp: f.fp,
+            offset: f.offset,
+        });
+    }
+
+    // ---- inotify
+
+    /// Empties the event queue before a full scan (the scan sees everything anyway), noting
+    /// rescan requests and lost watches.
+    fn drain_events(&mut self) {
+        let Some(rx) = self.watch.as_ref().map(|w| w.rx.clone()) else { return };
+        while let Ok(ev) = rx.try_recv() {
+            self.on_event(&ev);
+        }
+    }
+
+    /// Notes one inotify event; returns whether it should end a `wait`. A rescan request
+    /// (queue overflow, error) or a watched directory removed or renamed (its watch is gone)
+    /// counts a rescan.
+    fn on_event(&mut self, ev: &WatchEvent) -> bool {
+        use notify::event::{EventKind, ModifyKind};
+        let ev = match ev {
+            Ok(ev) if !ev.need_rescan() => ev,
+            _ => {
+                self.telemetry.rescans.fetch_add(1, Relaxed);
+                warn!("inotify asked for a rescan (queue overflow or error): full scan now");
+                return true;
+            }
+        };
+        if matches!(ev.kind, EventKind::Access(_)) {
+            // Opens and reads, ours included: never a change.
+            return false;
+        }
+        if matches!(ev.kind, EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(_))) {
+            if let Some(w) = &mut self.watch {
+                let before = w.watched.len();
+                w.watched.retain(|(dir, _)| !ev.paths.contains(dir));
+                if w.watched.len() != before {
+                    self.telemetry.rescans.fetch_add(1, Relaxed);
+                    self.wake_now = true;
+                    info!("a watched directory was removed or renamed: rescanning");
+                    return true;
+                }
+            }
+        }
+        if ev.paths.is_empty() || self.files.iter().any(|f| f.rotated) {
+            // A draining file may have been renamed anywhere in a watched directory.
+            return true;
+        }
+        ev.paths.iter().any(|p| {
+            self.files.iter().any(|f| f.origin == *p || f.real == *p) || self.sources.iter().any(|s| s.interested_in(p))
+        })
+    }
+
+    /// Watches the directories of the patterns (the nearest existing ancestor while missing) and
+    /// of followed files. A watched directory that vanished or was replaced, or a watch that
+    /// cannot be added, counts a rescan and makes the next poll immediate.
+    fn update_watches(&mut self) {
+        let Some(w) = &mut self.watch else { return };
+        let mut desired: Vec<PathBuf> = Vec::new();
+        let mut want = |d: PathBuf| {
+            if !desired.contains(&d) {
+                desired.push(d);
+            }
+        };
+        for s in &self.sources {
+            if let Some(d) = nearest_existing_dir(&s.literal_dir) {
+                want(d);
+            }
+        }
+        for f in self.files.iter().filter(|f| !f.rotated) {
+            want(parent_dir(&f.origin));
+            want(parent_dir(&f.real));
+        }
+        let mut lost = false;
+        w.watched.retain(|(dir, id)| {
+            let now_id = fs::metadata(dir).ok().filter(|m| m.is_dir()).map(|m| (m.dev(), m.ino()));
+            // Vanished or replaced under the watch: events may have been missed.
+            lost |= now_id != Some(*id);
+            let keep = desired.contains(dir) && now_id == Some(*id);
+            if !keep {
+                let _ = notify::Watcher::unwatch(&mut w.watcher, dir);
+            }
+            keep
+        });
+        if lost {
+            self.telemetry.rescans.fetch_add(1, Relaxed);
+            self.wake_now = true;
+            info!("a watched directory vanished or was replaced: rescanning");
+        }
+        let mut failed = false;
+        for d in desired {
+            if w.watched.iter().any(|(p, _)| *p == d) {
+                continue;
+            }
+            let Ok(m) = fs::metadata(&d) else { continue };
+            match notify::Watcher::watch(&mut w.watcher, &d, notify::RecursiveMode::NonRecursive) {
+                Ok(()) => w.watched.push((d, (m.dev(), m.ino()))),
+                Err(e) => {
+                    failed = true;
+                    if !w.failing {
+                        warn!(dir = %d.display(), error = %e, "cannot watch directory (inotify watch limit?): relying on the stat scan");
+                    }
+                }
+            }
+        }
+        if failed {
+            if !w.failing {
+                self.telemetry.rescans.fetch_add(1, Relaxed);
+            }
+            self.wake_now = true;
+        }
+        w.failing = failed;
+    }
+
+    // ---- gauges
+
+    fn publish(&mut self, waiting: i64) {
+        let now = Gauges {
+            open: self.files.len() as i64,
+            waiting,
+            lag: self.files.iter().map(Followed::lag).sum::<u64>() as i64,
+        };
+        let t = &self.telemetry;
+        t.files_open.fetch_add(now.open - self.published.open, Relaxed);
+        t.sources_waiting.fetch_add(now.waiting - self.published.waiting, Relaxed);
+        t.source_lag_bytes.fetch_add(now.lag - self.published.lag, Relaxed);
+        self.published = now;
+    }
+}
+
+impl Drop for Tailer {
+    fn drop(&mut self) {
+        self.files.clear();
+        self.publish(0);
+    }
+}
+
+impl std::fmt::Debug for Tailer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tailer")
+            .field("sources", &self.sources.iter().map(|s| &s.pattern).collect::<Vec<_>>())
+            .field("files", &self.files.len())
+            .field("inotify", &self.watch.is_some())
+            .finish()
+    }
+}
+
+/// Reads one chunk of `f` at `read_pos` into `buf` and hands out the complete lines in it.
+/// Returns the bytes read (re-reads of a partial tail included).
+fn read_lines(f: &mut Followed, buf: &mut [u8], max_line: usize, sink: &mut dyn LineSink) -> io::Result<usize> {
+    let start = f.read_pos;
+    let n = read_full_at(&f.file, buf, start)?;
+    if n < buf.len() {
+        f.hit_eof = true;
+    }
+    let end = start + n as u64;
+    f.scanned_to = f.scanned_to.max(end);
+    f.size = f.size.max(f.scanned_to);
+    let data = &buf[..n];
+    let mut line_start = 0;
+    if f.discarding {
+        match memchr::memchr(b'\n', data) {
+            Some(nl) => {
+                f.discarding = false;
+                line_start = nl + 1;
+            }
+            None => {
+                f.read_pos = end;
+                return Ok(n);
+            }
+        }
+    }
+    let from = line_start;
+    for nl in memchr::memchr_iter(b'\n', &data[from..]) {
+        let line_end = from + nl;
+        let line = &data[line_start..line_end];
+        if line.len() > max_line {
+            sink.too_long(f.source);
+        } else {
+            sink.line(f.source, line);
+        }
+        line_start = line_end + 1;
+    }
+    if line_start > 0 {
+        f.offset = start + line_start as u64;
+        let a = line_start.min(ANCHOR_MAX);
+        f.anchor_len = a as u32;
+        f.anchor = xxh3_64(&data[line_start - a..line_start]);
+    }
+    f.read_pos = f.offset;
+    if n - line_start > max_line {
+        // No '\n' within the bound: skip the rest of this line, whatever its length.
+        sink.too_long(f.source);
+        f.discarding = true;
+        f.read_pos = end;
+    }
+    Ok(n)
+}
+
+/// Verifies the fingerprint of `f` against its first `fp_len` bytes and extends it up to
+/// `min(limit, FINGERPRINT_MAX)` bytes. `Ok(false)`: the head changed (a new generation).
+fn refresh_fingerprint(f: &mut Followed, head: &mut [u8; FINGERPRINT_MAX], limit: u64) -> io::Result<bool> {
+    let want = limit.min(FINGERPRINT_MAX as u64) as usize;
+    let fp_len = f.fp_len as usize;
+    if want == fp_len && fp_len == 0 {
+        return Ok(true);
+    }
+    let n = read_full_at(&f.file, &mut head[..want.max(fp_len)], 0)?;
+    if n < fp_len || xxh3_64(&head[..fp_len]) != f.fp {
+        return Ok(false);
+    }
+    if n > fp_len {
+        f.fp_len = n as u32;
+        f.fp = xxh3_64(&head[..n]);
+    }
+    Ok(true)
+}
+
+/// After `f` was truncated: its copytruncate copy next to it, if one holds the old generation
+/// beyond our offset (same head fingerprint, same bytes just before the offset, changed
+/// recently), opened at our offset as a rotated file of the same lineage.
+fn find_copy(f: &Followed, followed: &[Followed], now: Instant) -> Option<Followed> {
+    let since = f.verified_at.checked_sub(Duration::from_secs(30)).unwrap_or(UNIX_EPOCH);
+    let since_ns = since.duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i128).unwrap_or(0);
+    let mut places = vec![f.origin.clone()];
+    if f.real != f.origin {
+        places.push(f.real.clone());
+    }
+    let mut head = [0u8; FINGERPRINT_MAX];
+    let mut anchor = [0u8; ANCHOR_MAX];
+    for place in places {
+        let Ok(sibs) = siblings(&place) else { continue };
+        for (path, m) in sibs {
+            let id = (m.dev(), m.ino());
+            let ctime = m.ctime() as i128 * 1_000_000_000 + m.ctime_nsec() as i128;
+            if m.len() <= f.offset || ctime < since_ns || followed.iter().any(|o| (o.dev, o.ino) == id) {
+                continue;
+            }
+            let Ok(file) = File::open(&path) else { continue };
+            let fp_len = f.fp_len as usize;
+            let a = f.anchor_len as usize;
+            let same_head = matches!(read_full_at(&file, &mut head[..fp_len], 0), Ok(n) if n == fp_len && xxh3_64(&head[..n]) == f.fp);
+            let same_anchor = same_head
+                && matches!(read_full_at(&file, &mut anchor[..a], f.offset - a as u64), Ok(n) if n == a && xxh3_64(&anchor[..n]) == f.anchor);
+            if !same_anchor {
+                continue;
+            }
+            return Some(Followed {
+                source: f.source,
+                origin: f.origin.clone(),
+                real: path,
+                file,
+                dev: id.0,
+                ino: id.1,
+                fp_len: f.fp_len,
+                fp: f.fp,
+                offset: f.offset,
+                read_pos: f.offset,
+                discarding: false,
+                scanned_to: f.offset,
+                size: m.len(),
+                hit_eof: false,
+                anchor_len: f.anchor_len,
+                anchor: f.anchor,
+                seq: f.seq,
+                at_pattern: false,
+                rotated: true,
+                last_growth: now,
+                verified_at: SystemTime::now(),
+            });
+        }
+    }
+    None
+}
+
+/// Uncompressed regular files next to `path` whose name starts with its file name (rotated
+/// siblings: `access.log.1`, `access.log-20240101`), `path` itself excluded.
+fn siblings(path: &Path) -> io::Result<Vec<(PathBuf, Metadata)>> {
+    let dir = parent_dir(path);
+    let Some(base) = path.file_name() else { return Ok(Vec::new()) };
+    let base = base.as_encoded_bytes();
+    let mut out = Vec::new();
+    for entry in fs::read_dir(&dir)? {
+        let Ok(entry) = entry else { continue };
+        let name = entry.file_name();
+        let name = name.as_encoded_bytes();
+        if name.len() <= base.len() || !name.starts_with(base) {
+            continue;
+        }
+        let p = entry.path();
+        if is_compressed(&p) {
+            continue;
+        }
+        if let Ok(m) = fs::metadata(&p) {
+            if m.is_file() {
+                out.push((p, m));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `.gz`, `.bz2`, `.xz`, `.zst` and friends: rotated and compressed, never tailed.
+pub fn is_compressed(path: &Path) -> bool {
+    path.extension().and_then(|e| e.to_str()).is_some_and(|e| COMPRESSED_EXTENSIONS.contains(&e))
+}
+
+fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+fn nearest_existing_dir(dir: &Path) -> Option<PathBuf> {
+    let mut d = dir;
+    loop {
+        if d.is_dir() {
+            return Some(d.to_path_buf());
+        }
+        d = d.parent().filter(|p| !p.as_os_str().is_empty())?;
+    }
+}
+
+fn mtime_ns(m: &Metadata) -> i128 {
+    m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128
+}
+
+/// `pread` until `buf` is full or EOF.
+fn read_full_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match file.read_at(&mut buf[got..], offset + got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
+
+fn start_watch(telemetry: &Telemetry) -> Option<Watch> {
+    let (tx, rx) = crossbeam_channel::bounded::<WatchEvent>(4096);
+    #[cfg(test)]
+    let inject = tx.clone();
+    // A full queue only means a wake-up is already pending: the next poll scans everything.
+    let handler = move |ev: WatchEvent| {
+        let _ = tx.try_send(ev);
+    };
+    match <notify::RecommendedWatcher as notify::Watcher>::new(handler, notify::Config::default()) {
+        Ok(watcher) => Some(Watch {
+            watcher,
+            rx,
+            watched: Vec::new(),
+            failing: false,
+            #[cfg(test)]
+            inject,
+        }),
+        Err(e) => {
+            telemetry.rescans.fetch_add(1, Relaxed);
+            warn!(error = %e, "inotify unavailable: polling only");
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Default)]
+    struct Rec {
+        lines: Vec<Vec<u8>>,
+        too_long: usize,
+        partial: Vec<Vec<u8>>,
+    }
+
+    impl LineSink for Rec {
+        fn line(&mut self, _: u16, line: &[u8]) {
+            self.lines.push(line.to_vec());
+        }
+        fn too_long(&mut self, _: u16) {
+            self.too_long += 1;
+        }
+        fn partial_line(&mut self, _: u16, line: &[u8]) {
+            self.partial.push(line.to_vec());
+        }
+    }
+
+    fn tailer(pattern: &Path, opts: TailOptions, tel: &Arc<Telemetry>) -> Tailer {
+        let src = TailSource { index: 0, pattern: pattern.to_str().unwrap().to_string() };
+        Tailer::new(vec![src], opts, Vec::new(), tel.clone())
+    }
+
+    #[test]
+    fn a_synthetic_rescan_event_wakes_the_wait_and_is_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let tel = Arc::new(Telemetry::default());
+        let mut t = tailer(&dir.path().join("a.log"), TailOptions::default(), &tel);
+        t.poll(&mut Rec::default(), 1 << 20);
+        let ev = notify::Event::new(notify::EventKind::Other).set_flag(notify::event::Flag::Rescan);
+        t.watch.as_ref().expect("inotify available").inject.send(Ok(ev)).unwrap();
+        let started = Instant::now();
+        t.wait(Duration::from_secs(10));
+        assert!(started.elapsed() < Duration::from_secs(5), "the rescan event did not end the wait");
+        assert_eq!(tel.rescans.load(Relaxed), 1);
+    }
+
+    #[test]
+    fn our_own_reads_do_not_wake_the_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.log");
+        fs::write(&path, b"one\n").unwrap();
+        let tel = Arc::new(Telemetry::default());
+        let opts = TailOptions { poll_interval: Duration::from_millis(300), ..TailOptions::default() };
+        let mut t = tailer(&path, opts, &tel);
+        let mut rec = Rec::default();
+        t.poll(&mut rec, 1 << 20);
+        t.poll(&mut rec, 1 << 20);
+        let started = Instant::now();
+        t.wait(Duration::from_secs(10));
+        assert!(started.elapsed() >= Duration::from_millis(250), "woken by our own reads");
+        assert_eq!(rec.lines, [b"one".to_vec()]);
+    }
+
+    #[test]
+    fn over_long_lines_are_skipped_and_tailing_continues_across_polls() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.log");
+        let tel = Arc::new(Telemetry::default());
+        let opts = TailOptions { max_line_len: 100, use_inotify: false, ..TailOptions::default() };
+        let mut t = tailer(&path, opts, &tel);
+        let mut rec = Rec::default();
+        let long = vec![b'x'; 5000];
+        fs::write(&path, [&b"ok1\n"[..], &long[..2000]].concat()).unwrap();
+        t.poll(&mut rec, 1 << 20);
+        assert_eq!(rec.too_long, 1, "a partial tail already over the bound is too long");
+        let mut f = fs::OpenOptions::new().append(true).open(&path).unwrap();
+        io::Write::write_all(&mut f, &[&long[2000..], b"\nok2\n", &long[..], b"\nok3\npart"].concat()).unwrap();
+        t.poll(&mut rec, 1 << 20);
+        assert_eq!(rec.lines, [b"ok1".to_vec(), b"ok2".to_vec(), b"ok3".to_vec()]);
+        assert_eq!(rec.too_long, 2);
+        // The checkpoint is just after "ok3\n".
+        let len = fs::metadata(&path).unwrap().len();
+        assert_eq!(t.checkpoints()[0].offset, len - 4);
+    }
+
+    #[test]
+    fn patterns_know_their_watched_directory() {
+        let s = Source::new(&TailSource { index: 0, pattern: "/var/log/nginx/*access.log".into() });
+        assert_eq!(s.literal_dir, Path::new("/var/log/nginx"));
+        assert!(s.glob_in_name_only);
+        assert!(s.interested_in(Path::new("/var/log/nginx/site-access.log")));
+        assert!(!s.interested_in(Path::new("/var/log/nginx/error.log")));
+        assert!(s.interested_in(Path::new("/var/log")), "an ancestor appearing matters");
+        let s = Source::new(&TailSource { index: 0, pattern: "/srv/*/logs/access.log".into() });
+        assert_eq!(s.literal_dir, Path::new("/srv"));
+        assert!(s.interested_in(Path::new("/srv/new-vhost")));
+        let s = Source::new(&TailSource { index: 0, pattern: "access.log".into() });
+        assert_eq!(s.literal_dir, Path::new("."));
+        assert!(is_compressed(Path::new("/x/access.log.2.gz")));
+        assert!(!is_compressed(Path::new("/x/access.log.1")));
+    }
+}

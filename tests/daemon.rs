@@ -1,0 +1,394 @@
+//! End-to-end tests of `recwatch run`: the real binary follows real files, is stopped,
+//! killed and restarted, and is observed only through its own interfaces (/metrics, the
+//! alert API, the store). Every wait is on an event with a deadline, never a fixed sleep.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use recwatch::synth::{generate, SynthOptions};
+use serde_json::Value;
+
+const TOKEN: &str = "test-token-0123456789abcdef";
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn wait_until<T>(what: &str, deadline: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(start.elapsed() < deadline, "timed out after {deadline:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A test environment: a directory with logs, a config, a state dir; daemons started in it.
+struct Env {
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+struct Daemon {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Env {
+    /// `internal` lists the internal networks; `source` the followed path (relative to dir).
+    fn new(internal: &str, source: &str, rules: &str) -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        std::fs::write(dir.path().join("token"), TOKEN).unwrap();
+        let config = format!(
+            "[store]\npath = \"state\"\n[networks]\ninternal = [{internal}]\n[http]\nlisten = \"127.0.0.1:{port}\"\ntoken_file = \"token\"\n[tail]\npoll_interval_ms = 50\nrotated_drain_secs = 1\n[[source]]\nname = \"web\"\npath = \"{}\"\n{rules}",
+            dir.path().join(source).display()
+        );
+        std::fs::write(dir.path().join("recwatch.toml"), config).unwrap();
+        Env { dir, port }
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    fn start(&self) -> Daemon {
+        let child = Command::new(env!("CARGO_BIN_EXE_recwatch"))
+            .args(["run", "--config"])
+            .arg(self.path("recwatch.toml"))
+            .env("RECWATCH_LOG", "warn")
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        let d = Daemon { child, port: self.port };
+        wait_until("/readyz", Duration::from_secs(20), || {
+            (d.get("/readyz").map(|(s, _)| s) == Some(200)).then_some(())
+        });
+        d
+    }
+
+    fn append(&self, file: &str, text: &str) {
+        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(self.path(file)).unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+    }
+}
+
+impl Daemon {
+    fn get(&self, path: &str) -> Option<(u16, String)> {
+        let r = reqwest::blocking::Client::new()
+            .get(format!("http://127.0.0.1:{}{path}", self.port))
+            .bearer_auth(TOKEN)
+            .timeout(Duration::from_secs(5))
+            .send()
+            .ok()?;
+        Some((r.status().as_u16(), r.text().ok()?))
+    }
+
+    /// Sum of every series of a metric whose labels contain `label` (e.g. `rule="enumeration"`).
+    fn metric(&self, name: &str, label: &str) -> Option<f64> {
+        let (_, body) = self.get("/metrics")?;
+        let mut sum = None;
+        for line in body.lines().filter(|l| !l.starts_with('#')) {
+            let (series, value) = line.rsplit_once(' ')?;
+            let metric = series.split('{').next()?;
+            if metric == name && series.contains(label) {
+                *sum.get_or_insert(0.0) += value.parse::<f64>().ok()?;
+            }
+        }
+        sum
+    }
+
+    fn wait_metric(&self, name: &str, label: &str, at_least: f64) {
+        wait_until(&format!("{name}{{{label}}} >= {at_least}"), Duration::from_secs(30), || {
+            (self.metric(name, label).unwrap_or(0.0) >= at_least).then_some(())
+        });
+    }
+
+    fn alerts(&self) -> Vec<Value> {
+        let (status, body) = self.get("/api/v1/alerts").unwrap();
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str::<Vec<Value>>(&body).unwrap()
+    }
+
+    fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(start.elapsed() < Duration::from_secs(20), "SIGTERM did not stop the daemon");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn fetch_line(client: &str, second: u32, path: &str, status: u16) -> String {
+    format!(
+        "{client} - - [18/Feb/2019:10:{:02}:{:02} +0100] \"GET {path} HTTP/1.1\" {status} 4096 \"-\" \"curl/8\"\n",
+        second / 60,
+        second % 60
+    )
+}
+
+const R1_R2: &str = "[[rule]]\nid = \"R1\"\nname = \"unknown-client-fetch\"\nseverity = \"critical\"\nstatus = [200, 206]\nclient_kind = [\"unknown\"]\n[[rule]]\nid = \"R2\"\nname = \"enumeration\"\nseverity = \"critical\"\naggregate = \"distinct\"\nwindow_secs = 60\nthreshold = 20\n";
+
+#[test]
+fn starts_without_its_log_file_and_alerts_when_it_appears() {
+    let env = Env::new("\"10.0.0.0/8\"", "logs/access.log", R1_R2);
+    let d = env.start();
+    d.wait_metric("recwatch_sources_waiting", "", 1.0);
+    std::fs::create_dir_all(env.path("logs")).unwrap();
+    env.append("logs/access.log", &fetch_line("10.1.1.1", 1, "/recordings/a.wav", 200));
+    env.append("logs/access.log", &fetch_line("203.0.113.5", 2, "/Recordings/%2e/b.WAV", 200));
+    d.wait_metric("recwatch_alerts_total", "rule=\"unknown-client-fetch\"", 1.0);
+    let alerts = d.alerts();
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0]["client"], "203.0.113.5");
+    assert_eq!(alerts[0]["sample"][0], "/recordings/b.wav");
+    assert_eq!(d.metric("recwatch_sources_waiting", ""), Some(0.0));
+    assert!(d.terminate().success());
+}
+
+#[test]
+fn sigterm_flushes_and_a_restart_neither_loses_nor_doubles_alerts() {
+    let env = Env::new("\"10.0.0.0/8\"", "access.log", R1_R2);
+    let mut log = String::new();
+    for i in 0..30 {
+        log += &fetch_line("198.51.100.7", i, &format!("/recordings/{i}.wav"), 200);
+    }
+    env.append("access.log", &log);
+    let d = env.start();
+    d.wait_metric("recwatch_lines_read_total", "", 30.0);
+    d.wait_metric("recwatch_alerts_total", "rule=\"enumeration\"", 1.0);
+    let before = d.alerts();
+    assert_eq!(before.len(), 2, "{before:?}");
+    assert!(d.terminate().success(), "SIGTERM exits 0");
+
+    let d = env.start();
+    env.append("access.log", &fetch_line("198.51.100.7", 31, "/recordings/31.wav", 200));
+    wait_until("the new line to be counted", Duration::from_secs(20), || {
+        let a = d.alerts();
+        a.iter().all(|x| x["requests"].as_u64() == Some(31) || x["rule"] == "enumeration").then_some(())
+    });
+    let after = d.alerts();
+    let ids = |v: &[Value]| v.iter().map(|a| a["id"].as_str().unwrap().to_string()).collect::<BTreeSet<_>>();
+    assert_eq!(ids(&after), ids(&before), "same alerts, updated, none added");
+    let r1 = after.iter().find(|a| a["rule"] == "unknown-client-fetch").unwrap();
+    assert_eq!(r1["requests"], 31, "re-read lines are not counted twice");
+    assert!(d.terminate().success());
+}
+
+#[test]
+fn sighup_reloads_and_a_broken_config_keeps_the_old_one_running() {
+    let env = Env::new("\"10.0.0.0/8\"", "access.log", R1_R2);
+    env.append("access.log", &fetch_line("203.0.113.1", 1, "/recordings/a.wav", 200));
+    let d = env.start();
+    d.wait_metric("recwatch_alerts_total", "rule=\"unknown-client-fetch\"", 1.0);
+    let cfg = env.path("recwatch.toml");
+    let good = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, good.replace("[[rule]]", "[[rul]]")).unwrap();
+    let pid = d.child.id().to_string();
+    Command::new("kill").args(["-HUP", &pid]).status().unwrap();
+    d.wait_metric("recwatch_config_reloads_total", "result=\"failure\"", 1.0);
+    // still running on the old rules
+    env.append("access.log", &fetch_line("203.0.113.2", 2, "/recordings/b.wav", 200));
+    d.wait_metric("recwatch_alerts_total", "rule=\"unknown-client-fetch\"", 2.0);
+    // a good change: 203.0.113.0/24 becomes internal
+    std::fs::write(&cfg, good.replace("\"10.0.0.0/8\"", "\"10.0.0.0/8\", \"203.0.113.0/24\"")).unwrap();
+    Command::new("kill").args(["-HUP", &pid]).status().unwrap();
+    d.wait_metric("recwatch_config_reloads_total", "result=\"success\"", 1.0);
+    env.append("access.log", &fetch_line("203.0.113.3", 3, "/recordings/c.wav", 200));
+    env.append("access.log", &fetch_line("198.51.100.1", 4, "/recordings/d.wav", 200));
+    d.wait_metric("recwatch_alerts_total", "rule=\"unknown-client-fetch\"", 3.0);
+    let clients: BTreeSet<String> = d.alerts().iter().map(|a| a["client"].as_str().unwrap().to_string()).collect();
+    assert!(!clients.contains("203.0.113.3"), "now internal: {clients:?}");
+    assert!(clients.contains("198.51.100.1"));
+    assert!(d.terminate().success());
+}
+
+#[test]
+fn a_corrupt_store_is_quarantined_and_the_daemon_starts_anyway() {
+    let env = Env::new("\"10.0.0.0/8\"", "access.log", R1_R2);
+    env.append("access.log", &fetch_line("203.0.113.1", 1, "/recordings/a.wav", 200));
+    let d = env.start();
+    d.wait_metric("recwatch_alerts_total", "", 1.0);
+    assert!(d.terminate().success());
+    // overwrite every file of the database with zeros
+    let db = env.path("state/db");
+    for entry in walk(&db) {
+        let len = std::fs::metadata(&entry).unwrap().len().max(512) as usize;
+        std::fs::write(&entry, vec![0u8; len]).unwrap();
+    }
+    let d = env.start();
+    d.wait_metric("recwatch_store_quarantines_total", "", 1.0);
+    assert!(std::fs::read_dir(env.path("state")).unwrap().any(|e| e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .starts_with("db.corrupt-")));
+    // the log is read again into the fresh store
+    d.wait_metric("recwatch_alerts_total", "", 1.0);
+    assert_eq!(d.alerts().len(), 1);
+    assert!(d.terminate().success());
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn down_across_two_rotations_resumes_every_generation() {
+    let env = Env::new("\"10.0.0.0/8\"", "access.log", R1_R2);
+    env.append("access.log", &fetch_line("203.0.113.1", 1, "/recordings/a.wav", 200));
+    let d = env.start();
+    d.wait_metric("recwatch_alerts_total", "", 1.0);
+    assert!(d.terminate().success());
+    // the original gets a line after we stopped, then two rotations happen while we are down
+    env.append("access.log", &fetch_line("203.0.113.2", 2, "/recordings/b.wav", 200));
+    std::fs::rename(env.path("access.log"), env.path("access.log.1")).unwrap();
+    env.append("access.log", &fetch_line("203.0.113.3", 3, "/recordings/c.wav", 200));
+    std::fs::rename(env.path("access.log.1"), env.path("access.log.2")).unwrap();
+    std::fs::rename(env.path("access.log"), env.path("access.log.1")).unwrap();
+    env.append("access.log", &fetch_line("203.0.113.4", 4, "/recordings/d.wav", 200));
+    let d = env.start();
+    // one alert per client, one client per generation (the first alert is from before)
+    let clients = wait_until("an alert from every generation", Duration::from_secs(30), || {
+        let clients: BTreeSet<String> = d.alerts().iter().map(|a| a["client"].as_str().unwrap().to_string()).collect();
+        (clients.len() >= 4).then_some(clients)
+    });
+    assert_eq!(clients.len(), 4, "{clients:?}");
+    assert!(d.terminate().success());
+}
+
+/// Alerts of a finished run as (rule, client) → number of alerts.
+fn alert_counts(alerts: &[Value]) -> BTreeMap<(String, String), usize> {
+    let mut m = BTreeMap::new();
+    for a in alerts {
+        *m.entry((a["rule"].as_str().unwrap().to_string(), a["client"].as_str().unwrap().to_string())).or_insert(0) +=
+            1;
+    }
+    m
+}
+
+#[test]
+fn kill_9_at_random_points_neither_loses_nor_doubles_alerts() {
+    let cycles: usize = std::env::var("RECWATCH_KILL_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
+    let env = Env::new("\"10.0.0.0/8\", \"192.168.0.0/16\"", "access.log", R1_R2);
+    let mut full = Vec::new();
+    generate(&SynthOptions { lines: 60_000, seed: 21, ..SynthOptions::default() }, &mut full).unwrap();
+    // the expected alerts: a clean replay of the same lines
+    std::fs::write(env.path("full.log"), &full).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_recwatch"))
+        .args(["replay", "--config"])
+        .arg(env.path("recwatch.toml"))
+        .arg("--state-dir")
+        .arg(env.path("clean-state"))
+        .arg(env.path("full.log"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let clean: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let expected = alert_counts(clean["alerts"].as_array().unwrap());
+    assert!(expected.len() > 10);
+
+    // write the log in pieces while the daemon is killed at pseudo-random points
+    let chunks: Vec<&[u8]> = full.split_inclusive(|&b| b == b'\n').collect();
+    let per_cycle = chunks.len().div_ceil(cycles);
+    let mut rng = 0x2545F4914F6CDD1Du64;
+    let mut written = 0;
+    for _ in 0..cycles {
+        let d = env.start();
+        let end = (written + per_cycle).min(chunks.len());
+        env.append("access.log", &String::from_utf8(chunks[written..end].concat()).unwrap());
+        written = end;
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        std::thread::sleep(Duration::from_millis(rng % 150));
+        drop(d); // SIGKILL
+    }
+    let d = env.start();
+    d.wait_metric("recwatch_source_lag_bytes", "", 0.0);
+    wait_until("every line to be read", Duration::from_secs(60), || {
+        (d.metric("recwatch_source_lag_bytes", "") == Some(0.0) && d.metric("recwatch_lines_read_total", "")? > 0.0)
+            .then_some(())
+    });
+    let status = d.terminate();
+    assert!(status.success());
+    let listed = Command::new(env!("CARGO_BIN_EXE_recwatch"))
+        .args(["alerts", "list", "--json", "--state-dir"])
+        .arg(env.path("state"))
+        .output()
+        .unwrap();
+    let got: Vec<Value> = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(alert_counts(&got), expected, "alerts after {cycles} kill -9 cycles equal a clean replay");
+}
+
+#[test]
+fn real_nginx_access_log_raises_the_alert_end_to_end() {
+    let env = Env::new("\"10.0.0.0/8\"", "nginx/access.log", R1_R2);
+    let www = env.path("www/recordings/2019/02");
+    std::fs::create_dir_all(&www).unwrap();
+    std::fs::write(www.join("call-1-part1.wav"), vec![7u8; 5000]).unwrap();
+    std::fs::write(env.path("www/index.html"), "hello").unwrap();
+    std::fs::create_dir_all(env.path("nginx")).unwrap();
+    let nginx_port = free_port();
+    let conf = format!(
+        "user root;\nmaster_process off;\ndaemon off;\npid {dir}/nginx/nginx.pid;\nerror_log {dir}/nginx/error.log;\nevents {{ worker_connections 64; }}\nhttp {{\n  access_log {dir}/nginx/access.log combined;\n  client_body_temp_path {dir}/nginx/tmp;\n  proxy_temp_path {dir}/nginx/tmp;\n  fastcgi_temp_path {dir}/nginx/tmp;\n  uwsgi_temp_path {dir}/nginx/tmp;\n  scgi_temp_path {dir}/nginx/tmp;\n  server {{ listen 127.0.0.1:{nginx_port}; root {dir}/www; }}\n}}\n",
+        dir = env.dir.path().display()
+    );
+    std::fs::write(env.path("nginx/nginx.conf"), conf).unwrap();
+    let nginx = Command::new("/usr/sbin/nginx")
+        .arg("-c")
+        .arg(env.path("nginx/nginx.conf"))
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("nginx is installed by scripts/test");
+    struct Kill(Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _nginx = Kill(nginx);
+    let d = env.start();
+    let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+    let base = format!("http://127.0.0.1:{nginx_port}");
+    wait_until("nginx to answer", Duration::from_secs(20), || http.get(format!("{base}/")).send().ok().map(|_| ()));
+    assert_eq!(http.get(format!("{base}/index.html")).send().unwrap().status(), 200);
+    let r = http.get(format!("{base}/recordings/2019/02/call-1-part1.wav?download=1")).send().unwrap();
+    assert_eq!(r.status(), 200);
+    d.wait_metric("recwatch_alerts_total", "rule=\"unknown-client-fetch\"", 1.0);
+    let alerts = d.alerts();
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(alerts[0]["client"], "127.0.0.1");
+    assert_eq!(alerts[0]["bytes"], 5000);
+    assert_eq!(alerts[0]["sample"][0], "/recordings/2019/02/call-1-part1.wav");
+    assert!(d.metric("recwatch_lines_read_total", "").unwrap() >= 3.0);
+    assert!(d.terminate().success());
+}
