@@ -84,7 +84,8 @@ fn detect(c: &mut Criterion) {
         let mut worker = Worker::new(cfg.clone());
         let mut changed = Vec::new();
         b.iter(|| {
-            worker.process_batch(black_box(&batch), &mut changed);
+            worker.process_batch(black_box(&batch));
+            worker.take_changed(&mut changed);
             changed.clear();
         })
     });

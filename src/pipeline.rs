@@ -272,7 +272,11 @@ fn run_worker(
         let mut batch = match msg {
             WorkerMsg::Events(batch) => batch,
             WorkerMsg::Barrier(b) => {
-                // Changed alerts of earlier batches were sent already; the marker follows them.
+                // The alerts changed before the marker go first; the marker follows them.
+                worker.take_changed(&mut changed);
+                if !changed.is_empty() && to_store.send(StoreMsg::Alerts(std::mem::take(&mut changed))).is_err() {
+                    break;
+                }
                 if to_store.send(StoreMsg::Barrier(b)).is_err() {
                     break;
                 }
@@ -285,10 +289,7 @@ fn run_worker(
                 continue;
             }
         };
-        worker.process_batch(&batch, &mut changed);
-        if !changed.is_empty() && to_store.send(StoreMsg::Alerts(std::mem::take(&mut changed))).is_err() {
-            break; // the store failed; finish() reports its error
-        }
+        worker.process_batch(&batch);
         batch.clear();
         let _ = recycle.send(batch);
         let s = worker.stats;
@@ -296,6 +297,12 @@ fn run_worker(
         telemetry.groups_evicted.fetch_add(s.groups_evicted - published.groups_evicted, Relaxed);
         telemetry.groups_tracked.fetch_add(s.groups_tracked as i64 - published.groups_tracked as i64, Relaxed);
         published = s;
+    }
+    // The queue closed: hand out what changed since the last barrier (the store is still
+    // listening: it stops only when every worker has dropped its sender).
+    worker.take_changed(&mut changed);
+    if !changed.is_empty() {
+        let _ = to_store.send(StoreMsg::Alerts(changed));
     }
     telemetry.groups_tracked.fetch_sub(published.groups_tracked as i64, Relaxed);
     (worker.stats, worker.take_scope())

@@ -120,6 +120,8 @@ pub struct Worker {
     scope: FastMap<IpAddr, ClientScope>,
     latest_time: i64,
     events_since_sweep: u64,
+    /// Changed alerts of groups evicted before their changes were handed out.
+    evicted_changes: Vec<Alert>,
     pub stats: WorkerStats,
 }
 
@@ -139,16 +141,20 @@ impl Worker {
             scope: FastMap::default(),
             latest_time: i64::MIN,
             events_since_sweep: 0,
+            evicted_changes: Vec::new(),
             stats: WorkerStats::default(),
         }
     }
 
-    /// Applies every event of the batch, then hands out the alerts that changed.
-    pub fn process_batch(&mut self, batch: &EventBatch, changed: &mut Vec<Alert>) {
+    /// Applies every event of the batch, then evicts idle groups if due.
+    pub fn process_batch(&mut self, batch: &EventBatch) {
         for ev in &batch.events {
             self.process(ev, batch);
         }
-        self.end_of_batch(changed);
+        if self.events_since_sweep >= Self::SWEEP_EVERY || self.groups.len() > self.cfg.max_groups {
+            self.sweep();
+        }
+        self.stats.groups_tracked = self.groups.len() as u64;
     }
 
     pub fn process(&mut self, ev: &Event, batch: &EventBatch) {
@@ -197,8 +203,10 @@ impl Worker {
         }
     }
 
-    /// Hands out changed alerts, then evicts idle groups (after, so no change is lost).
-    pub fn end_of_batch(&mut self, changed: &mut Vec<Alert>) {
+    /// Hands out every alert changed since the last call (the store stage writes them; the
+    /// pipeline calls this at each barrier and at the end, when durability is needed).
+    pub fn take_changed(&mut self, changed: &mut Vec<Alert>) {
+        changed.append(&mut self.evicted_changes);
         for (key, slot) in self.dirty.drain(..) {
             let Some(state) = self.groups.get_mut(&key) else { continue };
             if let Some(ep) = state.episodes[slot].as_mut().filter(|ep| ep.dirty) {
@@ -206,17 +214,20 @@ impl Worker {
                 changed.push(ep.alert.clone());
             }
         }
-        if self.events_since_sweep >= Self::SWEEP_EVERY || self.groups.len() > self.cfg.max_groups {
-            self.sweep();
-        }
-        self.stats.groups_tracked = self.groups.len() as u64;
     }
 
     fn sweep(&mut self) {
         self.events_since_sweep = 0;
         let before = self.groups.len();
         let cutoff = self.latest_time.saturating_sub(self.cfg.idle_secs);
-        self.groups.retain(|_, g| g.last_seen >= cutoff);
+        let evicted_changes = &mut self.evicted_changes;
+        let mut retain = |g: &GroupState, keep: bool| {
+            if !keep {
+                evicted_changes.extend(g.episodes.iter().flatten().filter(|ep| ep.dirty).map(|ep| ep.alert.clone()));
+            }
+            keep
+        };
+        self.groups.retain(|_, g| retain(g, g.last_seen >= cutoff));
         if self.groups.len() > self.cfg.max_groups {
             // Keep the most recently seen 90 % of the cap.
             let keep = self.cfg.max_groups - self.cfg.max_groups / 10;
@@ -226,12 +237,9 @@ impl Worker {
             let newest_evicted = *newest_evicted;
             let mut budget = nth;
             self.groups.retain(|_, g| {
-                if budget > 0 && g.last_seen <= newest_evicted {
-                    budget -= 1;
-                    false
-                } else {
-                    true
-                }
+                let evict = budget > 0 && g.last_seen <= newest_evicted;
+                budget -= usize::from(evict);
+                retain(g, !evict)
             });
         }
         self.stats.groups_evicted += (before - self.groups.len()) as u64;
@@ -508,21 +516,25 @@ mod tests {
             push(&mut batch, "198.51.100.1", ClientKind::Unknown, 1000 + i, 206, &format!("/r/{i}.wav"), false);
         }
         let mut changed = Vec::new();
-        w.process_batch(&batch, &mut changed);
+        w.process_batch(&batch);
+        w.take_changed(&mut changed);
         assert!(changed.is_empty());
         // the 21st distinct path, but 60 s after the first: the first has left (t-60, t]
         batch.clear();
         push(&mut batch, "198.51.100.1", ClientKind::Unknown, 1060, 200, "/r/20.wav", false);
-        w.process_batch(&batch, &mut changed);
+        w.process_batch(&batch);
+        w.take_changed(&mut changed);
         assert!(changed.is_empty());
         // one more distinct path at 1061 while 19 older ones (1002..=1019) + 2 new are in the window
         batch.clear();
         push(&mut batch, "198.51.100.1", ClientKind::Unknown, 1061, 200, "/r/21.wav", false);
-        w.process_batch(&batch, &mut changed);
+        w.process_batch(&batch);
+        w.take_changed(&mut changed);
         assert!(changed.is_empty(), "1002..=1019 is 18 paths + 2 = 20, not more than 20");
         batch.clear();
         push(&mut batch, "198.51.100.1", ClientKind::Unknown, 1061, 200, "/r/22.wav", false);
-        w.process_batch(&batch, &mut changed);
+        w.process_batch(&batch);
+        w.take_changed(&mut changed);
         assert_eq!(changed.len(), 1);
         let a = &changed[0];
         assert_eq!((a.rule.as_str(), a.distinct_resources), ("enumeration", 21));
@@ -548,14 +560,16 @@ mod tests {
         push(&mut batch, "10.0.0.1", ClientKind::Internal, 100, 200, "/r/x.wav", false);
         push(&mut batch, "2001:db8::7", ClientKind::Unknown, 150, 404, "/r/y.wav", false);
         let mut changed = Vec::new();
-        w.process_batch(&batch, &mut changed);
+        w.process_batch(&batch);
+        w.take_changed(&mut changed);
         assert_eq!(changed.len(), 1);
         let a = changed.pop().unwrap();
         assert_eq!((a.requests, a.distinct_resources, a.bytes, a.first_seen, a.last_seen), (5, 3, 5000, 100, 500));
         assert_eq!(a.sample.len(), 3);
         batch.clear();
         push(&mut batch, "2001:db8::7", ClientKind::Unknown, 1101, 200, "/r/0.wav", false);
-        w.process_batch(&batch, &mut changed);
+        w.process_batch(&batch);
+        w.take_changed(&mut changed);
         let b = changed.pop().unwrap();
         assert_ne!(a.id, b.id, "601 s of quiet: a new alert");
         assert_eq!((b.requests, b.first_seen), (1, 1101));
@@ -570,7 +584,8 @@ mod tests {
         }
         let mut changed = Vec::new();
         let mut before_crash = Worker::new(rules(r1));
-        before_crash.process_batch(&batch, &mut changed);
+        before_crash.process_batch(&batch);
+        before_crash.take_changed(&mut changed);
         let stored = changed.pop().unwrap();
         assert_eq!(stored.requests, 4);
         // restart: the stored alert is resumed, the last two lines are read again, then a new one
@@ -579,11 +594,13 @@ mod tests {
         let mut reread = EventBatch::with_capacity();
         push(&mut reread, "198.51.100.9", ClientKind::Unknown, 102, 200, "/r/2.wav", false);
         push(&mut reread, "198.51.100.9", ClientKind::Unknown, 103, 200, "/r/3.wav", false);
-        after.process_batch(&reread, &mut changed);
+        after.process_batch(&reread);
+        after.take_changed(&mut changed);
         assert!(changed.is_empty(), "re-read lines change nothing");
         let mut fresh = EventBatch::with_capacity();
         push(&mut fresh, "198.51.100.9", ClientKind::Unknown, 104, 200, "/r/4.wav", false);
-        after.process_batch(&fresh, &mut changed);
+        after.process_batch(&fresh);
+        after.take_changed(&mut changed);
         let a = changed.pop().unwrap();
         assert_eq!(a.id, stored.id, "the same alert continues");
         // distinct after a restart is max(stored, seen since): a lower bound (4, truly 5)
@@ -599,7 +616,8 @@ mod tests {
         push(&mut batch, "198.51.100.2", ClientKind::Unknown, 11, 200, "/r/b.wav", false);
         push(&mut batch, "198.51.100.3", ClientKind::Unknown, 12, 200, "/r/c.wav", true);
         let mut changed = Vec::new();
-        w.process_batch(&batch, &mut changed);
+        w.process_batch(&batch);
+        w.take_changed(&mut changed);
         assert_eq!(changed.len(), 1);
         assert_eq!((changed[0].source.as_str(), changed[0].requests), ("web1", 2));
         assert_eq!(changed[0].group_by, "source");
@@ -624,7 +642,8 @@ mod tests {
                     false,
                 );
             }
-            w.process_batch(&batch, &mut changed);
+            w.process_batch(&batch);
+        w.take_changed(&mut changed);
             assert!(w.groups.len() <= 50 + 40, "cap exceeded: {}", w.groups.len());
         }
         assert!(w.stats.groups_evicted >= 300, "{:?}", w.stats);
