@@ -14,7 +14,7 @@ use recwatch::detect::alert::AlertStatus;
 use recwatch::parse::{LogFormat, MAX_LINE_LEN};
 use recwatch::pipeline::{OnStoreError, Pipeline, PipelineOptions, SourceSpec};
 use recwatch::report::{AlertRow, InputSummary, Report, ReportFormat};
-use recwatch::source::framing::{for_each_line, Frame};
+use recwatch::source::framing::LineChunks;
 use recwatch::source::replay::{open, Input};
 use recwatch::store::{AlertFilter, Store};
 use recwatch::telemetry::Telemetry;
@@ -85,6 +85,9 @@ pub struct ReplayArgs {
     /// Detection worker threads (default: the config's engine.workers, 0 there = cores).
     #[arg(long)]
     pub workers: Option<usize>,
+    /// Parser threads (default: one per core, at most 8).
+    #[arg(long)]
+    pub parsers: Option<usize>,
     /// Log format of the inputs (default: the first configured source's, else combined).
     #[arg(long)]
     pub format: Option<String>,
@@ -201,6 +204,8 @@ fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let state_dir = args.state_dir.clone().unwrap_or_else(|| config.store_dir.clone());
     let store = open_store(&state_dir)?;
     let workers = args.workers.unwrap_or(config.workers).max(1);
+    // Parsing is split over the cores too; events still reach the workers in input order.
+    let parsers = args.parsers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()).min(8));
     let telemetry = Arc::new(Telemetry::default());
     let sources = vec![SourceSpec { name: args.source_name.clone(), format }];
     let options = PipelineOptions { workers, keep_scope: true, on_store_error: OnStoreError::Fail };
@@ -219,23 +224,14 @@ fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
                 summary.error = Some(e.to_string());
             }
             Ok(opened) => {
-                let ingest = &mut pipeline.ingest;
-                let lines = &mut summary.lines;
-                let result = for_each_line(opened.reader, MAX_LINE_LEN, 1 << 20, |frame| {
-                    *lines += 1;
-                    match frame {
-                        Frame::Line(line) => ingest.line(0, line),
-                        Frame::TooLong => ingest.too_long(),
-                    }
-                });
-                ingest.flush();
-                match result {
-                    Ok(bytes) => summary.bytes = bytes,
-                    Err(e) => {
-                        let what = if opened.gzip { "gzip stream is truncated or corrupt" } else { "read error" };
-                        eprintln!("recwatch: {name}: {what}: {e} (lines before it were processed)");
-                        summary.error = Some(format!("{what}: {e}"));
-                    }
+                let mut chunks = LineChunks::new(opened.reader, MAX_LINE_LEN, 1 << 20);
+                let (lines, result) = pipeline.ingest_parallel(0, &mut chunks, parsers);
+                summary.lines = lines;
+                summary.bytes = chunks.bytes_read;
+                if let Err(e) = result {
+                    let what = if opened.gzip { "gzip stream is truncated or corrupt" } else { "read error" };
+                    eprintln!("recwatch: {name}: {what}: {e} (lines before it were processed)");
+                    summary.error = Some(format!("{what}: {e}"));
                 }
             }
         }

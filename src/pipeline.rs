@@ -26,6 +26,7 @@ use crate::detect::alert::Alert;
 use crate::detect::event::{Event, EventBatch, Route};
 use crate::detect::worker::{ClientScope, DetectConfig, Worker, WorkerStats};
 use crate::parse::{self, LogFormat, SkipReason};
+use crate::source::framing::{frame_lines, Frame, LineChunks};
 use crate::store::{Store, StoreError};
 use crate::telemetry::{LineTally, Telemetry};
 
@@ -112,6 +113,19 @@ pub struct Ingest {
     latest_event_time: i64,
     /// Set when a downstream stage has gone away; lines are then counted but not routed.
     downstream_failed: bool,
+    /// Parser threads of [`Pipeline::ingest_parallel`] collect full batches here (with their
+    /// worker) instead of sending them, so the batches can be forwarded in input order.
+    collected: Option<Vec<(usize, EventBatch)>>,
+}
+
+/// One chunk parsed by a parser thread, waiting to be forwarded in input order.
+struct ParsedChunk {
+    seq: u64,
+    /// The chunk's buffer, returned for reuse.
+    chunk: Vec<u8>,
+    batches: Vec<(usize, EventBatch)>,
+    lines: u64,
+    latest: i64,
 }
 
 /// What a worker thread hands back when its queue closes.
@@ -199,8 +213,94 @@ impl Pipeline {
             next_barrier: 1,
             latest_event_time: 0,
             downstream_failed: false,
+            collected: None,
         };
         Pipeline { ingest, workers: handles, store: store_handle, durable, detect }
+    }
+
+    /// Reads `chunks` (whole lines, see [`LineChunks`]) to their end, parsing them on
+    /// `parsers` threads while this thread reads; each chunk's events reach the workers in
+    /// input order, so every window sees exactly what a single parser would give it.
+    /// Returns the lines read; on a read error, the lines before it were processed.
+    pub fn ingest_parallel<R: std::io::Read>(
+        &mut self,
+        source: u16,
+        chunks: &mut LineChunks<R>,
+        parsers: usize,
+    ) -> (u64, std::io::Result<()>) {
+        let parsers = parsers.max(1);
+        // Chunks in flight: enough to keep every parser busy while results wait for order.
+        let in_flight_max = 2 * parsers;
+        let (job_tx, job_rx) = bounded::<(u64, Vec<u8>, u64)>(in_flight_max);
+        let (done_tx, done_rx) = bounded::<ParsedChunk>(in_flight_max);
+        let mut lines = 0u64;
+        let mut result = Ok(());
+        std::thread::scope(|scope| {
+            for _ in 0..parsers {
+                let (job_rx, done_tx, mut parser) = (job_rx.clone(), done_tx.clone(), self.ingest.parser());
+                scope.spawn(move || {
+                    for (seq, chunk, too_long) in job_rx {
+                        let before = parser.tally.lines;
+                        for _ in 0..too_long {
+                            parser.too_long();
+                        }
+                        frame_lines(&chunk, parse::MAX_LINE_LEN, |frame| match frame {
+                            Frame::Line(line) => parser.line(source, line),
+                            Frame::TooLong => parser.too_long(),
+                        });
+                        let lines = parser.tally.lines - before;
+                        parser.flush();
+                        let batches = parser.collected.replace(Vec::new()).unwrap_or_default();
+                        let latest = parser.latest_event_time;
+                        if done_tx.send(ParsedChunk { seq, chunk, batches, lines, latest }).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+            drop((job_rx, done_tx));
+            let mut next_to_send = 0u64;
+            let mut next_to_forward = 0u64;
+            let mut waiting: BTreeMap<u64, ParsedChunk> = BTreeMap::new();
+            let mut spare: Vec<Vec<u8>> = Vec::new();
+            let mut reading = true;
+            loop {
+                // Read and hand out chunks while there is room, else take a parsed one back.
+                if reading && next_to_send - next_to_forward < in_flight_max as u64 {
+                    let mut buf = spare.pop().unwrap_or_default();
+                    match chunks.next_chunk(&mut buf) {
+                        Ok(Some(too_long)) => {
+                            let _ = job_tx.send((next_to_send, buf, too_long));
+                            next_to_send += 1;
+                        }
+                        Ok(None) => reading = false,
+                        Err(e) => {
+                            result = Err(e);
+                            reading = false;
+                        }
+                    }
+                    continue;
+                }
+                if next_to_forward == next_to_send {
+                    break;
+                }
+                let Ok(parsed) = done_rx.recv() else { break };
+                waiting.insert(parsed.seq, parsed);
+                while let Some(parsed) = waiting.remove(&next_to_forward) {
+                    lines += parsed.lines;
+                    self.ingest.latest_event_time = self.ingest.latest_event_time.max(parsed.latest);
+                    for (worker, batch) in parsed.batches {
+                        if self.ingest.to_workers[worker].send(WorkerMsg::Events(batch)).is_err() {
+                            self.ingest.downstream_failed = true;
+                        }
+                    }
+                    spare.push(parsed.chunk);
+                    next_to_forward += 1;
+                }
+            }
+            drop(job_tx);
+        });
+        (lines, result)
     }
 
     /// Re-opens the episodes of stored alerts that may still be running, so events after a
@@ -531,8 +631,34 @@ impl Ingest {
     fn send(&mut self, worker: usize) {
         let fresh = self.recycled.try_recv().unwrap_or_else(|_| EventBatch::with_capacity());
         let full = std::mem::replace(&mut self.batches[worker], fresh);
-        if self.to_workers[worker].send(WorkerMsg::Events(full)).is_err() {
+        if let Some(collected) = &mut self.collected {
+            collected.push((worker, full));
+        } else if self.to_workers[worker].send(WorkerMsg::Events(full)).is_err() {
             self.downstream_failed = true;
+        }
+    }
+
+    /// A parser for another thread: same tables, same path-hash seed (distinct counts must
+    /// agree), collecting its batches instead of sending them.
+    fn parser(&self) -> Ingest {
+        Ingest {
+            paths: self.paths.clone(),
+            networks: self.networks.clone(),
+            sources: self.sources.clone(),
+            path_scratch: Vec::with_capacity(4096),
+            ua_scratch: Vec::with_capacity(1024),
+            time_cache: ([0; 32], 0, 0),
+            path_seed: self.path_seed,
+            batches: (0..self.batches.len()).map(|_| EventBatch::with_capacity()).collect(),
+            to_workers: Vec::new(),
+            recycled: self.recycled.clone(),
+            has_source_rules: self.has_source_rules,
+            tally: LineTally::default(),
+            telemetry: self.telemetry.clone(),
+            next_barrier: 1,
+            latest_event_time: 0,
+            downstream_failed: false,
+            collected: Some(Vec::new()),
         }
     }
 

@@ -643,7 +643,7 @@ mod tests {
                 );
             }
             w.process_batch(&batch);
-        w.take_changed(&mut changed);
+            w.take_changed(&mut changed);
             assert!(w.groups.len() <= 50 + 40, "cap exceeded: {}", w.groups.len());
         }
         assert!(w.stats.groups_evicted >= 300, "{:?}", w.stats);
