@@ -208,7 +208,12 @@ fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let parsers = args.parsers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()).min(8));
     let telemetry = Arc::new(Telemetry::default());
     let sources = vec![SourceSpec { name: args.source_name.clone(), format }];
-    let options = PipelineOptions { workers, keep_scope: true, on_store_error: OnStoreError::Fail };
+    let options = PipelineOptions {
+        workers,
+        keep_scope: true,
+        on_store_error: OnStoreError::Fail,
+        stop_retrying: Default::default(),
+    };
     let mut pipeline = Pipeline::start(&config, sources, options, store, telemetry.clone());
 
     let progress = progress_bar(&inputs, args.no_progress);

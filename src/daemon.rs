@@ -38,11 +38,14 @@ const BARRIER_EVERY: Duration = Duration::from_millis(10);
 /// Grace for the HTTP server to finish in-flight requests at shutdown.
 const HTTP_GRACE: Duration = Duration::from_secs(2);
 
-/// Flags set by the signal task, read by the tail loop.
+/// Flags set by the signal task, read by the tail loop and the store stage.
 #[derive(Default)]
 struct Control {
     stop: AtomicBool,
     reload: AtomicBool,
+    /// Shared with every pipeline's store stage: set with `stop`, so a store that cannot
+    /// write (full disk) gives up instead of blocking the shutdown.
+    stop_retrying: Arc<AtomicBool>,
 }
 
 pub fn run(opts: RunOptions) -> anyhow::Result<()> {
@@ -160,10 +163,17 @@ async fn watch_signals(control: Arc<Control>) {
     };
     loop {
         tokio::select! {
-            _ = term.recv() => { tracing::info!("SIGTERM: stopping after a final flush"); control.stop.store(true, Relaxed); }
-            _ = int.recv() => { tracing::info!("SIGINT: stopping after a final flush"); control.stop.store(true, Relaxed); }
+            _ = term.recv() => { tracing::info!("SIGTERM: stopping after a final flush"); control.request_stop(); }
+            _ = int.recv() => { tracing::info!("SIGINT: stopping after a final flush"); control.request_stop(); }
             _ = hup.recv() => { tracing::info!("SIGHUP: reloading the configuration"); control.reload.store(true, Relaxed); }
         }
+    }
+}
+
+impl Control {
+    fn request_stop(&self) {
+        self.stop.store(true, Relaxed);
+        self.stop_retrying.store(true, Relaxed);
     }
 }
 
@@ -194,9 +204,14 @@ fn tail_options(config: &Config) -> TailOptions {
     }
 }
 
-fn start_pipeline(config: &Config, store: &Store, telemetry: &Arc<Telemetry>) -> Pipeline {
+fn start_pipeline(config: &Config, store: &Store, telemetry: &Arc<Telemetry>, control: &Control) -> Pipeline {
     let sources = config.sources.iter().map(|s| SourceSpec { name: s.name.clone(), format: s.format }).collect();
-    let options = PipelineOptions { workers: config.workers, keep_scope: false, on_store_error: OnStoreError::Retry };
+    let options = PipelineOptions {
+        workers: config.workers,
+        keep_scope: false,
+        on_store_error: OnStoreError::Retry,
+        stop_retrying: control.stop_retrying.clone(),
+    };
     Pipeline::start(config, sources, options, store.clone(), telemetry.clone())
 }
 
@@ -293,7 +308,7 @@ fn tail_loop(
     let start = load_checkpoint(&store);
     let mut history = RewindHistory::new(&start);
     let mut tailer = Tailer::new(tail_sources(&config), tail_options(&config), start.rewind.clone(), telemetry.clone());
-    let mut pipeline = start_pipeline(&config, &store, &telemetry);
+    let mut pipeline = start_pipeline(&config, &store, &telemetry, control);
     pipeline.resume(open_episodes(&store, pipeline.memory_secs()));
     pipeline.ingest.seed_latest_event_time(start.event_time);
     ready.store(true, Relaxed);
@@ -328,7 +343,7 @@ fn tail_loop(
                     if sources_changed {
                         tailer = Tailer::new(tail_sources(&config), tail_options(&config), files, telemetry.clone());
                     }
-                    pipeline = start_pipeline(&config, &store, &telemetry);
+                    pipeline = start_pipeline(&config, &store, &telemetry, control);
                     pipeline.resume(open_episodes(&store, pipeline.memory_secs()));
                     pipeline.ingest.seed_latest_event_time(event_time);
                     sent_barrier = 0;
@@ -369,7 +384,9 @@ fn tail_loop(
     let checkpoint =
         history.record(tailer.checkpoints(), pipeline.ingest.latest_event_time(), pipeline.longest_window_secs());
     pipeline.ingest.barrier(serde_json::to_vec(&checkpoint)?, Instant::now());
-    pipeline.finish().context("final flush")?;
+    pipeline
+        .finish()
+        .context("final flush failed (lines after the last durable checkpoint are read again at the next start)")?;
     tracing::info!("stopped: alerts and checkpoints flushed");
     Ok(())
 }

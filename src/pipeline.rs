@@ -141,12 +141,15 @@ pub struct Pipeline {
 }
 
 /// How a pipeline runs.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct PipelineOptions {
     pub workers: usize,
     /// Keep per-client totals for the scope report (replay).
     pub keep_scope: bool,
     pub on_store_error: OnStoreError,
+    /// Set at shutdown: a failing store stops retrying, so a full disk cannot hold the
+    /// process past its stop timeout (unflushed lines are read again at the next start).
+    pub stop_retrying: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Pipeline {
@@ -189,6 +192,7 @@ impl Pipeline {
             store,
             workers,
             on_error: options.on_store_error,
+            stop_retrying: options.stop_retrying.clone(),
             telemetry: telemetry.clone(),
             durable: durable.clone(),
         };
@@ -413,6 +417,7 @@ struct StoreStage {
     store: Store,
     workers: usize,
     on_error: OnStoreError,
+    stop_retrying: Arc<std::sync::atomic::AtomicBool>,
     telemetry: Arc<Telemetry>,
     durable: Arc<AtomicU64>,
 }
@@ -501,7 +506,7 @@ impl StoreStage {
                 }
                 Err(e) => {
                     self.telemetry.store_errors.fetch_add(1, Relaxed);
-                    if self.on_error == OnStoreError::Fail {
+                    if self.on_error == OnStoreError::Fail || self.stop_retrying.load(Relaxed) {
                         return Err(e);
                     }
                     tracing::error!(error = %e, "alert store write failed; reading pauses, retrying");

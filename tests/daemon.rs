@@ -392,3 +392,45 @@ fn real_nginx_access_log_raises_the_alert_end_to_end() {
     assert!(d.metric("recwatch_lines_read_total", "").unwrap() >= 3.0);
     assert!(d.terminate().success());
 }
+
+#[test]
+fn a_full_state_disk_stops_checkpoints_sigterm_still_exits_and_a_restart_recovers() {
+    let env = Env::new("\"10.0.0.0/8\"", "access.log", R1_R2);
+    let state = env.path("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let mounted = Command::new("mount").args(["-t", "tmpfs", "-o", "size=3m", "tmpfs"]).arg(&state).status().unwrap();
+    assert!(mounted.success(), "this test needs root to mount a small tmpfs as the state directory");
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(state.clone());
+    env.append("access.log", "");
+    let d = env.start();
+    // fill the state disk, then make the daemon write alerts
+    let filler = state.join("filler");
+    let mut f = std::fs::File::create(&filler).unwrap();
+    while f.write_all(&[0u8; 65536]).is_ok() {}
+    drop(f);
+    let padding = "x".repeat(400);
+    let mut lines = String::new();
+    for i in 0..300u32 {
+        lines += &format!(
+            "198.51.{}.{} - - [18/Feb/2019:10:00:01 +0100] \"GET /recordings/{i}.wav HTTP/1.1\" 200 4096 \"-\" \"{padding}\"\n",
+            i / 250,
+            i % 250
+        );
+    }
+    env.append("access.log", &lines);
+    d.wait_metric("recwatch_store_errors_total", "", 1.0);
+    let pid = d.child.id();
+    let status = d.terminate();
+    assert!(status.code().is_some(), "SIGTERM ends the daemon (pid {pid}) even while its store cannot write");
+    // space comes back; a restart re-reads what was not durable
+    std::fs::remove_file(&filler).unwrap();
+    let d = env.start();
+    wait_until("all 300 alerts after the restart", Duration::from_secs(30), || (d.alerts().len() == 300).then_some(()));
+    assert!(d.terminate().success());
+}
