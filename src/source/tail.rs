@@ -333,6 +333,8 @@ pub struct Tailer {
     /// Poll again at once (an inotify rescan, a lost or failed watch).
     wake_now: bool,
     last_more_pending: bool,
+    /// Sources whose pattern matches no file right now (logged once when it starts).
+    waiting_sources: HashSet<u16>,
 }
 
 impl Tailer {
@@ -361,6 +363,7 @@ impl Tailer {
             .collect();
         let watch = if opts.use_inotify { start_watch(&telemetry) } else { None };
         Tailer {
+            waiting_sources: HashSet::new(),
             sources,
             buf: vec![0; opts.read_chunk],
             opts,
@@ -466,6 +469,11 @@ impl Tailer {
             }
             if !matched {
                 waiting += 1;
+                if self.waiting_sources.insert(s.index) {
+                    info!(source = s.index, pattern = %s.pattern, "no file matches yet: waiting for it");
+                }
+            } else if self.waiting_sources.remove(&s.index) {
+                info!(source = s.index, pattern = %s.pattern, "a file appeared: following it");
             }
         }
         // Files already followed: still (or again) at a pattern path.
