@@ -684,19 +684,8 @@ mod tests {
         }
 
         #[test]
-        fn simple_target_shortcut_matches_full_normalisation(
-            raw in simple_target_strategy(),
-            fold in any::<bool>(),
-        ) {
-            let (mut fast, mut full) = (Vec::new(), Vec::new());
-            normalize_target(&raw, fold, &mut fast);
-            normalize_general(&raw, fold, &mut full);
-            prop_assert_eq!(fast, full);
-        }
-
-        #[test]
-        fn shortcut_matches_full_normalisation_on_any_target(
-            raw in target_strategy(),
+        fn shortcut_matches_full_normalisation(
+            raw in prop_oneof![simple_target_strategy(), target_strategy()],
             fold in any::<bool>(),
         ) {
             let (mut fast, mut full) = (Vec::new(), Vec::new());
