@@ -274,7 +274,95 @@ fn progress_bar(inputs: &[Input], disabled: bool) -> indicatif::ProgressBar {
     pb
 }
 
+/// Where `recwatch alerts` reads and writes: the store itself, or (while a daemon holds the
+/// store) the daemon's alert API with the configured token.
+enum AlertsBackend {
+    Store(Store),
+    Api { base: String, token: String },
+}
+
+impl AlertsBackend {
+    fn open(args: &StoreArgs) -> anyhow::Result<AlertsBackend> {
+        let dir = state_dir(args)?;
+        let store_error = match std::fs::create_dir_all(&dir)
+            .map_err(anyhow::Error::from)
+            .and_then(|_| Store::open_state_dir(&dir).map_err(anyhow::Error::from))
+        {
+            Ok(store) => return Ok(AlertsBackend::Store(store)),
+            Err(e) => e,
+        };
+        // A running daemon holds the store's lock: ask it instead.
+        let config = load_config(&args.config)
+            .with_context(|| format!("the store is not usable ({store_error:#}) and the config gives no API"))?;
+        let token_file = config.token_file.as_ref().with_context(|| {
+            format!("the store is not usable ({store_error:#}) and http.token_file is not set for the API")
+        })?;
+        let token = std::fs::read_to_string(token_file)
+            .with_context(|| format!("cannot read API token file {}", token_file.display()))?
+            .trim()
+            .to_string();
+        Ok(AlertsBackend::Api { base: format!("http://{}/api/v1/alerts", config.listen), token })
+    }
+
+    fn call(&self, request: ureq::Request) -> anyhow::Result<serde_json::Value> {
+        let AlertsBackend::Api { token, .. } = self else { unreachable!("only for the API backend") };
+        let response = request
+            .set("Authorization", &format!("Bearer {token}"))
+            .timeout(std::time::Duration::from_secs(10))
+            .call()
+            .map_err(|e| match e {
+                ureq::Error::Status(code, r) => {
+                    anyhow::anyhow!("alert API answered {code}: {}", r.into_string().unwrap_or_default())
+                }
+                other => anyhow::anyhow!("alert API unreachable: {other}"),
+            })?;
+        Ok(response.into_json()?)
+    }
+
+    fn list(&self, filter: AlertFilter) -> anyhow::Result<serde_json::Value> {
+        match self {
+            AlertsBackend::Store(store) => {
+                let rows: Vec<AlertRow> = store.list(&filter)?.iter().map(AlertRow::from).collect();
+                Ok(serde_json::to_value(rows)?)
+            }
+            AlertsBackend::Api { base, .. } => {
+                let mut request = ureq::get(base);
+                for (key, value) in [("rule", &filter.rule), ("client", &filter.client)] {
+                    if let Some(v) = value {
+                        request = request.query(key, v);
+                    }
+                }
+                if let Some(s) = filter.status {
+                    request = request.query("status", s.as_str());
+                }
+                self.call(request.query("limit", "10000"))
+            }
+        }
+    }
+
+    fn show(&self, id: &str) -> anyhow::Result<serde_json::Value> {
+        match self {
+            AlertsBackend::Store(store) => {
+                let a = store.get(id)?.with_context(|| format!("no alert with id {id}"))?;
+                Ok(serde_json::to_value(AlertRow::from(&a))?)
+            }
+            AlertsBackend::Api { base, .. } => self.call(ureq::get(&format!("{base}/{id}"))),
+        }
+    }
+
+    fn set_status(&self, id: &str, status: AlertStatus) -> anyhow::Result<serde_json::Value> {
+        match self {
+            AlertsBackend::Store(store) => Ok(serde_json::to_value(AlertRow::from(&store.set_status(id, status)?))?),
+            AlertsBackend::Api { base, .. } => {
+                let verb = if status == AlertStatus::Resolved { "resolve" } else { "ack" };
+                self.call(ureq::post(&format!("{base}/{id}/{verb}")))
+            }
+        }
+    }
+}
+
 fn alerts(action: AlertsAction) -> anyhow::Result<ExitCode> {
+    let text = |v: &serde_json::Value, key: &str| v[key].as_str().map(str::to_string).unwrap_or_default();
     match action {
         AlertsAction::List { store, json, rule, client, status } => {
             let status = match status.as_deref() {
@@ -284,9 +372,7 @@ fn alerts(action: AlertsAction) -> anyhow::Result<ExitCode> {
                 Some("resolved") => Some(AlertStatus::Resolved),
                 Some(other) => bail!("--status {other:?}: expected open, acked or resolved"),
             };
-            let store = open_store(&state_dir(&store)?)?;
-            let list = store.list(&AlertFilter { rule, client, status, since: None })?;
-            let rows: Vec<AlertRow> = list.iter().map(AlertRow::from).collect();
+            let rows = AlertsBackend::open(&store)?.list(AlertFilter { rule, client, status, since: None })?;
             let mut out = std::io::stdout().lock();
             if json {
                 writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
@@ -296,20 +382,25 @@ fn alerts(action: AlertsAction) -> anyhow::Result<ExitCode> {
                     "{:<16}  {:<26}  {:<8}  {:<8}  {:<39}  {:<20}  {:>8}  {:>8}",
                     "ID", "RULE", "SEVERITY", "STATUS", "CLIENT", "FIRST SEEN", "REQUESTS", "DISTINCT"
                 )?;
-                for r in &rows {
+                for r in rows.as_array().into_iter().flatten() {
                     writeln!(
                         out,
                         "{:<16}  {:<26}  {:<8}  {:<8}  {:<39}  {:<20}  {:>8}  {:>8}",
-                        r.id, r.rule, r.severity, r.status, r.client, r.first_seen, r.requests, r.distinct_resources
+                        text(r, "id"),
+                        text(r, "rule"),
+                        text(r, "severity"),
+                        text(r, "status"),
+                        text(r, "client"),
+                        text(r, "first_seen"),
+                        r["requests"],
+                        r["distinct_resources"]
                     )?;
                 }
             }
             Ok(ExitCode::SUCCESS)
         }
         AlertsAction::Show { id, store } => {
-            let store = open_store(&state_dir(&store)?)?;
-            let a = store.get(&id)?.with_context(|| format!("no alert with id {id}"))?;
-            println!("{}", serde_json::to_string_pretty(&AlertRow::from(&a))?);
+            println!("{}", serde_json::to_string_pretty(&AlertsBackend::open(&store)?.show(&id)?)?);
             Ok(ExitCode::SUCCESS)
         }
         AlertsAction::Ack { id, store } => set_status(&id, &store, AlertStatus::Acked),
@@ -318,8 +409,7 @@ fn alerts(action: AlertsAction) -> anyhow::Result<ExitCode> {
 }
 
 fn set_status(id: &str, args: &StoreArgs, status: AlertStatus) -> anyhow::Result<ExitCode> {
-    let store = open_store(&state_dir(args)?)?;
-    let a = store.set_status(id, status)?;
-    println!("{} {}", a.id, a.status.as_str());
+    let a = AlertsBackend::open(args)?.set_status(id, status)?;
+    println!("{} {}", a["id"].as_str().unwrap_or(id), a["status"].as_str().unwrap_or(status.as_str()));
     Ok(ExitCode::SUCCESS)
 }

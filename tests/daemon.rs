@@ -161,6 +161,23 @@ fn starts_without_its_log_file_and_alerts_when_it_appears() {
     assert_eq!(alerts[0]["client"], "203.0.113.5");
     assert_eq!(alerts[0]["sample"][0], "/recordings/b.wav");
     assert_eq!(d.metric("recwatch_sources_waiting", ""), Some(0.0));
+
+    // while the daemon holds the store, the terminal commands go through its API
+    let cli = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_recwatch"))
+            .args(args)
+            .arg("--config")
+            .arg(env.path("recwatch.toml"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let listed: Vec<Value> = serde_json::from_str(&cli(&["alerts", "list", "--json"])).unwrap();
+    assert_eq!(listed, alerts);
+    let id = alerts[0]["id"].as_str().unwrap();
+    assert_eq!(cli(&["alerts", "ack", id]).trim(), format!("{id} acked"));
+    assert_eq!(d.alerts()[0]["status"], "acked");
     assert!(d.terminate().success());
 }
 
