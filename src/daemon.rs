@@ -330,19 +330,15 @@ fn tail_loop(
                     tracing::error!(error = %e, "reload failed: keeping the running configuration");
                 }
                 Ok(new) => {
-                    let files = tailer.checkpoints();
                     let event_time = pipeline.ingest.latest_event_time();
-                    let checkpoint = history.record(files.clone(), event_time, pipeline.longest_window_secs());
+                    let checkpoint = history.record(tailer.checkpoints(), event_time, pipeline.longest_window_secs());
                     pipeline.ingest.barrier(serde_json::to_vec(&checkpoint)?, Instant::now());
                     pipeline.finish().context("draining the pipeline for a reload")?;
-                    let sources_changed = tail_sources(&new)
-                        .iter()
-                        .map(|s| &s.pattern)
-                        .ne(tail_sources(&config).iter().map(|s| &s.pattern));
                     config = new;
-                    if sources_changed {
-                        tailer = Tailer::new(tail_sources(&config), tail_options(&config), files, telemetry.clone());
-                    }
+                    // Like a restart: re-read from the rewind point so the new workers rebuild
+                    // every window; resumed episodes keep re-read lines from counting twice.
+                    tailer =
+                        Tailer::new(tail_sources(&config), tail_options(&config), checkpoint.rewind, telemetry.clone());
                     pipeline = start_pipeline(&config, &store, &telemetry, control);
                     pipeline.resume(open_episodes(&store, pipeline.memory_secs()));
                     pipeline.ingest.seed_latest_event_time(event_time);

@@ -694,10 +694,6 @@ impl Ingest {
         seq
     }
 
-    pub fn telemetry(&self) -> &Telemetry {
-        &self.telemetry
-    }
-
     /// Newest event time seen on a sensitive line (0 before the first).
     pub fn latest_event_time(&self) -> i64 {
         self.latest_event_time
