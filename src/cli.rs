@@ -367,10 +367,10 @@ fn alerts(action: AlertsAction) -> anyhow::Result<ExitCode> {
         AlertsAction::List { store, json, rule, client, status } => {
             let status = match status.as_deref() {
                 None => None,
-                Some("open") => Some(AlertStatus::Open),
-                Some("acked") => Some(AlertStatus::Acked),
-                Some("resolved") => Some(AlertStatus::Resolved),
-                Some(other) => bail!("--status {other:?}: expected open, acked or resolved"),
+                Some(s) => Some(
+                    AlertStatus::from_name(s)
+                        .with_context(|| format!("--status {s:?}: expected open, acked or resolved"))?,
+                ),
             };
             let rows = AlertsBackend::open(&store)?.list(AlertFilter { rule, client, status, since: None })?;
             let mut out = std::io::stdout().lock();

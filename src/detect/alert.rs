@@ -21,6 +21,12 @@ pub enum AlertStatus {
 }
 
 impl AlertStatus {
+    pub const ALL: [AlertStatus; 3] = [AlertStatus::Open, AlertStatus::Acked, AlertStatus::Resolved];
+
+    pub fn from_name(s: &str) -> Option<AlertStatus> {
+        AlertStatus::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             AlertStatus::Open => "open",

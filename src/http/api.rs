@@ -153,10 +153,9 @@ impl ListQuery {
         };
         let status = match nonempty(self.status).as_deref() {
             None => None,
-            Some("open") => Some(AlertStatus::Open),
-            Some("acked") => Some(AlertStatus::Acked),
-            Some("resolved") => Some(AlertStatus::Resolved),
-            Some(_) => return Err(bad("status must be one of: open, acked, resolved")),
+            Some(s) => {
+                Some(AlertStatus::from_name(s).ok_or_else(|| bad("status must be one of: open, acked, resolved"))?)
+            }
         };
         let since = match nonempty(self.since) {
             None => None,
