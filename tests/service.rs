@@ -130,3 +130,39 @@ fn an_unprivileged_user_in_group_adm_reads_0640_root_adm_logs() {
     assert_eq!(without.status.code(), Some(2), "nothing readable without adm");
     assert!(String::from_utf8_lossy(&without.stderr).contains("Permission denied"));
 }
+
+#[test]
+fn install_script_puts_every_file_in_place_and_keeps_an_edited_config() {
+    let root = tempfile::tempdir().unwrap();
+    let install = || {
+        let out = Command::new("bash")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/install"))
+            .env("DESTDIR", root.path())
+            .env("RECWATCH_BINARY", env!("CARGO_BIN_EXE_recwatch"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    install();
+    for (path, mode) in [
+        ("usr/bin/recwatch", 0o755),
+        ("lib/systemd/system/recwatch.service", 0o644),
+        ("etc/recwatch/recwatch.toml", 0o644),
+        ("usr/share/recwatch/examples/reference.toml", 0o644),
+        ("usr/share/doc/recwatch/README.md", 0o644),
+    ] {
+        let meta = std::fs::metadata(root.path().join(path)).unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert_eq!(meta.permissions().mode() & 0o777, mode, "{path}");
+    }
+    // the installed binary accepts the installed config
+    let check = Command::new(root.path().join("usr/bin/recwatch"))
+        .args(["check", "--config"])
+        .arg(root.path().join("etc/recwatch/recwatch.toml"))
+        .output()
+        .unwrap();
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+    let config = root.path().join("etc/recwatch/recwatch.toml");
+    std::fs::write(&config, "# edited by the operator\n").unwrap();
+    install();
+    assert_eq!(std::fs::read_to_string(&config).unwrap(), "# edited by the operator\n");
+}
