@@ -327,7 +327,7 @@ impl Pipeline {
     /// The longest window or suppression time of the rules: how far back (event time) a
     /// restart must re-read, and which stored alerts may still be open.
     pub fn memory_secs(&self) -> i64 {
-        self.detect.rules.iter().map(|r| r.window_secs.max(r.suppress_secs)).max().unwrap_or(0)
+        self.detect.memory_secs
     }
 
     /// The longest rule window (event time): how far back a restart re-reads.

@@ -32,6 +32,9 @@ pub struct DetectConfig {
     pub max_groups: usize,
     /// Keep per-client totals for the scope report (replay). Off in the daemon.
     pub keep_scope: bool,
+    /// The longest window or suppression time of the rules: how long (event time) a group's
+    /// state or an alert episode can still matter.
+    pub memory_secs: i64,
 }
 
 impl DetectConfig {
@@ -54,6 +57,7 @@ impl DetectConfig {
             idle_secs: idle_secs.max(longest),
             max_groups: max_groups.max(1),
             keep_scope,
+            memory_secs: longest,
         }
     }
 

@@ -97,7 +97,8 @@ fn is_leap_year(year: i64) -> bool {
     (year % 4 == 0 && year % 100 != 0) || year % 400 == 0
 }
 
-fn days_in_month(year: i64, month: u32) -> u32 {
+/// Days in a month of the proleptic Gregorian calendar (month 1..=12).
+pub fn days_in_month(year: i64, month: u32) -> u32 {
     match month {
         1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
         4 | 6 | 9 | 11 => 30,
@@ -107,7 +108,7 @@ fn days_in_month(year: i64, month: u32) -> u32 {
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+pub fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
     let year = if month <= 2 { year - 1 } else { year };
     let era = year.div_euclid(400);
     let year_of_era = year - era * 400;
@@ -118,7 +119,7 @@ fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
 }
 
 /// Inverse of [`days_from_civil`]: (year, month 1..=12, day 1..=31).
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
+pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let days = days + 719_468;
     let era = days.div_euclid(146_097);
     let day_of_era = days - era * 146_097;
@@ -128,11 +129,79 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
     let day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
     let month = if month_from_march < 10 { month_from_march + 3 } else { month_from_march - 9 };
     let year = year_of_era + era * 400 + i64::from(month <= 2);
-    (year, month, day)
+    (year, month as u32, day as u32)
+}
+
+/// RFC 3339 (`2019-02-18T09:00:00Z`, `2019-02-18T10:00:00.5+01:00`; a `+` that arrived as a
+/// space from an unencoded query is taken as `+`) → Unix seconds; fractions are dropped.
+pub fn parse_rfc3339(s: &[u8]) -> Option<i64> {
+    fn digits(s: &[u8]) -> Option<i64> {
+        if s.is_empty() || !s.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        Some(s.iter().fold(0, |n, &d| n * 10 + i64::from(d - b'0')))
+    }
+    if s.len() < 20
+        || s[4] != b'-'
+        || s[7] != b'-'
+        || !matches!(s[10], b'T' | b't' | b' ')
+        || s[13] != b':'
+        || s[16] != b':'
+    {
+        return None;
+    }
+    let (year, month, day) = (digits(&s[0..4])?, digits(&s[5..7])?, digits(&s[8..10])?);
+    let (hour, minute, second) = (digits(&s[11..13])?, digits(&s[14..16])?, digits(&s[17..19])?);
+    let mut rest = &s[19..];
+    if let [b'.', tail @ ..] = rest {
+        let n = tail.iter().take_while(|b| b.is_ascii_digit()).count();
+        if n == 0 {
+            return None;
+        }
+        rest = &tail[n..];
+    }
+    let offset = match rest {
+        [b'Z' | b'z'] => 0,
+        [sign @ (b'+' | b'-' | b' '), h1, h2, b':', m1, m2] => {
+            let (h, m) = (digits(&[*h1, *h2])?, digits(&[*m1, *m2])?);
+            if h > 23 || m > 59 {
+                return None;
+            }
+            let offset = h * 3600 + m * 60;
+            if *sign == b'-' {
+                -offset
+            } else {
+                offset
+            }
+        }
+        _ => return None,
+    };
+    if !(1..=12).contains(&month)
+        || day < 1
+        || day > i64::from(days_in_month(year, month as u32))
+        || hour > 23
+        || minute > 59
+    {
+        return None;
+    }
+    // RFC 3339 allows a leap second (:60); Unix time has none.
+    if second > 60 {
+        return None;
+    }
+    Some(days_from_civil(year, month as u32, day as u32) * 86_400 + hour * 3600 + minute * 60 + second.min(59) - offset)
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn known_civil_dates() {
+        use super::civil_from_days;
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(17_945), (2019, 2, 18));
+        assert_eq!(civil_from_days(18_321), (2020, 2, 29));
+        assert_eq!(civil_from_days(-1), (1969, 12, 31));
+    }
+
     use super::*;
 
     #[test]
@@ -199,7 +268,6 @@ mod tests {
     fn civil_round_trips_over_four_centuries() {
         for days in -200_000..200_000 {
             let (y, m, d) = civil_from_days(days);
-            let (m, d) = (u32::try_from(m).unwrap(), u32::try_from(d).unwrap());
             assert!(d <= days_in_month(y, m));
             assert_eq!(days_from_civil(y, m, d), days);
         }
