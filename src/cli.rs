@@ -28,7 +28,21 @@ const EXIT_NOTHING_READ: u8 = 2;
 #[command(
     name = "recwatch",
     version,
-    about = "Watches access logs and alerts when unknown clients fetch call recordings"
+    about = "Watches access logs and alerts when unknown clients fetch call recordings",
+    long_about = "recwatch reads web-server and storage access logs (followed live across rotation, or replayed \
+from files) and raises an alert when a client outside the known networks fetches call-recording audio: \
+one request by an unknown client (R1), many distinct recordings in a minute (R2), listings, bulk downloads \
+and scraping user agents. Alerts are kept in an embedded sled database under the state directory and served \
+with Prometheus metrics over HTTP.",
+    after_help = "Environment:\n  RECWATCH_LOG  log filter for stderr (tracing syntax, default \"info\"; e.g. \"debug\", \"recwatch=trace\")\n\n\
+Exit status:\n  0  success\n  1  error (the reason is printed as one line \"recwatch: ...\")\n  \
+2  replay: none of the inputs could be read\n\n\
+Files:\n  /etc/recwatch/recwatch.toml  configuration (see `recwatch check`)\n  \
+/var/lib/recwatch            state directory: the alert store (sled) and checkpoints\n\n\
+Examples:\n  recwatch check --config /etc/recwatch/recwatch.toml\n  \
+recwatch run --config /etc/recwatch/recwatch.toml\n  \
+recwatch replay --state-dir /tmp/case --report md access.log access.log.1 access.log.*.gz > scope.md\n  \
+recwatch alerts list --status open"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -40,6 +54,7 @@ pub enum Command {
     /// Run the daemon: follow the configured logs across rotation, raise and store alerts,
     /// serve /metrics, /healthz, /readyz and the alert API. SIGHUP reloads, SIGTERM stops.
     Run {
+        /// Configuration file.
         #[arg(long, short, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
         /// Also follow this log file (format detected from its first line, else combined).
@@ -57,20 +72,29 @@ pub enum Command {
     },
     /// Validate a config file and print the effective settings and rules.
     Check {
+        /// Configuration file.
         #[arg(long, short, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
     /// Read access logs (plain, .gz or stdin), store the alerts they raise, print a scope report.
     Replay(ReplayArgs),
-    /// List, show, acknowledge or resolve stored alerts.
+    /// List, show, acknowledge or resolve stored alerts. Uses the store directly, or the running
+    /// daemon's alert API (http.listen + http.token_file) while the daemon holds the store.
     Alerts {
         #[command(subcommand)]
         action: AlertsAction,
+    },
+    /// Write the manual pages (recwatch.1, recwatch-run.1, ...) generated from this command line into a directory.
+    #[command(hide = true)]
+    Manpages {
+        /// Output directory (created when missing).
+        out_dir: PathBuf,
     },
 }
 
 #[derive(Args)]
 pub struct ReplayArgs {
+    /// Configuration file (networks, sensitive paths, rules).
     #[arg(long, short, default_value = DEFAULT_CONFIG)]
     pub config: PathBuf,
     /// State directory (alert store); overrides `store.path` of the config.
@@ -103,6 +127,7 @@ pub struct ReplayArgs {
 
 #[derive(Args, Clone)]
 pub struct StoreArgs {
+    /// Configuration file (for the store path, or the API address and token while a daemon runs).
     #[arg(long, short, default_value = DEFAULT_CONFIG)]
     pub config: PathBuf,
     /// State directory (alert store); overrides the config's `store.path`.
@@ -116,6 +141,7 @@ pub enum AlertsAction {
     List {
         #[command(flatten)]
         store: StoreArgs,
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
         /// Only this rule (name or id).
@@ -130,18 +156,21 @@ pub enum AlertsAction {
     },
     /// Show one alert as JSON.
     Show {
+        /// Alert id (first column of `recwatch alerts list`).
         id: String,
         #[command(flatten)]
         store: StoreArgs,
     },
     /// Mark an alert as acknowledged.
     Ack {
+        /// Alert id.
         id: String,
         #[command(flatten)]
         store: StoreArgs,
     },
     /// Mark an alert as resolved.
     Resolve {
+        /// Alert id.
         id: String,
         #[command(flatten)]
         store: StoreArgs,
@@ -162,7 +191,26 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Replay(args) => replay(args),
         Command::Alerts { action } => alerts(action),
+        Command::Manpages { out_dir } => {
+            std::fs::create_dir_all(&out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
+            let mut command = <Cli as clap::CommandFactory>::command();
+            command.build();
+            write_manpages(&command, "recwatch", &out_dir)?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+/// One page per command (`recwatch.1`, `recwatch-alerts-list.1`, ...), skipping `help` and hidden ones.
+fn write_manpages(command: &clap::Command, page: &str, out_dir: &Path) -> anyhow::Result<()> {
+    let file = out_dir.join(format!("{page}.1"));
+    let mut text = Vec::new();
+    clap_mangen::Man::new(command.clone().name(page.to_string())).render(&mut text)?;
+    std::fs::write(&file, text).with_context(|| format!("cannot write {}", file.display()))?;
+    for sub in command.get_subcommands().filter(|c| c.get_name() != "help" && !c.is_hide_set()) {
+        write_manpages(sub, &format!("{page}-{}", sub.get_name()), out_dir)?;
+    }
+    Ok(())
 }
 
 fn load_config(path: &Path) -> anyhow::Result<Config> {

@@ -150,10 +150,20 @@ fn install_script_puts_every_file_in_place_and_keeps_an_edited_config() {
         ("etc/recwatch/recwatch.toml", 0o644),
         ("usr/share/recwatch/examples/reference.toml", 0o644),
         ("usr/share/doc/recwatch/README.md", 0o644),
+        ("usr/lib/sysusers.d/recwatch.conf", 0o644),
+        ("usr/share/man/man1/recwatch.1.gz", 0o644),
+        ("usr/share/man/man1/recwatch-run.1.gz", 0o644),
+        ("usr/share/man/man1/recwatch-alerts-list.1.gz", 0o644),
     ] {
         let meta = std::fs::metadata(root.path().join(path)).unwrap_or_else(|e| panic!("{path}: {e}"));
         assert_eq!(meta.permissions().mode() & 0o777, mode, "{path}");
     }
+    // the service account exists in the staging root, in group adm
+    let passwd = std::fs::read_to_string(root.path().join("etc/passwd")).unwrap();
+    assert!(passwd.lines().any(|l| l.starts_with("recwatch:") && l.ends_with(":/var/lib/recwatch:/usr/sbin/nologin")));
+    let group = std::fs::read_to_string(root.path().join("etc/group")).unwrap();
+    let adm = group.lines().find(|l| l.starts_with("adm:")).expect("group adm");
+    assert!(adm.rsplit(':').next().unwrap().split(',').any(|m| m == "recwatch"), "{adm}");
     // the installed binary accepts the installed config
     let check = Command::new(root.path().join("usr/bin/recwatch"))
         .args(["check", "--config"])
