@@ -41,3 +41,15 @@ ensure_build_tools() {
     fi
     rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup component add rustfmt clippy 2>/dev/null || true
 }
+
+# cargo-deb from the Rust registry, installed once into target/tools (CI caches nothing else).
+# Prints the binary's path.
+CARGO_DEB_VERSION=3.8.0
+ensure_cargo_deb() {
+    local root=$PWD/target/tools/cargo-deb
+    if [ ! -x "$root/bin/cargo-deb" ] || ! "$root/bin/cargo-deb" --version 2>/dev/null | grep -q "$CARGO_DEB_VERSION"; then
+        echo "== installing cargo-deb $CARGO_DEB_VERSION into $root" >&2
+        cargo install --quiet --locked cargo-deb --version "$CARGO_DEB_VERSION" --root "$root" >&2
+    fi
+    echo "$root/bin/cargo-deb"
+}
