@@ -683,6 +683,7 @@ impl Ingest {
     /// alert caused by earlier lines are durable.
     pub fn barrier(&mut self, checkpoint: Vec<u8>, read_at: Instant) -> u64 {
         self.flush();
+        self.telemetry.newest_event_unix.fetch_max(self.latest_event_time, Relaxed);
         let seq = self.next_barrier;
         self.next_barrier += 1;
         let b = Arc::new(Barrier { seq, read_at, checkpoint });

@@ -81,6 +81,11 @@ pub struct Telemetry {
     // --- store
     pub alert_writes: AtomicU64,
     pub store_errors: AtomicU64,
+    /// Alerts removed by the retention sweep.
+    pub alerts_expired: AtomicU64,
+    /// Newest event time (Unix seconds) of a sensitive line, published at every barrier:
+    /// the retention sweep's clock never runs ahead of the logs.
+    pub newest_event_unix: AtomicI64,
     /// Time of one durable write (alerts + checkpoints + flush).
     pub store_write_seconds: Histogram,
     /// From a line being read to the alerts it caused (and its checkpoint) being durable.
@@ -117,6 +122,8 @@ impl Default for Telemetry {
             groups_evicted: AtomicU64::new(0),
             alert_writes: AtomicU64::new(0),
             store_errors: AtomicU64::new(0),
+            alerts_expired: AtomicU64::new(0),
+            newest_event_unix: AtomicI64::new(0),
             store_write_seconds: Histogram::new(LATENCY_BOUNDS),
             detection_latency_seconds: Histogram::new(LATENCY_BOUNDS),
             last_checkpoint_unix: AtomicI64::new(0),

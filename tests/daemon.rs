@@ -239,6 +239,31 @@ fn sighup_reloads_and_a_broken_config_keeps_the_old_one_running() {
 }
 
 #[test]
+fn alerts_older_than_the_retention_are_swept() {
+    let env = Env::new("\"10.0.0.0/8\"", "access.log", R1_R2);
+    let config = std::fs::read_to_string(env.path("recwatch.toml")).unwrap();
+    std::fs::write(
+        env.path("recwatch.toml"),
+        config.replacen("path = \"state\"\n", "path = \"state\"\nretention_days = 1\n", 1),
+    )
+    .unwrap();
+    let line = |client: &str, day: u32| {
+        format!(
+            "{client} - - [{day}/Feb/2019:10:00:00 +0100] \"GET /recordings/a.wav HTTP/1.1\" 200 9 \"-\" \"curl/8\"\n"
+        )
+    };
+    // 198.51.100.1 fetched three days before the newest line: past a one-day retention.
+    env.append("access.log", &(line("198.51.100.1", 18) + &line("198.51.100.2", 21)));
+    let d = env.start();
+    d.wait_metric("recwatch_alerts_expired_total", "", 1.0);
+    let left = d.alerts();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(left[0]["client"], "198.51.100.2");
+    assert_eq!(d.metric("recwatch_alerts_expired_total", ""), Some(1.0));
+    assert!(d.terminate().success());
+}
+
+#[test]
 fn a_corrupt_store_is_quarantined_and_the_daemon_starts_anyway() {
     let env = Env::new("\"10.0.0.0/8\"", "access.log", R1_R2);
     env.append("access.log", &fetch_line("203.0.113.1", 1, "/recordings/a.wav", 200));

@@ -126,6 +126,11 @@ pub fn families(t: &Telemetry, open_alerts: Option<&BTreeMap<(String, String), u
     // --- store
     f.counter("recwatch_alert_writes_total", "Alert records written to the store.", n(&t.alert_writes));
     f.counter("recwatch_store_errors_total", "Failed store writes.", n(&t.store_errors));
+    f.counter(
+        "recwatch_alerts_expired_total",
+        "Alerts removed by the retention sweep (store.retention_days).",
+        n(&t.alerts_expired),
+    );
     f.histogram(
         "recwatch_store_write_duration_seconds",
         "Time of one durable store write (alerts, checkpoints and flush).",

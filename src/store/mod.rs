@@ -190,6 +190,32 @@ impl Store {
         Ok(out)
     }
 
+    /// The retention sweep: removes alerts whose last request is before `cutoff` (Unix
+    /// seconds), with their index entries, durably. Returns how many were removed.
+    pub fn remove_last_seen_before(&self, cutoff: i64) -> Result<usize, StoreError> {
+        // An alert first seen at or after the cutoff was also last seen after it: scan the
+        // time index only up to there.
+        let end = ((cutoff as u64) ^ (1 << 63)).to_be_bytes();
+        let mut removed = 0;
+        for item in self.by_time.range(..end.as_slice()) {
+            let (key, _) = item?;
+            let id = &key[8..];
+            let expired = match self.alerts.get(id)? {
+                None => true,
+                Some(bytes) => serde_json::from_slice::<Alert>(&bytes).map_or(true, |a| a.last_seen < cutoff),
+            };
+            if expired {
+                self.alerts.remove(id)?;
+                self.by_time.remove(&key)?;
+                removed += 1;
+            }
+        }
+        if removed > 0 {
+            self.flush()?;
+        }
+        Ok(removed)
+    }
+
     pub fn len(&self) -> usize {
         self.alerts.len()
     }
@@ -255,5 +281,21 @@ mod tests {
         let got = store.get(&a.id).unwrap().unwrap();
         assert_eq!((got.status, got.requests), (AlertStatus::Acked, 9));
         assert!(matches!(store.set_status("nope", AlertStatus::Resolved), Err(StoreError::NotFound(_))));
+    }
+
+    #[test]
+    fn retention_sweep_removes_only_alerts_last_seen_before_the_cutoff() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        // last_seen = first_seen + 5: 105, 995 (first seen before the cutoff, still active), 2005
+        let (old, active, new) = (alert("1.1.1.1", 100, 1), alert("2.2.2.2", 990, 1), alert("3.3.3.3", 2000, 1));
+        store.upsert(&[old.clone(), active.clone(), new.clone()]).unwrap();
+        assert_eq!(store.remove_last_seen_before(993).unwrap(), 1);
+        assert_eq!(store.get(&old.id).unwrap(), None);
+        let left: Vec<String> = store.list(&AlertFilter::default()).unwrap().into_iter().map(|a| a.id).collect();
+        assert_eq!(left, [active.id, new.id]);
+        assert_eq!(store.remove_last_seen_before(993).unwrap(), 0, "a second sweep finds nothing");
+        drop(store);
+        assert_eq!(Store::open(dir.path()).unwrap().len(), 2, "the removal is durable");
     }
 }
