@@ -291,6 +291,10 @@ impl Notifier {
                 tracing::warn!("a notifier is still waiting for its receiver at shutdown; its delivery stays pending");
             }
         }
+        // What was moved out of the outbox or told is durable before the process exits.
+        if let Err(e) = self.store.flush() {
+            tracing::error!(error = %e, "cannot flush the notifier outbox at shutdown (changes are queued again)");
+        }
     }
 }
 
