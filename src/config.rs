@@ -1046,4 +1046,27 @@ mod tests {
         let e = err(&format!("{am}secret = \"inline\"\n"));
         assert_eq!((e.line, e.key.as_str()), (Some(5), "receiver[0].secret"), "{e}");
     }
+
+    #[test]
+    fn the_commented_receivers_of_the_shipped_config_are_valid() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let shipped = std::fs::read_to_string(root.join("config/recwatch.toml")).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("secret"), "0123456789abcdef-0123456789").unwrap();
+        let secret = dir.path().join("secret").display().to_string();
+        let start = shipped.find("# [[receiver]]").expect("the shipped config documents receivers");
+        let mut text = String::new();
+        for line in shipped[start..].lines() {
+            let line = line.strip_prefix("# ").unwrap_or("");
+            let line = match line.split_once(" = ") {
+                Some((k, _)) if k.ends_with("_file") => format!("{k} = {secret:?}"),
+                _ => line.to_string(),
+            };
+            text += &line;
+            text += "\n";
+        }
+        let c = Config::from_toml(&dir.path().join("recwatch.toml"), &text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let kinds: Vec<_> = c.receivers.iter().map(|r| (r.name.as_str(), r.kind)).collect();
+        assert_eq!(kinds, [("oncall", ReceiverKind::Alertmanager), ("soc-webhook", ReceiverKind::Webhook)]);
+    }
 }
