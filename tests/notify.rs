@@ -205,6 +205,27 @@ impl Daemon {
     }
 }
 
+/// Pipes an exposition into `promtool check metrics`: it must print nothing and exit 0
+/// (scripts/test installs the `prometheus` package).
+fn promtool_check(text: &str) {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run promtool ({e}); install it: apt-get install prometheus"));
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    wait_until("promtool check metrics", WAIT, || child.try_wait().unwrap());
+    let out = child.wait_with_output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success() && stdout.is_empty() && stderr.is_empty(),
+        "promtool check metrics: {}\nstdout: {stdout}\nstderr: {stderr}\ninput:\n{text}",
+        out.status
+    );
+}
+
 fn series(name: &str, receiver: &str) -> String {
     format!("recwatch_notify_{name}{{receiver=\"{receiver}\"}}")
 }
@@ -460,6 +481,7 @@ fn alerts_raised_while_alertmanager_is_down_arrive_once_after_a_recwatch_restart
     // no more alerts appear while it keeps re-sending them
     d.wait_metric(&series("sent_total", "oncall"), |v| v >= 6.0);
     assert_eq!(am.alerts().len(), 3);
+    promtool_check(&d.get("/metrics").unwrap().1);
     d.terminate();
 }
 
