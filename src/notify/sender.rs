@@ -165,11 +165,12 @@ impl Sender {
                     self.forget(&id, &d)?;
                     continue;
                 }
-                Err(e) => {
+                Err(e @ crate::store::StoreError::Corrupt { .. }) => {
                     tracing::error!(receiver = %self.config.name, alert = %id, error = %e, "alert unreadable: its delivery is dropped");
                     self.forget(&id, &d)?;
                     continue;
                 }
+                Err(e) => return Err(e),
             };
             match decide(&d, &alert, now, self.timing(), &self.context) {
                 Step::Forget => self.forget(&id, &d)?,
