@@ -16,7 +16,7 @@ use recwatch::pipeline::{OnStoreError, Pipeline, PipelineOptions, SourceSpec};
 use recwatch::report::{AlertRow, InputSummary, Report, ReportFormat};
 use recwatch::source::framing::LineChunks;
 use recwatch::source::replay::{open, Input};
-use recwatch::store::{AlertFilter, Store};
+use recwatch::store::{AlertFilter, Notify, Store};
 use recwatch::telemetry::Telemetry;
 
 pub const DEFAULT_CONFIG: &str = "/etc/recwatch/recwatch.toml";
@@ -261,6 +261,8 @@ fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         keep_scope: true,
         on_store_error: OnStoreError::Fail,
         stop_retrying: Default::default(),
+        // A replay is read by the person who ran it: its alerts page nobody.
+        notify: Notify::Skip,
     };
     let mut pipeline = Pipeline::start(&config, sources, options, store, telemetry.clone());
 

@@ -12,6 +12,7 @@ use serde::Deserialize;
 use crate::classify::client::{Cidr, ClientKind, Networks};
 use crate::classify::path::{PathClass, SensitivePaths};
 use crate::detect::rule::{path_class_bit, Aggregate, GroupBy, Rule, Severity, StatusSet, UserMatch};
+use crate::notify::{ReceiverConfig, ReceiverKind, Secret};
 use crate::parse::LogFormat;
 
 /// The rules used when a config has no `[[rule]]` table: R1, R2, R3, R5 and R6 of DESIGN.md.
@@ -65,6 +66,8 @@ struct RawConfig {
     tail: RawTail,
     #[serde(default)]
     rule: Vec<RawRule>,
+    #[serde(default)]
+    receiver: Vec<RawReceiver>,
 }
 
 #[derive(Deserialize)]
@@ -73,6 +76,7 @@ struct RawHttp {
     #[serde(default = "default_listen")]
     listen: String,
     token_file: Option<String>,
+    external_url: Option<String>,
 }
 
 fn default_listen() -> String {
@@ -81,7 +85,7 @@ fn default_listen() -> String {
 
 impl Default for RawHttp {
     fn default() -> Self {
-        RawHttp { listen: default_listen(), token_file: None }
+        RawHttp { listen: default_listen(), token_file: None, external_url: None }
     }
 }
 
@@ -276,6 +280,38 @@ fn default_suppress() -> i64 {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawReceiver {
+    name: String,
+    kind: String,
+    url: String,
+    severities: Option<Vec<String>>,
+    #[serde(default = "default_timeout_ms")]
+    timeout_ms: u64,
+    #[serde(default = "default_resend_secs")]
+    resend_secs: u64,
+    #[serde(default = "default_retry_initial_ms")]
+    retry_initial_ms: u64,
+    #[serde(default = "default_retry_max_ms")]
+    retry_max_ms: u64,
+    secret_file: Option<String>,
+    token_file: Option<String>,
+}
+
+fn default_timeout_ms() -> u64 {
+    5000
+}
+fn default_resend_secs() -> u64 {
+    60
+}
+fn default_retry_initial_ms() -> u64 {
+    1000
+}
+fn default_retry_max_ms() -> u64 {
+    300_000
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawRuleFile {
     rule: Vec<RawRule>,
 }
@@ -311,6 +347,11 @@ pub struct Config {
     pub listen: std::net::SocketAddr,
     /// File holding the API bearer token; without one the alert API answers 401.
     pub token_file: Option<PathBuf>,
+    /// How others reach the API (no trailing slash): the base of the alerts' generatorURL.
+    /// Default `http://<listen>`.
+    pub external_url: String,
+    /// Where alerts are delivered (`[[receiver]]`), in config order.
+    pub receivers: Vec<ReceiverConfig>,
     /// Stat-scan interval of the tailer (the safety net under inotify; the only mechanism in poll mode).
     pub poll_interval: std::time::Duration,
     /// false = pure-poll mode, for NFS/SMB where inotify sees nothing.
@@ -445,6 +486,11 @@ impl Config {
             b.err(&[key("http"), key("listen")], format!("{:?} is not an address like 127.0.0.1:9898", raw.http.listen))
         })?;
         config.token_file = raw.http.token_file.map(|f| base.join(f));
+        config.external_url = match raw.http.external_url {
+            None => format!("http://{}", config.listen),
+            Some(u) => http_url(&b, &[key("http"), key("external_url")], &u, true)?,
+        };
+        config.receivers = build_receivers(&b, base, raw.receiver)?;
         if !(10..=60_000).contains(&raw.tail.poll_interval_ms) {
             return Err(b.err(&[key("tail"), key("poll_interval_ms")], "must be between 10 and 60000"));
         }
@@ -494,6 +540,13 @@ impl Config {
             self.poll_interval.as_millis(),
             self.rotated_drain.as_secs()
         );
+        s += &format!("external url: {}\n", self.external_url);
+        if self.receivers.is_empty() {
+            s += "receivers: none (alerts are only stored and served)\n";
+        }
+        for r in &self.receivers {
+            s += &format!("{}\n", r.describe());
+        }
         s += &format!("rules ({}):\n", self.rules.len());
         for r in &self.rules {
             s += &format!("  {}\n", r.describe());
@@ -648,11 +701,143 @@ fn build(
         client_idle_secs: engine.client_idle_secs,
         listen: std::net::SocketAddr::from(([127, 0, 0, 1], 9898)),
         token_file: None,
+        external_url: "http://127.0.0.1:9898".into(),
+        receivers: Vec::new(),
         poll_interval: std::time::Duration::from_millis(250),
         inotify: true,
         rotated_drain: std::time::Duration::from_secs(5),
         rules,
     })
+}
+
+/// A URL with scheme http (or https where `https_ok`: a URL for others to follow, never one
+/// recwatch requests itself: this build has no TLS client) and a host; returned without a
+/// trailing slash.
+fn http_url(b: &Builder<'_>, at: &[Seg], text: &str, https_ok: bool) -> Result<String, ConfigError> {
+    let url = url::Url::parse(text).map_err(|e| b.err(at, format!("{text:?} is not a URL: {e}")))?;
+    match url.scheme() {
+        "http" => {}
+        "https" if https_ok => {}
+        "https" => {
+            return Err(b.err(
+                at,
+                format!("{text:?}: https is not supported by this build (no TLS client); use http on a trusted network or a local TLS-terminating proxy"),
+            ))
+        }
+        other => return Err(b.err(at, format!("{text:?}: scheme {other:?} is not http"))),
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(b.err(at, format!("{text:?} has no host")));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(b.err(at, format!("{text:?}: credentials in the URL are not allowed (use token_file)")));
+    }
+    if url.fragment().is_some() {
+        return Err(b.err(at, format!("{text:?}: a URL fragment is not allowed")));
+    }
+    Ok(url.as_str().trim_end_matches('/').to_string())
+}
+
+/// Reads a key or token file: its contents without surrounding whitespace, at least 16 bytes;
+/// a token (`printable`: it goes into a header) without control characters.
+fn read_secret(
+    b: &Builder<'_>,
+    at: &[Seg],
+    base: &Path,
+    file: &str,
+    printable: bool,
+) -> Result<(PathBuf, Secret), ConfigError> {
+    let path = base.join(file);
+    let bytes = std::fs::read(&path).map_err(|e| b.err(at, format!("cannot read {}: {e}", path.display())))?;
+    let trimmed = bytes.trim_ascii();
+    if trimmed.len() < 16 {
+        return Err(b.err(at, format!("{} holds fewer than 16 bytes", path.display())));
+    }
+    if printable && trimmed.iter().any(|&c| c < 0x20 || c == 0x7f) {
+        return Err(b.err(at, format!("{}: a token must be printable (it goes into a header)", path.display())));
+    }
+    Ok((path, Secret::new(trimmed.to_vec())))
+}
+
+fn build_receivers(b: &Builder<'_>, base: &Path, raw: Vec<RawReceiver>) -> Result<Vec<ReceiverConfig>, ConfigError> {
+    let mut receivers: Vec<ReceiverConfig> = Vec::new();
+    for (i, r) in raw.into_iter().enumerate() {
+        let at = |k: &str| vec![key("receiver"), Seg::Index(i), key(k)];
+        let valid_name = !r.name.is_empty()
+            && r.name.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_' || c == b'-');
+        if !valid_name {
+            return Err(
+                b.err(&at("name"), format!("{:?} must be made of a-z, 0-9, _ and - (it is a metric label)", r.name))
+            );
+        }
+        if receivers.iter().any(|o| o.name == r.name) {
+            return Err(b.err(&at("name"), format!("receiver name {:?} is used twice", r.name)));
+        }
+        let kind = one_of(b, &at("kind"), &r.kind, ReceiverKind::from_name, &ReceiverKind::ALL.map(|k| k.as_str()))?;
+        let url = http_url(b, &at("url"), &r.url, false)?;
+        let severities = match &r.severities {
+            None => Severity::ALL.to_vec(),
+            Some(list) if list.is_empty() => {
+                return Err(b.err(&at("severities"), "must name at least one severity (leave it out for all)"))
+            }
+            Some(list) => {
+                let mut out = Vec::new();
+                for (j, s) in list.iter().enumerate() {
+                    let mut path = at("severities");
+                    path.push(Seg::Index(j));
+                    out.push(one_of(b, &path, s, Severity::from_name, &Severity::ALL.map(|s| s.as_str()))?);
+                }
+                out
+            }
+        };
+        if !(100..=60_000).contains(&r.timeout_ms) {
+            return Err(b.err(&at("timeout_ms"), "must be between 100 and 60000"));
+        }
+        if !(1..=86_400).contains(&r.resend_secs) {
+            return Err(b.err(&at("resend_secs"), "must be between 1 and 86400"));
+        }
+        if !(10..=3_600_000).contains(&r.retry_initial_ms) {
+            return Err(b.err(&at("retry_initial_ms"), "must be between 10 and 3600000"));
+        }
+        if !(r.retry_initial_ms..=3_600_000).contains(&r.retry_max_ms) {
+            return Err(b.err(&at("retry_max_ms"), "must be between retry_initial_ms and 3600000"));
+        }
+        let (secret_file, secret) = match (&r.secret_file, kind) {
+            (Some(f), ReceiverKind::Webhook) => {
+                let (path, secret) = read_secret(b, &at("secret_file"), base, f, false)?;
+                (Some(path), Some(secret))
+            }
+            (Some(_), ReceiverKind::Alertmanager) => {
+                return Err(b.err(&at("secret_file"), "only webhook receivers sign their bodies"))
+            }
+            (None, ReceiverKind::Webhook) => {
+                return Err(b.err(&at("secret_file"), "a webhook receiver needs secret_file (its HMAC-SHA256 key)"))
+            }
+            (None, ReceiverKind::Alertmanager) => (None, None),
+        };
+        let (token_file, token) = match &r.token_file {
+            Some(f) => {
+                let (path, token) = read_secret(b, &at("token_file"), base, f, true)?;
+                (Some(path), Some(token))
+            }
+            None => (None, None),
+        };
+        receivers.push(ReceiverConfig {
+            name: r.name,
+            kind,
+            url,
+            severities,
+            timeout: std::time::Duration::from_millis(r.timeout_ms),
+            resend: std::time::Duration::from_secs(r.resend_secs),
+            retry_initial: std::time::Duration::from_millis(r.retry_initial_ms),
+            retry_max: std::time::Duration::from_millis(r.retry_max_ms),
+            secret,
+            token,
+            secret_file,
+            token_file,
+        });
+    }
+    Ok(receivers)
 }
 
 fn build_rule(b: &Builder<'_>, i: usize, r: RawRule) -> Result<Rule, ConfigError> {
@@ -809,5 +994,79 @@ mod tests {
         let reference = Config::load(&root.join("config/examples/reference.toml")).unwrap();
         let names: Vec<&str> = reference.rules.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(names, ["unknown-client-fetch", "enumeration"]);
+    }
+
+    #[test]
+    fn receivers_are_validated_and_their_secrets_read() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("hmac.key"), "0123456789abcdef0123\n").unwrap();
+        std::fs::write(dir.path().join("short"), "abc").unwrap();
+        let file = dir.path().join("recwatch.toml");
+        let load = |text: &str| Config::from_toml(&file, text);
+        let c = load(
+            "[http]\nexternal_url = \"https://recwatch.example/\"\n[[receiver]]\nname = \"oncall\"\nkind = \"alertmanager\"\nurl = \"http://127.0.0.1:9093/\"\nseverities = [\"critical\"]\n[[receiver]]\nname = \"hook-1\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:8080/hook\"\nsecret_file = \"hmac.key\"\ntimeout_ms = 500\n",
+        )
+        .unwrap();
+        assert_eq!(c.external_url, "https://recwatch.example");
+        let (am, hook) = (&c.receivers[0], &c.receivers[1]);
+        assert_eq!(
+            (am.endpoint().as_str(), am.severities.as_slice()),
+            ("http://127.0.0.1:9093/api/v2/alerts", &[Severity::Critical][..])
+        );
+        assert_eq!(hook.endpoint(), "http://127.0.0.1:8080/hook");
+        assert_eq!(hook.secret.as_ref().unwrap().expose(), b"0123456789abcdef0123");
+        assert_eq!(hook.severities, Severity::ALL);
+        assert_eq!((hook.timeout.as_millis(), hook.resend.as_secs()), (500, 60));
+        assert!(!format!("{c:?}").contains("0123456789abcdef"), "secrets are never printed");
+        assert_eq!(load("").unwrap().external_url, "http://127.0.0.1:9898");
+
+        let err = |text: &str| load(text).unwrap_err();
+        let am = "[[receiver]]\nname = \"oncall\"\nkind = \"alertmanager\"\nurl = \"http://127.0.0.1:9093\"\n";
+        let e = err(&format!("{am}[[receiver]]\nname = \"oncall\"\nkind = \"alertmanager\"\nurl = \"http://h\"\n"));
+        assert_eq!((e.line, e.key.as_str()), (Some(6), "receiver[1].name"), "{e}");
+        let e = err("[[receiver]]\nname = \"On Call\"\nkind = \"webhook\"\nurl = \"http://h\"\n");
+        assert_eq!((e.line, e.key.as_str()), (Some(2), "receiver[0].name"), "{e}");
+        let e = err("[[receiver]]\nname = \"x\"\nkind = \"pager\"\nurl = \"http://h\"\n");
+        assert_eq!((e.line, e.key.as_str()), (Some(3), "receiver[0].kind"), "{e}");
+        let e = err("[[receiver]]\nname = \"x\"\nkind = \"alertmanager\"\nurl = \"https://h\"\n");
+        assert_eq!((e.line, e.key.as_str()), (Some(4), "receiver[0].url"), "{e}");
+        assert!(e.message.contains("https is not supported"), "{e}");
+        let e = err(&format!("{am}severities = [\"critical\", \"urgent\"]\n"));
+        assert_eq!((e.line, e.key.as_str()), (Some(5), "receiver[0].severities[1]"), "{e}");
+        let e = err("[[receiver]]\nname = \"x\"\nkind = \"webhook\"\nurl = \"http://h/x\"\n");
+        assert_eq!(e.key, "receiver[0].secret_file", "{e}");
+        let e = err("[[receiver]]\nname = \"x\"\nkind = \"webhook\"\nurl = \"http://h/x\"\nsecret_file = \"short\"\n");
+        assert_eq!((e.line, e.key.as_str()), (Some(5), "receiver[0].secret_file"), "{e}");
+        let e = err(&format!("{am}token_file = \"missing\"\n"));
+        assert_eq!((e.line, e.key.as_str()), (Some(5), "receiver[0].token_file"), "{e}");
+        let e = err(&format!("{am}timeout_ms = 0\n"));
+        assert_eq!(e.key, "receiver[0].timeout_ms", "{e}");
+        let e = err(&format!("{am}retry_initial_ms = 5000\nretry_max_ms = 1000\n"));
+        assert_eq!((e.line, e.key.as_str()), (Some(6), "receiver[0].retry_max_ms"), "{e}");
+        let e = err(&format!("{am}secret = \"inline\"\n"));
+        assert_eq!((e.line, e.key.as_str()), (Some(5), "receiver[0].secret"), "{e}");
+    }
+
+    #[test]
+    fn the_commented_receivers_of_the_shipped_config_are_valid() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let shipped = std::fs::read_to_string(root.join("config/recwatch.toml")).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("secret"), "0123456789abcdef-0123456789").unwrap();
+        let secret = dir.path().join("secret").display().to_string();
+        let start = shipped.find("# [[receiver]]").expect("the shipped config documents receivers");
+        let mut text = String::new();
+        for line in shipped[start..].lines() {
+            let line = line.strip_prefix("# ").unwrap_or("");
+            let line = match line.split_once(" = ") {
+                Some((k, _)) if k.ends_with("_file") => format!("{k} = {secret:?}"),
+                _ => line.to_string(),
+            };
+            text += &line;
+            text += "\n";
+        }
+        let c = Config::from_toml(&dir.path().join("recwatch.toml"), &text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let kinds: Vec<_> = c.receivers.iter().map(|r| (r.name.as_str(), r.kind)).collect();
+        assert_eq!(kinds, [("oncall", ReceiverKind::Alertmanager), ("soc-webhook", ReceiverKind::Webhook)]);
     }
 }

@@ -1,7 +1,8 @@
 //! `recwatch run`: the long-running process. Owns the threads and their lifecycle: the
 //! tail loop (tailer → pipeline → barriers), the HTTP server, signals (SIGTERM/SIGINT stop
 //! with a final flush, SIGHUP reloads), systemd notifications (READY, WATCHDOG, STOPPING),
-//! and the quarantine of an unreadable store. Never parses, detects or stores by itself.
+//! the notifier threads (restarted with a reloaded config), and the quarantine of an
+//! unreadable store. Never parses, detects or stores by itself.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -14,10 +15,11 @@ use sd_notify::NotifyState;
 
 use crate::config::{Config, SourceConfig};
 use crate::http::{self, HttpState};
+use crate::notify::Notifier;
 use crate::parse::{parse_line, LogFormat, MAX_LINE_LEN};
 use crate::pipeline::{Ingest, OnStoreError, Pipeline, PipelineOptions, SourceSpec};
 use crate::source::tail::{FileCheckpoint, LineSink, TailOptions, TailSource, Tailer};
-use crate::store::Store;
+use crate::store::{Notify, Store};
 use crate::telemetry::Telemetry;
 
 /// Command-line overrides of the config, for quick starts and tests.
@@ -88,8 +90,11 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     }));
     runtime.spawn(watch_signals(control.clone()));
     runtime.spawn(retention_sweeps(store.clone(), config.retention_days, telemetry.clone()));
+    // Pending deliveries from before a restart start going out at once.
+    let mut notifier = Notifier::start(&config, store.clone(), telemetry.clone());
 
-    let result = tail_loop(config, &opts, store, telemetry, &ready, &control);
+    let result = tail_loop(config, &opts, store, telemetry, &ready, &control, &mut notifier);
+    notifier.stop();
 
     let _ = sd_notify::notify(false, &[NotifyState::Stopping]);
     ready.store(false, Relaxed);
@@ -248,6 +253,7 @@ fn start_pipeline(config: &Config, store: &Store, telemetry: &Arc<Telemetry>, co
         keep_scope: false,
         on_store_error: OnStoreError::Retry,
         stop_retrying: control.stop_retrying.clone(),
+        notify: Notify::Queue,
     };
     Pipeline::start(config, sources, options, store.clone(), telemetry.clone())
 }
@@ -341,6 +347,7 @@ fn tail_loop(
     telemetry: Arc<Telemetry>,
     ready: &AtomicBool,
     control: &Control,
+    notifier: &mut Notifier,
 ) -> anyhow::Result<()> {
     let start = load_checkpoint(&store);
     let mut history = RewindHistory::new(&start);
@@ -372,6 +379,8 @@ fn tail_loop(
                     pipeline.ingest.barrier(serde_json::to_vec(&checkpoint)?, Instant::now());
                     pipeline.finish().context("draining the pipeline for a reload")?;
                     config = new;
+                    notifier.stop();
+                    *notifier = Notifier::start(&config, store.clone(), telemetry.clone());
                     // Like a restart: re-read from the rewind point so the new workers rebuild
                     // every window; resumed episodes keep re-read lines from counting twice.
                     tailer =

@@ -8,7 +8,10 @@
 //!   this ([`classify::client`]).
 //! - [`detect`]: data-driven rules over per-client sliding windows, owned by worker threads;
 //!   turns events into [`detect::alert::Alert`]s.
-//! - [`store`]: the only module that talks to sled: alerts and their time index.
+//! - [`store`]: the only module that talks to sled: alerts, their time index, checkpoints and
+//!   the notifier outbox.
+//! - [`notify`]: delivers stored alerts to Alertmanager and signed webhooks from the durable
+//!   outbox, with retries; what a receiver is told when.
 //! - [`pipeline`]: wires source → parse → classify → detect → store with bounded queues.
 //! - [`report`]: the scope report of a replay (JSON, CSV, Markdown).
 //! - [`daemon`]: `recwatch run`: tail loop, barriers/checkpoints, signals, systemd notify.
@@ -23,6 +26,7 @@ pub mod config;
 pub mod daemon;
 pub mod detect;
 pub mod http;
+pub mod notify;
 pub mod parse;
 pub mod pipeline;
 pub mod report;

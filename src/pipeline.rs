@@ -7,7 +7,8 @@
 //! Durability: [`Ingest::barrier`] sends a marker with an opaque checkpoint through every
 //! worker; the store stage writes the checkpoint in the same flush as every alert caused by
 //! the lines before the marker, and only then reports it durable. So a checkpoint never
-//! runs ahead of the alerts it covers.
+//! runs ahead of the alerts it covers. In the daemon the same write queues each changed
+//! alert for the notifiers ([`Notify::Queue`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -27,7 +28,7 @@ use crate::detect::event::{Event, EventBatch, Route};
 use crate::detect::worker::{ClientScope, DetectConfig, Worker, WorkerStats};
 use crate::parse::{self, LogFormat, SkipReason};
 use crate::source::framing::{frame_lines, Frame, LineChunks};
-use crate::store::{Store, StoreError};
+use crate::store::{Notify, Store, StoreError};
 use crate::telemetry::{LineTally, Telemetry};
 
 /// Batches queued per worker before reading pauses.
@@ -150,6 +151,8 @@ pub struct PipelineOptions {
     /// Set at shutdown: a failing store stops retrying, so a full disk cannot hold the
     /// process past its stop timeout (unflushed lines are read again at the next start).
     pub stop_retrying: Arc<std::sync::atomic::AtomicBool>,
+    /// Whether stored alert changes are queued for the notifiers (daemon) or not (replay).
+    pub notify: Notify,
 }
 
 impl Pipeline {
@@ -193,6 +196,7 @@ impl Pipeline {
             workers,
             on_error: options.on_store_error,
             stop_retrying: options.stop_retrying.clone(),
+            notify: options.notify,
             telemetry: telemetry.clone(),
             durable: durable.clone(),
         };
@@ -418,6 +422,7 @@ struct StoreStage {
     workers: usize,
     on_error: OnStoreError,
     stop_retrying: Arc<std::sync::atomic::AtomicBool>,
+    notify: Notify,
     telemetry: Arc<Telemetry>,
     durable: Arc<AtomicU64>,
 }
@@ -484,7 +489,7 @@ impl StoreStage {
         loop {
             let started = Instant::now();
             let result = (|| {
-                let created = self.store.upsert(alerts)?;
+                let created = self.store.upsert(alerts, self.notify)?;
                 if let Some(b) = barrier {
                     self.store.save_checkpoint(&b.checkpoint)?;
                 }

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use crate::parse::SkipReason;
 
@@ -97,6 +97,20 @@ pub struct Telemetry {
     // --- reloads
     pub config_reloads: AtomicU64,
     pub config_reload_failures: AtomicU64,
+    // --- notify
+    /// Counters of each configured receiver, by name (names come from the config).
+    pub receivers: Mutex<BTreeMap<String, Arc<ReceiverCounters>>>,
+}
+
+/// What one notifier receiver did since the process started.
+#[derive(Debug, Default)]
+pub struct ReceiverCounters {
+    /// Alert notifications the receiver accepted (an Alertmanager request of n alerts counts n).
+    pub sent: AtomicU64,
+    /// Alert notifications in failed attempts (and refused ones).
+    pub failed: AtomicU64,
+    /// Alert notifications attempted again after a failure.
+    pub retries: AtomicU64,
 }
 
 impl Default for Telemetry {
@@ -130,6 +144,7 @@ impl Default for Telemetry {
             store_quarantines: AtomicU64::new(0),
             config_reloads: AtomicU64::new(0),
             config_reload_failures: AtomicU64::new(0),
+            receivers: Mutex::new(BTreeMap::new()),
         }
     }
 }
@@ -174,6 +189,22 @@ impl Telemetry {
     pub fn alert_opened(&self, rule: &str, severity: &'static str) {
         let mut by_rule = self.alerts_by_rule.lock().unwrap_or_else(|e| e.into_inner());
         *by_rule.entry((rule.to_string(), severity)).or_insert(0) += 1;
+    }
+
+    /// Makes `names` the configured receivers: their counters exist (at 0 when new) from now
+    /// on, a receiver kept across a reload keeps its counts, a removed one disappears.
+    pub fn set_receivers(&self, names: &[&str]) {
+        let mut receivers = self.receivers.lock().unwrap_or_else(|e| e.into_inner());
+        receivers.retain(|name, _| names.contains(&name.as_str()));
+        for name in names {
+            receivers.entry(name.to_string()).or_default();
+        }
+    }
+
+    /// The counters of receiver `name` (registered if it was not).
+    pub fn receiver(&self, name: &str) -> Arc<ReceiverCounters> {
+        let mut receivers = self.receivers.lock().unwrap_or_else(|e| e.into_inner());
+        receivers.entry(name.to_string()).or_default().clone()
     }
 }
 

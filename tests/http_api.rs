@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use recwatch::detect::alert::{Alert, AlertStatus};
 use recwatch::detect::rule::Severity;
 use recwatch::http::{serve_with, HttpState, Limits};
-use recwatch::store::Store;
+use recwatch::store::{Notify, Store};
 use recwatch::telemetry::Telemetry;
 use reqwest::blocking::{Client, RequestBuilder, Response};
 use reqwest::StatusCode;
@@ -75,7 +75,7 @@ impl Server {
     fn start_with(alerts: &[Alert], token: Option<&str>, limits: Limits) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("db")).unwrap();
-        store.upsert(alerts).unwrap();
+        store.upsert(alerts, Notify::Skip).unwrap();
         store.flush().unwrap();
         let telemetry = Arc::new(Telemetry::default());
         let ready = Arc::new(AtomicBool::new(false));
@@ -560,7 +560,7 @@ fn metric_series_do_not_grow_with_the_number_of_clients() {
             alert("R1", "unknown-client-fetch", Severity::Critical, &client, T0 + i64::from(i))
         })
         .collect();
-    assert_eq!(server.store().upsert(&many).unwrap().len(), 1000);
+    assert_eq!(server.store().upsert(&many, Notify::Skip).unwrap().len(), 1000);
     for _ in &many {
         server.telemetry.alert_opened("unknown-client-fetch", "critical");
     }

@@ -1,7 +1,8 @@
 //! The alerts API under `/api/v1`: list (with filters), show, ack, resolve. Owns the bearer
 //! token check, query parsing and the JSON error shape `{"error": "..."}`. Alerts are
 //! rendered as [`AlertRow`], the same shape as the scope report. Never writes to sled itself:
-//! status changes go through [`Store::set_status`], which is durable when it returns.
+//! status changes go through [`Store::set_status`], which is durable when it returns and
+//! queues the change for the notifiers in the same write.
 //!
 //! Errors say what was wrong with the request, never how the server is built: store and
 //! task failures are logged here and answered with a short generic message.

@@ -2,24 +2,26 @@
 //! Owns metric names, types, help texts and label sets. Reads the atomics at scrape time and
 //! builds fresh `MetricFamily`s, so nothing is registered globally and nothing is cached.
 //! Never takes a label value from log content: labels are skip reasons (a closed enum), rule
-//! names and severities (from the config), and the crate version.
+//! names and severities, receiver names (from the config), and the crate version.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 
 use prometheus::proto::{Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType};
 use prometheus::TextEncoder;
 
 use crate::parse::SkipReason;
-use crate::store::Store;
-use crate::telemetry::{self, Telemetry};
+use crate::store::{PendingStats, Store};
+use crate::telemetry::{self, ReceiverCounters, Telemetry};
 
 /// Content type of [`render_metrics`]' output.
 pub const CONTENT_TYPE: &str = prometheus::TEXT_FORMAT;
 
-/// Prometheus text exposition of everything in `telemetry`, plus `recwatch_alerts_open` from
-/// the store. A store error drops that one family (and is logged); the rest is still served,
-/// so a broken store shows up as an absent series rather than as a failed scrape.
+/// Prometheus text exposition of everything in `telemetry`, plus `recwatch_alerts_open` and
+/// the notifier's pending deliveries from the store. A store error drops those families (and
+/// is logged); the rest is still served, so a broken store shows up as absent series rather
+/// than as a failed scrape.
 pub fn render_metrics(telemetry: &Telemetry, store: &Store) -> String {
     let open = match store.count_unresolved() {
         Ok(open) => Some(open),
@@ -28,12 +30,24 @@ pub fn render_metrics(telemetry: &Telemetry, store: &Store) -> String {
             None
         }
     };
-    render(telemetry, open.as_ref())
+    let pending = match store.pending_deliveries() {
+        Ok(pending) => Some(pending),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot count pending notifications for /metrics");
+            None
+        }
+    };
+    render(telemetry, open.as_ref(), pending.as_ref())
 }
 
-/// [`render_metrics`] with the open-alert counts already read (`None`: unknown, not exported).
-pub fn render(telemetry: &Telemetry, open_alerts: Option<&BTreeMap<(String, String), u64>>) -> String {
-    let families = families(telemetry, open_alerts);
+/// What the store says, read at scrape time: unresolved alerts by (rule, severity), and
+/// pending deliveries by receiver. `None`: unknown, not exported.
+pub type OpenAlerts = BTreeMap<(String, String), u64>;
+pub type PendingDeliveries = BTreeMap<String, PendingStats>;
+
+/// [`render_metrics`] with the store's numbers already read.
+pub fn render(telemetry: &Telemetry, open_alerts: Option<&OpenAlerts>, pending: Option<&PendingDeliveries>) -> String {
+    let families = families(telemetry, open_alerts, pending);
     TextEncoder::new().encode_to_string(&families).unwrap_or_else(|e| {
         // Unreachable by construction (every family has a name and at least one sample).
         tracing::error!(error = %e, "cannot encode metrics");
@@ -42,7 +56,11 @@ pub fn render(telemetry: &Telemetry, open_alerts: Option<&BTreeMap<(String, Stri
 }
 
 /// Every metric family, sorted by name.
-pub fn families(t: &Telemetry, open_alerts: Option<&BTreeMap<(String, String), u64>>) -> Vec<MetricFamily> {
+pub fn families(
+    t: &Telemetry,
+    open_alerts: Option<&OpenAlerts>,
+    pending: Option<&PendingDeliveries>,
+) -> Vec<MetricFamily> {
     let mut f = Families::default();
     let n = |a: &std::sync::atomic::AtomicU64| a.load(Relaxed) as f64;
     let g = |a: &std::sync::atomic::AtomicI64| a.load(Relaxed) as f64;
@@ -163,6 +181,50 @@ pub fn families(t: &Telemetry, open_alerts: Option<&BTreeMap<(String, String), u
         ],
     );
 
+    // --- notify: one series per configured receiver, at 0 until something happens
+    let receivers: Vec<(String, Arc<ReceiverCounters>)> = {
+        let receivers = t.receivers.lock().unwrap_or_else(|e| e.into_inner());
+        receivers.iter().map(|(name, c)| (name.clone(), c.clone())).collect()
+    };
+    let per_receiver = |value: &dyn Fn(&str, &ReceiverCounters) -> f64| {
+        receivers.iter().map(|(name, c)| (vec![name.clone()], value(name, c))).collect::<Vec<_>>()
+    };
+    f.counter_vec(
+        "recwatch_notify_sent_total",
+        "Alert notifications accepted by the receiver (an Alertmanager request of n alerts counts n).",
+        &["receiver"],
+        per_receiver(&|_, c| n(&c.sent)),
+    );
+    f.counter_vec(
+        "recwatch_notify_failed_total",
+        "Alert notifications in failed delivery attempts (errors, timeouts, non-2xx answers).",
+        &["receiver"],
+        per_receiver(&|_, c| n(&c.failed)),
+    );
+    f.counter_vec(
+        "recwatch_notify_retries_total",
+        "Alert notifications attempted again after a failed attempt.",
+        &["receiver"],
+        per_receiver(&|_, c| n(&c.retries)),
+    );
+    if let Some(pending) = pending {
+        let stats = |name: &str| pending.get(name).copied().unwrap_or_default();
+        let now_ms =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        f.gauge_vec(
+            "recwatch_notify_pending",
+            "Alerts with a change the receiver has not been told yet (in the durable outbox).",
+            &["receiver"],
+            per_receiver(&|name, _| stats(name).pending as f64),
+        );
+        f.gauge_vec(
+            "recwatch_notify_oldest_pending_age_seconds",
+            "Age of the oldest change the receiver has not been told yet (0 when none).",
+            &["receiver"],
+            per_receiver(&|name, _| stats(name).oldest_ms.map_or(0.0, |t| (now_ms - t).max(0) as f64 / 1000.0)),
+        );
+    }
+
     let mut out = f.0;
     out.sort_by(|a, b| a.name().cmp(b.name()));
     out
@@ -278,7 +340,7 @@ mod tests {
 
     #[test]
     fn every_skip_reason_and_both_reload_results_are_exported_even_at_zero() {
-        let text = render(&Telemetry::default(), None);
+        let text = render(&Telemetry::default(), None, None);
         for r in SkipReason::ALL {
             assert!(text.contains(&format!("recwatch_lines_skipped_total{{reason=\"{}\"}} 0\n", r.as_str())), "{text}");
         }
@@ -287,6 +349,38 @@ mod tests {
         // No alert yet: the labelled alert families are absent, not empty (which is invalid).
         assert!(!text.contains("recwatch_alerts_total"), "{text}");
         assert!(!text.contains("recwatch_alerts_open"), "{text}");
+        // No receiver configured: no notifier series.
+        assert!(!text.contains("recwatch_notify"), "{text}");
+    }
+
+    #[test]
+    fn every_configured_receiver_has_every_notifier_series_from_the_start() {
+        let t = Telemetry::default();
+        t.set_receivers(&["oncall", "hook"]);
+        t.receiver("hook").sent.fetch_add(2, Relaxed);
+        let mut pending = BTreeMap::new();
+        let long_ago =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64 - 90_000;
+        pending.insert("hook".to_string(), PendingStats { pending: 3, oldest_ms: Some(long_ago) });
+        let text = render(&t, None, Some(&pending));
+        for name in ["oncall", "hook"] {
+            for family in ["sent_total", "failed_total", "retries_total", "pending", "oldest_pending_age_seconds"] {
+                assert!(text.contains(&format!("recwatch_notify_{family}{{receiver=\"{name}\"}} ")), "{text}");
+            }
+        }
+        assert!(text.contains("recwatch_notify_sent_total{receiver=\"hook\"} 2\n"), "{text}");
+        assert!(text.contains("recwatch_notify_pending{receiver=\"hook\"} 3\n"), "{text}");
+        assert!(text.contains("recwatch_notify_oldest_pending_age_seconds{receiver=\"oncall\"} 0\n"), "{text}");
+        let age = text
+            .lines()
+            .find_map(|l| l.strip_prefix("recwatch_notify_oldest_pending_age_seconds{receiver=\"hook\"} "))
+            .unwrap();
+        assert!((90.0..120.0).contains(&age.parse::<f64>().unwrap()), "{age}");
+        // a receiver removed by a reload disappears; one kept keeps its count
+        t.set_receivers(&["hook"]);
+        let text = render(&t, None, Some(&pending));
+        assert!(!text.contains("oncall"), "{text}");
+        assert!(text.contains("recwatch_notify_sent_total{receiver=\"hook\"} 2\n"), "{text}");
     }
 
     #[test]
@@ -295,7 +389,7 @@ mod tests {
         for s in [0.0005, 0.003, 20.0] {
             t.store_write_seconds.observe(s);
         }
-        let text = render(&t, None);
+        let text = render(&t, None, None);
         assert!(text.contains("recwatch_store_write_duration_seconds_bucket{le=\"0.001\"} 1\n"), "{text}");
         assert!(text.contains("recwatch_store_write_duration_seconds_bucket{le=\"0.005\"} 2\n"), "{text}");
         assert!(text.contains("recwatch_store_write_duration_seconds_bucket{le=\"10\"} 2\n"), "{text}");
@@ -310,10 +404,10 @@ mod tests {
         t.alert_opened("we\"ird\\rule", "critical");
         let mut open = BTreeMap::new();
         open.insert(("unknown-client-fetch".to_string(), "critical".to_string()), 3);
-        let text = render(&t, Some(&open));
+        let text = render(&t, Some(&open), None);
         assert!(text.contains(r#"recwatch_alerts_total{rule="we\"ird\\rule",severity="critical"} 1"#), "{text}");
         assert!(text.contains("recwatch_alerts_open{rule=\"unknown-client-fetch\",severity=\"critical\"} 3\n"));
-        let names: Vec<_> = families(&t, Some(&open)).iter().map(|f| f.name().to_string()).collect();
+        let names: Vec<_> = families(&t, Some(&open), None).iter().map(|f| f.name().to_string()).collect();
         let mut sorted = names.clone();
         sorted.sort();
         assert_eq!(names, sorted);
