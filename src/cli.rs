@@ -13,6 +13,7 @@ use recwatch::config::Config;
 use recwatch::detect::alert::AlertStatus;
 use recwatch::parse::{LogFormat, MAX_LINE_LEN};
 use recwatch::pipeline::{OnStoreError, Pipeline, PipelineOptions, SourceSpec};
+use recwatch::privacy::Pseudonymizer;
 use recwatch::report::{AlertRow, InputSummary, Report, ReportFormat};
 use recwatch::source::framing::LineChunks;
 use recwatch::source::replay::{open, Input};
@@ -66,6 +67,16 @@ pub enum Command {
     Alerts {
         #[command(subcommand)]
         action: AlertsAction,
+    },
+    /// Print TEXT with personnummer and phone numbers replaced by their pseudonyms under the
+    /// configured key (privacy.pseudonym_key_file, else the state directory's), to find a
+    /// known person's alerts: `recwatch pseudonym 19121212-1212` → `pnr-…`.
+    Pseudonym {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Text to pseudonymise, e.g. a personnummer, a phone number or a whole path.
+        #[arg(required = true)]
+        text: Vec<String>,
     },
 }
 
@@ -162,7 +173,28 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Replay(args) => replay(args),
         Command::Alerts { action } => alerts(action),
+        Command::Pseudonym { store, text } => pseudonym(&store, &text),
     }
+}
+
+fn pseudonym(args: &StoreArgs, texts: &[String]) -> anyhow::Result<ExitCode> {
+    let config = load_config(&args.config)?;
+    let pseudonyms = match &config.pseudonyms {
+        Some(p) => p.clone(),
+        None => {
+            // Never create a key here: one made now could not match any stored alert.
+            let dir = args.state_dir.clone().unwrap_or(config.store_dir);
+            let key = dir.join(recwatch::privacy::STATE_KEY_FILE);
+            Pseudonymizer::load(&key).with_context(|| {
+                format!("no pseudonym key yet ({} is created by the first `recwatch run` or `replay`)", key.display())
+            })?
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    for text in texts {
+        writeln!(out, "{}", pseudonyms.pseudonymize(text))?;
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn load_config(path: &Path) -> anyhow::Result<Config> {
@@ -213,6 +245,7 @@ fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         keep_scope: true,
         on_store_error: OnStoreError::Fail,
         stop_retrying: Default::default(),
+        pseudonyms: Pseudonymizer::resolve(config.pseudonyms.as_ref(), &state_dir)?,
     };
     let mut pipeline = Pipeline::start(&config, sources, options, store, telemetry.clone());
 

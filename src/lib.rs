@@ -10,6 +10,7 @@
 //!   turns events into [`detect::alert::Alert`]s.
 //! - [`store`]: the only module that talks to sled: alerts and their time index.
 //! - [`pipeline`]: wires source → parse → classify → detect → store with bounded queues.
+//! - [`privacy`]: personnummer and phone numbers in paths → keyed pseudonyms (`pnr-…`, `tel-…`).
 //! - [`report`]: the scope report of a replay (JSON, CSV, Markdown).
 //! - [`daemon`]: `recwatch run`: tail loop, barriers/checkpoints, signals, systemd notify.
 //! - [`config`]: raw TOML → validated, compiled [`config::Config`]; errors say file:line: key.
@@ -25,6 +26,7 @@ pub mod detect;
 pub mod http;
 pub mod parse;
 pub mod pipeline;
+pub mod privacy;
 pub mod report;
 pub mod source;
 pub mod store;
