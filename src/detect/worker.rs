@@ -478,7 +478,9 @@ impl Episode {
 
     fn note_user_agent(&mut self, ua: &[u8], pseudonyms: &Pseudonymizer) {
         let uas = &mut self.alert.user_agents;
-        if ua.is_empty() || uas.len() >= MAX_USER_AGENTS {
+        // Stored agents are pseudonymised; one without a token is stored as logged, so the
+        // common case (an agent seen before) is a plain comparison.
+        if ua.is_empty() || uas.len() >= MAX_USER_AGENTS || uas.iter().any(|u| u.as_bytes() == ua) {
             return;
         }
         let ua = pseudonyms.pseudonymize_bytes(ua);
@@ -560,6 +562,27 @@ mod tests {
         let a = &changed[0];
         assert_eq!((a.rule.as_str(), a.distinct_resources), ("enumeration", 21));
         assert_eq!(a.first_seen, 1002);
+    }
+
+    #[test]
+    fn samples_are_pseudonymised_and_distinct_counts_stay_over_the_real_paths() {
+        let r1 = "[[rule]]\nid='R1'\nname='unknown-client-fetch'\nstatus=[200]\nclient_kind=['unknown']\n";
+        let mut w = Worker::new(rules(r1));
+        let mut batch = EventBatch::with_capacity();
+        for (i, path) in
+            ["/r/19121212-1212.wav", "/r/121212-1212.wav", "/r/0701234567.wav", "/r/121212-1212.wav"].iter().enumerate()
+        {
+            push(&mut batch, "198.51.100.4", ClientKind::Unknown, 100 + i as i64, 200, path, false);
+        }
+        let mut changed = Vec::new();
+        w.process_batch(&batch);
+        w.take_changed(&mut changed);
+        let a = changed.pop().unwrap();
+        assert_eq!((a.requests, a.distinct_resources), (4, 3), "two spellings of one person are two files");
+        let key = test_key();
+        let pnr = key.pseudonym(crate::privacy::TokenKind::Personnummer, "1212121212");
+        let tel = key.pseudonym(crate::privacy::TokenKind::Phone, "46701234567");
+        assert_eq!(a.sample, [format!("/r/{pnr}.wav"), format!("/r/{tel}.wav")]);
     }
 
     #[test]
