@@ -9,6 +9,7 @@ use recwatch::config::Config;
 use recwatch::detect::event::{Event, EventBatch, Route};
 use recwatch::detect::worker::{DetectConfig, Worker};
 use recwatch::parse::{parse_line, LogFormat};
+use recwatch::privacy::Pseudonymizer;
 use recwatch::synth::{generate, SynthOptions};
 
 fn sample_lines() -> Vec<Vec<u8>> {
@@ -52,7 +53,15 @@ fn parse_and_classify(c: &mut Criterion) {
 
 fn detect(c: &mut Criterion) {
     let config = reference();
-    let cfg = Arc::new(DetectConfig::new(config.rules.clone(), vec![], vec!["bench".into()], 3600, 100_000, false));
+    let cfg = Arc::new(DetectConfig::new(
+        config.rules.clone(),
+        vec![],
+        vec!["bench".into()],
+        3600,
+        100_000,
+        false,
+        Pseudonymizer::new(b"bench key, 32 bytes long, fixed"),
+    ));
     // 256 events from 40 clients over 60 s, half of them external, 30 distinct files.
     let mut batch = EventBatch::with_capacity();
     for i in 0..EventBatch::MAX_EVENTS as u32 {

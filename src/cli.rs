@@ -13,6 +13,7 @@ use recwatch::config::Config;
 use recwatch::detect::alert::AlertStatus;
 use recwatch::parse::{LogFormat, MAX_LINE_LEN};
 use recwatch::pipeline::{OnStoreError, Pipeline, PipelineOptions, SourceSpec};
+use recwatch::privacy::Pseudonymizer;
 use recwatch::report::{AlertRow, InputSummary, Report, ReportFormat};
 use recwatch::source::framing::LineChunks;
 use recwatch::source::replay::{open, Input};
@@ -83,6 +84,16 @@ pub enum Command {
     Alerts {
         #[command(subcommand)]
         action: AlertsAction,
+    },
+    /// Print TEXT with personnummer and phone numbers replaced by their pseudonyms under the
+    /// configured key (privacy.pseudonym_key_file, else the state directory's), to find a
+    /// known person's alerts: `recwatch pseudonym 19121212-1212` → `pnr-…`.
+    Pseudonym {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Text to pseudonymise, e.g. a personnummer, a phone number or a whole path.
+        #[arg(required = true)]
+        text: Vec<String>,
     },
     /// Write the manual pages (recwatch.1, recwatch-run.1, ...) generated from this command line into a directory.
     #[command(hide = true)]
@@ -191,6 +202,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Replay(args) => replay(args),
         Command::Alerts { action } => alerts(action),
+        Command::Pseudonym { store, text } => pseudonym(&store, &text),
         Command::Manpages { out_dir } => {
             std::fs::create_dir_all(&out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
             let mut command = <Cli as clap::CommandFactory>::command();
@@ -199,6 +211,26 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn pseudonym(args: &StoreArgs, texts: &[String]) -> anyhow::Result<ExitCode> {
+    let config = load_config(&args.config)?;
+    let pseudonyms = match &config.pseudonyms {
+        Some(p) => p.clone(),
+        None => {
+            // Never create a key here: one made now could not match any stored alert.
+            let dir = args.state_dir.clone().unwrap_or(config.store_dir);
+            let key = dir.join(recwatch::privacy::STATE_KEY_FILE);
+            Pseudonymizer::load(&key).with_context(|| {
+                format!("no pseudonym key yet ({} is created by the first `recwatch run` or `replay`)", key.display())
+            })?
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    for text in texts {
+        writeln!(out, "{}", pseudonyms.pseudonymize(text))?;
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// One page per command (`recwatch.1`, `recwatch-alerts-list.1`, ...), skipping `help` and hidden ones.
@@ -263,6 +295,7 @@ fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         stop_retrying: Default::default(),
         // A replay is read by the person who ran it: its alerts page nobody.
         notify: Notify::Skip,
+        pseudonyms: Pseudonymizer::resolve(config.pseudonyms.as_ref(), &state_dir)?,
     };
     let mut pipeline = Pipeline::start(&config, sources, options, store, telemetry.clone());
 

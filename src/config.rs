@@ -14,6 +14,7 @@ use crate::classify::path::{PathClass, SensitivePaths};
 use crate::detect::rule::{path_class_bit, Aggregate, GroupBy, Rule, Severity, StatusSet, UserMatch};
 use crate::notify::{ReceiverConfig, ReceiverKind, Secret};
 use crate::parse::LogFormat;
+use crate::privacy::Pseudonymizer;
 
 /// The rules used when a config has no `[[rule]]` table: R1, R2, R3, R5 and R6 of DESIGN.md.
 /// Also shipped, with comments, in `config/recwatch.toml`.
@@ -68,6 +69,14 @@ struct RawConfig {
     rule: Vec<RawRule>,
     #[serde(default)]
     receiver: Vec<RawReceiver>,
+    #[serde(default)]
+    privacy: RawPrivacy,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPrivacy {
+    pseudonym_key_file: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -359,6 +368,10 @@ pub struct Config {
     /// How long a rotated-away or deleted file stays open after it stopped growing.
     pub rotated_drain: std::time::Duration,
     pub rules: Vec<Rule>,
+    /// `privacy.pseudonym_key_file`, resolved; None: the state directory's key is used.
+    pub pseudonym_key_file: Option<PathBuf>,
+    /// The key loaded from `pseudonym_key_file` (checked here, so `check` reports a bad one).
+    pub pseudonyms: Option<Pseudonymizer>,
 }
 
 /// Key path segment, for error messages and locating lines.
@@ -497,6 +510,15 @@ impl Config {
         config.poll_interval = std::time::Duration::from_millis(raw.tail.poll_interval_ms);
         config.inotify = raw.tail.inotify;
         config.rotated_drain = std::time::Duration::from_secs(raw.tail.rotated_drain_secs);
+        if let Some(f) = raw.privacy.pseudonym_key_file {
+            let at = [key("privacy"), key("pseudonym_key_file")];
+            if f.trim().is_empty() {
+                return Err(b.err(&at, "must not be empty"));
+            }
+            let path = base.join(f);
+            config.pseudonyms = Some(Pseudonymizer::load(&path).map_err(|e| b.err(&at, e.to_string()))?);
+            config.pseudonym_key_file = Some(path);
+        }
         Ok(config)
     }
 
@@ -547,6 +569,13 @@ impl Config {
         for r in &self.receivers {
             s += &format!("{}\n", r.describe());
         }
+        s += &format!(
+            "privacy: personnummer and phone numbers in paths pseudonymised with the key in {}\n",
+            self.pseudonym_key_file.as_ref().map_or_else(
+                || format!("{} (created on first use)", self.store_dir.join(crate::privacy::STATE_KEY_FILE).display()),
+                |f| f.display().to_string()
+            )
+        );
         s += &format!("rules ({}):\n", self.rules.len());
         for r in &self.rules {
             s += &format!("  {}\n", r.describe());
@@ -707,6 +736,8 @@ fn build(
         inotify: true,
         rotated_drain: std::time::Duration::from_secs(5),
         rules,
+        pseudonym_key_file: None,
+        pseudonyms: None,
     })
 }
 
@@ -982,6 +1013,25 @@ mod tests {
     fn relative_store_path_is_relative_to_the_config_file() {
         let c = load("[store]\npath = \"state\"\n").unwrap();
         assert_eq!(c.store_dir, Path::new("/etc/recwatch/state"));
+    }
+
+    #[test]
+    fn pseudonym_key_file_is_loaded_relative_to_the_config_and_errors_name_the_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("recwatch.toml");
+        std::fs::write(dir.path().join("key"), "0123456789abcdef0123456789abcdef\n").unwrap();
+        std::fs::write(dir.path().join("short"), "short\n").unwrap();
+        let c = Config::from_toml(&file, "[privacy]\npseudonym_key_file = \"key\"\n").unwrap();
+        assert_eq!(c.pseudonym_key_file.as_deref(), Some(dir.path().join("key").as_path()));
+        let expected = Pseudonymizer::new(b"0123456789abcdef0123456789abcdef");
+        assert_eq!(c.pseudonyms.unwrap().pseudonymize("/r/121212-1212"), expected.pseudonymize("/r/121212-1212"));
+        for (name, wanted) in [("short", "shorter than 16 bytes"), ("missing", "cannot read")] {
+            let text = format!("[store]\npath = \"s\"\n\n[privacy]\npseudonym_key_file = \"{name}\"\n");
+            let e = Config::from_toml(&file, &text).unwrap_err();
+            assert_eq!((e.line, e.key.as_str()), (Some(5), "privacy.pseudonym_key_file"), "{e}");
+            assert!(e.message.contains(wanted), "{e}");
+        }
+        assert!(load("").unwrap().pseudonyms.is_none());
     }
 
     #[test]

@@ -18,6 +18,7 @@ use crate::http::{self, HttpState};
 use crate::notify::Notifier;
 use crate::parse::{parse_line, LogFormat, MAX_LINE_LEN};
 use crate::pipeline::{Ingest, OnStoreError, Pipeline, PipelineOptions, SourceSpec};
+use crate::privacy::Pseudonymizer;
 use crate::source::tail::{FileCheckpoint, LineSink, TailOptions, TailSource, Tailer};
 use crate::store::{Notify, Store};
 use crate::telemetry::Telemetry;
@@ -246,7 +247,13 @@ fn tail_options(config: &Config) -> TailOptions {
     }
 }
 
-fn start_pipeline(config: &Config, store: &Store, telemetry: &Arc<Telemetry>, control: &Control) -> Pipeline {
+fn start_pipeline(
+    config: &Config,
+    store: &Store,
+    telemetry: &Arc<Telemetry>,
+    control: &Control,
+    pseudonyms: &Pseudonymizer,
+) -> Pipeline {
     let sources = config.sources.iter().map(|s| SourceSpec { name: s.name.clone(), format: s.format }).collect();
     let options = PipelineOptions {
         workers: config.workers,
@@ -254,7 +261,9 @@ fn start_pipeline(config: &Config, store: &Store, telemetry: &Arc<Telemetry>, co
         on_store_error: OnStoreError::Retry,
         stop_retrying: control.stop_retrying.clone(),
         notify: Notify::Queue,
+        pseudonyms: pseudonyms.clone(),
     };
+    telemetry.register_rules(&config.rules);
     Pipeline::start(config, sources, options, store.clone(), telemetry.clone())
 }
 
@@ -352,7 +361,8 @@ fn tail_loop(
     let start = load_checkpoint(&store);
     let mut history = RewindHistory::new(&start);
     let mut tailer = Tailer::new(tail_sources(&config), tail_options(&config), start.rewind.clone(), telemetry.clone());
-    let mut pipeline = start_pipeline(&config, &store, &telemetry, control);
+    let mut pseudonyms = Pseudonymizer::resolve(config.pseudonyms.as_ref(), &config.store_dir)?;
+    let mut pipeline = start_pipeline(&config, &store, &telemetry, control, &pseudonyms);
     pipeline.resume(open_episodes(&store, pipeline.memory_secs()));
     pipeline.ingest.seed_latest_event_time(start.event_time);
     ready.store(true, Relaxed);
@@ -368,12 +378,16 @@ fn tail_loop(
 
     while !control.stop.load(Relaxed) {
         if control.reload.swap(false, Relaxed) {
-            match load_config(opts) {
+            let reloaded = load_config(opts).and_then(|new| {
+                let key = Pseudonymizer::resolve(new.pseudonyms.as_ref(), &new.store_dir)?;
+                Ok((new, key))
+            });
+            match reloaded {
                 Err(e) => {
                     telemetry.config_reload_failures.fetch_add(1, Relaxed);
                     tracing::error!(error = %e, "reload failed: keeping the running configuration");
                 }
-                Ok(new) => {
+                Ok((new, key)) => {
                     let event_time = pipeline.ingest.latest_event_time();
                     let checkpoint = history.record(tailer.checkpoints(), event_time, pipeline.longest_window_secs());
                     pipeline.ingest.barrier(serde_json::to_vec(&checkpoint)?, Instant::now());
@@ -381,11 +395,12 @@ fn tail_loop(
                     config = new;
                     notifier.stop();
                     *notifier = Notifier::start(&config, store.clone(), telemetry.clone());
+                    pseudonyms = key;
                     // Like a restart: re-read from the rewind point so the new workers rebuild
                     // every window; resumed episodes keep re-read lines from counting twice.
                     tailer =
                         Tailer::new(tail_sources(&config), tail_options(&config), checkpoint.rewind, telemetry.clone());
-                    pipeline = start_pipeline(&config, &store, &telemetry, control);
+                    pipeline = start_pipeline(&config, &store, &telemetry, control, &pseudonyms);
                     pipeline.resume(open_episodes(&store, pipeline.memory_secs()));
                     pipeline.ingest.seed_latest_event_time(event_time);
                     sent_barrier = 0;

@@ -13,6 +13,7 @@
 //! - [`notify`]: delivers stored alerts to Alertmanager and signed webhooks from the durable
 //!   outbox, with retries; what a receiver is told when.
 //! - [`pipeline`]: wires source → parse → classify → detect → store with bounded queues.
+//! - [`privacy`]: personnummer and phone numbers in paths → keyed pseudonyms (`pnr-…`, `tel-…`).
 //! - [`report`]: the scope report of a replay (JSON, CSV, Markdown).
 //! - [`daemon`]: `recwatch run`: tail loop, barriers/checkpoints, signals, systemd notify.
 //! - [`config`]: raw TOML → validated, compiled [`config::Config`]; errors say file:line: key.
@@ -29,6 +30,7 @@ pub mod http;
 pub mod notify;
 pub mod parse;
 pub mod pipeline;
+pub mod privacy;
 pub mod report;
 pub mod source;
 pub mod store;

@@ -21,12 +21,13 @@ use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 use xxhash_rust::xxh3::xxh3_128_with_seed;
 
 use crate::classify::client::{unified, Networks};
-use crate::classify::path::{PathClass, SensitivePaths};
+use crate::classify::path::SensitivePaths;
 use crate::config::Config;
 use crate::detect::alert::Alert;
 use crate::detect::event::{Event, EventBatch, Route};
 use crate::detect::worker::{ClientScope, DetectConfig, Worker, WorkerStats};
 use crate::parse::{self, LogFormat, SkipReason};
+use crate::privacy::Pseudonymizer;
 use crate::source::framing::{frame_lines, Frame, LineChunks};
 use crate::store::{Notify, Store, StoreError};
 use crate::telemetry::{LineTally, Telemetry};
@@ -153,6 +154,8 @@ pub struct PipelineOptions {
     pub stop_retrying: Arc<std::sync::atomic::AtomicBool>,
     /// Whether stored alert changes are queued for the notifiers (daemon) or not (replay).
     pub notify: Notify,
+    /// Keys the pseudonyms of personnummer and phone numbers in alert samples.
+    pub pseudonyms: Pseudonymizer,
 }
 
 impl Pipeline {
@@ -173,6 +176,7 @@ impl Pipeline {
             config.client_idle_secs,
             config.max_clients_per_worker,
             options.keep_scope,
+            options.pseudonyms.clone(),
         ));
         let (to_store, store_rx) = bounded::<StoreMsg>(STORE_QUEUE);
         let (recycle_tx, recycled) = unbounded::<EventBatch>();
@@ -563,11 +567,8 @@ impl Ingest {
             return self.tally.skip(SkipReason::BadClient);
         };
         self.tally.parsed += 1;
-        self.tally.sensitive += 1;
+        self.tally.sensitive(path_class, access.status);
         self.latest_event_time = self.latest_event_time.max(time);
-        if path_class == PathClass::Recording {
-            self.tally.recordings += 1;
-        }
         if self.downstream_failed {
             return;
         }

@@ -1,6 +1,9 @@
 //! The scope report of a replay: what a breach notification needs — which clients fetched
 //! which recordings, how many distinct, how many bytes, when — as JSON, CSV or Markdown.
-//! Owns the report shape and its renderings. Never reads logs or the store itself.
+//! Owns the report shape and its renderings. Never reads logs or the store itself. Paths and
+//! user agents in it come from alerts, where personnummer and phone numbers were already
+//! replaced by pseudonyms ([`crate::privacy`]); nothing else in it comes from log content but
+//! client addresses.
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
@@ -221,6 +224,12 @@ impl Report {
                     a.bytes,
                     a.id
                 );
+            }
+            s.push('\n');
+            s += "Files fetched (a sample per alert; personnummer and phone numbers pseudonymised):\n\n";
+            for a in self.alerts.iter().filter(|a| !a.sample.is_empty()) {
+                let files: Vec<String> = a.sample.iter().map(|p| format!("`{}`", md_cell(p))).collect();
+                let _ = writeln!(s, "- `{}` {} {}: {}", a.id, a.rule, md_cell(&a.client), files.join(", "));
             }
             s.push('\n');
         }

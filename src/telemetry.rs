@@ -8,7 +8,26 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
+use crate::classify::path::PathClass;
+use crate::detect::rule::Rule;
 use crate::parse::SkipReason;
+
+/// Status classes of responses to sensitive paths, as exported (`status_class` label).
+pub const STATUS_CLASSES: [&str; 5] = ["2xx", "3xx", "4xx", "5xx", "other"];
+
+/// Index into [`STATUS_CLASSES`].
+pub fn status_class(status: u16) -> usize {
+    match status {
+        200..=299 => 0,
+        300..=399 => 1,
+        400..=499 => 2,
+        500..=599 => 3,
+        _ => 4,
+    }
+}
+
+/// Sensitive requests by path class (indexed like [`PathClass::ALL`]) and status class.
+pub type OutcomeCounts<T> = [[T; STATUS_CLASSES.len()]; PathClass::ALL.len()];
 
 /// A fixed-bucket histogram of seconds, lock-free (one atomic add per observation).
 pub struct Histogram {
@@ -72,6 +91,8 @@ pub struct Telemetry {
     pub sensitive_requests: AtomicU64,
     /// Requests classified as recordings (prefix and extension).
     pub recording_requests: AtomicU64,
+    /// Responses to sensitive paths by path class and status class.
+    pub sensitive_outcomes: OutcomeCounts<AtomicU64>,
     // --- detect
     pub alerts_opened: AtomicU64,
     /// New alerts by (rule name, severity); rules come from the config, so the set is bounded.
@@ -130,6 +151,7 @@ impl Default for Telemetry {
             lines_skipped: Default::default(),
             sensitive_requests: AtomicU64::new(0),
             recording_requests: AtomicU64::new(0),
+            sensitive_outcomes: Default::default(),
             alerts_opened: AtomicU64::new(0),
             alerts_by_rule: Mutex::new(BTreeMap::new()),
             groups_tracked: AtomicI64::new(0),
@@ -158,11 +180,22 @@ pub struct LineTally {
     pub skipped: [u64; SkipReason::ALL.len()],
     pub sensitive: u64,
     pub recordings: u64,
+    pub outcomes: OutcomeCounts<u64>,
 }
 
 impl LineTally {
     pub fn skip(&mut self, reason: SkipReason) {
         self.skipped[reason as usize] += 1;
+    }
+
+    /// A request to a sensitive path and how it was answered.
+    #[inline]
+    pub fn sensitive(&mut self, class: PathClass, status: u16) {
+        self.sensitive += 1;
+        if class == PathClass::Recording {
+            self.recordings += 1;
+        }
+        self.outcomes[class as usize][status_class(status)] += 1;
     }
 }
 
@@ -178,11 +211,28 @@ impl Telemetry {
         }
         self.sensitive_requests.fetch_add(t.sensitive, Relaxed);
         self.recording_requests.fetch_add(t.recordings, Relaxed);
+        for (counters, counts) in self.sensitive_outcomes.iter().zip(t.outcomes) {
+            for (counter, n) in counters.iter().zip(counts) {
+                if n > 0 {
+                    counter.fetch_add(n, Relaxed);
+                }
+            }
+        }
         *t = LineTally::default();
     }
 
     pub fn skipped(&self, reason: SkipReason) -> u64 {
         self.lines_skipped[reason as usize].load(Relaxed)
+    }
+
+    /// Pre-registers every configured rule at 0 (alerts by rule, open alerts), so dashboards
+    /// and alerting rules see each series from the start, not from its first alert. Rules
+    /// removed by a reload keep their series (a counter must not vanish).
+    pub fn register_rules(&self, rules: &[Rule]) {
+        let mut by_rule = self.alerts_by_rule.lock().unwrap_or_else(|e| e.into_inner());
+        for r in rules {
+            by_rule.entry((r.name.clone(), r.severity.as_str())).or_insert(0);
+        }
     }
 
     /// Counts a newly opened alert (called by the store stage, once per new alert id).

@@ -56,7 +56,7 @@ fn deb_holds_every_file_and_installs_into_a_throwaway_root() {
     .map(String::from)
     .to_vec();
     let dashboards = Path::new(env!("CARGO_MANIFEST_DIR")).join("dashboards");
-    for entry in std::fs::read_dir(&dashboards).into_iter().flatten() {
+    for entry in std::fs::read_dir(&dashboards).unwrap() {
         let entry = entry.unwrap();
         if entry.file_type().unwrap().is_file() {
             expected.push(format!("./usr/share/recwatch/dashboards/{}", entry.file_name().to_string_lossy()));

@@ -13,6 +13,7 @@ use super::rule::{Aggregate, Facts, GroupBy, Rule};
 use super::window::Window;
 use crate::classify::client::ClientClass;
 use crate::classify::path::PathClass;
+use crate::privacy::Pseudonymizer;
 
 type FastMap<K, V> = HashMap<K, V, ahash::RandomState>;
 type FastSet<K> = HashSet<K, ahash::RandomState>;
@@ -35,6 +36,9 @@ pub struct DetectConfig {
     /// The longest window or suppression time of the rules: how long (event time) a group's
     /// state or an alert episode can still matter.
     pub memory_secs: i64,
+    /// Paths and user agents become alert text only through this: personnummer and phone
+    /// numbers are pseudonymised where they enter an alert, so every output sees pseudonyms.
+    pub pseudonyms: Pseudonymizer,
 }
 
 impl DetectConfig {
@@ -45,6 +49,7 @@ impl DetectConfig {
         idle_secs: i64,
         max_groups: usize,
         keep_scope: bool,
+        pseudonyms: Pseudonymizer,
     ) -> DetectConfig {
         let pick = |g: GroupBy| rules.iter().enumerate().filter(|(_, r)| r.group_by == g).map(|(i, _)| i).collect();
         let longest = rules.iter().map(|r| r.window_secs.max(r.suppress_secs)).max().unwrap_or(0);
@@ -58,6 +63,7 @@ impl DetectConfig {
             max_groups: max_groups.max(1),
             keep_scope,
             memory_secs: longest,
+            pseudonyms,
         }
     }
 
@@ -357,7 +363,7 @@ fn apply_rules(
         if let Some(ep) = episode {
             if ev.time - ep.alert.last_seen <= rule.suppress_secs {
                 if ev.time > ep.counted_through {
-                    ep.record(ev, batch, success_bytes);
+                    ep.record(ev, batch, success_bytes, &cfg.pseudonyms);
                     mark_dirty(ep, key, slot, dirty);
                 }
                 continue;
@@ -434,16 +440,18 @@ impl Episode {
             requests,
             distinct_resources: seen_paths.len() as u64,
             bytes,
-            sample: vec![String::from_utf8_lossy(batch.bytes(&ev.path)).into_owned()],
+            sample: vec![cfg.pseudonyms.pseudonymize_bytes(batch.bytes(&ev.path)).into_owned()],
             user_agents: Vec::new(),
             status: AlertStatus::Open,
         };
         let mut ep = Episode { alert, seen_paths, dirty: false, counted_through: i64::MIN };
-        ep.note_user_agent(batch.bytes(&ev.user_agent));
+        ep.note_user_agent(batch.bytes(&ev.user_agent), &cfg.pseudonyms);
         ep
     }
 
-    fn record(&mut self, ev: &Event, batch: &EventBatch, success_bytes: u64) {
+    /// Counts `ev` into the open alert. Distinct counting uses the raw path's key; only what
+    /// is kept for output (sample, user agents) is pseudonymised, and only when it is kept.
+    fn record(&mut self, ev: &Event, batch: &EventBatch, success_bytes: u64, pseudonyms: &Pseudonymizer) {
         if ev.time <= self.counted_through {
             return;
         }
@@ -458,20 +466,27 @@ impl Episode {
             if self.seen_paths.len() as u64 > a.distinct_resources {
                 a.distinct_resources += 1;
             }
-            let path = batch.bytes(&ev.path);
-            if a.sample.len() < MAX_SAMPLE_PATHS && !a.sample.iter().any(|s| s.as_bytes() == path) {
-                a.sample.push(String::from_utf8_lossy(path).into_owned());
+            if a.sample.len() < MAX_SAMPLE_PATHS {
+                let path = pseudonyms.pseudonymize_bytes(batch.bytes(&ev.path));
+                if !a.sample.iter().any(|s| *s == *path) {
+                    a.sample.push(path.into_owned());
+                }
             }
         }
-        self.note_user_agent(batch.bytes(&ev.user_agent));
+        self.note_user_agent(batch.bytes(&ev.user_agent), pseudonyms);
     }
 
-    fn note_user_agent(&mut self, ua: &[u8]) {
+    fn note_user_agent(&mut self, ua: &[u8], pseudonyms: &Pseudonymizer) {
         let uas = &mut self.alert.user_agents;
+        // Stored agents are pseudonymised; one without a token is stored as logged, so the
+        // common case (an agent seen before) is a plain comparison.
         if ua.is_empty() || uas.len() >= MAX_USER_AGENTS || uas.iter().any(|u| u.as_bytes() == ua) {
             return;
         }
-        uas.push(String::from_utf8_lossy(ua).into_owned());
+        let ua = pseudonyms.pseudonymize_bytes(ua);
+        if !uas.iter().any(|u| *u == *ua) {
+            uas.push(ua.into_owned());
+        }
     }
 }
 
@@ -482,9 +497,13 @@ mod tests {
     use crate::config::Config;
     use crate::detect::event::Route;
 
+    fn test_key() -> Pseudonymizer {
+        Pseudonymizer::new(b"worker test key, 32 bytes long!!")
+    }
+
     fn rules(toml: &str) -> Arc<DetectConfig> {
         let c = Config::from_toml(std::path::Path::new("test.toml"), toml).unwrap();
-        Arc::new(DetectConfig::new(c.rules, vec![], vec!["web1".into()], 3600, 1000, true))
+        Arc::new(DetectConfig::new(c.rules, vec![], vec!["web1".into()], 3600, 1000, true, test_key()))
     }
 
     fn push(batch: &mut EventBatch, client: &str, kind: ClientKind, time: i64, status: u16, path: &str, user: bool) {
@@ -543,6 +562,27 @@ mod tests {
         let a = &changed[0];
         assert_eq!((a.rule.as_str(), a.distinct_resources), ("enumeration", 21));
         assert_eq!(a.first_seen, 1002);
+    }
+
+    #[test]
+    fn samples_are_pseudonymised_and_distinct_counts_stay_over_the_real_paths() {
+        let r1 = "[[rule]]\nid='R1'\nname='unknown-client-fetch'\nstatus=[200]\nclient_kind=['unknown']\n";
+        let mut w = Worker::new(rules(r1));
+        let mut batch = EventBatch::with_capacity();
+        for (i, path) in
+            ["/r/19121212-1212.wav", "/r/121212-1212.wav", "/r/0701234567.wav", "/r/121212-1212.wav"].iter().enumerate()
+        {
+            push(&mut batch, "198.51.100.4", ClientKind::Unknown, 100 + i as i64, 200, path, false);
+        }
+        let mut changed = Vec::new();
+        w.process_batch(&batch);
+        w.take_changed(&mut changed);
+        let a = changed.pop().unwrap();
+        assert_eq!((a.requests, a.distinct_resources), (4, 3), "two spellings of one person are two files");
+        let key = test_key();
+        let pnr = key.pseudonym(crate::privacy::TokenKind::Personnummer, "1212121212");
+        let tel = key.pseudonym(crate::privacy::TokenKind::Phone, "46701234567");
+        assert_eq!(a.sample, [format!("/r/{pnr}.wav"), format!("/r/{tel}.wav")]);
     }
 
     #[test]
@@ -630,7 +670,7 @@ mod tests {
     #[test]
     fn idle_groups_are_evicted_and_the_cap_holds() {
         let c = Config::from_toml(std::path::Path::new("t.toml"), R2).unwrap();
-        let cfg = Arc::new(DetectConfig::new(c.rules, vec![], vec!["s".into()], 60, 50, false));
+        let cfg = Arc::new(DetectConfig::new(c.rules, vec![], vec!["s".into()], 60, 50, false, test_key()));
         let mut w = Worker::new(cfg);
         let mut changed = Vec::new();
         for round in 0..10i64 {

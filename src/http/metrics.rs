@@ -11,6 +11,7 @@ use std::sync::Arc;
 use prometheus::proto::{Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType};
 use prometheus::TextEncoder;
 
+use crate::classify::path::PathClass;
 use crate::parse::SkipReason;
 use crate::store::{PendingStats, Store};
 use crate::telemetry::{self, ReceiverCounters, Telemetry};
@@ -114,6 +115,16 @@ pub fn families(
         "Requests classified as recordings (sensitive prefix and extension).",
         n(&t.recording_requests),
     );
+    f.counter_vec(
+        "recwatch_sensitive_responses_total",
+        "Responses to sensitive paths, by path class (recording, listing, other) and status class.",
+        &["path_class", "status_class"],
+        PathClass::ALL.iter().flat_map(|class| {
+            telemetry::STATUS_CLASSES.iter().enumerate().map(move |(i, status)| {
+                (vec![class.as_str().to_string(), status.to_string()], n(&t.sensitive_outcomes[*class as usize][i]))
+            })
+        }),
+    );
 
     // --- detect
     f.counter(
@@ -121,17 +132,30 @@ pub fn families(
         "Alerts opened by the detectors (per firing, before the store merges them by id).",
         n(&t.alerts_opened),
     );
-    let by_rule: Vec<_> = {
+    // Configured rules are pre-registered at 0 (Telemetry::register_rules).
+    let by_rule: BTreeMap<(String, String), u64> = {
         let by_rule = t.alerts_by_rule.lock().unwrap_or_else(|e| e.into_inner());
-        by_rule.iter().map(|((rule, severity), v)| (vec![rule.clone(), severity.to_string()], *v as f64)).collect()
+        by_rule.iter().map(|((rule, severity), v)| ((rule.clone(), severity.to_string()), *v)).collect()
     };
-    f.counter_vec("recwatch_alerts_total", "New alerts stored, by rule and severity.", &["rule", "severity"], by_rule);
+    let series = |m: &BTreeMap<(String, String), u64>| {
+        m.iter().map(|((rule, severity), v)| (vec![rule.clone(), severity.clone()], *v as f64)).collect::<Vec<_>>()
+    };
+    f.counter_vec(
+        "recwatch_alerts_total",
+        "New alerts stored, by rule and severity.",
+        &["rule", "severity"],
+        series(&by_rule),
+    );
     if let Some(open) = open_alerts {
+        let mut open = open.clone();
+        for rule in by_rule.keys() {
+            open.entry(rule.clone()).or_insert(0);
+        }
         f.gauge_vec(
             "recwatch_alerts_open",
             "Alerts in the store not resolved (open or acknowledged), by rule and severity.",
             &["rule", "severity"],
-            open.iter().map(|((rule, severity), v)| (vec![rule.clone(), severity.clone()], *v as f64)),
+            series(&open),
         );
     }
     f.gauge("recwatch_clients_tracked", "Groups (clients) with window state in the detectors.", g(&t.groups_tracked));
@@ -381,6 +405,28 @@ mod tests {
         let text = render(&t, None, Some(&pending));
         assert!(!text.contains("oncall"), "{text}");
         assert!(text.contains("recwatch_notify_sent_total{receiver=\"hook\"} 2\n"), "{text}");
+    }
+
+    #[test]
+    fn configured_rules_and_sensitive_outcomes_are_exported_at_zero() {
+        let t = Telemetry::default();
+        let c = crate::config::Config::from_toml(std::path::Path::new("t.toml"), "").unwrap();
+        t.register_rules(&c.rules);
+        let text = render(&t, Some(&BTreeMap::new()), None);
+        for r in &c.rules {
+            let labels = format!("{{rule=\"{}\",severity=\"{}\"}} 0\n", r.name, r.severity.as_str());
+            assert!(text.contains(&format!("recwatch_alerts_total{labels}")), "{text}");
+            assert!(text.contains(&format!("recwatch_alerts_open{labels}")), "{text}");
+        }
+        assert!(text.contains("recwatch_sensitive_responses_total{path_class=\"listing\",status_class=\"5xx\"} 0\n"));
+        let mut tally = crate::telemetry::LineTally::default();
+        tally.sensitive(PathClass::Recording, 206);
+        tally.sensitive(PathClass::OtherUnderPrefix, 404);
+        t.publish(&mut tally);
+        let text = render(&t, None, None);
+        assert!(text.contains("recwatch_sensitive_responses_total{path_class=\"recording\",status_class=\"2xx\"} 1\n"));
+        assert!(text.contains("recwatch_sensitive_responses_total{path_class=\"other\",status_class=\"4xx\"} 1\n"));
+        assert!(text.contains("recwatch_recording_requests_total 1\n"), "{text}");
     }
 
     #[test]

@@ -177,7 +177,7 @@ async fn guard(State(limits): State<Limits>, request: Request, next: Next) -> Re
     match tokio::time::timeout_at(deadline, next.run(request)).await {
         Ok(response) => response,
         Err(_) => {
-            tracing::warn!(path = %path, limit = ?limits.request_timeout, "HTTP request timed out");
+            tracing::warn!(path = %crate::privacy::redact(&path), limit = ?limits.request_timeout, "HTTP request timed out");
             api::error(StatusCode::SERVICE_UNAVAILABLE, "request timed out")
         }
     }
