@@ -475,8 +475,8 @@ fn alerts(action: AlertsAction) -> anyhow::Result<ExitCode> {
                         text(r, "status"),
                         text(r, "client"),
                         text(r, "first_seen"),
-                        r["requests"],
-                        r["distinct_resources"]
+                        r["requests"].as_u64().unwrap_or(0),
+                        r["distinct_resources"].as_u64().unwrap_or(0)
                     )?;
                 }
             }
