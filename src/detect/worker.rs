@@ -119,6 +119,9 @@ pub struct WorkerStats {
 
 pub struct Worker {
     cfg: Arc<DetectConfig>,
+    /// Names alerts show as `source`, by event source index: the configured ones, then
+    /// those the reading side registered later (Kafka envelopes name their host and file).
+    source_names: Vec<String>,
     groups: FastMap<GroupKey, GroupState>,
     dirty: Vec<(GroupKey, usize)>,
     scope: FastMap<IpAddr, ClientScope>,
@@ -139,6 +142,7 @@ impl Worker {
 
     pub fn new(cfg: Arc<DetectConfig>) -> Worker {
         Worker {
+            source_names: cfg.source_names.clone(),
             cfg,
             groups: FastMap::default(),
             dirty: Vec::new(),
@@ -148,6 +152,12 @@ impl Worker {
             evicted_changes: Vec::new(),
             stats: WorkerStats::default(),
         }
+    }
+
+    /// A source registered after the start; its index is the next one (see
+    /// [`crate::pipeline::Ingest::source_named`], which sends it before any of its events).
+    pub fn add_source(&mut self, name: String) {
+        self.source_names.push(name);
     }
 
     /// Applies every event of the batch, then evicts idle groups if due.
@@ -178,6 +188,7 @@ impl Worker {
             let key = GroupKey::Client(ev.client);
             apply_rules(
                 cfg,
+                &self.source_names,
                 &cfg.client_rules,
                 key,
                 &mut self.groups,
@@ -195,6 +206,7 @@ impl Worker {
             let key = GroupKey::Source(ev.source);
             apply_rules(
                 cfg,
+                &self.source_names,
                 &cfg.source_rules,
                 key,
                 &mut self.groups,
@@ -255,7 +267,7 @@ impl Worker {
     pub fn resume(&mut self, alert: Alert) {
         let cfg = &*self.cfg;
         let (slots, key) = match alert.group_by.as_str() {
-            "source" => match cfg.source_names.iter().position(|n| *n == alert.source) {
+            "source" => match self.source_names.iter().position(|n| *n == alert.source) {
                 Some(i) => (&cfg.source_rules, GroupKey::Source(i as u16)),
                 None => return,
             },
@@ -281,14 +293,15 @@ impl Worker {
     }
 
     /// Which worker of `workers` owns the group of `alert` (for [`Worker::resume`] routing).
+    /// `source_names` are the reading side's, registered sources included.
     pub fn owner_of(
         alert: &Alert,
-        cfg: &DetectConfig,
+        source_names: &[String],
         workers: usize,
         route: impl Fn(IpAddr) -> usize,
     ) -> Option<usize> {
         match alert.group_by.as_str() {
-            "source" => cfg.source_names.iter().position(|n| *n == alert.source).map(|i| i % workers),
+            "source" => source_names.iter().position(|n| *n == alert.source).map(|i| i % workers),
             _ => alert.client.parse::<IpAddr>().ok().map(route),
         }
     }
@@ -319,6 +332,7 @@ fn record_scope(scope: &mut FastMap<IpAddr, ClientScope>, ev: &Event) {
 #[allow(clippy::too_many_arguments)]
 fn apply_rules(
     cfg: &DetectConfig,
+    source_names: &[String],
     slots: &[usize],
     key: GroupKey,
     groups: &mut FastMap<GroupKey, GroupState>,
@@ -369,7 +383,16 @@ fn apply_rules(
             aggregate => g.windows[slot].as_ref().is_some_and(|w| w.value(aggregate) > rule.threshold),
         };
         if fired {
-            let ep = episode.insert(Episode::open(cfg, rule, key, ev, batch, success_bytes, g.windows[slot].as_ref()));
+            let ep = episode.insert(Episode::open(
+                cfg,
+                source_names,
+                rule,
+                key,
+                ev,
+                batch,
+                success_bytes,
+                g.windows[slot].as_ref(),
+            ));
             stats.alerts_opened += 1;
             mark_dirty(ep, key, slot, dirty);
         }
@@ -386,8 +409,10 @@ fn mark_dirty(ep: &mut Episode, key: GroupKey, slot: usize, dirty: &mut Vec<(Gro
 impl Episode {
     /// Opens an alert at `ev`. For windowed rules the alert starts with what is in the window
     /// (it is why the rule fired); its start is the oldest event there.
+    #[allow(clippy::too_many_arguments)]
     fn open(
         cfg: &DetectConfig,
+        source_names: &[String],
         rule: &Rule,
         key: GroupKey,
         ev: &Event,
@@ -396,7 +421,7 @@ impl Episode {
         window: Option<&Window>,
     ) -> Episode {
         let client = ev.client.to_string();
-        let source = cfg.source_names.get(usize::from(ev.source)).cloned().unwrap_or_default();
+        let source = source_names.get(usize::from(ev.source)).cloned().unwrap_or_default();
         let group_key = match key {
             GroupKey::Client(_) => client.clone(),
             GroupKey::Source(_) => source.clone(),
