@@ -127,7 +127,8 @@ pub struct Worker {
     scope: FastMap<IpAddr, ClientScope>,
     latest_time: i64,
     events_since_sweep: u64,
-    /// Changed alerts of groups evicted before their changes were handed out.
+    /// Changed alerts of groups evicted, or of episodes closed (a new one replaced them),
+    /// before their changes were handed out.
     evicted_changes: Vec<Alert>,
     pub stats: WorkerStats,
 }
@@ -193,6 +194,7 @@ impl Worker {
                 key,
                 &mut self.groups,
                 &mut self.dirty,
+                &mut self.evicted_changes,
                 &mut self.stats,
                 ev,
                 batch,
@@ -211,6 +213,7 @@ impl Worker {
                 key,
                 &mut self.groups,
                 &mut self.dirty,
+                &mut self.evicted_changes,
                 &mut self.stats,
                 ev,
                 batch,
@@ -337,6 +340,7 @@ fn apply_rules(
     key: GroupKey,
     groups: &mut FastMap<GroupKey, GroupState>,
     dirty: &mut Vec<(GroupKey, usize)>,
+    closed_changes: &mut Vec<Alert>,
     stats: &mut WorkerStats,
     ev: &Event,
     batch: &EventBatch,
@@ -376,7 +380,10 @@ fn apply_rules(
                 }
                 continue;
             }
-            *episode = None;
+            // The episode is over; changes not handed out yet must still reach the store.
+            if let Some(ep) = episode.take().filter(|ep| ep.dirty) {
+                closed_changes.push(ep.alert);
+            }
         }
         let fired = match rule.aggregate {
             Aggregate::None => true,
@@ -534,6 +541,23 @@ mod tests {
     }
 
     const R2: &str = "[[rule]]\nid='R2'\nname='enumeration'\naggregate='distinct'\nwindow_secs=60\nthreshold=20\n";
+
+    #[test]
+    fn an_episode_closed_by_a_new_one_is_still_handed_out() {
+        // Two episodes of one client in one batch, more than suppress_secs apart: both alerts
+        // reach the store, though no barrier came between them (replay has none).
+        let mut w = Worker::new(rules("[[rule]]\nid='R1'\nname='fetch'\nsuppress_secs=100\n"));
+        let mut batch = EventBatch::with_capacity();
+        push(&mut batch, "198.51.100.1", ClientKind::Unknown, 1000, 200, "/r/a.wav", false);
+        push(&mut batch, "198.51.100.1", ClientKind::Unknown, 1050, 200, "/r/b.wav", false);
+        push(&mut batch, "198.51.100.1", ClientKind::Unknown, 2000, 200, "/r/c.wav", false);
+        w.process_batch(&batch);
+        let mut changed = Vec::new();
+        w.take_changed(&mut changed);
+        let mut got: Vec<(i64, u64)> = changed.iter().map(|a| (a.first_seen, a.requests)).collect();
+        got.sort();
+        assert_eq!(got, [(1000, 2), (2000, 1)]);
+    }
 
     #[test]
     fn enumeration_fires_on_the_21st_distinct_path_within_the_window() {
