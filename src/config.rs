@@ -971,6 +971,66 @@ mod tests {
         assert_eq!(c.store_dir, Path::new("/etc/recwatch/state"));
     }
 
+    const KAFKA: &str = "[[source]]\nname = \"fleet\"\nkind = \"kafka\"\n[source.kafka]\nbrokers = [\"k1:9092\", \"[::1]:9093\"]\ntopics = [\"logs\"]\ngroup_id = \"recwatch\"\n";
+
+    #[test]
+    fn kafka_sources_are_built_with_their_options() {
+        let c = load(&format!("{KAFKA}payload = \"envelope\"\n[source.kafka.options]\n\"security.protocol\" = \"SASL_SSL\"\n\"session.timeout.ms\" = 6000\n\"enable.partition.eof\" = false\n")).unwrap();
+        let SourceInput::Kafka(k) = &c.sources[0].input else { panic!("not kafka: {:?}", c.sources[0]) };
+        assert_eq!(
+            (k.topics.as_slice(), k.group_id.as_str(), k.payload),
+            (&["logs".to_string()][..], "recwatch", PayloadFormat::Envelope)
+        );
+        assert_eq!(k.brokers, ["k1:9092", "[::1]:9093"]);
+        let options: Vec<(&str, &str)> = k.options.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        assert_eq!(
+            options,
+            [("enable.partition.eof", "false"), ("security.protocol", "SASL_SSL"), ("session.timeout.ms", "6000")]
+        );
+        assert_eq!(c.sources[0].path(), None);
+        assert!(c.describe().contains("kafka topics [\"logs\"]"), "{}", c.describe());
+    }
+
+    #[test]
+    fn kafka_errors_name_their_line_and_key() {
+        let e = load(&format!("{KAFKA}[source.kafka.options]\n\"group.id\" = \"other\"\n")).unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (Some(9), "source[0].kafka.options.group.id"), "{e}");
+        assert!(e.message.contains("group_id"), "{e}");
+        let e = load(&format!("{KAFKA}[source.kafka.options]\n\"no.such.thing\" = 1\n")).unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (Some(9), "source[0].kafka.options.no.such.thing"), "{e}");
+        let e = load(&format!("{KAFKA}[source.kafka.options]\n\"enable.auto.offset.store\" = true\n")).unwrap_err();
+        assert!(e.message.contains("durable"), "{e}");
+        let e = load(&KAFKA.replace("\"k1:9092\"", "\"k1\"")).unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (Some(5), "source[0].kafka.brokers[0]"), "{e}");
+        let e = load(&KAFKA.replace("topics = [\"logs\"]", "topics = []")).unwrap_err();
+        assert_eq!(e.key, "source[0].kafka.topics", "{e}");
+        let e = load(&format!("{KAFKA}payload = \"xml\"\n")).unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (Some(8), "source[0].kafka.payload"), "{e}");
+        let e = load("[[source]]\nkind = \"kafka\"\n").unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (Some(2), "source[0].kind"), "{e}");
+        let e = load("[[source]]\nkind = \"kafka\"\npath = \"/x\"\n").unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (Some(3), "source[0].path"), "{e}");
+        let e = load("[[source]]\nkind = \"pipe\"\n").unwrap_err();
+        assert!(e.message.contains("file, kafka"), "{e}");
+        let e = load("[[source]]\nname = \"x\"\n").unwrap_err();
+        assert_eq!(e.key, "source[0].path", "{e}");
+        let e = load(&format!("{KAFKA}[source.kafka.options]\n\"fetch.wait.max.ms\" = \"soon\"\n")).unwrap_err();
+        assert_eq!(e.line, Some(9), "{e}");
+    }
+
+    #[test]
+    fn the_commented_kafka_example_is_valid() {
+        let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/recwatch.toml")).unwrap();
+        let start = text.find("# [[source]]").expect("a commented Kafka example");
+        let block: String = text[start..]
+            .lines()
+            .take_while(|l| l.starts_with('#'))
+            .map(|l| format!("{}\n", l.trim_start_matches('#').strip_prefix(' ').unwrap_or("")))
+            .collect();
+        let c = load(&block).unwrap_or_else(|e| panic!("{e}\n{block}"));
+        assert!(matches!(c.sources[0].input, SourceInput::Kafka(_)));
+    }
+
     #[test]
     fn shipped_configs_are_valid() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));

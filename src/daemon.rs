@@ -525,6 +525,24 @@ fn stop_kafka_loops(mut loops: Vec<KafkaLoop>) -> anyhow::Result<()> {
     first_error.map_or(Ok(()), Err)
 }
 
+/// Runs the consumer loop of the Kafka source `source_name` of `config` until `stop` is set,
+/// then flushes and commits: exactly what `recwatch run` runs per Kafka source, without the
+/// rest of the daemon (for benchmarks, and for embedding).
+pub fn run_kafka_source(
+    config: &Config,
+    source_name: &str,
+    store: &Store,
+    telemetry: &Arc<Telemetry>,
+    stop: &AtomicBool,
+) -> anyhow::Result<()> {
+    let source = config
+        .sources
+        .iter()
+        .find(|s| s.name == source_name && matches!(s.input, SourceInput::Kafka(_)))
+        .with_context(|| format!("no Kafka source named {source_name:?} in {}", config.file.display()))?;
+    kafka_loop(source, config, store, telemetry, &Control::default(), stop, &KafkaStatus::default())
+}
+
 /// Lines of consumed messages into a pipeline. An envelope's `host:file` becomes the
 /// alert's source (registered on first sight, bounded); otherwise the Kafka source's name.
 struct KafkaIngest<'a> {
