@@ -400,6 +400,7 @@ fn consumed_alerts_equal_replay_through_a_broker_outage_and_failed_commits() {
     observer.wait_committed(lines.len());
     d.wait_metric("recwatch_kafka_messages_total", "", lines.len() as f64);
     assert!(d.metric("recwatch_kafka_consumer_lag", "").is_some(), "lag exported per partition");
+    promtool_check(&d.get("/metrics").unwrap().1);
     assert_eq!(d.metric("recwatch_kafka_bad_payloads_total", ""), Some(0.0));
     d.terminate();
 
@@ -619,4 +620,21 @@ impl Broker {
         });
         broker
     }
+}
+
+/// `promtool check metrics` must accept the exposition with the Kafka families (promtool is a
+/// hard requirement of the suite: scripts/test installs Debian's `prometheus`).
+fn promtool_check(text: &str) {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run promtool ({e}); install it: apt-get install prometheus"));
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), text.as_bytes()).unwrap();
+    wait_until("promtool to finish", Duration::from_secs(30), || child.try_wait().unwrap().map(|_| ()));
+    let out = child.wait_with_output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && stdout.is_empty() && stderr.is_empty(), "promtool: {stdout}{stderr}");
 }
