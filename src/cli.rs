@@ -95,12 +95,28 @@ pub enum Command {
         #[arg(required = true)]
         text: Vec<String>,
     },
+    /// Print the Kafka message key of log lines (their client address), one per line (`-`
+    /// when a line has none), or a shipper snippet that sets it. Keying the topic by client
+    /// keeps each client's windows in one recwatch instance.
+    KafkaKey(KafkaKeyArgs),
     /// Write the manual pages (recwatch.1, recwatch-run.1, ...) generated from this command line into a directory.
     #[command(hide = true)]
     Manpages {
         /// Output directory (created when missing).
         out_dir: PathBuf,
     },
+}
+
+#[derive(Args)]
+pub struct KafkaKeyArgs {
+    /// Log format of the lines: combined, common, vhost_combined, vhost_common.
+    #[arg(long, default_value = "combined")]
+    pub format: String,
+    /// Print a configuration snippet that sets the key in a shipper instead: vector or filebeat.
+    #[arg(long)]
+    pub snippet: Option<String>,
+    /// Log lines; without any, lines are read from standard input.
+    pub lines: Vec<String>,
 }
 
 #[derive(Args)]
@@ -203,6 +219,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Replay(args) => replay(args),
         Command::Alerts { action } => alerts(action),
         Command::Pseudonym { store, text } => pseudonym(&store, &text),
+        Command::KafkaKey(args) => kafka_key(args),
         Command::Manpages { out_dir } => {
             std::fs::create_dir_all(&out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
             let mut command = <Cli as clap::CommandFactory>::command();
@@ -233,6 +250,42 @@ fn pseudonym(args: &StoreArgs, texts: &[String]) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn kafka_key(args: KafkaKeyArgs) -> anyhow::Result<ExitCode> {
+    let format = LogFormat::from_name(&args.format).with_context(|| {
+        format!("--format {:?}: expected one of {}", args.format, LogFormat::ALL.map(|f| f.as_str()).join(", "))
+    })?;
+    let mut out = std::io::stdout().lock();
+    if let Some(shipper) = &args.snippet {
+        let vhost = matches!(format, LogFormat::VhostCombined | LogFormat::VhostCommon);
+        let text = match shipper.as_str() {
+            "vector" => vector_snippet(vhost),
+            "filebeat" => filebeat_snippet(vhost),
+            other => bail!("--snippet {other:?}: expected vector or filebeat"),
+        };
+        out.write_all(text.as_bytes())?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut print = |line: &[u8]| -> std::io::Result<()> {
+        let key = recwatch::parse::client_key(format, line);
+        writeln!(out, "{}", key.as_deref().unwrap_or("-"))
+    };
+    if args.lines.is_empty() {
+        recwatch::source::framing::for_each_line(std::io::stdin().lock(), MAX_LINE_LEN, 1 << 16, |frame| {
+            let line = match frame {
+                recwatch::source::framing::Frame::Line(line) => line,
+                recwatch::source::framing::Frame::TooLong => b"",
+            };
+            // A closed stdout (| head) ends the output, not the program with a panic.
+            let _ = print(line);
+        })?;
+    } else {
+        for line in &args.lines {
+            print(line.as_bytes())?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// One page per command (`recwatch.1`, `recwatch-alerts-list.1`, ...), skipping `help` and hidden ones.
 fn write_manpages(command: &clap::Command, page: &str, out_dir: &Path) -> anyhow::Result<()> {
     let file = out_dir.join(format!("{page}.1"));
@@ -243,6 +296,56 @@ fn write_manpages(command: &clap::Command, page: &str, out_dir: &Path) -> anyhow
         write_manpages(sub, &format!("{page}-{}", sub.get_name()), out_dir)?;
     }
     Ok(())
+}
+
+/// Vector: a remap that copies the client token into `client_key`, and a Kafka sink keyed by it.
+fn vector_snippet(vhost: bool) -> String {
+    let index = if vhost {
+        "split(string!(.message), \" \", limit: 3)[1]"
+    } else {
+        "split(string!(.message), \" \", limit: 2)[0]"
+    };
+    format!(
+        r#"# Vector: key access-log events by client address for recwatch (recwatch kafka-key --snippet vector)
+[transforms.recwatch_key]
+type = "remap"
+inputs = ["access_logs"]            # your file source
+source = '''
+.client_key = {index}
+'''
+
+[sinks.recwatch]
+type = "kafka"
+inputs = ["recwatch_key"]
+bootstrap_servers = "kafka1:9092"
+topic = "access-logs"
+key_field = "client_key"            # every line of a client goes to one partition
+encoding.codec = "json"             # recwatch reads `message`, `host` and `file`
+librdkafka_options."partitioner" = "murmur2_random"   # the same partitioner for every producer
+"#
+    )
+}
+
+/// Filebeat: a dissect processor that extracts the client token, and a Kafka output keyed by it.
+fn filebeat_snippet(vhost: bool) -> String {
+    let tokenizer = if vhost { "%{?vhost} %{client_key} %{?rest}" } else { "%{client_key} %{?rest}" };
+    format!(
+        r#"# Filebeat: key access-log events by client address for recwatch (recwatch kafka-key --snippet filebeat)
+processors:
+  - dissect:
+      tokenizer: "{tokenizer}"
+      field: "message"
+      target_prefix: ""
+output.kafka:
+  hosts: ["kafka1:9092"]
+  topic: "access-logs"
+  key: '%{{[client_key]}}'            # every line of a client goes to one partition
+  partition.hash:
+    reachable_only: false             # a client's partition never changes while a broker is down
+  codec.json:
+    pretty: false                     # recwatch reads `message`, `host.name` and `log.file.path`
+"#
+    )
 }
 
 fn load_config(path: &Path) -> anyhow::Result<Config> {

@@ -15,6 +15,7 @@ use crate::detect::rule::{path_class_bit, Aggregate, GroupBy, Rule, Severity, St
 use crate::notify::{ReceiverConfig, ReceiverKind, Secret};
 use crate::parse::LogFormat;
 use crate::privacy::Pseudonymizer;
+use crate::source::kafka::PayloadFormat;
 
 /// The rules used when a config has no `[[rule]]` table: R1, R2, R3, R5 and R6 of DESIGN.md.
 /// Also shipped, with comments, in `config/recwatch.toml`.
@@ -191,9 +192,56 @@ struct RawPartner {
 #[serde(deny_unknown_fields)]
 struct RawSource {
     name: Option<String>,
-    path: String,
+    /// "file" (default) or "kafka".
+    #[serde(default = "default_kind")]
+    kind: String,
+    /// File sources: a path or a glob.
+    path: Option<String>,
     #[serde(default = "default_format")]
     format: String,
+    /// Kafka sources: `[source.kafka]`.
+    kafka: Option<RawKafka>,
+}
+
+fn default_kind() -> String {
+    "file".into()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKafka {
+    brokers: Vec<String>,
+    topics: Vec<String>,
+    group_id: String,
+    #[serde(default = "default_payload")]
+    payload: String,
+    /// librdkafka properties, passed through (TLS, SASL, timeouts, …).
+    #[serde(default)]
+    options: std::collections::BTreeMap<String, RawOptionValue>,
+}
+
+fn default_payload() -> String {
+    "auto".into()
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawOptionValue {
+    Text(String),
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+}
+
+impl RawOptionValue {
+    fn text(&self) -> String {
+        match self {
+            RawOptionValue::Text(s) => s.clone(),
+            RawOptionValue::Int(i) => i.to_string(),
+            RawOptionValue::Float(f) => f.to_string(),
+            RawOptionValue::Bool(b) => b.to_string(),
+        }
+    }
 }
 
 fn default_format() -> String {
@@ -326,12 +374,55 @@ struct RawRuleFile {
 }
 
 /// One configured log source.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct SourceConfig {
+    /// What alerts show as their source (Kafka envelopes that name a host or file override it).
     pub name: String,
-    /// A path or a glob.
-    pub path: String,
+    /// Format of the log lines (for Kafka: of each message's line).
     pub format: LogFormat,
+    pub input: SourceInput,
+}
+
+/// Where a source's lines come from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SourceInput {
+    /// A path or a glob, followed across rotation.
+    File {
+        path: String,
+    },
+    Kafka(KafkaSourceConfig),
+}
+
+/// A Kafka consumer-group membership: what `[source.kafka]` configures.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KafkaSourceConfig {
+    /// `host:port` of the bootstrap brokers.
+    pub brokers: Vec<String>,
+    pub topics: Vec<String>,
+    pub group_id: String,
+    pub payload: PayloadFormat,
+    /// librdkafka properties passed through verbatim, validated by librdkafka at load time.
+    pub options: Vec<(String, String)>,
+}
+
+/// librdkafka properties recwatch sets itself; `[source.kafka.options]` may not override them
+/// (the at-least-once promise depends on the last two).
+pub const KAFKA_RESERVED_OPTIONS: &[(&str, &str)] = &[
+    ("bootstrap.servers", "use source.kafka.brokers"),
+    ("metadata.broker.list", "use source.kafka.brokers"),
+    ("group.id", "use source.kafka.group_id"),
+    ("enable.auto.commit", "offsets are committed automatically once durable; not configurable"),
+    ("enable.auto.offset.store", "offsets are stored only after their alerts are durable; not configurable"),
+];
+
+impl SourceConfig {
+    /// The followed path or glob of a file source.
+    pub fn path(&self) -> Option<&str> {
+        match &self.input {
+            SourceInput::File { path } => Some(path),
+            SourceInput::Kafka(_) => None,
+        }
+    }
 }
 
 /// The validated, compiled configuration.
@@ -543,7 +634,23 @@ impl Config {
             s += &format!("partner {name}: {}\n", c.join(", "));
         }
         for src in &self.sources {
-            s += &format!("source {}: {} ({})\n", src.name, src.path, src.format.as_str());
+            match &src.input {
+                SourceInput::File { path } => {
+                    s += &format!("source {}: {} ({})\n", src.name, path, src.format.as_str());
+                }
+                SourceInput::Kafka(k) => {
+                    s += &format!(
+                        "source {}: kafka topics {:?} from {} as group {:?} ({} payload, {} lines, {} client options)\n",
+                        src.name,
+                        k.topics,
+                        k.brokers.join(","),
+                        k.group_id,
+                        k.payload.as_str(),
+                        src.format.as_str(),
+                        k.options.len()
+                    );
+                }
+            }
         }
         s += &format!(
             "engine: {} workers, at most {} clients per worker, idle eviction after {} s\n",
@@ -672,14 +779,34 @@ fn build(
     for (i, s) in sources.into_iter().enumerate() {
         let at = |k: &str| [key("source"), Seg::Index(i), key(k)];
         let format = one_of(b, &at("format"), &s.format, LogFormat::from_name, &LogFormat::ALL.map(|f| f.as_str()))?;
-        if s.path.trim().is_empty() {
-            return Err(b.err(&at("path"), "must not be empty"));
-        }
-        let name = s.name.unwrap_or_else(|| s.path.clone());
+        let (input, default_name) = match s.kind.as_str() {
+            "file" => {
+                if s.kafka.is_some() {
+                    return Err(b.err(&at("kafka"), "only for kind = \"kafka\""));
+                }
+                let Some(path) = s.path.filter(|p| !p.trim().is_empty()) else {
+                    return Err(b.err(&at("path"), "a file source needs a non-empty path (or set kind = \"kafka\")"));
+                };
+                (SourceInput::File { path: path.clone() }, path)
+            }
+            "kafka" => {
+                if s.path.is_some() {
+                    return Err(b.err(&at("path"), "a kafka source has no path (its input is [source.kafka])"));
+                }
+                let Some(raw) = s.kafka else {
+                    return Err(b.err(&at("kind"), "a kafka source needs a [source.kafka] table"));
+                };
+                let kafka = build_kafka(b, i, raw)?;
+                let name = format!("kafka:{}", kafka.topics.join(","));
+                (SourceInput::Kafka(kafka), name)
+            }
+            other => return Err(b.err(&at("kind"), format!("unknown value {other:?} (expected one of: file, kafka)"))),
+        };
+        let name = s.name.unwrap_or(default_name);
         if source_configs.iter().any(|o| o.name == name) {
             return Err(b.err(&at("name"), format!("source name {name:?} is used twice")));
         }
-        source_configs.push(SourceConfig { name, path: s.path, format });
+        source_configs.push(SourceConfig { name, format, input });
     }
 
     let workers = match engine.workers {
@@ -871,6 +998,51 @@ fn build_receivers(b: &Builder<'_>, base: &Path, raw: Vec<RawReceiver>) -> Resul
     Ok(receivers)
 }
 
+fn build_kafka(b: &Builder<'_>, i: usize, raw: RawKafka) -> Result<KafkaSourceConfig, ConfigError> {
+    let at = |k: &str| vec![key("source"), Seg::Index(i), key("kafka"), key(k)];
+    let at_item = |k: &str, j: usize| {
+        let mut p = at(k);
+        p.push(Seg::Index(j));
+        p
+    };
+    if raw.brokers.is_empty() {
+        return Err(b.err(&at("brokers"), "needs at least one broker (host:port)"));
+    }
+    for (j, broker) in raw.brokers.iter().enumerate() {
+        let valid = broker.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) && !broker.contains([',', ' '])
+        });
+        if !valid {
+            return Err(b.err(&at_item("brokers", j), format!("{broker:?} is not host:port")));
+        }
+    }
+    if raw.topics.is_empty() {
+        return Err(b.err(&at("topics"), "needs at least one topic"));
+    }
+    for (j, topic) in raw.topics.iter().enumerate() {
+        if topic.trim().is_empty() || topic.contains([' ', ',']) {
+            return Err(b.err(&at_item("topics", j), format!("{topic:?} is not a topic name (or ^regex)")));
+        }
+    }
+    if raw.group_id.trim().is_empty() {
+        return Err(b.err(&at("group_id"), "must not be empty"));
+    }
+    let payload =
+        one_of(b, &at("payload"), &raw.payload, PayloadFormat::from_name, &PayloadFormat::ALL.map(|p| p.as_str()))?;
+    let mut options = Vec::new();
+    for (name, value) in &raw.options {
+        let mut path = at("options");
+        path.push(key(name));
+        if let Some((_, why)) = KAFKA_RESERVED_OPTIONS.iter().find(|(k, _)| k == name) {
+            return Err(b.err(&path, format!("set by recwatch: {why}")));
+        }
+        let value = value.text();
+        crate::source::kafka::check_client_option(name, &value).map_err(|e| b.err(&path, e))?;
+        options.push((name.clone(), value));
+    }
+    Ok(KafkaSourceConfig { brokers: raw.brokers, topics: raw.topics, group_id: raw.group_id, payload, options })
+}
+
 fn build_rule(b: &Builder<'_>, i: usize, r: RawRule) -> Result<Rule, ConfigError> {
     let at = |k: &str| vec![key("rule"), Seg::Index(i), key(k)];
     let at_item = |k: &str, j: usize| {
@@ -1013,6 +1185,66 @@ mod tests {
     fn relative_store_path_is_relative_to_the_config_file() {
         let c = load("[store]\npath = \"state\"\n").unwrap();
         assert_eq!(c.store_dir, Path::new("/etc/recwatch/state"));
+    }
+
+    const KAFKA: &str = "[[source]]\nname = \"fleet\"\nkind = \"kafka\"\n[source.kafka]\nbrokers = [\"k1:9092\", \"[::1]:9093\"]\ntopics = [\"logs\"]\ngroup_id = \"recwatch\"\n";
+
+    #[test]
+    fn kafka_sources_are_built_with_their_options() {
+        let c = load(&format!("{KAFKA}payload = \"envelope\"\n[source.kafka.options]\n\"security.protocol\" = \"SASL_SSL\"\n\"session.timeout.ms\" = 6000\n\"enable.partition.eof\" = false\n")).unwrap();
+        let SourceInput::Kafka(k) = &c.sources[0].input else { panic!("not kafka: {:?}", c.sources[0]) };
+        assert_eq!(
+            (k.topics.as_slice(), k.group_id.as_str(), k.payload),
+            (&["logs".to_string()][..], "recwatch", PayloadFormat::Envelope)
+        );
+        assert_eq!(k.brokers, ["k1:9092", "[::1]:9093"]);
+        let options: Vec<(&str, &str)> = k.options.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        assert_eq!(
+            options,
+            [("enable.partition.eof", "false"), ("security.protocol", "SASL_SSL"), ("session.timeout.ms", "6000")]
+        );
+        assert_eq!(c.sources[0].path(), None);
+        assert!(c.describe().contains("kafka topics [\"logs\"]"), "{}", c.describe());
+    }
+
+    #[test]
+    fn kafka_errors_name_their_line_and_key() {
+        let e = load(&format!("{KAFKA}[source.kafka.options]\n\"group.id\" = \"other\"\n")).unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (Some(9), "source[0].kafka.options.group.id"), "{e}");
+        assert!(e.message.contains("group_id"), "{e}");
+        let e = load(&format!("{KAFKA}[source.kafka.options]\n\"no.such.thing\" = 1\n")).unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (Some(9), "source[0].kafka.options.no.such.thing"), "{e}");
+        let e = load(&format!("{KAFKA}[source.kafka.options]\n\"enable.auto.offset.store\" = true\n")).unwrap_err();
+        assert!(e.message.contains("durable"), "{e}");
+        let e = load(&KAFKA.replace("\"k1:9092\"", "\"k1\"")).unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (Some(5), "source[0].kafka.brokers[0]"), "{e}");
+        let e = load(&KAFKA.replace("topics = [\"logs\"]", "topics = []")).unwrap_err();
+        assert_eq!(e.key, "source[0].kafka.topics", "{e}");
+        let e = load(&format!("{KAFKA}payload = \"xml\"\n")).unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (Some(8), "source[0].kafka.payload"), "{e}");
+        let e = load("[[source]]\nkind = \"kafka\"\n").unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (Some(2), "source[0].kind"), "{e}");
+        let e = load("[[source]]\nkind = \"kafka\"\npath = \"/x\"\n").unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (Some(3), "source[0].path"), "{e}");
+        let e = load("[[source]]\nkind = \"pipe\"\n").unwrap_err();
+        assert!(e.message.contains("file, kafka"), "{e}");
+        let e = load("[[source]]\nname = \"x\"\n").unwrap_err();
+        assert_eq!(e.key, "source[0].path", "{e}");
+        let e = load(&format!("{KAFKA}[source.kafka.options]\n\"fetch.wait.max.ms\" = \"soon\"\n")).unwrap_err();
+        assert_eq!(e.line, Some(9), "{e}");
+    }
+
+    #[test]
+    fn the_commented_kafka_example_is_valid() {
+        let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/recwatch.toml")).unwrap();
+        let start = text.find("# [[source]]").expect("a commented Kafka example");
+        let block: String = text[start..]
+            .lines()
+            .take_while(|l| l.starts_with('#'))
+            .map(|l| format!("{}\n", l.trim_start_matches('#').strip_prefix(' ').unwrap_or("")))
+            .collect();
+        let c = load(&block).unwrap_or_else(|e| panic!("{e}\n{block}"));
+        assert!(matches!(c.sources[0].input, SourceInput::Kafka(_)));
     }
 
     #[test]

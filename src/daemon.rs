@@ -1,8 +1,15 @@
 //! `recwatch run`: the long-running process. Owns the threads and their lifecycle: the
-//! tail loop (tailer → pipeline → barriers), the HTTP server, signals (SIGTERM/SIGINT stop
-//! with a final flush, SIGHUP reloads), systemd notifications (READY, WATCHDOG, STOPPING),
-//! the notifier threads (restarted with a reloaded config), and the quarantine of an
-//! unreadable store. Never parses, detects or stores by itself.
+//! tail loop (tailer → pipeline → barriers), one consumer loop per Kafka source (consumer →
+//! its own pipeline → barriers → offsets stored once durable), the HTTP server, signals
+//! (SIGTERM/SIGINT stop with a final flush, SIGHUP reloads), systemd notifications (READY,
+//! WATCHDOG, STOPPING), the notifier threads (restarted with a reloaded config), and the
+//! quarantine of an unreadable store. Never parses, detects or stores by itself.
+//!
+//! File sources and Kafka sources run side by side: the main thread follows the files into
+//! one pipeline whose barriers carry the file checkpoint; each Kafka source is a thread with
+//! a pipeline of its own whose barriers carry no checkpoint (Kafka keeps the offsets) and
+//! only say when offsets may be stored. All pipelines write to the one store; alert ids do
+//! not depend on the pipeline, so the same client seen in two places updates one alert.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -13,12 +20,13 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use sd_notify::NotifyState;
 
-use crate::config::{Config, SourceConfig};
+use crate::config::{Config, SourceConfig, SourceInput};
 use crate::http::{self, HttpState};
 use crate::notify::Notifier;
 use crate::parse::{parse_line, LogFormat, MAX_LINE_LEN};
 use crate::pipeline::{Ingest, OnStoreError, Pipeline, PipelineOptions, SourceSpec};
 use crate::privacy::Pseudonymizer;
+use crate::source::kafka::{KafkaSink, KafkaSource, Rebalance};
 use crate::source::tail::{FileCheckpoint, LineSink, TailOptions, TailSource, Tailer};
 use crate::store::{Notify, Store};
 use crate::telemetry::Telemetry;
@@ -40,6 +48,13 @@ const POLL_BUDGET: usize = 4 << 20;
 const BARRIER_EVERY: Duration = Duration::from_millis(10);
 /// Grace for the HTTP server to finish in-flight requests at shutdown.
 const HTTP_GRACE: Duration = Duration::from_secs(2);
+/// Kafka: messages handed to the pipeline per poll round before a barrier is considered.
+const KAFKA_POLL_BUDGET: usize = 65_536;
+/// Kafka: how long one poll waits for a message when the topic is quiet.
+const KAFKA_POLL_WAIT: Duration = Duration::from_millis(100);
+/// Kafka: how long a revoke waits for the revoked partitions' work to become durable (so
+/// their offsets can be committed before the next owner starts) before dropping it.
+const KAFKA_REVOKE_DRAIN: Duration = Duration::from_secs(5);
 
 /// Flags set by the signal task, read by the tail loop and the store stage.
 #[derive(Default)]
@@ -94,7 +109,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     // Pending deliveries from before a restart start going out at once.
     let mut notifier = Notifier::start(&config, store.clone(), telemetry.clone());
 
-    let result = tail_loop(config, &opts, store, telemetry, &ready, &control, &mut notifier);
+    let result = tail_loop(Arc::new(config), &opts, store, telemetry, &ready, &control, &mut notifier);
     notifier.stop();
 
     let _ = sd_notify::notify(false, &[NotifyState::Stopping]);
@@ -148,7 +163,11 @@ fn load_config(opts: &RunOptions) -> anyhow::Result<Config> {
         if config.sources.iter().any(|s| s.name == name) {
             continue;
         }
-        config.sources.push(SourceConfig { name, path: path.display().to_string(), format: detect_format(path) });
+        config.sources.push(SourceConfig {
+            name,
+            format: detect_format(path),
+            input: SourceInput::File { path: path.display().to_string() },
+        });
     }
     if let Some(listen) = opts.listen {
         config.listen = listen;
@@ -233,8 +252,18 @@ impl LineSink for Ingest {
     }
 }
 
+/// The file sources, indexed (in tail checkpoints and events) by their position among file
+/// sources: adding a Kafka source does not move them.
+fn file_sources(config: &Config) -> Vec<(&SourceConfig, &str)> {
+    config.sources.iter().filter_map(|s| s.path().map(|p| (s, p))).collect()
+}
+
 fn tail_sources(config: &Config) -> Vec<TailSource> {
-    config.sources.iter().enumerate().map(|(i, s)| TailSource { index: i as u16, pattern: s.path.clone() }).collect()
+    file_sources(config)
+        .into_iter()
+        .enumerate()
+        .map(|(i, (_, path))| TailSource { index: i as u16, pattern: path.to_string() })
+        .collect()
 }
 
 fn tail_options(config: &Config) -> TailOptions {
@@ -249,12 +278,12 @@ fn tail_options(config: &Config) -> TailOptions {
 
 fn start_pipeline(
     config: &Config,
+    sources: Vec<SourceSpec>,
     store: &Store,
     telemetry: &Arc<Telemetry>,
     control: &Control,
     pseudonyms: &Pseudonymizer,
 ) -> Pipeline {
-    let sources = config.sources.iter().map(|s| SourceSpec { name: s.name.clone(), format: s.format }).collect();
     let options = PipelineOptions {
         workers: config.workers,
         keep_scope: false,
@@ -349,23 +378,37 @@ fn open_episodes(store: &Store, memory_secs: i64) -> Vec<crate::detect::alert::A
         .collect()
 }
 
+fn file_pipeline(
+    config: &Config,
+    store: &Store,
+    telemetry: &Arc<Telemetry>,
+    control: &Control,
+    pseudonyms: &Pseudonymizer,
+) -> Pipeline {
+    let specs =
+        file_sources(config).iter().map(|(s, _)| SourceSpec { name: s.name.clone(), format: s.format }).collect();
+    start_pipeline(config, specs, store, telemetry, control, pseudonyms)
+}
+
 fn tail_loop(
-    mut config: Config,
+    mut config: Arc<Config>,
     opts: &RunOptions,
     store: Store,
     telemetry: Arc<Telemetry>,
     ready: &AtomicBool,
-    control: &Control,
+    control: &Arc<Control>,
     notifier: &mut Notifier,
 ) -> anyhow::Result<()> {
     let start = load_checkpoint(&store);
     let mut history = RewindHistory::new(&start);
     let mut tailer = Tailer::new(tail_sources(&config), tail_options(&config), start.rewind.clone(), telemetry.clone());
     let mut pseudonyms = Pseudonymizer::resolve(config.pseudonyms.as_ref(), &config.store_dir)?;
-    let mut pipeline = start_pipeline(&config, &store, &telemetry, control, &pseudonyms);
+    let mut pipeline = file_pipeline(&config, &store, &telemetry, control, &pseudonyms);
     pipeline.resume(open_episodes(&store, pipeline.memory_secs()));
     pipeline.ingest.seed_latest_event_time(start.event_time);
-    ready.store(true, Relaxed);
+    let mut kafka_loops = start_kafka_loops(&config, &store, &telemetry, control, &pseudonyms);
+    // Ready once state is loaded and every Kafka consumer has joined its group.
+    ready.store(kafka_loops.is_empty(), Relaxed);
     let _ = sd_notify::notify(false, &[NotifyState::Ready]);
     tracing::info!(sources = config.sources.len(), workers = config.workers, "running");
     let mut watchdog_usec = 0u64;
@@ -377,6 +420,15 @@ fn tail_loop(
     let mut unsent = false;
 
     while !control.stop.load(Relaxed) {
+        for k in &mut kafka_loops {
+            if k.thread.as_ref().is_some_and(|t| t.is_finished()) {
+                let result = k.join();
+                // A consumer loop ends early only on an error (it stops when told to).
+                return Err(result.err().unwrap_or_else(|| anyhow::anyhow!("Kafka source {} stopped", k.name)))
+                    .with_context(|| format!("Kafka source {}", k.name));
+            }
+        }
+        ready.store(kafka_loops.iter().all(|k| k.status.joined.load(Relaxed)), Relaxed);
         if control.reload.swap(false, Relaxed) {
             let reloaded = load_config(opts).and_then(|new| {
                 let key = Pseudonymizer::resolve(new.pseudonyms.as_ref(), &new.store_dir)?;
@@ -392,7 +444,9 @@ fn tail_loop(
                     let checkpoint = history.record(tailer.checkpoints(), event_time, pipeline.longest_window_secs());
                     pipeline.ingest.barrier(serde_json::to_vec(&checkpoint)?, Instant::now());
                     pipeline.finish().context("draining the pipeline for a reload")?;
-                    config = new;
+                    // Kafka consumers stop with a final commit and rejoin with the new config.
+                    stop_kafka_loops(std::mem::take(&mut kafka_loops))?;
+                    config = Arc::new(new);
                     notifier.stop();
                     *notifier = Notifier::start(&config, store.clone(), telemetry.clone());
                     pseudonyms = key;
@@ -400,9 +454,10 @@ fn tail_loop(
                     // every window; resumed episodes keep re-read lines from counting twice.
                     tailer =
                         Tailer::new(tail_sources(&config), tail_options(&config), checkpoint.rewind, telemetry.clone());
-                    pipeline = start_pipeline(&config, &store, &telemetry, control, &pseudonyms);
+                    pipeline = file_pipeline(&config, &store, &telemetry, control, &pseudonyms);
                     pipeline.resume(open_episodes(&store, pipeline.memory_secs()));
                     pipeline.ingest.seed_latest_event_time(event_time);
+                    kafka_loops = start_kafka_loops(&config, &store, &telemetry, control, &pseudonyms);
                     sent_barrier = 0;
                     telemetry.config_reloads.fetch_add(1, Relaxed);
                     tracing::info!(
@@ -429,7 +484,8 @@ fn tail_loop(
         // Ping only while every stage makes progress: threads alive and checkpoints keep up.
         if watchdog && last_ping.elapsed() >= watchdog_every {
             let caught_up = pipeline.durable_barrier() >= sent_barrier || last_barrier.elapsed() < watchdog_every;
-            if pipeline.is_alive() && caught_up {
+            let kafka_alive = kafka_loops.iter_mut().all(|k| k.progressed());
+            if pipeline.is_alive() && caught_up && kafka_alive {
                 let _ = sd_notify::notify(false, &[NotifyState::Watchdog]);
                 last_ping = Instant::now();
             }
@@ -441,9 +497,226 @@ fn tail_loop(
     let checkpoint =
         history.record(tailer.checkpoints(), pipeline.ingest.latest_event_time(), pipeline.longest_window_secs());
     pipeline.ingest.barrier(serde_json::to_vec(&checkpoint)?, Instant::now());
-    pipeline
+    let files = pipeline
         .finish()
-        .context("final flush failed (lines after the last durable checkpoint are read again at the next start)")?;
-    tracing::info!("stopped: alerts and checkpoints flushed");
+        .context("final flush failed (lines after the last durable checkpoint are read again at the next start)");
+    let kafka = stop_kafka_loops(kafka_loops);
+    files?;
+    kafka?;
+    tracing::info!("stopped: alerts, checkpoints and offsets flushed");
     Ok(())
+}
+
+/// What a Kafka consumer loop shares with the main loop.
+#[derive(Default)]
+struct KafkaStatus {
+    /// The consumer has joined its group (first assignment received).
+    joined: AtomicBool,
+    /// Loop iterations, for the watchdog: a loop that stops counting is wedged.
+    beats: std::sync::atomic::AtomicU64,
+}
+
+/// A running Kafka consumer loop (one per Kafka source).
+struct KafkaLoop {
+    name: String,
+    stop: Arc<AtomicBool>,
+    status: Arc<KafkaStatus>,
+    thread: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
+    beats_seen: u64,
+}
+
+impl KafkaLoop {
+    /// Waits for the thread; its error, if it failed.
+    fn join(&mut self) -> anyhow::Result<()> {
+        match self.thread.take() {
+            None => Ok(()),
+            Some(t) => t.join().unwrap_or_else(|_| Err(anyhow::anyhow!("the consumer thread panicked"))),
+        }
+    }
+
+    /// Whether the loop went round since the last call (and its thread is still there).
+    fn progressed(&mut self) -> bool {
+        let beats = self.status.beats.load(Relaxed);
+        let moved = beats != self.beats_seen;
+        self.beats_seen = beats;
+        moved && self.thread.as_ref().is_some_and(|t| !t.is_finished())
+    }
+}
+
+fn start_kafka_loops(
+    config: &Arc<Config>,
+    store: &Store,
+    telemetry: &Arc<Telemetry>,
+    control: &Arc<Control>,
+    pseudonyms: &Pseudonymizer,
+) -> Vec<KafkaLoop> {
+    let mut loops = Vec::new();
+    for source in config.sources.iter().filter(|s| matches!(s.input, SourceInput::Kafka(_))) {
+        let stop = Arc::new(AtomicBool::new(false));
+        let status = Arc::new(KafkaStatus::default());
+        let (config, source_config, store, telemetry, control, stop_flag, status_flag, pseudonyms) = (
+            config.clone(),
+            source.clone(),
+            store.clone(),
+            telemetry.clone(),
+            control.clone(),
+            stop.clone(),
+            status.clone(),
+            pseudonyms.clone(),
+        );
+        let thread = std::thread::Builder::new()
+            .name(format!("kafka-{}", loops.len()))
+            .spawn(move || {
+                let io =
+                    KafkaLoopIo { store: &store, telemetry: &telemetry, control: &control, pseudonyms: &pseudonyms };
+                kafka_loop(&source_config, &config, io, &stop_flag, &status_flag)
+            })
+            .expect("spawning a Kafka consumer thread");
+        loops.push(KafkaLoop { name: source.name.clone(), stop, status, thread: Some(thread), beats_seen: 0 });
+    }
+    loops
+}
+
+/// Tells every loop to stop, waits for their final commits; the first error, if any.
+fn stop_kafka_loops(mut loops: Vec<KafkaLoop>) -> anyhow::Result<()> {
+    for k in &loops {
+        k.stop.store(true, Relaxed);
+    }
+    let mut first_error = None;
+    for k in &mut loops {
+        if let Err(e) = k.join() {
+            tracing::error!(source = %k.name, error = %format!("{e:#}"), "Kafka source failed");
+            first_error.get_or_insert(e.context(format!("Kafka source {}", k.name)));
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+/// Runs the consumer loop of the Kafka source `source_name` of `config` until `stop` is set,
+/// then flushes and commits: exactly what `recwatch run` runs per Kafka source, without the
+/// rest of the daemon (for benchmarks, and for embedding).
+pub fn run_kafka_source(
+    config: &Config,
+    source_name: &str,
+    store: &Store,
+    telemetry: &Arc<Telemetry>,
+    stop: &AtomicBool,
+) -> anyhow::Result<()> {
+    let source = config
+        .sources
+        .iter()
+        .find(|s| s.name == source_name && matches!(s.input, SourceInput::Kafka(_)))
+        .with_context(|| format!("no Kafka source named {source_name:?} in {}", config.file.display()))?;
+    let pseudonyms = Pseudonymizer::resolve(config.pseudonyms.as_ref(), &config.store_dir)?;
+    let io = KafkaLoopIo { store, telemetry, control: &Control::default(), pseudonyms: &pseudonyms };
+    kafka_loop(source, config, io, stop, &KafkaStatus::default())
+}
+
+/// Lines of consumed messages into a pipeline. An envelope's `host:file` becomes the
+/// alert's source (registered on first sight, bounded); otherwise the Kafka source's name.
+struct KafkaIngest<'a> {
+    ingest: &'a mut Ingest,
+    format: LogFormat,
+}
+
+impl KafkaSink for KafkaIngest<'_> {
+    fn line(&mut self, origin: &str, line: &[u8]) {
+        let source = if origin.is_empty() { 0 } else { self.ingest.source_named(origin, self.format).unwrap_or(0) };
+        self.ingest.line(source, line);
+    }
+    fn too_long(&mut self) {
+        self.ingest.too_long();
+    }
+}
+
+/// One Kafka source: consume → pipeline → barrier → store offsets once durable; rebalances
+/// drain the revoked partitions' work first. Returns after a final synchronous commit when
+/// `stop` (or the daemon's stop) is set; an error only when the consumer cannot be created.
+/// What a consumer loop shares with the rest of the daemon.
+struct KafkaLoopIo<'a> {
+    store: &'a Store,
+    telemetry: &'a Arc<Telemetry>,
+    control: &'a Control,
+    pseudonyms: &'a Pseudonymizer,
+}
+
+fn kafka_loop(
+    source: &SourceConfig,
+    config: &Config,
+    io: KafkaLoopIo<'_>,
+    stop: &AtomicBool,
+    status: &KafkaStatus,
+) -> anyhow::Result<()> {
+    let KafkaLoopIo { store, telemetry, control, pseudonyms } = io;
+    let SourceInput::Kafka(kafka) = &source.input else { anyhow::bail!("{} is not a Kafka source", source.name) };
+    let mut consumer = KafkaSource::connect(kafka, telemetry.kafka_source(&source.name))?;
+    let spec = SourceSpec { name: source.name.clone(), format: source.format };
+    let mut pipeline = start_pipeline(config, vec![spec], store, telemetry, control, pseudonyms);
+    pipeline.resume(open_episodes(store, pipeline.memory_secs()));
+    tracing::info!(source = %source.name, topics = ?kafka.topics, group = %kafka.group_id, "consuming");
+    let mut last_marker = Instant::now();
+    // When the oldest message not yet under a barrier was read (detection latency).
+    let mut unsealed_since: Option<Instant> = None;
+    while !stop.load(Relaxed) && !control.stop.load(Relaxed) {
+        status.beats.fetch_add(1, Relaxed);
+        while let Some(rebalance) = consumer.take_rebalance() {
+            match rebalance {
+                Rebalance::Assign(partitions) => consumer.assign(partitions),
+                Rebalance::Revoke(partitions) => {
+                    drain_for_revoke(&mut consumer, &mut pipeline, unsealed_since.take());
+                    consumer.revoke(partitions);
+                }
+            }
+            status.joined.store(consumer.joined(), Relaxed);
+        }
+        let polled_at = Instant::now();
+        let mut sink = KafkaIngest { ingest: &mut pipeline.ingest, format: source.format };
+        let handed = consumer.poll(&mut sink, KAFKA_POLL_WAIT, KAFKA_POLL_BUDGET);
+        if handed > 0 {
+            unsealed_since.get_or_insert(polled_at);
+        }
+        let quiet = handed < KAFKA_POLL_BUDGET;
+        if consumer.has_unsealed() && (quiet || last_marker.elapsed() >= BARRIER_EVERY) {
+            let seq = pipeline.ingest.durable_marker(unsealed_since.take().unwrap_or(polled_at));
+            consumer.seal(seq);
+            last_marker = Instant::now();
+        }
+        consumer.store_durable(pipeline.durable_barrier());
+    }
+    if consumer.has_unsealed() {
+        let seq = pipeline.ingest.durable_marker(unsealed_since.unwrap_or_else(Instant::now));
+        consumer.seal(seq);
+    }
+    pipeline.finish().with_context(|| {
+        format!("final flush of Kafka source {} failed (its uncommitted messages are read again)", source.name)
+    })?;
+    // Everything handed out is durable now: store it all and commit before leaving the group.
+    consumer.store_durable(u64::MAX);
+    if let Err(e) = consumer.commit_sync() {
+        tracing::warn!(source = %source.name, error = %e, "final offset commit failed: messages since the last commit are read again");
+    }
+    consumer.close();
+    tracing::info!(source = %source.name, "Kafka consumer stopped after a final commit");
+    Ok(())
+}
+
+/// Before partitions are given up: puts everything read under a barrier, waits (bounded) for
+/// it to be durable, stores and commits those offsets, so the next owner starts right after
+/// our work. What is not durable in time stays uncommitted and is read again by that owner.
+fn drain_for_revoke(consumer: &mut KafkaSource, pipeline: &mut Pipeline, unsealed_since: Option<Instant>) {
+    if consumer.has_unsealed() {
+        let seq = pipeline.ingest.durable_marker(unsealed_since.unwrap_or_else(Instant::now));
+        consumer.seal(seq);
+    }
+    let target = consumer.newest_sealed();
+    let deadline = Instant::now() + KAFKA_REVOKE_DRAIN;
+    while pipeline.durable_barrier() < target && Instant::now() < deadline && pipeline.is_alive() {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    consumer.store_durable(pipeline.durable_barrier());
+    if !consumer.assignment_lost() {
+        if let Err(e) = consumer.commit_sync() {
+            tracing::warn!(error = %e, "offset commit before a revoke failed: the next owner re-reads from the last commit");
+        }
+    }
 }

@@ -2,7 +2,8 @@
 //! unknown clients fetch call-recording audio.
 //!
 //! # Layout (the folders are the data flow)
-//! - [`source`]: reads raw bytes (replay files, `.gz`, stdin) and frames them into complete lines.
+//! - [`source`]: reads raw bytes (replay files, `.gz`, stdin, followed files, Kafka topics)
+//!   and frames them into complete lines.
 //! - [`parse`]: tokenizes one access-log line into borrowed fields; never classifies.
 //! - [`classify`]: is the path a sensitive resource ([`classify::path`]), what kind of client is
 //!   this ([`classify::client`]).
@@ -15,7 +16,8 @@
 //! - [`pipeline`]: wires source → parse → classify → detect → store with bounded queues.
 //! - [`privacy`]: personnummer and phone numbers in paths → keyed pseudonyms (`pnr-…`, `tel-…`).
 //! - [`report`]: the scope report of a replay (JSON, CSV, Markdown).
-//! - [`daemon`]: `recwatch run`: tail loop, barriers/checkpoints, signals, systemd notify.
+//! - [`daemon`]: `recwatch run`: tail loop, Kafka consumer loops, barriers/checkpoints and
+//!   offsets, signals, systemd notify.
 //! - [`config`]: raw TOML → validated, compiled [`config::Config`]; errors say file:line: key.
 //! - [`telemetry`]: lock-free counters every stage adds to.
 //! - [`http`]: `/metrics`, health and readiness probes, and the token-protected alerts API.

@@ -59,14 +59,22 @@ pub struct Barrier {
     pub seq: u64,
     /// When the lines before it were read: the start of the detection-latency measurement.
     pub read_at: Instant,
-    pub checkpoint: Vec<u8>,
+    /// None for a source that keeps its position elsewhere (Kafka offsets live in the
+    /// broker): the barrier then only says when the alerts before it are durable.
+    pub checkpoint: Option<Vec<u8>>,
 }
+
+/// Sources a pipeline accepts in all, configured ones included: registered names (Kafka
+/// envelopes' host and file) beyond it fall back to the reading source's own name.
+pub const MAX_SOURCES: usize = 1024;
 
 enum WorkerMsg {
     Events(EventBatch),
     Barrier(Arc<Barrier>),
     /// Stored alerts whose episodes continue (after a restart).
     Resume(Vec<Alert>),
+    /// A source registered after the start, next index (sent before any of its events).
+    AddSource(String),
 }
 
 enum StoreMsg {
@@ -96,6 +104,8 @@ pub struct Ingest {
     paths: Arc<SensitivePaths>,
     networks: Arc<Networks>,
     sources: Vec<SourceSpec>,
+    /// Index of every source by name, for [`Ingest::source_named`].
+    source_index: HashMap<String, u16, ahash::RandomState>,
     /// Reused buffer for the normalised path of the current line.
     path_scratch: Vec<u8>,
     /// Reused buffer for the unescaped user agent of the current line.
@@ -208,10 +218,12 @@ impl Pipeline {
             .name("store".into())
             .spawn(move || store_stage.run(store_rx))
             .expect("spawning the store thread");
+        let source_index = sources.iter().enumerate().map(|(i, s)| (s.name.clone(), i as u16)).collect();
         let ingest = Ingest {
             paths: config.sensitive.clone(),
             networks: config.networks.clone(),
             sources,
+            source_index,
             path_scratch: Vec::with_capacity(4096),
             ua_scratch: Vec::with_capacity(1024),
             time_cache: ([0; 32], 0, 0),
@@ -317,11 +329,18 @@ impl Pipeline {
 
     /// Re-opens the episodes of stored alerts that may still be running, so events after a
     /// restart update them instead of opening second alerts. Call before the first line.
+    /// A source-grouped alert of a source not configured (a Kafka envelope's host and file)
+    /// registers that source first, so its episode is found again.
     pub fn resume(&mut self, alerts: Vec<Alert>) {
         let n = self.ingest.to_workers.len();
+        let format = self.ingest.sources.first().map_or(LogFormat::Combined, |s| s.format);
+        for a in alerts.iter().filter(|a| a.group_by == "source") {
+            self.ingest.source_named(&a.source, format);
+        }
+        let names: Vec<String> = self.ingest.sources.iter().map(|s| s.name.clone()).collect();
         let mut per_worker: Vec<Vec<Alert>> = (0..n).map(|_| Vec::new()).collect();
         for a in alerts {
-            if let Some(w) = Worker::owner_of(&a, &self.detect, n, |ip| worker_for(ip, n)) {
+            if let Some(w) = Worker::owner_of(&a, &names, n, |ip| worker_for(ip, n)) {
                 per_worker[w].push(a);
             }
         }
@@ -398,6 +417,10 @@ fn run_worker(
                 for a in alerts {
                     worker.resume(a);
                 }
+                continue;
+            }
+            WorkerMsg::AddSource(name) => {
+                worker.add_source(name);
                 continue;
             }
         };
@@ -494,8 +517,8 @@ impl StoreStage {
             let started = Instant::now();
             let result = (|| {
                 let created = self.store.upsert(alerts, self.notify)?;
-                if let Some(b) = barrier {
-                    self.store.save_checkpoint(&b.checkpoint)?;
+                if let Some(checkpoint) = barrier.and_then(|b| b.checkpoint.as_ref()) {
+                    self.store.save_checkpoint(checkpoint)?;
                 }
                 self.store.flush()?;
                 Ok::<Vec<usize>, StoreError>(created)
@@ -504,7 +527,7 @@ impl StoreStage {
                 Ok(created) => {
                     self.telemetry.store_write_seconds.observe(started.elapsed().as_secs_f64());
                     self.telemetry.alert_writes.fetch_add(alerts.len() as u64, Relaxed);
-                    if barrier.is_some() {
+                    if barrier.is_some_and(|b| b.checkpoint.is_some()) {
                         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
                         self.telemetry.last_checkpoint_unix.store(now.map_or(0, |d| d.as_secs() as i64), Relaxed);
                     }
@@ -656,6 +679,7 @@ impl Ingest {
             paths: self.paths.clone(),
             networks: self.networks.clone(),
             sources: self.sources.clone(),
+            source_index: self.source_index.clone(),
             path_scratch: Vec::with_capacity(4096),
             ua_scratch: Vec::with_capacity(1024),
             time_cache: ([0; 32], 0, 0),
@@ -688,6 +712,17 @@ impl Ingest {
     /// sequence number; [`Pipeline::durable_barrier`] reaches it once the checkpoint and every
     /// alert caused by earlier lines are durable.
     pub fn barrier(&mut self, checkpoint: Vec<u8>, read_at: Instant) -> u64 {
+        self.send_barrier(Some(checkpoint), read_at)
+    }
+
+    /// A barrier without a checkpoint, for sources whose position is kept elsewhere (Kafka):
+    /// [`Pipeline::durable_barrier`] reaching the returned number says every alert caused by
+    /// earlier lines is durable, so their offsets may be stored.
+    pub fn durable_marker(&mut self, read_at: Instant) -> u64 {
+        self.send_barrier(None, read_at)
+    }
+
+    fn send_barrier(&mut self, checkpoint: Option<Vec<u8>>, read_at: Instant) -> u64 {
         self.flush();
         self.telemetry.newest_event_unix.fetch_max(self.latest_event_time, Relaxed);
         let seq = self.next_barrier;
@@ -699,6 +734,27 @@ impl Ingest {
             }
         }
         seq
+    }
+
+    /// The index of the source called `name`, registering it (with `format`) when it is new;
+    /// None once [`MAX_SOURCES`] are known. A registered source reaches every worker before
+    /// any event of it (queues are FIFO), so alerts can name it.
+    pub fn source_named(&mut self, name: &str, format: LogFormat) -> Option<u16> {
+        if let Some(&i) = self.source_index.get(name) {
+            return Some(i);
+        }
+        if self.sources.len() >= MAX_SOURCES {
+            return None;
+        }
+        let index = self.sources.len() as u16;
+        self.sources.push(SourceSpec { name: name.to_string(), format });
+        self.source_index.insert(name.to_string(), index);
+        for tx in &self.to_workers {
+            if tx.send(WorkerMsg::AddSource(name.to_string())).is_err() {
+                self.downstream_failed = true;
+            }
+        }
+        Some(index)
     }
 
     /// Newest event time seen on a sensitive line (0 before the first).

@@ -121,6 +121,10 @@ pub struct Telemetry {
     // --- notify
     /// Counters of each configured receiver, by name (names come from the config).
     pub receivers: Mutex<BTreeMap<String, Arc<ReceiverCounters>>>,
+    // --- kafka
+    /// One entry per configured Kafka source, registered by its consumer loop; kept across
+    /// reloads (same name, same counters), so counters never go back.
+    pub kafka: Mutex<Vec<Arc<KafkaTelemetry>>>,
 }
 
 /// What one notifier receiver did since the process started.
@@ -132,6 +136,58 @@ pub struct ReceiverCounters {
     pub failed: AtomicU64,
     /// Alert notifications attempted again after a failure.
     pub retries: AtomicU64,
+}
+
+/// Partitions per Kafka source whose lag is exported; more are left out of the lag family
+/// (their messages still count): a partition label is bounded by this, whatever the topic.
+pub const MAX_LAG_SERIES: usize = 512;
+
+/// What one Kafka source's consumer counts. Labels: the source name (config) and, for the
+/// lag, topic (subscribed) and partition (assigned, at most [`MAX_LAG_SERIES`]).
+pub struct KafkaTelemetry {
+    pub source: String,
+    /// Messages handed to the pipeline (published per barrier).
+    pub messages: AtomicU64,
+    /// Payloads that are neither a log line nor an envelope with one (counted, skipped).
+    pub bad_payloads: AtomicU64,
+    /// Offset commits the broker refused or that failed in transit.
+    pub commit_failures: AtomicU64,
+    /// Offsets the client refused to store (the partition was no longer assigned).
+    pub offset_store_errors: AtomicU64,
+    pub rebalance_assigns: AtomicU64,
+    pub rebalance_revokes: AtomicU64,
+    /// Messages of revoked partitions whose alerts were not durable in time: their offsets
+    /// were not stored, so the partition's next owner reads them again.
+    pub dropped_in_flight: AtomicU64,
+    /// Errors the consumer reported (broker down, transport); librdkafka retries them.
+    pub consumer_errors: AtomicU64,
+    pub assigned_partitions: AtomicI64,
+    /// Consumer lag (messages) by (topic, partition), from the latest client statistics.
+    pub lag: Mutex<BTreeMap<(String, i32), i64>>,
+}
+
+impl KafkaTelemetry {
+    fn new(source: &str) -> KafkaTelemetry {
+        KafkaTelemetry {
+            source: source.to_string(),
+            messages: AtomicU64::new(0),
+            bad_payloads: AtomicU64::new(0),
+            commit_failures: AtomicU64::new(0),
+            offset_store_errors: AtomicU64::new(0),
+            rebalance_assigns: AtomicU64::new(0),
+            rebalance_revokes: AtomicU64::new(0),
+            dropped_in_flight: AtomicU64::new(0),
+            consumer_errors: AtomicU64::new(0),
+            assigned_partitions: AtomicI64::new(0),
+            lag: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Replaces the lag table with the latest statistics (bounded to [`MAX_LAG_SERIES`]).
+    pub fn set_lag(&self, lag: impl IntoIterator<Item = ((String, i32), i64)>) {
+        let table: BTreeMap<(String, i32), i64> = lag.into_iter().take(MAX_LAG_SERIES).collect();
+        *self.lag.lock().unwrap_or_else(|e| e.into_inner()) = table;
+    }
 }
 
 impl Default for Telemetry {
@@ -167,6 +223,7 @@ impl Default for Telemetry {
             config_reloads: AtomicU64::new(0),
             config_reload_failures: AtomicU64::new(0),
             receivers: Mutex::new(BTreeMap::new()),
+            kafka: Mutex::new(Vec::new()),
         }
     }
 }
@@ -233,6 +290,17 @@ impl Telemetry {
         for r in rules {
             by_rule.entry((r.name.clone(), r.severity.as_str())).or_insert(0);
         }
+    }
+
+    /// The counters of the Kafka source `name`, registered on first use.
+    pub fn kafka_source(&self, name: &str) -> Arc<KafkaTelemetry> {
+        let mut all = self.kafka.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(k) = all.iter().find(|k| k.source == name) {
+            return k.clone();
+        }
+        let k = Arc::new(KafkaTelemetry::new(name));
+        all.push(k.clone());
+        k
     }
 
     /// Counts a newly opened alert (called by the store stage, once per new alert id).

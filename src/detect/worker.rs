@@ -125,12 +125,16 @@ pub struct WorkerStats {
 
 pub struct Worker {
     cfg: Arc<DetectConfig>,
+    /// Names alerts show as `source`, by event source index: the configured ones, then
+    /// those the reading side registered later (Kafka envelopes name their host and file).
+    source_names: Vec<String>,
     groups: FastMap<GroupKey, GroupState>,
     dirty: Vec<(GroupKey, usize)>,
     scope: FastMap<IpAddr, ClientScope>,
     latest_time: i64,
     events_since_sweep: u64,
-    /// Changed alerts of groups evicted before their changes were handed out.
+    /// Changed alerts of groups evicted, or of episodes closed (a new one replaced them),
+    /// before their changes were handed out.
     evicted_changes: Vec<Alert>,
     pub stats: WorkerStats,
 }
@@ -145,6 +149,7 @@ impl Worker {
 
     pub fn new(cfg: Arc<DetectConfig>) -> Worker {
         Worker {
+            source_names: cfg.source_names.clone(),
             cfg,
             groups: FastMap::default(),
             dirty: Vec::new(),
@@ -154,6 +159,12 @@ impl Worker {
             evicted_changes: Vec::new(),
             stats: WorkerStats::default(),
         }
+    }
+
+    /// A source registered after the start; its index is the next one (see
+    /// [`crate::pipeline::Ingest::source_named`], which sends it before any of its events).
+    pub fn add_source(&mut self, name: String) {
+        self.source_names.push(name);
     }
 
     /// Applies every event of the batch, then evicts idle groups if due.
@@ -184,10 +195,12 @@ impl Worker {
             let key = GroupKey::Client(ev.client);
             apply_rules(
                 cfg,
+                &self.source_names,
                 &cfg.client_rules,
                 key,
                 &mut self.groups,
                 &mut self.dirty,
+                &mut self.evicted_changes,
                 &mut self.stats,
                 ev,
                 batch,
@@ -201,10 +214,12 @@ impl Worker {
             let key = GroupKey::Source(ev.source);
             apply_rules(
                 cfg,
+                &self.source_names,
                 &cfg.source_rules,
                 key,
                 &mut self.groups,
                 &mut self.dirty,
+                &mut self.evicted_changes,
                 &mut self.stats,
                 ev,
                 batch,
@@ -261,7 +276,7 @@ impl Worker {
     pub fn resume(&mut self, alert: Alert) {
         let cfg = &*self.cfg;
         let (slots, key) = match alert.group_by.as_str() {
-            "source" => match cfg.source_names.iter().position(|n| *n == alert.source) {
+            "source" => match self.source_names.iter().position(|n| *n == alert.source) {
                 Some(i) => (&cfg.source_rules, GroupKey::Source(i as u16)),
                 None => return,
             },
@@ -287,14 +302,15 @@ impl Worker {
     }
 
     /// Which worker of `workers` owns the group of `alert` (for [`Worker::resume`] routing).
+    /// `source_names` are the reading side's, registered sources included.
     pub fn owner_of(
         alert: &Alert,
-        cfg: &DetectConfig,
+        source_names: &[String],
         workers: usize,
         route: impl Fn(IpAddr) -> usize,
     ) -> Option<usize> {
         match alert.group_by.as_str() {
-            "source" => cfg.source_names.iter().position(|n| *n == alert.source).map(|i| i % workers),
+            "source" => source_names.iter().position(|n| *n == alert.source).map(|i| i % workers),
             _ => alert.client.parse::<IpAddr>().ok().map(route),
         }
     }
@@ -325,10 +341,12 @@ fn record_scope(scope: &mut FastMap<IpAddr, ClientScope>, ev: &Event) {
 #[allow(clippy::too_many_arguments)]
 fn apply_rules(
     cfg: &DetectConfig,
+    source_names: &[String],
     slots: &[usize],
     key: GroupKey,
     groups: &mut FastMap<GroupKey, GroupState>,
     dirty: &mut Vec<(GroupKey, usize)>,
+    closed_changes: &mut Vec<Alert>,
     stats: &mut WorkerStats,
     ev: &Event,
     batch: &EventBatch,
@@ -368,14 +386,26 @@ fn apply_rules(
                 }
                 continue;
             }
-            *episode = None;
+            // The episode is over; changes not handed out yet must still reach the store.
+            if let Some(ep) = episode.take().filter(|ep| ep.dirty) {
+                closed_changes.push(ep.alert);
+            }
         }
         let fired = match rule.aggregate {
             Aggregate::None => true,
             aggregate => g.windows[slot].as_ref().is_some_and(|w| w.value(aggregate) > rule.threshold),
         };
         if fired {
-            let ep = episode.insert(Episode::open(cfg, rule, key, ev, batch, success_bytes, g.windows[slot].as_ref()));
+            let ep = episode.insert(Episode::open(
+                cfg,
+                source_names,
+                rule,
+                key,
+                ev,
+                batch,
+                success_bytes,
+                g.windows[slot].as_ref(),
+            ));
             stats.alerts_opened += 1;
             mark_dirty(ep, key, slot, dirty);
         }
@@ -392,8 +422,10 @@ fn mark_dirty(ep: &mut Episode, key: GroupKey, slot: usize, dirty: &mut Vec<(Gro
 impl Episode {
     /// Opens an alert at `ev`. For windowed rules the alert starts with what is in the window
     /// (it is why the rule fired); its start is the oldest event there.
+    #[allow(clippy::too_many_arguments)]
     fn open(
         cfg: &DetectConfig,
+        source_names: &[String],
         rule: &Rule,
         key: GroupKey,
         ev: &Event,
@@ -402,7 +434,7 @@ impl Episode {
         window: Option<&Window>,
     ) -> Episode {
         let client = ev.client.to_string();
-        let source = cfg.source_names.get(usize::from(ev.source)).cloned().unwrap_or_default();
+        let source = source_names.get(usize::from(ev.source)).cloned().unwrap_or_default();
         let group_key = match key {
             GroupKey::Client(_) => client.clone(),
             GroupKey::Source(_) => source.clone(),
@@ -528,6 +560,23 @@ mod tests {
     }
 
     const R2: &str = "[[rule]]\nid='R2'\nname='enumeration'\naggregate='distinct'\nwindow_secs=60\nthreshold=20\n";
+
+    #[test]
+    fn an_episode_closed_by_a_new_one_is_still_handed_out() {
+        // Two episodes of one client in one batch, more than suppress_secs apart: both alerts
+        // reach the store, though no barrier came between them (replay has none).
+        let mut w = Worker::new(rules("[[rule]]\nid='R1'\nname='fetch'\nsuppress_secs=100\n"));
+        let mut batch = EventBatch::with_capacity();
+        push(&mut batch, "198.51.100.1", ClientKind::Unknown, 1000, 200, "/r/a.wav", false);
+        push(&mut batch, "198.51.100.1", ClientKind::Unknown, 1050, 200, "/r/b.wav", false);
+        push(&mut batch, "198.51.100.1", ClientKind::Unknown, 2000, 200, "/r/c.wav", false);
+        w.process_batch(&batch);
+        let mut changed = Vec::new();
+        w.take_changed(&mut changed);
+        let mut got: Vec<(i64, u64)> = changed.iter().map(|a| (a.first_seen, a.requests)).collect();
+        got.sort();
+        assert_eq!(got, [(1000, 2), (2000, 1)]);
+    }
 
     #[test]
     fn enumeration_fires_on_the_21st_distinct_path_within_the_window() {

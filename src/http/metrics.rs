@@ -2,7 +2,8 @@
 //! Owns metric names, types, help texts and label sets. Reads the atomics at scrape time and
 //! builds fresh `MetricFamily`s, so nothing is registered globally and nothing is cached.
 //! Never takes a label value from log content: labels are skip reasons (a closed enum), rule
-//! names and severities, receiver names (from the config), and the crate version.
+//! names and severities, receiver names, Kafka source names (from the config), topics (subscribed)
+//! and partitions (assigned, bounded by `telemetry::MAX_LAG_SERIES`), and the crate version.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering::Relaxed;
@@ -248,6 +249,82 @@ pub fn families(
             per_receiver(&|name, _| stats(name).oldest_ms.map_or(0.0, |t| (now_ms - t).max(0) as f64 / 1000.0)),
         );
     }
+    // --- kafka (absent without Kafka sources)
+    let kafka: Vec<_> = t.kafka.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let per_source = |get: &dyn Fn(&telemetry::KafkaTelemetry) -> f64| {
+        kafka.iter().map(|k| (vec![k.source.clone()], get(k))).collect::<Vec<_>>()
+    };
+    f.counter_vec(
+        "recwatch_kafka_messages_total",
+        "Kafka messages consumed and handed to the pipeline, by source.",
+        &["source"],
+        per_source(&|k| n(&k.messages)),
+    );
+    f.counter_vec(
+        "recwatch_kafka_bad_payloads_total",
+        "Kafka messages skipped: no payload, or not an envelope where one was required.",
+        &["source"],
+        per_source(&|k| n(&k.bad_payloads)),
+    );
+    f.counter_vec(
+        "recwatch_kafka_commit_failures_total",
+        "Offset commits that failed (retried with the next commit).",
+        &["source"],
+        per_source(&|k| n(&k.commit_failures)),
+    );
+    f.counter_vec(
+        "recwatch_kafka_offset_store_errors_total",
+        "Offsets not stored because their partition was no longer assigned.",
+        &["source"],
+        per_source(&|k| n(&k.offset_store_errors)),
+    );
+    f.counter_vec(
+        "recwatch_kafka_dropped_in_flight_total",
+        "Messages of revoked partitions not durable in time: read again by the next owner.",
+        &["source"],
+        per_source(&|k| n(&k.dropped_in_flight)),
+    );
+    f.counter_vec(
+        "recwatch_kafka_consumer_errors_total",
+        "Errors reported by the Kafka client (broker down, transport); retried.",
+        &["source"],
+        per_source(&|k| n(&k.consumer_errors)),
+    );
+    f.counter_vec(
+        "recwatch_kafka_rebalances_total",
+        "Consumer-group rebalances, by source and kind (assign, revoke).",
+        &["source", "kind"],
+        kafka.iter().flat_map(|k| {
+            [
+                (vec![k.source.clone(), "assign".to_string()], n(&k.rebalance_assigns)),
+                (vec![k.source.clone(), "revoke".to_string()], n(&k.rebalance_revokes)),
+            ]
+        }),
+    );
+    f.gauge_vec(
+        "recwatch_kafka_assigned_partitions",
+        "Partitions currently assigned to this instance, by source.",
+        &["source"],
+        per_source(&|k| g(&k.assigned_partitions)),
+    );
+    let lag: Vec<_> = kafka
+        .iter()
+        .flat_map(|k| {
+            let table = k.lag.lock().unwrap_or_else(|e| e.into_inner());
+            table
+                .iter()
+                .map(|((topic, partition), lag)| {
+                    (vec![k.source.clone(), topic.clone(), partition.to_string()], *lag as f64)
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    f.gauge_vec(
+        "recwatch_kafka_consumer_lag",
+        "Messages between the partition's end and this consumer's position (librdkafka statistics).",
+        &["source", "topic", "partition"],
+        lag,
+    );
 
     let mut out = f.0;
     out.sort_by(|a, b| a.name().cmp(b.name()));
@@ -361,6 +438,7 @@ fn label_pairs(names: &[&str], values: Vec<String>) -> Vec<LabelPair> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     #[test]
     fn every_skip_reason_and_both_reload_results_are_exported_even_at_zero() {
@@ -427,6 +505,23 @@ mod tests {
         assert!(text.contains("recwatch_sensitive_responses_total{path_class=\"recording\",status_class=\"2xx\"} 1\n"));
         assert!(text.contains("recwatch_sensitive_responses_total{path_class=\"other\",status_class=\"4xx\"} 1\n"));
         assert!(text.contains("recwatch_recording_requests_total 1\n"), "{text}");
+    }
+
+    #[test]
+    fn kafka_families_appear_per_source_with_bounded_lag_labels() {
+        let t = Telemetry::default();
+        assert!(!render(&t, None, None).contains("recwatch_kafka"));
+        let k = t.kafka_source("fleet");
+        k.messages.fetch_add(7, Relaxed);
+        k.rebalance_assigns.fetch_add(1, Relaxed);
+        k.set_lag((0..2000).map(|p| (("logs".to_string(), p), 3)));
+        let text = render(&t, None, None);
+        assert!(text.contains("recwatch_kafka_messages_total{source=\"fleet\"} 7\n"), "{text}");
+        assert!(text.contains("recwatch_kafka_rebalances_total{source=\"fleet\",kind=\"assign\"} 1\n"), "{text}");
+        assert!(text.contains("recwatch_kafka_consumer_lag{source=\"fleet\",topic=\"logs\",partition=\"0\"} 3\n"));
+        let series = text.lines().filter(|l| l.starts_with("recwatch_kafka_consumer_lag{")).count();
+        assert_eq!(series, telemetry::MAX_LAG_SERIES);
+        assert!(Arc::ptr_eq(&k, &t.kafka_source("fleet")), "one set of counters per source name");
     }
 
     #[test]

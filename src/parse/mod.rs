@@ -280,6 +280,14 @@ pub fn parse_client_ip(text: &[u8]) -> Option<IpAddr> {
     }
 }
 
+/// The Kafka message key of a log line: its client's address in canonical text (IPv4-mapped
+/// IPv6 as IPv4, IPv6 compressed), so every line of one client lands in one partition and
+/// its windows live in one consumer. `None` when the line does not parse or has no IP client.
+pub fn client_key(format: LogFormat, line: &[u8]) -> Option<String> {
+    let access = parse_line(format, line).ok()?;
+    parse_client_ip(access.client).map(|ip| ip.to_string())
+}
+
 fn dash_is_none(field: &[u8]) -> Option<&[u8]> {
     match field {
         b"-" | b"" => None,

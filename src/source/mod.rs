@@ -2,5 +2,6 @@
 //! Owns input handles and line framing. Never parses a line: emits raw line bytes.
 
 pub mod framing;
+pub mod kafka;
 pub mod replay;
 pub mod tail;
