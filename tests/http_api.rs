@@ -6,7 +6,6 @@
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -19,6 +18,9 @@ use recwatch::store::{Notify, Store};
 use recwatch::telemetry::Telemetry;
 use reqwest::blocking::{Client, RequestBuilder, Response};
 use reqwest::StatusCode;
+
+mod common;
+use common::promtool_check;
 use serde_json::Value;
 
 const TOKEN: &str = "0123456789abcdef-token";
@@ -518,34 +520,6 @@ fn metrics_expose_every_family_and_pass_promtool() {
         assert!(!text.contains(client), "{client} leaked into /metrics");
     }
     promtool_check(&text);
-}
-
-/// Pipes an exposition into `promtool check metrics`: it must print nothing and exit 0.
-/// promtool is a hard requirement (scripts/test installs the `prometheus` package).
-fn promtool_check(text: &str) {
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run promtool ({e}); install it: apt-get install prometheus"));
-    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("promtool check metrics hung");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().unwrap();
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(
-        out.status.success() && stdout.is_empty() && stderr.is_empty(),
-        "promtool check metrics: {}\nstdout: {stdout}\nstderr: {stderr}\ninput:\n{text}",
-        out.status
-    );
 }
 
 #[test]

@@ -6,7 +6,6 @@
 //! offsets, with a deadline.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -20,6 +19,9 @@ use rdkafka::TopicPartitionList;
 use recwatch::parse::{client_key, LogFormat};
 use recwatch::synth::{generate, SynthOptions, SynthStats};
 use serde_json::Value;
+
+mod common;
+use common::{free_port, promtool_check, wait_until};
 
 const TOPIC: &str = "access-logs";
 const PARTITIONS: i32 = 6;
@@ -42,22 +44,6 @@ aggregate = "distinct"
 window_secs = 60
 threshold = 20
 "#;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn wait_until<T>(what: &str, deadline: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            eprintln!("waited {:.1?} for {what}", start.elapsed());
-            return v;
-        }
-        assert!(start.elapsed() < deadline, "timed out after {deadline:?} waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Data
@@ -624,21 +610,4 @@ impl Broker {
         });
         broker
     }
-}
-
-/// `promtool check metrics` must accept the exposition with the Kafka families (promtool is a
-/// hard requirement of the suite: scripts/test installs Debian's `prometheus`).
-fn promtool_check(text: &str) {
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run promtool ({e}); install it: apt-get install prometheus"));
-    std::io::Write::write_all(&mut child.stdin.take().unwrap(), text.as_bytes()).unwrap();
-    wait_until("promtool to finish", Duration::from_secs(30), || child.try_wait().unwrap().map(|_| ()));
-    let out = child.wait_with_output().unwrap();
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success() && stdout.is_empty() && stderr.is_empty(), "promtool: {stdout}{stderr}");
 }

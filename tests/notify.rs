@@ -11,30 +11,18 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hmac::{Hmac, Mac};
 use serde_json::Value;
 use sha2::Sha256;
 
+mod common;
+use common::{free_port, promtool_check, wait_until};
+
 const TOKEN: &str = "test-token-0123456789abcdef";
 const HMAC_KEY: &str = "webhook-key-0123456789abcdef";
 const WAIT: Duration = Duration::from_secs(60);
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn wait_until<T>(what: &str, deadline: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(start.elapsed() < deadline, "timed out after {deadline:?} waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 fn http() -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder().timeout(Duration::from_secs(5)).build().unwrap()
@@ -203,27 +191,6 @@ impl Daemon {
         let status = wait_until("the daemon to stop after SIGTERM", WAIT, || self.child.try_wait().unwrap());
         assert!(status.success(), "{status:?}");
     }
-}
-
-/// Pipes an exposition into `promtool check metrics`: it must print nothing and exit 0
-/// (scripts/test installs the `prometheus` package).
-fn promtool_check(text: &str) {
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run promtool ({e}); install it: apt-get install prometheus"));
-    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
-    wait_until("promtool check metrics", WAIT, || child.try_wait().unwrap());
-    let out = child.wait_with_output().unwrap();
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(
-        out.status.success() && stdout.is_empty() && stderr.is_empty(),
-        "promtool check metrics: {}\nstdout: {stdout}\nstderr: {stderr}\ninput:\n{text}",
-        out.status
-    );
 }
 
 fn series(name: &str, receiver: &str) -> String {

@@ -6,14 +6,14 @@
 //! pseudonyms that `recwatch pseudonym` prints for the same numbers are.
 
 use std::io::Write;
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use serde_json::Value;
 
 mod common;
+use common::{free_port, wait_until, Guard};
 
 const TOKEN: &str = "privacy-test-token-0123456789ab";
 
@@ -32,30 +32,6 @@ const PERSONAL: &[(&str, &str)] = &[
 
 /// Digits that must survive: dates and call ids next to the personal numbers.
 const KEPT: &[&str] = &["20190218-093000", "1550480401.123"];
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn wait_until<T>(what: &str, deadline: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(start.elapsed() < deadline, "timed out after {deadline:?} waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// The recording paths of the workload: one per spelling, plus two spellings of one person
 /// in one more file each (distinct files, same pseudonym).

@@ -1,4 +1,6 @@
-//! Pieces shared by integration tests (each test binary includes this module).
+//! Pieces shared by integration tests (each test binary includes this module and uses only
+//! some of it).
+#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::sync::{Arc, Mutex};
@@ -31,4 +33,56 @@ pub fn webhook_sink() -> (u16, Arc<Mutex<Vec<String>>>) {
         }
     });
     (port, bodies)
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released: a server started next can take it).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Polls `f` every 50 ms until it gives a value; fails the test after `deadline`.
+pub fn wait_until<T>(what: &str, deadline: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(start.elapsed() < deadline, "timed out after {deadline:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A child process killed when the test ends, also on panic.
+pub struct Guard(pub std::process::Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Pipes an exposition into `promtool check metrics`: it must print nothing and exit 0.
+/// promtool is a hard requirement of the suite (scripts/test installs Debian's `prometheus`).
+pub fn promtool_check(text: &str) {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run promtool ({e}); install it: apt-get install prometheus"));
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let mut child = Guard(child);
+    wait_until("promtool check metrics", Duration::from_secs(30), || child.0.try_wait().unwrap());
+    let mut out = (String::new(), String::new());
+    child.0.stdout.take().unwrap().read_to_string(&mut out.0).unwrap();
+    child.0.stderr.take().unwrap().read_to_string(&mut out.1).unwrap();
+    let status = child.0.wait().unwrap();
+    let (stdout, stderr) = out;
+    assert!(
+        status.success() && stdout.is_empty() && stderr.is_empty(),
+        "promtool check metrics: {status}\nstdout: {stdout}\nstderr: {stderr}\ninput:\n{text}"
+    );
 }
