@@ -30,11 +30,12 @@ const EXIT_NOTHING_READ: u8 = 2;
     name = "recwatch",
     version,
     about = "Watches access logs and alerts when unknown clients fetch call recordings",
-    long_about = "recwatch reads web-server and storage access logs (followed live across rotation, or replayed \
-from files) and raises an alert when a client outside the known networks fetches call-recording audio: \
-one request by an unknown client (R1), many distinct recordings in a minute (R2), listings, bulk downloads \
-and scraping user agents. Alerts are kept in an embedded sled database under the state directory and served \
-with Prometheus metrics over HTTP.",
+    long_about = "recwatch reads web-server and storage access logs (files followed live across rotation, Kafka \
+topics in a consumer group, or finished logs replayed) and raises an alert when a client outside the known \
+networks fetches call-recording audio: one request by an unknown client (R1), many distinct recordings in a \
+minute (R2), unauthenticated exposure, probing and listings. Alerts are kept in an embedded sled database \
+under the state directory, served with Prometheus metrics over HTTP, and sent to Alertmanager or signed \
+webhooks; personnummer and phone numbers in paths are replaced by keyed pseudonyms.",
     after_help = "Environment:\n  RECWATCH_LOG  log filter for stderr (tracing syntax, default \"info\"; e.g. \"debug\", \"recwatch=trace\")\n\n\
 Exit status:\n  0  success\n  1  error (the reason is printed as one line \"recwatch: ...\")\n  \
 2  replay: none of the inputs could be read\n\n\
@@ -43,7 +44,8 @@ Files:\n  /etc/recwatch/recwatch.toml  configuration (see `recwatch check`)\n  \
 Examples:\n  recwatch check --config /etc/recwatch/recwatch.toml\n  \
 recwatch run --config /etc/recwatch/recwatch.toml\n  \
 recwatch replay --state-dir /tmp/case --report md access.log access.log.1 access.log.*.gz > scope.md\n  \
-recwatch alerts list --status open"
+recwatch alerts list --status open\n  \
+recwatch pseudonym 19121212-1212"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -52,8 +54,9 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 pub enum Command {
-    /// Run the daemon: follow the configured logs across rotation, raise and store alerts,
-    /// serve /metrics, /healthz, /readyz and the alert API. SIGHUP reloads, SIGTERM stops.
+    /// Run the daemon: follow the configured log files across rotation and consume the Kafka
+    /// sources, raise and store alerts, notify the receivers, serve /metrics, /healthz,
+    /// /readyz and the alert API. SIGHUP reloads, SIGTERM stops.
     Run {
         /// Configuration file.
         #[arg(long, short, default_value = DEFAULT_CONFIG)]
