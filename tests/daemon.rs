@@ -6,12 +6,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use recwatch::synth::{generate, SynthOptions};
 
 mod common;
-use common::{free_port, wait_until};
+use common::{free_port, wait_until, Daemon};
 use serde_json::Value;
 
 const TOKEN: &str = "test-token-0123456789abcdef";
@@ -20,18 +20,6 @@ const TOKEN: &str = "test-token-0123456789abcdef";
 struct Env {
     dir: tempfile::TempDir,
     port: u16,
-}
-
-struct Daemon {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Env {
@@ -53,74 +41,14 @@ impl Env {
     }
 
     fn start(&self) -> Daemon {
-        let child = Command::new(env!("CARGO_BIN_EXE_recwatch"))
-            .args(["run", "--config"])
-            .arg(self.path("recwatch.toml"))
-            .env("RECWATCH_LOG", "warn")
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
-        let d = Daemon { child, port: self.port };
-        wait_until("/readyz", Duration::from_secs(20), || {
-            (d.get("/readyz").map(|(s, _)| s) == Some(200)).then_some(())
-        });
+        let d = Daemon::spawn(&self.path("recwatch.toml"), self.port, Some(TOKEN));
+        d.wait_ready();
         d
     }
 
     fn append(&self, file: &str, text: &str) {
         let mut f = std::fs::OpenOptions::new().create(true).append(true).open(self.path(file)).unwrap();
         f.write_all(text.as_bytes()).unwrap();
-    }
-}
-
-impl Daemon {
-    fn get(&self, path: &str) -> Option<(u16, String)> {
-        let r = reqwest::blocking::Client::new()
-            .get(format!("http://127.0.0.1:{}{path}", self.port))
-            .bearer_auth(TOKEN)
-            .timeout(Duration::from_secs(5))
-            .send()
-            .ok()?;
-        Some((r.status().as_u16(), r.text().ok()?))
-    }
-
-    /// Sum of every series of a metric whose labels contain `label` (e.g. `rule="enumeration"`).
-    fn metric(&self, name: &str, label: &str) -> Option<f64> {
-        let (_, body) = self.get("/metrics")?;
-        let mut sum = None;
-        for line in body.lines().filter(|l| !l.starts_with('#')) {
-            let (series, value) = line.rsplit_once(' ')?;
-            let metric = series.split('{').next()?;
-            if metric == name && series.contains(label) {
-                *sum.get_or_insert(0.0) += value.parse::<f64>().ok()?;
-            }
-        }
-        sum
-    }
-
-    fn wait_metric(&self, name: &str, label: &str, at_least: f64) {
-        wait_until(&format!("{name}{{{label}}} >= {at_least}"), Duration::from_secs(30), || {
-            (self.metric(name, label).unwrap_or(0.0) >= at_least).then_some(())
-        });
-    }
-
-    fn alerts(&self) -> Vec<Value> {
-        let (status, body) = self.get("/api/v1/alerts").unwrap();
-        assert_eq!(status, 200, "{body}");
-        serde_json::from_str::<Vec<Value>>(&body).unwrap()
-    }
-
-    fn terminate(mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(start.elapsed() < Duration::from_secs(20), "SIGTERM did not stop the daemon");
-            std::thread::sleep(Duration::from_millis(20));
-        }
     }
 }
 

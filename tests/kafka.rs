@@ -21,7 +21,7 @@ use recwatch::synth::{generate, SynthOptions, SynthStats};
 use serde_json::Value;
 
 mod common;
-use common::{free_port, promtool_check, wait_until};
+use common::{free_port, promtool_check, wait_until, Daemon};
 
 const TOPIC: &str = "access-logs";
 const PARTITIONS: i32 = 6;
@@ -200,18 +200,6 @@ struct Env {
     port: u16,
 }
 
-struct Daemon {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 impl Env {
     /// A config with one Kafka source; `options` go to `[source.kafka.options]`.
     fn new(bootstrap: &str, group: &str, options: &str) -> Env {
@@ -232,18 +220,7 @@ impl Env {
 
     /// Starts the daemon and waits for its HTTP server (not for readiness).
     fn start(&self) -> Daemon {
-        let child = Command::new(env!("CARGO_BIN_EXE_recwatch"))
-            .args(["run", "--config"])
-            .arg(self.config())
-            .env("RECWATCH_LOG", "warn")
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
-        let d = Daemon { child, port: self.port };
-        wait_until("/healthz", Duration::from_secs(20), || {
-            (d.get("/healthz").map(|(s, _)| s) == Some(200)).then_some(())
-        });
-        d
+        Daemon::spawn(&self.config(), self.port, None)
     }
 
     /// Alerts in the (stopped) daemon's store.
@@ -255,52 +232,6 @@ impl Env {
             .unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         serde_json::from_slice(&out.stdout).unwrap()
-    }
-}
-
-impl Daemon {
-    fn get(&self, path: &str) -> Option<(u16, String)> {
-        let r = reqwest::blocking::Client::new()
-            .get(format!("http://127.0.0.1:{}{path}", self.port))
-            .timeout(Duration::from_secs(5))
-            .send()
-            .ok()?;
-        Some((r.status().as_u16(), r.text().ok()?))
-    }
-
-    /// Sum of every series of a metric whose labels contain `label`.
-    fn metric(&self, name: &str, label: &str) -> Option<f64> {
-        let (_, body) = self.get("/metrics")?;
-        let mut sum = None;
-        for line in body.lines().filter(|l| !l.starts_with('#')) {
-            let (series, value) = line.rsplit_once(' ')?;
-            if series.split('{').next()? == name && series.contains(label) {
-                *sum.get_or_insert(0.0) += value.parse::<f64>().ok()?;
-            }
-        }
-        sum
-    }
-
-    fn wait_metric(&self, name: &str, label: &str, at_least: f64) {
-        wait_until(&format!("{name}{{{label}}} >= {at_least}"), DEADLINE, || {
-            (self.metric(name, label).unwrap_or(0.0) >= at_least).then_some(())
-        });
-    }
-
-    fn wait_ready(&self) {
-        wait_until("/readyz", DEADLINE, || (self.get("/readyz").map(|(s, _)| s) == Some(200)).then_some(()));
-    }
-
-    fn terminate(mut self) {
-        let pid = self.child.id().to_string();
-        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-        let status = wait_until("the daemon to exit after SIGTERM", DEADLINE, || self.child.try_wait().unwrap());
-        assert!(status.success(), "SIGTERM exits 0: {status:?}");
-    }
-
-    fn kill9(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
     }
 }
 
@@ -388,7 +319,7 @@ fn consumed_alerts_equal_replay_through_a_broker_outage_and_failed_commits() {
     assert!(d.metric("recwatch_kafka_consumer_lag", "").is_some(), "lag exported per partition");
     promtool_check(&d.get("/metrics").unwrap().1);
     assert_eq!(d.metric("recwatch_kafka_bad_payloads_total", ""), Some(0.0));
-    d.terminate();
+    assert!(d.terminate().success(), "SIGTERM exits 0");
 
     let stored = env.stored_alerts();
     assert_same_alerts(&keyed(&stored), &keyed(&replay_alerts(&env, &lines)));
@@ -438,7 +369,7 @@ fn a_restarted_consumer_resumes_at_the_committed_offset_without_loss() {
         (lines.len() as i64 - committed_at_kill) as f64,
         "resumed at the committed offsets"
     );
-    d.terminate();
+    assert!(d.terminate().success(), "SIGTERM exits 0");
 
     let stored = keyed(&env.stored_alerts());
     assert_eq!(stored.len(), lines.len(), "one alert per line: none lost, none doubled");
@@ -483,13 +414,13 @@ fn two_consumers_in_one_group_together_find_what_one_finds() {
     assert!(b.metric("recwatch_kafka_messages_total", "").unwrap() > 0.0, "B consumed a share");
 
     // B leaves (final commit); A takes every partition back.
-    b.terminate();
+    assert!(b.terminate().success(), "SIGTERM exits 0");
     wait_until("A to own every partition", DEADLINE, || {
         (a.metric("recwatch_kafka_assigned_partitions", "")? == f64::from(PARTITIONS)).then_some(())
     });
     produce(&producer, &part3, |_| Wrap::Raw);
     observer.wait_committed(part1.len() + part2_all.len() + part3.len());
-    a.terminate();
+    assert!(a.terminate().success(), "SIGTERM exits 0");
 
     let all: Vec<String> = [part1, part2_all.clone(), part3].concat();
     let single = keyed(&replay_alerts(&env_a, &all));
@@ -560,7 +491,7 @@ fn real_broker_tansu_consumed_alerts_equal_replay() {
     let observer = GroupObserver::new(&bootstrap, "real");
     observer.wait_committed(lines.len());
     d.wait_metric("recwatch_kafka_messages_total", "", lines.len() as f64);
-    d.terminate();
+    assert!(d.terminate().success(), "SIGTERM exits 0");
     assert_same_alerts(&keyed(&env.stored_alerts()), &keyed(&replay_alerts(&env, &lines)));
 }
 

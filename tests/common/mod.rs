@@ -86,3 +86,92 @@ pub fn promtool_check(text: &str) {
         "promtool check metrics: {status}\nstdout: {stdout}\nstderr: {stderr}\ninput:\n{text}"
     );
 }
+
+/// A `recwatch run` child serving HTTP on 127.0.0.1:`port`; SIGKILLed when dropped.
+pub struct Daemon {
+    pub child: std::process::Child,
+    pub port: u16,
+    /// Bearer token for the alert API, when the config sets one.
+    pub token: Option<&'static str>,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Daemon {
+    /// Starts `recwatch run --config config` (log level warn) and waits for its HTTP server
+    /// (`/healthz`), not for readiness.
+    pub fn spawn(config: &std::path::Path, port: u16, token: Option<&'static str>) -> Daemon {
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_recwatch"))
+            .args(["run", "--config"])
+            .arg(config)
+            .env("RECWATCH_LOG", "warn")
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let d = Daemon { child, port, token };
+        wait_until("/healthz", Duration::from_secs(30), || {
+            (d.get("/healthz").map(|(s, _)| s) == Some(200)).then_some(())
+        });
+        d
+    }
+
+    pub fn get(&self, path: &str) -> Option<(u16, String)> {
+        let mut request = reqwest::blocking::Client::new()
+            .get(format!("http://127.0.0.1:{}{path}", self.port))
+            .timeout(Duration::from_secs(5));
+        if let Some(token) = self.token {
+            request = request.bearer_auth(token);
+        }
+        let r = request.send().ok()?;
+        Some((r.status().as_u16(), r.text().ok()?))
+    }
+
+    /// Sum of every series of a metric whose labels contain `label` (e.g. `rule="enumeration"`).
+    pub fn metric(&self, name: &str, label: &str) -> Option<f64> {
+        let (_, body) = self.get("/metrics")?;
+        let mut sum = None;
+        for line in body.lines().filter(|l| !l.starts_with('#')) {
+            let (series, value) = line.rsplit_once(' ')?;
+            if series.split('{').next()? == name && series.contains(label) {
+                *sum.get_or_insert(0.0) += value.parse::<f64>().ok()?;
+            }
+        }
+        sum
+    }
+
+    pub fn wait_metric(&self, name: &str, label: &str, at_least: f64) {
+        wait_until(&format!("{name}{{{label}}} >= {at_least}"), Duration::from_secs(60), || {
+            (self.metric(name, label).unwrap_or(0.0) >= at_least).then_some(())
+        });
+    }
+
+    pub fn wait_ready(&self) {
+        wait_until("/readyz", Duration::from_secs(60), || {
+            (self.get("/readyz").map(|(s, _)| s) == Some(200)).then_some(())
+        });
+    }
+
+    /// The alerts the API lists.
+    pub fn alerts(&self) -> Vec<serde_json::Value> {
+        let (status, body) = self.get("/api/v1/alerts").unwrap();
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    /// SIGTERM, and the exit status (within 30 s).
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        wait_until("the daemon to exit after SIGTERM", Duration::from_secs(30), || self.child.try_wait().unwrap())
+    }
+
+    pub fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
