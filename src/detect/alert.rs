@@ -106,10 +106,12 @@ fn union_bounded(into: &mut Vec<String>, from: &[String], max: usize) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    pub fn alert(requests: u64) -> Alert {
+    /// An R1 alert of 203.0.113.7 with `requests` requests: the fixture other modules' tests
+    /// start from (`Alert { field: …, ..alert(0) }`).
+    pub(crate) fn alert(requests: u64) -> Alert {
         Alert {
             id: Alert::make_id("R1", "203.0.113.7", 1550480401),
             rule_id: "R1".into(),

@@ -176,19 +176,11 @@ pub fn signature(key: &[u8], body: &[u8]) -> String {
 mod tests {
     use super::*;
     use crate::detect::alert::AlertStatus;
-    use crate::detect::rule::Severity;
     use std::collections::HashMap;
 
     fn alert() -> Alert {
         Alert {
             id: "5c0f00aa11bb22cc".into(),
-            rule_id: "R1".into(),
-            rule: "unknown-client-fetch".into(),
-            severity: Severity::Critical,
-            group_by: "client".into(),
-            client: "203.0.113.7".into(),
-            client_kind: "unknown".into(),
-            partner: None,
             source: "nginx".into(),
             first_seen: 1_550_480_401,
             last_seen: 1_550_480_460,
@@ -198,6 +190,7 @@ mod tests {
             sample: vec!["/recordings/a.wav".into(), "/recordings/b.wav".into()],
             user_agents: vec!["curl/8".into()],
             status: AlertStatus::Open,
+            ..crate::detect::alert::tests::alert(0)
         }
     }
 

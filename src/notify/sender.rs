@@ -323,7 +323,6 @@ impl Sender {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detect::rule::Severity;
     use std::collections::HashMap;
 
     const T0: i64 = 1_700_000_000;
@@ -339,13 +338,6 @@ mod tests {
     fn alert(last_seen: i64, status: AlertStatus) -> Alert {
         Alert {
             id: "a".into(),
-            rule_id: "R1".into(),
-            rule: "unknown-client-fetch".into(),
-            severity: Severity::Critical,
-            group_by: "client".into(),
-            client: "203.0.113.7".into(),
-            client_kind: "unknown".into(),
-            partner: None,
             source: "web".into(),
             first_seen: T0,
             last_seen,
@@ -355,6 +347,7 @@ mod tests {
             sample: vec![],
             user_agents: vec![],
             status,
+            ..crate::detect::alert::tests::alert(0)
         }
     }
 
