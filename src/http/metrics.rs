@@ -254,42 +254,38 @@ pub fn families(
     let per_source = |get: &dyn Fn(&telemetry::KafkaTelemetry) -> f64| {
         kafka.iter().map(|k| (vec![k.source.clone()], get(k))).collect::<Vec<_>>()
     };
-    f.counter_vec(
-        "recwatch_kafka_messages_total",
-        "Kafka messages consumed and handed to the pipeline, by source.",
-        &["source"],
-        per_source(&|k| n(&k.messages)),
-    );
-    f.counter_vec(
-        "recwatch_kafka_bad_payloads_total",
-        "Kafka messages skipped: no payload, or not an envelope where one was required.",
-        &["source"],
-        per_source(&|k| n(&k.bad_payloads)),
-    );
-    f.counter_vec(
-        "recwatch_kafka_commit_failures_total",
-        "Offset commits that failed (retried with the next commit).",
-        &["source"],
-        per_source(&|k| n(&k.commit_failures)),
-    );
-    f.counter_vec(
-        "recwatch_kafka_offset_store_errors_total",
-        "Offsets not stored because their partition was no longer assigned.",
-        &["source"],
-        per_source(&|k| n(&k.offset_store_errors)),
-    );
-    f.counter_vec(
-        "recwatch_kafka_dropped_in_flight_total",
-        "Messages of revoked partitions not durable in time: read again by the next owner.",
-        &["source"],
-        per_source(&|k| n(&k.dropped_in_flight)),
-    );
-    f.counter_vec(
-        "recwatch_kafka_consumer_errors_total",
-        "Errors reported by the Kafka client (broker down, transport); retried.",
-        &["source"],
-        per_source(&|k| n(&k.consumer_errors)),
-    );
+    type KafkaCounter = fn(&telemetry::KafkaTelemetry) -> &std::sync::atomic::AtomicU64;
+    let kafka_counters: [(&str, &str, KafkaCounter); 6] = [
+        ("recwatch_kafka_messages_total", "Kafka messages consumed and handed to the pipeline, by source.", |k| {
+            &k.messages
+        }),
+        (
+            "recwatch_kafka_bad_payloads_total",
+            "Kafka messages skipped: no payload, or not an envelope where one was required.",
+            |k| &k.bad_payloads,
+        ),
+        ("recwatch_kafka_commit_failures_total", "Offset commits that failed (retried with the next commit).", |k| {
+            &k.commit_failures
+        }),
+        (
+            "recwatch_kafka_offset_store_errors_total",
+            "Offsets not stored because their partition was no longer assigned.",
+            |k| &k.offset_store_errors,
+        ),
+        (
+            "recwatch_kafka_dropped_in_flight_total",
+            "Messages of revoked partitions not durable in time: read again by the next owner.",
+            |k| &k.dropped_in_flight,
+        ),
+        (
+            "recwatch_kafka_consumer_errors_total",
+            "Errors reported by the Kafka client (broker down, transport); retried.",
+            |k| &k.consumer_errors,
+        ),
+    ];
+    for (name, help, counter) in kafka_counters {
+        f.counter_vec(name, help, &["source"], per_source(&|k| n(counter(k))));
+    }
     f.counter_vec(
         "recwatch_kafka_rebalances_total",
         "Consumer-group rebalances, by source and kind (assign, revoke).",
