@@ -470,13 +470,13 @@ fn kafka_key_prints_each_lines_client_and_the_shipper_snippets() {
     assert!(run(&["--snippet", "filebeat", "--format", "vhost_combined"], "").contains("%{?vhost} %{client_key}"));
 }
 
-/// A real Kafka-compatible broker process (tansu, installed by scripts/lib/tansu.sh; its path
+/// A real Kafka-compatible broker process (tansu, installed by scripts/lib/setup.sh; its path
 /// in RECWATCH_TANSU): a topic with partitions, lines produced by rdkafka, consumed by the
 /// daemon in a group, committed, and the same alerts as replay.
 #[test]
 fn real_broker_tansu_consumed_alerts_equal_replay() {
     let tansu = std::env::var_os("RECWATCH_TANSU").map(PathBuf::from).expect(
-        "RECWATCH_TANSU must name the tansu broker binary (scripts/test installs it with scripts/lib/tansu.sh)",
+        "RECWATCH_TANSU must name the tansu broker binary (scripts/test installs it with scripts/lib/setup.sh)",
     );
     assert!(tansu.is_file(), "RECWATCH_TANSU={} is not a file", tansu.display());
     let broker = Broker::start(&tansu);
