@@ -12,7 +12,7 @@ use serde::Deserialize;
 use crate::classify::client::{Cidr, ClientKind, Networks};
 use crate::classify::path::{PathClass, SensitivePaths};
 use crate::detect::rule::{path_class_bit, Aggregate, GroupBy, Rule, Severity, StatusSet, UserMatch};
-use crate::notify::{ReceiverConfig, ReceiverKind, Secret};
+use crate::alerting::{ReceiverConfig, ReceiverKind, Secret};
 use crate::parse::LogFormat;
 use crate::privacy::Pseudonymizer;
 use crate::source::kafka::PayloadFormat;

@@ -22,7 +22,7 @@ use sd_notify::NotifyState;
 
 use crate::config::{Config, SourceConfig, SourceInput};
 use crate::http::{self, HttpState};
-use crate::notify::Notifier;
+use crate::alerting::Notifier;
 use crate::parse::{parse_line, LogFormat, MAX_LINE_LEN};
 use crate::pipeline::{Ingest, OnStoreError, Pipeline, PipelineOptions, SourceSpec};
 use crate::privacy::Pseudonymizer;

@@ -11,7 +11,7 @@
 //!   turns events into [`detect::alert::Alert`]s.
 //! - [`store`]: the only module that talks to sled: alerts, their time index, checkpoints and
 //!   the notifier outbox.
-//! - [`notify`]: delivers stored alerts to Alertmanager and signed webhooks from the durable
+//! - [`alerting`]: delivers stored alerts to Alertmanager and signed webhooks from the durable
 //!   outbox, with retries; what a receiver is told when.
 //! - [`pipeline`]: wires source → parse → classify → detect → store with bounded queues.
 //! - [`privacy`]: personnummer and phone numbers in paths → keyed pseudonyms (`pnr-…`, `tel-…`).
@@ -29,7 +29,7 @@ pub mod config;
 pub mod daemon;
 pub mod detect;
 pub mod http;
-pub mod notify;
+pub mod alerting;
 pub mod parse;
 pub mod pipeline;
 pub mod privacy;

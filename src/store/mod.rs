@@ -4,7 +4,7 @@
 //! alert changed and its receivers have not been told) and `deliveries` (receiver ‖ 0 ‖ alert
 //! id → [`Delivery`]: what one receiver was told and what it still has to be told).
 //! Never decides what an alert is (it merges snapshots with [`Alert::merge_from`]) nor whom to
-//! tell or when (that is `notify`'s job): it keeps the records atomic and durable.
+//! tell or when (that is `alerting`'s job): it keeps the records atomic and durable.
 //!
 //! An alert change and its outbox marker are written in one sled transaction, so an alert is
 //! never durable without its marker: a crash loses both or neither.
