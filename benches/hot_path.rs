@@ -42,7 +42,7 @@ fn parse_and_classify(c: &mut Criterion) {
             let mut sensitive = 0u32;
             for l in &lines {
                 if let Ok(a) = parse_line(LogFormat::Combined, black_box(l)) {
-                    sensitive += config.sensitive.classify(a.target, &mut scratch).is_some() as u32;
+                    sensitive += config.classify.paths.classify(a.target, &mut scratch).is_some() as u32;
                 }
             }
             sensitive
@@ -73,7 +73,7 @@ fn detect(c: &mut Criterion) {
         let client: std::net::IpAddr = client.parse().unwrap();
         batch.events.push(Event {
             client,
-            client_class: config.networks.classify(client),
+            client_class: config.classify.networks.classify(client),
             time: 1_550_480_400 + i64::from(i / 4),
             status: if i % 3 == 0 { 404 } else { 200 },
             body_bytes: 4096,

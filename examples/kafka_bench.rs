@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use rdkafka::config::ClientConfig;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use recwatch::config::Config;
+use recwatch::config::{Config, Overrides};
 use recwatch::parse::{client_key, LogFormat};
 use recwatch::store::Store;
 use recwatch::synth::{generate, SynthOptions};
@@ -78,12 +78,13 @@ fn main() -> anyhow::Result<()> {
             std::env::var("KAFKA_BENCH_OPTIONS").unwrap_or_default()
         ),
     )?;
-    let mut config = Config::load(&config_path).map_err(|e| anyhow::anyhow!("{e}"))?;
-    if let Some(w) = std::env::var("KAFKA_BENCH_WORKERS").ok().and_then(|w| w.parse().ok()) {
-        config.workers = w;
-    }
-    std::fs::create_dir_all(&config.store_dir)?;
-    let store = Store::open_state_dir(&config.store_dir)?;
+    let overrides = Overrides {
+        workers: std::env::var("KAFKA_BENCH_WORKERS").ok().and_then(|w| w.parse().ok()),
+        ..Overrides::default()
+    };
+    let config = Config::load_with(&config_path, &overrides).map_err(|e| anyhow::anyhow!("{e}"))?;
+    std::fs::create_dir_all(&config.store.dir)?;
+    let store = Store::open_state_dir(&config.store.dir)?;
     let telemetry = Arc::new(Telemetry::default());
     let stop = Arc::new(AtomicBool::new(false));
     let consumer = {

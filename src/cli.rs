@@ -239,7 +239,7 @@ fn pseudonym(args: &StoreArgs, texts: &[String]) -> anyhow::Result<ExitCode> {
         Some(p) => p.clone(),
         None => {
             // Never create a key here: one made now could not match any stored alert.
-            let dir = args.state_dir.clone().unwrap_or(config.store_dir);
+            let dir = args.state_dir.clone().unwrap_or(config.store.dir);
             let key = dir.join(recwatch::privacy::STATE_KEY_FILE);
             Pseudonymizer::load(&key).with_context(|| {
                 format!("no pseudonym key yet ({} is created by the first `recwatch run` or `replay`)", key.display())
@@ -359,7 +359,7 @@ fn load_config(path: &Path) -> anyhow::Result<Config> {
 fn state_dir(args: &StoreArgs) -> anyhow::Result<PathBuf> {
     match &args.state_dir {
         Some(d) => Ok(d.clone()),
-        None => Ok(load_config(&args.config)?.store_dir),
+        None => Ok(load_config(&args.config)?.store.dir),
     }
 }
 
@@ -387,9 +387,9 @@ fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     } else {
         args.files.iter().map(|f| Input::from_arg(f)).collect()
     };
-    let state_dir = args.state_dir.clone().unwrap_or_else(|| config.store_dir.clone());
+    let state_dir = args.state_dir.clone().unwrap_or_else(|| config.store.dir.clone());
     let store = open_store(&state_dir)?;
-    let workers = args.workers.unwrap_or(config.workers).max(1);
+    let workers = args.workers.unwrap_or(config.engine.workers).max(1);
     // Parsing is split over the cores too; events still reach the workers in input order.
     let parsers = args.parsers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()).min(8));
     let telemetry = Arc::new(Telemetry::default());
@@ -434,7 +434,7 @@ fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     progress.finish_and_clear();
     let nothing_read = summaries.iter().all(|s| s.error.is_some() && s.lines == 0);
     let outcome = pipeline.finish()?;
-    let partners: Vec<String> = config.partners.iter().map(|(n, _)| n.clone()).collect();
+    let partners: Vec<String> = config.classify.partner_names();
     let report = Report::build(&telemetry, summaries, &outcome.alerts, outcome.clients, |i| {
         partners.get(usize::from(i)).cloned()
     });
@@ -483,14 +483,14 @@ impl AlertsBackend {
         // A running daemon holds the store's lock: ask it instead.
         let config = load_config(&args.config)
             .with_context(|| format!("the store is not usable ({store_error:#}) and the config gives no API"))?;
-        let token_file = config.token_file.as_ref().with_context(|| {
+        let token_file = config.http.token_file.as_ref().with_context(|| {
             format!("the store is not usable ({store_error:#}) and http.token_file is not set for the API")
         })?;
         let token = std::fs::read_to_string(token_file)
             .with_context(|| format!("cannot read API token file {}", token_file.display()))?
             .trim()
             .to_string();
-        Ok(AlertsBackend::Api { base: format!("http://{}/api/v1/alerts", config.listen), token })
+        Ok(AlertsBackend::Api { base: format!("http://{}/api/v1/alerts", config.http.listen), token })
     }
 
     fn call(&self, request: ureq::Request) -> anyhow::Result<serde_json::Value> {

@@ -20,14 +20,15 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use sd_notify::NotifyState;
 
-use crate::config::{Config, SourceConfig, SourceInput};
-use crate::http::{self, HttpState};
 use crate::alerting::Notifier;
+use crate::config::{Config, Overrides};
+use crate::http::{self, HttpState};
 use crate::parse::{parse_line, LogFormat, MAX_LINE_LEN};
 use crate::pipeline::{Ingest, OnStoreError, Pipeline, PipelineOptions, SourceSpec};
 use crate::privacy::Pseudonymizer;
 use crate::source::kafka::{KafkaSink, KafkaSource, Rebalance};
 use crate::source::tail::{FileCheckpoint, LineSink, TailOptions, TailSource, Tailer};
+use crate::source::{SourceInput, SourceSettings};
 use crate::store::{Notify, Store};
 use crate::telemetry::Telemetry;
 
@@ -68,12 +69,12 @@ struct Control {
 
 pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     let config = load_config(&opts)?;
-    let state_dir = config.store_dir.clone();
+    let state_dir = config.store.dir.clone();
     std::fs::create_dir_all(&state_dir)
         .with_context(|| format!("cannot create state directory {}", state_dir.display()))?;
     let telemetry = Arc::new(Telemetry::default());
     let store = open_or_quarantine(&state_dir, &telemetry)?;
-    let api_token = match &config.token_file {
+    let api_token = match &config.http.token_file {
         None => {
             tracing::warn!("no http.token_file configured: the alert API answers 401 to every request");
             None
@@ -96,8 +97,8 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     let listener = runtime
-        .block_on(tokio::net::TcpListener::bind(config.listen))
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
+        .block_on(tokio::net::TcpListener::bind(config.http.listen))
+        .with_context(|| format!("cannot listen on {}", config.http.listen))?;
     tracing::info!(listen = %listener.local_addr()?, "serving /metrics, /healthz, /readyz, /api/v1/alerts");
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let state = HttpState { store: store.clone(), telemetry: telemetry.clone(), api_token, ready: ready.clone() };
@@ -105,9 +106,9 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         let _ = http_stopped.await;
     }));
     runtime.spawn(watch_signals(control.clone()));
-    runtime.spawn(retention_sweeps(store.clone(), config.retention_days, telemetry.clone()));
+    runtime.spawn(retention_sweeps(store.clone(), config.store.retention_days, telemetry.clone()));
     // Pending deliveries from before a restart start going out at once.
-    let mut notifier = Notifier::start(&config, store.clone(), telemetry.clone());
+    let mut notifier = Notifier::start(&config.alerting, &config.rules, store.clone(), telemetry.clone());
 
     let result = tail_loop(Arc::new(config), &opts, store, telemetry, &ready, &control, &mut notifier);
     notifier.stop();
@@ -157,27 +158,21 @@ async fn retention_sweeps(store: Store, retention_days: u32, telemetry: Arc<Tele
 }
 
 fn load_config(opts: &RunOptions) -> anyhow::Result<Config> {
-    let mut config = Config::load(&opts.config).map_err(|e| anyhow::anyhow!("{e}"))?;
-    for path in &opts.watch {
-        let name = path.display().to_string();
-        if config.sources.iter().any(|s| s.name == name) {
-            continue;
-        }
-        config.sources.push(SourceConfig {
-            name,
-            format: detect_format(path),
-            input: SourceInput::File { path: path.display().to_string() },
-        });
-    }
-    if let Some(listen) = opts.listen {
-        config.listen = listen;
-    }
-    if let Some(dir) = &opts.state_dir {
-        config.store_dir = dir.clone();
-    }
-    if let Some(w) = opts.workers {
-        config.workers = w.max(1);
-    }
+    let overrides = Overrides {
+        listen: opts.listen,
+        store_dir: opts.state_dir.clone(),
+        workers: opts.workers,
+        sources: opts
+            .watch
+            .iter()
+            .map(|path| SourceSettings {
+                name: path.display().to_string(),
+                format: detect_format(path),
+                input: SourceInput::File { path: path.display().to_string() },
+            })
+            .collect(),
+    };
+    let config = Config::load_with(&opts.config, &overrides).map_err(|e| anyhow::anyhow!("{e}"))?;
     anyhow::ensure!(
         !config.sources.is_empty(),
         "{}: no [[source]] configured and no --watch given",
@@ -254,7 +249,7 @@ impl LineSink for Ingest {
 
 /// The file sources, indexed (in tail checkpoints and events) by their position among file
 /// sources: adding a Kafka source does not move them.
-fn file_sources(config: &Config) -> Vec<(&SourceConfig, &str)> {
+fn file_sources(config: &Config) -> Vec<(&SourceSettings, &str)> {
     config.sources.iter().filter_map(|s| s.path().map(|p| (s, p))).collect()
 }
 
@@ -268,11 +263,11 @@ fn tail_sources(config: &Config) -> Vec<TailSource> {
 
 fn tail_options(config: &Config) -> TailOptions {
     TailOptions {
-        poll_interval: config.poll_interval,
-        use_inotify: config.inotify,
+        poll_interval: config.tail.poll_interval,
+        use_inotify: config.tail.inotify,
         max_line_len: MAX_LINE_LEN,
         read_chunk: 256 << 10,
-        rotated_drain: config.rotated_drain,
+        rotated_drain: config.tail.rotated_drain,
     }
 }
 
@@ -285,7 +280,7 @@ fn start_pipeline(
     pseudonyms: &Pseudonymizer,
 ) -> Pipeline {
     let options = PipelineOptions {
-        workers: config.workers,
+        workers: config.engine.workers,
         keep_scope: false,
         on_store_error: OnStoreError::Retry,
         stop_retrying: control.stop_retrying.clone(),
@@ -402,7 +397,7 @@ fn tail_loop(
     let start = load_checkpoint(&store);
     let mut history = RewindHistory::new(&start);
     let mut tailer = Tailer::new(tail_sources(&config), tail_options(&config), start.rewind.clone(), telemetry.clone());
-    let mut pseudonyms = Pseudonymizer::resolve(config.pseudonyms.as_ref(), &config.store_dir)?;
+    let mut pseudonyms = Pseudonymizer::resolve(config.pseudonyms.as_ref(), &config.store.dir)?;
     let mut pipeline = file_pipeline(&config, &store, &telemetry, control, &pseudonyms);
     pipeline.resume(open_episodes(&store, pipeline.memory_secs()));
     pipeline.ingest.seed_latest_event_time(start.event_time);
@@ -410,7 +405,7 @@ fn tail_loop(
     // Ready once state is loaded and every Kafka consumer has joined its group.
     ready.store(kafka_loops.is_empty(), Relaxed);
     let _ = sd_notify::notify(false, &[NotifyState::Ready]);
-    tracing::info!(sources = config.sources.len(), workers = config.workers, "running");
+    tracing::info!(sources = config.sources.len(), workers = config.engine.workers, "running");
     let mut watchdog_usec = 0u64;
     let watchdog = sd_notify::watchdog_enabled(false, &mut watchdog_usec) && watchdog_usec > 0;
     let watchdog_every = Duration::from_micros(watchdog_usec / 2);
@@ -431,7 +426,7 @@ fn tail_loop(
         ready.store(kafka_loops.iter().all(|k| k.status.joined.load(Relaxed)), Relaxed);
         if control.reload.swap(false, Relaxed) {
             let reloaded = load_config(opts).and_then(|new| {
-                let key = Pseudonymizer::resolve(new.pseudonyms.as_ref(), &new.store_dir)?;
+                let key = Pseudonymizer::resolve(new.pseudonyms.as_ref(), &new.store.dir)?;
                 Ok((new, key))
             });
             match reloaded {
@@ -448,7 +443,7 @@ fn tail_loop(
                     stop_kafka_loops(std::mem::take(&mut kafka_loops))?;
                     config = Arc::new(new);
                     notifier.stop();
-                    *notifier = Notifier::start(&config, store.clone(), telemetry.clone());
+                    *notifier = Notifier::start(&config.alerting, &config.rules, store.clone(), telemetry.clone());
                     pseudonyms = key;
                     // Like a restart: re-read from the rewind point so the new workers rebuild
                     // every window; resumed episodes keep re-read lines from counting twice.
@@ -491,7 +486,7 @@ fn tail_loop(
             }
         }
         if !polled.more_pending {
-            tailer.wait(config.poll_interval);
+            tailer.wait(config.tail.poll_interval);
         }
     }
     let checkpoint =
@@ -607,7 +602,7 @@ pub fn run_kafka_source(
         .iter()
         .find(|s| s.name == source_name && matches!(s.input, SourceInput::Kafka(_)))
         .with_context(|| format!("no Kafka source named {source_name:?} in {}", config.file.display()))?;
-    let pseudonyms = Pseudonymizer::resolve(config.pseudonyms.as_ref(), &config.store_dir)?;
+    let pseudonyms = Pseudonymizer::resolve(config.pseudonyms.as_ref(), &config.store.dir)?;
     let io = KafkaLoopIo { store, telemetry, control: &Control::default(), pseudonyms: &pseudonyms };
     kafka_loop(source, config, io, stop, &KafkaStatus::default())
 }
@@ -641,7 +636,7 @@ struct KafkaLoopIo<'a> {
 }
 
 fn kafka_loop(
-    source: &SourceConfig,
+    source: &SourceSettings,
     config: &Config,
     io: KafkaLoopIo<'_>,
     stop: &AtomicBool,

@@ -18,18 +18,20 @@
 //! - [`report`]: the scope report of a replay (JSON, CSV, Markdown).
 //! - [`daemon`]: `recwatch run`: tail loop, Kafka consumer loops, barriers/checkpoints and
 //!   offsets, signals, systemd notify.
-//! - [`config`]: raw TOML → validated, compiled [`config::Config`]; errors say file:line: key.
+//! - [`config`]: raw TOML → validated, compiled [`config::Config`], made of the settings type
+//!   each stage defines (`StoreSettings`, `KafkaSettings`, `AlertingSettings`, …); errors say
+//!   file:line: key. Only the wiring (`pipeline`, `daemon`, the CLI) imports it.
 //! - [`telemetry`]: lock-free counters every stage adds to.
 //! - [`http`]: `/metrics`, health and readiness probes, and the token-protected alerts API.
 //! - [`synth`]: deterministic synthetic access logs for tests and benchmarks.
 #![forbid(unsafe_code)]
 
+pub mod alerting;
 pub mod classify;
 pub mod config;
 pub mod daemon;
 pub mod detect;
 pub mod http;
-pub mod alerting;
 pub mod parse;
 pub mod pipeline;
 pub mod privacy;

@@ -181,10 +181,10 @@ impl Pipeline {
         let workers = options.workers.max(1);
         let detect = Arc::new(DetectConfig::new(
             config.rules.clone(),
-            config.partners.iter().map(|(n, _)| n.clone()).collect(),
+            config.classify.partner_names(),
             sources.iter().map(|s| s.name.clone()).collect(),
-            config.client_idle_secs,
-            config.max_clients_per_worker,
+            config.engine.client_idle_secs,
+            config.engine.max_clients_per_worker,
             options.keep_scope,
             options.pseudonyms.clone(),
         ));
@@ -220,8 +220,8 @@ impl Pipeline {
             .expect("spawning the store thread");
         let source_index = sources.iter().enumerate().map(|(i, s)| (s.name.clone(), i as u16)).collect();
         let ingest = Ingest {
-            paths: config.sensitive.clone(),
-            networks: config.networks.clone(),
+            paths: config.classify.paths.clone(),
+            networks: config.classify.networks.clone(),
             sources,
             source_index,
             path_scratch: Vec::with_capacity(4096),

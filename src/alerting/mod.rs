@@ -1,5 +1,5 @@
 //! Tells on-call: delivers stored alerts to the configured receivers (Alertmanager v2, signed
-//! JSON webhooks) from the durable outbox the store keeps. Owns the receiver configuration,
+//! JSON webhooks) from the durable outbox the store keeps. Owns its settings ([`AlertingSettings`]),
 //! the notifier threads, what each receiver is told when (firing, re-sent, resolved, ended),
 //! retries with jittered exponential back-off, and the payloads. Never changes an alert and
 //! never writes to sled itself: it reads alerts and moves outbox records through [`Store`].
@@ -40,9 +40,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Sender};
 
-use crate::config::Config;
 use crate::detect::alert::{Alert, AlertStatus};
-use crate::detect::rule::Severity;
+use crate::detect::rule::{Rule, Severity};
 use crate::store::{Delivery, OutboxMarker, Store};
 use crate::telemetry::Telemetry;
 
@@ -98,9 +97,19 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// What the alerting stage is configured with (`[[receiver]]` tables, `http.external_url`).
+#[derive(Clone, Debug)]
+pub struct AlertingSettings {
+    /// How others reach the alert API (no trailing slash): the base of the alerts'
+    /// generatorURL.
+    pub external_url: String,
+    /// Where alerts are delivered, in config order.
+    pub receivers: Vec<ReceiverSettings>,
+}
+
 /// One `[[receiver]]` of the config, validated.
 #[derive(Clone, Debug)]
-pub struct ReceiverConfig {
+pub struct ReceiverSettings {
     /// `[a-z0-9_-]+`, unique: the `receiver` label of the notifier metrics.
     pub name: String,
     pub kind: ReceiverKind,
@@ -124,7 +133,7 @@ pub struct ReceiverConfig {
     pub token_file: Option<PathBuf>,
 }
 
-impl ReceiverConfig {
+impl ReceiverSettings {
     pub fn routes(&self, severity: Severity) -> bool {
         self.severities.contains(&severity)
     }
@@ -173,11 +182,11 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn from_config(config: &Config) -> Context {
+    pub fn new(external_url: &str, rules: &[Rule]) -> Context {
         Context {
             instance: hostname(),
-            external_url: config.external_url.clone(),
-            rules: config.rules.iter().map(|r| (r.id.clone(), (r.suppress_secs, r.description.clone()))).collect(),
+            external_url: external_url.to_string(),
+            rules: rules.iter().map(|r| (r.id.clone(), (r.suppress_secs, r.description.clone()))).collect(),
         }
     }
 
@@ -223,8 +232,9 @@ impl Notifier {
     /// Starts the dispatcher and one sender per configured receiver. Delivery records of
     /// receivers no longer configured are dropped (and logged); the receivers' counters are
     /// registered at 0 so their series exist from the first scrape.
-    pub fn start(config: &Config, store: Store, telemetry: Arc<Telemetry>) -> Notifier {
-        let names: Vec<&str> = config.receivers.iter().map(|r| r.name.as_str()).collect();
+    /// `rules` give each alert's suppress window and description.
+    pub fn start(settings: &AlertingSettings, rules: &[Rule], store: Store, telemetry: Arc<Telemetry>) -> Notifier {
+        let names: Vec<&str> = settings.receivers.iter().map(|r| r.name.as_str()).collect();
         telemetry.set_receivers(&names);
         match store.drop_deliveries_except(&names) {
             Ok(dropped) => {
@@ -234,12 +244,12 @@ impl Notifier {
             }
             Err(e) => tracing::error!(error = %e, "cannot clean up deliveries of removed receivers"),
         }
-        let context = Arc::new(Context::from_config(config));
+        let context = Arc::new(Context::new(&settings.external_url, rules));
         let stop = Arc::new(AtomicBool::new(false));
         let mut wakers = Vec::new();
         let mut threads = Vec::new();
         let mut sender_wakers = Vec::new();
-        for receiver in &config.receivers {
+        for receiver in &settings.receivers {
             let (wake_tx, wake_rx) = bounded::<()>(1);
             sender_wakers.push(wake_tx.clone());
             wakers.push(wake_tx);
@@ -258,7 +268,7 @@ impl Notifier {
             );
         }
         let dispatcher =
-            Dispatcher { receivers: config.receivers.clone(), wakers: sender_wakers, context, store: store.clone() };
+            Dispatcher { receivers: settings.receivers.clone(), wakers: sender_wakers, context, store: store.clone() };
         let stop_dispatch = stop.clone();
         threads.push(
             std::thread::Builder::new()
@@ -266,8 +276,8 @@ impl Notifier {
                 .spawn(move || dispatcher.run(&stop_dispatch))
                 .expect("spawning the notifier dispatcher"),
         );
-        if !config.receivers.is_empty() {
-            tracing::info!(receivers = config.receivers.len(), "notifiers started");
+        if !settings.receivers.is_empty() {
+            tracing::info!(receivers = settings.receivers.len(), "notifiers started");
         }
         Notifier { stop, wakers, threads, store }
     }
@@ -300,7 +310,7 @@ impl Notifier {
 
 /// Moves outbox markers into per-receiver delivery records.
 struct Dispatcher {
-    receivers: Vec<ReceiverConfig>,
+    receivers: Vec<ReceiverSettings>,
     wakers: Vec<Sender<()>>,
     context: Arc<Context>,
     store: Store,

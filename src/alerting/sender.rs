@@ -11,7 +11,7 @@ use std::time::Duration;
 use crossbeam_channel::Receiver;
 
 use super::payload::{self, State, SIGNATURE_HEADER};
-use super::{Context, ReceiverConfig, ReceiverKind};
+use super::{Context, ReceiverKind, ReceiverSettings};
 use crate::detect::alert::{Alert, AlertStatus};
 use crate::store::{Delivery, Store, Told};
 use crate::telemetry::ReceiverCounters;
@@ -105,7 +105,7 @@ enum Outcome {
 }
 
 pub struct Sender {
-    config: ReceiverConfig,
+    receiver: ReceiverSettings,
     context: Arc<Context>,
     store: Store,
     counters: Arc<ReceiverCounters>,
@@ -123,19 +123,24 @@ struct Due {
 }
 
 impl Sender {
-    pub fn new(config: ReceiverConfig, context: Arc<Context>, store: Store, counters: Arc<ReceiverCounters>) -> Sender {
+    pub fn new(
+        receiver: ReceiverSettings,
+        context: Arc<Context>,
+        store: Store,
+        counters: Arc<ReceiverCounters>,
+    ) -> Sender {
         let agent = ureq::AgentBuilder::new()
-            .timeout(config.timeout)
+            .timeout(receiver.timeout)
             .redirects(0)
             .user_agent(concat!("recwatch/", env!("CARGO_PKG_VERSION")))
             .build();
-        Sender { config, context, store, counters, agent, paused_until: 0 }
+        Sender { receiver, context, store, counters, agent, paused_until: 0 }
     }
 
     fn timing(&self) -> Timing {
         Timing {
-            resend_ms: self.config.resend.as_millis() as i64,
-            resends: self.config.kind == ReceiverKind::Alertmanager,
+            resend_ms: self.receiver.resend.as_millis() as i64,
+            resends: self.receiver.kind == ReceiverKind::Alertmanager,
         }
     }
 
@@ -144,7 +149,7 @@ impl Sender {
             let next = match self.round(stop) {
                 Ok(next) => next,
                 Err(e) => {
-                    tracing::error!(receiver = %self.config.name, error = %e, "cannot read the notifier outbox; retrying");
+                    tracing::error!(receiver = %self.receiver.name, error = %e, "cannot read the notifier outbox; retrying");
                     now_ms() + LOOK_EVERY_MS
                 }
             };
@@ -158,7 +163,7 @@ impl Sender {
         let now = now_ms();
         let mut next = now + LOOK_EVERY_MS;
         let mut due = Vec::new();
-        for (id, d) in self.store.deliveries(&self.config.name)? {
+        for (id, d) in self.store.deliveries(&self.receiver.name)? {
             let alert = match self.store.get(&id) {
                 Ok(Some(a)) => a,
                 Ok(None) => {
@@ -166,7 +171,7 @@ impl Sender {
                     continue;
                 }
                 Err(e @ crate::store::StoreError::Corrupt { .. }) => {
-                    tracing::error!(receiver = %self.config.name, alert = %id, error = %e, "alert unreadable: its delivery is dropped");
+                    tracing::error!(receiver = %self.receiver.name, alert = %id, error = %e, "alert unreadable: its delivery is dropped");
                     self.forget(&id, &d)?;
                     continue;
                 }
@@ -186,7 +191,7 @@ impl Sender {
         }
         // Oldest news first; routine re-sends after.
         due.sort_by_key(|d| (d.read.pending_since_ms.unwrap_or(i64::MAX), d.read.told_ms));
-        let batch = match self.config.kind {
+        let batch = match self.receiver.kind {
             ReceiverKind::Alertmanager => ALERTMANAGER_BATCH,
             ReceiverKind::Webhook => 1,
         };
@@ -204,13 +209,13 @@ impl Sender {
 
     /// Removes a record, unless it changed since it was read (then the next round sees it).
     fn forget(&self, id: &str, read: &Delivery) -> Result<(), crate::store::StoreError> {
-        self.store.update_delivery(&self.config.name, id, |cur| cur.filter(|c| c != read))?;
+        self.store.update_delivery(&self.receiver.name, id, |cur| cur.filter(|c| c != read))?;
         Ok(())
     }
 
     fn send(&self, chunk: &[Due]) -> Outcome {
         let now = now_ms();
-        let body = match self.config.kind {
+        let body = match self.receiver.kind {
             ReceiverKind::Alertmanager => {
                 let alerts: Vec<_> =
                     chunk.iter().map(|d| payload::alertmanager_alert(&d.alert, d.state, &self.context)).collect();
@@ -218,14 +223,14 @@ impl Sender {
             }
             ReceiverKind::Webhook => {
                 let d = &chunk[0];
-                payload::webhook_body(&d.alert, d.state, &self.config.name, &self.context, now)
+                payload::webhook_body(&d.alert, d.state, &self.receiver.name, &self.context, now)
             }
         };
-        let mut request = self.agent.post(&self.config.endpoint()).set("Content-Type", "application/json");
-        if let Some(key) = &self.config.secret {
+        let mut request = self.agent.post(&self.receiver.endpoint()).set("Content-Type", "application/json");
+        if let Some(key) = &self.receiver.secret {
             request = request.set(SIGNATURE_HEADER, &payload::signature(key.expose(), &body));
         }
-        if let Some(token) = &self.config.token {
+        if let Some(token) = &self.receiver.token {
             request = request.set("Authorization", &format!("Bearer {}", String::from_utf8_lossy(token.expose())));
         }
         match request.send_bytes(&body) {
@@ -257,7 +262,7 @@ impl Sender {
         let delivered = match &outcome {
             Outcome::Delivered => true,
             Outcome::Rejected(why) => {
-                tracing::error!(receiver = %self.config.name, alerts = n, reason = %why, "receiver refused the notification; it is not retried");
+                tracing::error!(receiver = %self.receiver.name, alerts = n, reason = %why, "receiver refused the notification; it is not retried");
                 true
             }
             Outcome::Failed(_) => false,
@@ -269,7 +274,7 @@ impl Sender {
                 self.counters.failed.fetch_add(n, Relaxed);
             }
             for d in chunk {
-                self.store.update_delivery(&self.config.name, &d.id, |cur| {
+                self.store.update_delivery(&self.receiver.name, &d.id, |cur| {
                     let mut r = cur?;
                     if matches!(d.state, State::Over { .. }) {
                         return None;
@@ -292,14 +297,14 @@ impl Sender {
         }
         let Outcome::Failed(why) = outcome else { unreachable!("handled above") };
         self.counters.failed.fetch_add(n, Relaxed);
-        let initial = self.config.retry_initial.as_millis() as i64;
-        let max = self.config.retry_max.as_millis() as i64;
+        let initial = self.receiver.retry_initial.as_millis() as i64;
+        let max = self.receiver.retry_max.as_millis() as i64;
         let mut pause = 0;
         for d in chunk {
             let failures = d.read.failures.saturating_add(1);
             let delay = backoff_ms(failures, initial, max);
             pause = pause.max(delay);
-            self.store.update_delivery(&self.config.name, &d.id, |cur| {
+            self.store.update_delivery(&self.receiver.name, &d.id, |cur| {
                 let mut r = cur?;
                 r.failures = r.failures.saturating_add(1);
                 r.retry_at_ms = now + delay;
@@ -312,9 +317,9 @@ impl Sender {
         }
         self.paused_until = now + pause;
         if chunk.iter().any(|d| d.read.failures == 0) {
-            tracing::warn!(receiver = %self.config.name, alerts = n, error = %why, retry_in_ms = pause, "notification failed; retrying");
+            tracing::warn!(receiver = %self.receiver.name, alerts = n, error = %why, retry_in_ms = pause, "notification failed; retrying");
         } else {
-            tracing::debug!(receiver = %self.config.name, alerts = n, error = %why, retry_in_ms = pause, "notification failed again");
+            tracing::debug!(receiver = %self.receiver.name, alerts = n, error = %why, retry_in_ms = pause, "notification failed again");
         }
         Ok(false)
     }

@@ -1,5 +1,51 @@
 //! Classification of a parsed line: is the path a sensitive resource, and who is the client.
-//! Owns the compiled prefix/extension and CIDR tables. Never keeps per-client state.
+//! Owns the compiled prefix/extension and CIDR tables and the settings they are built from
+//! ([`ClassifySettings`]). Never keeps per-client state.
 
 pub mod client;
 pub mod path;
+
+use std::sync::Arc;
+
+use client::{Cidr, Networks};
+use path::SensitivePaths;
+
+/// What classification is configured with (`[sensitive]`, `[networks]`): the tables, compiled
+/// once, and what they were compiled from (for `recwatch check` and the partner names).
+#[derive(Clone)]
+pub struct ClassifySettings {
+    pub paths: Arc<SensitivePaths>,
+    pub networks: Arc<Networks>,
+    pub prefixes: Vec<String>,
+    pub extensions: Vec<String>,
+    pub case_insensitive: bool,
+    pub internal: Vec<Cidr>,
+    /// Partner networks by name; a partner client's `ClientClass::partner` is its position here.
+    pub partners: Vec<(String, Vec<Cidr>)>,
+}
+
+impl ClassifySettings {
+    /// Compiles the tables. The inputs are taken as given: the config checks them first.
+    pub fn new(
+        prefixes: Vec<String>,
+        extensions: Vec<String>,
+        case_insensitive: bool,
+        internal: Vec<Cidr>,
+        partners: Vec<(String, Vec<Cidr>)>,
+    ) -> ClassifySettings {
+        ClassifySettings {
+            paths: Arc::new(SensitivePaths::new(&prefixes, &extensions, case_insensitive)),
+            networks: Arc::new(Networks::new(&internal, &partners)),
+            prefixes,
+            extensions,
+            case_insensitive,
+            internal,
+            partners,
+        }
+    }
+
+    /// The partner names, in config order (what alerts show for a partner client).
+    pub fn partner_names(&self) -> Vec<String> {
+        self.partners.iter().map(|(n, _)| n.clone()).collect()
+    }
+}

@@ -182,6 +182,32 @@ pub struct Rule {
     pub suppress_secs: i64,
 }
 
+impl Rule {
+    /// A rule for stage unit tests, built without a config file: fires on every GET/any
+    /// request to a recording from any client, once per hour per client. Tests change what
+    /// they need with struct update syntax.
+    #[cfg(test)]
+    pub(crate) fn for_test(id: &str, name: &str) -> Rule {
+        Rule {
+            id: id.into(),
+            name: name.into(),
+            severity: Severity::Warning,
+            description: String::new(),
+            path_classes: path_class_bit(PathClass::Recording),
+            statuses: StatusSet::any(),
+            methods: Vec::new(),
+            client_kinds: ClientKind::ALL.iter().fold(0, |m, k| m | k.bit()),
+            user: UserMatch::Any,
+            user_agent: None,
+            aggregate: Aggregate::None,
+            window_secs: 60,
+            threshold: 0,
+            group_by: GroupBy::Client,
+            suppress_secs: 3600,
+        }
+    }
+}
+
 pub fn path_class_bit(c: PathClass) -> u8 {
     match c {
         PathClass::Recording => 1,

@@ -526,16 +526,38 @@ impl Episode {
 mod tests {
     use super::*;
     use crate::classify::client::ClientKind;
-    use crate::config::Config;
     use crate::detect::event::Route;
+    use crate::detect::rule::{Aggregate, StatusSet, UserMatch};
 
     fn test_key() -> Pseudonymizer {
         Pseudonymizer::new(b"worker test key, 32 bytes long!!")
     }
 
-    fn rules(toml: &str) -> Arc<DetectConfig> {
-        let c = Config::from_toml(std::path::Path::new("test.toml"), toml).unwrap();
-        Arc::new(DetectConfig::new(c.rules, vec![], vec!["web1".into()], 3600, 1000, true, test_key()))
+    fn rules(rule: Rule) -> Arc<DetectConfig> {
+        Arc::new(DetectConfig::new(vec![rule], vec![], vec!["web1".into()], 3600, 1000, true, test_key()))
+    }
+
+    fn statuses(items: &[&str]) -> StatusSet {
+        StatusSet::parse(&items.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap()
+    }
+
+    /// R1 of the defaults: an unknown client gets `status` for a recording.
+    fn r1(status: &[&str]) -> Rule {
+        Rule {
+            statuses: statuses(status),
+            client_kinds: ClientKind::Unknown.bit(),
+            ..Rule::for_test("R1", "unknown-client-fetch")
+        }
+    }
+
+    /// R2 of the defaults: more than 20 distinct recordings in 60 s.
+    fn r2() -> Rule {
+        Rule {
+            aggregate: Aggregate::DistinctPaths,
+            window_secs: 60,
+            threshold: 20,
+            ..Rule::for_test("R2", "enumeration")
+        }
     }
 
     fn push(batch: &mut EventBatch, client: &str, kind: ClientKind, time: i64, status: u16, path: &str, user: bool) {
@@ -559,13 +581,11 @@ mod tests {
         });
     }
 
-    const R2: &str = "[[rule]]\nid='R2'\nname='enumeration'\naggregate='distinct'\nwindow_secs=60\nthreshold=20\n";
-
     #[test]
     fn an_episode_closed_by_a_new_one_is_still_handed_out() {
         // Two episodes of one client in one batch, more than suppress_secs apart: both alerts
         // reach the store, though no barrier came between them (replay has none).
-        let mut w = Worker::new(rules("[[rule]]\nid='R1'\nname='fetch'\nsuppress_secs=100\n"));
+        let mut w = Worker::new(rules(Rule { suppress_secs: 100, ..Rule::for_test("R1", "fetch") }));
         let mut batch = EventBatch::with_capacity();
         push(&mut batch, "198.51.100.1", ClientKind::Unknown, 1000, 200, "/r/a.wav", false);
         push(&mut batch, "198.51.100.1", ClientKind::Unknown, 1050, 200, "/r/b.wav", false);
@@ -580,7 +600,7 @@ mod tests {
 
     #[test]
     fn enumeration_fires_on_the_21st_distinct_path_within_the_window() {
-        let mut w = Worker::new(rules(R2));
+        let mut w = Worker::new(rules(r2()));
         let mut batch = EventBatch::with_capacity();
         // 20 distinct in the window, plus repeats: no alert
         for i in 0..20 {
@@ -615,8 +635,7 @@ mod tests {
 
     #[test]
     fn samples_are_pseudonymised_and_distinct_counts_stay_over_the_real_paths() {
-        let r1 = "[[rule]]\nid='R1'\nname='unknown-client-fetch'\nstatus=[200]\nclient_kind=['unknown']\n";
-        let mut w = Worker::new(rules(r1));
+        let mut w = Worker::new(rules(r1(&["200"])));
         let mut batch = EventBatch::with_capacity();
         for (i, path) in
             ["/r/19121212-1212.wav", "/r/121212-1212.wav", "/r/0701234567.wav", "/r/121212-1212.wav"].iter().enumerate()
@@ -636,8 +655,7 @@ mod tests {
 
     #[test]
     fn a_suppressed_alert_keeps_counting_and_a_quiet_period_opens_a_new_one() {
-        let r1 = "[[rule]]\nid='R1'\nname='unknown-client-fetch'\nstatus=[200,206]\nclient_kind=['unknown']\nsuppress_secs=600\n";
-        let mut w = Worker::new(rules(r1));
+        let mut w = Worker::new(rules(Rule { suppress_secs: 600, ..r1(&["200", "206"]) }));
         let mut batch = EventBatch::with_capacity();
         for i in 0..5 {
             push(
@@ -670,19 +688,18 @@ mod tests {
 
     #[test]
     fn a_resumed_episode_is_updated_by_rereads_without_double_counting() {
-        let r1 = "[[rule]]\nid='R1'\nname='unknown-client-fetch'\nstatus=[200]\nclient_kind=['unknown']\n";
         let mut batch = EventBatch::with_capacity();
         for i in 0..4 {
             push(&mut batch, "198.51.100.9", ClientKind::Unknown, 100 + i, 200, &format!("/r/{i}.wav"), false);
         }
         let mut changed = Vec::new();
-        let mut before_crash = Worker::new(rules(r1));
+        let mut before_crash = Worker::new(rules(r1(&["200"])));
         before_crash.process_batch(&batch);
         before_crash.take_changed(&mut changed);
         let stored = changed.pop().unwrap();
         assert_eq!(stored.requests, 4);
         // restart: the stored alert is resumed, the last two lines are read again, then a new one
-        let mut after = Worker::new(rules(r1));
+        let mut after = Worker::new(rules(r1(&["200"])));
         after.resume(stored.clone());
         let mut reread = EventBatch::with_capacity();
         push(&mut reread, "198.51.100.9", ClientKind::Unknown, 102, 200, "/r/2.wav", false);
@@ -702,7 +719,13 @@ mod tests {
 
     #[test]
     fn source_grouped_rule_makes_one_alert_for_many_clients() {
-        let r3 = "[[rule]]\nid='R3'\nname='unauthenticated-exposure'\nstatus=['2xx']\nclient_kind=['partner','unknown']\nuser='absent'\ngroup_by='source'\n";
+        let r3 = Rule {
+            statuses: statuses(&["2xx"]),
+            client_kinds: ClientKind::Partner.bit() | ClientKind::Unknown.bit(),
+            user: UserMatch::Absent,
+            group_by: GroupBy::Source,
+            ..Rule::for_test("R3", "unauthenticated-exposure")
+        };
         let mut w = Worker::new(rules(r3));
         let mut batch = EventBatch::with_capacity();
         push(&mut batch, "198.51.100.1", ClientKind::Unknown, 10, 200, "/r/a.wav", false);
@@ -718,8 +741,7 @@ mod tests {
 
     #[test]
     fn idle_groups_are_evicted_and_the_cap_holds() {
-        let c = Config::from_toml(std::path::Path::new("t.toml"), R2).unwrap();
-        let cfg = Arc::new(DetectConfig::new(c.rules, vec![], vec!["s".into()], 60, 50, false, test_key()));
+        let cfg = Arc::new(DetectConfig::new(vec![r2()], vec![], vec!["s".into()], 60, 50, false, test_key()));
         let mut w = Worker::new(cfg);
         let mut changed = Vec::new();
         for round in 0..10i64 {

@@ -484,10 +484,14 @@ mod tests {
     #[test]
     fn configured_rules_and_sensitive_outcomes_are_exported_at_zero() {
         let t = Telemetry::default();
-        let c = crate::config::Config::from_toml(std::path::Path::new("t.toml"), "").unwrap();
-        t.register_rules(&c.rules);
+        use crate::detect::rule::{Rule, Severity};
+        let rules = [
+            Rule { severity: Severity::Critical, ..Rule::for_test("R1", "unknown-client-fetch") },
+            Rule::for_test("R5", "probing"),
+        ];
+        t.register_rules(&rules);
         let text = render(&t, Some(&BTreeMap::new()), None);
-        for r in &c.rules {
+        for r in &rules {
             let labels = format!("{{rule=\"{}\",severity=\"{}\"}} 0\n", r.name, r.severity.as_str());
             assert!(text.contains(&format!("recwatch_alerts_total{labels}")), "{text}");
             assert!(text.contains(&format!("recwatch_alerts_open{labels}")), "{text}");

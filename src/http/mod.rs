@@ -1,6 +1,6 @@
 //! The daemon's HTTP face: `/metrics`, `/healthz`, `/readyz` and the alerts API under
-//! `/api/v1` ([`api`]). Owns the listener, the router and the request limits (body size,
-//! per-request time, connection idle time) and graceful shutdown. Never decides anything about
+//! `/api/v1` ([`api`]). Owns its settings ([`HttpSettings`]), the listener, the router, the
+//! request limits (body size, per-request time, connection idle time) and graceful shutdown. Never decides anything about
 //! alerts: it reads and updates them through [`Store`] and renders [`Telemetry`] as it is.
 //!
 //! Every request passes one guard: a body over [`Limits::max_body`] is answered 413 before
@@ -35,6 +35,15 @@ use crate::store::Store;
 use crate::telemetry::Telemetry;
 
 pub use metrics::render_metrics;
+
+/// Where the HTTP server listens and who may use the alert API (`[http]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpSettings {
+    /// Address of /metrics, /healthz, /readyz and the alert API.
+    pub listen: SocketAddr,
+    /// File holding the API bearer token; without one the alert API answers 401.
+    pub token_file: Option<std::path::PathBuf>,
+}
 
 /// What the HTTP server reads and updates. Cheap to clone (handles and `Arc`s).
 #[derive(Clone)]

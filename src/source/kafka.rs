@@ -1,5 +1,6 @@
 //! Consumes access-log lines from Kafka topics as a member of a consumer group (librdkafka
-//! through `rdkafka`). Owns the consumer and its options, the unwrapping of JSON envelopes
+//! through `rdkafka`). Owns its settings ([`KafkaSettings`], checked by librdkafka itself), the
+//! consumer and its options, the unwrapping of JSON envelopes
 //! (Vector, Filebeat), the offsets in flight per partition, storing offsets, applying
 //! rebalances, and reading the client's statistics into [`KafkaTelemetry`]. Never parses a
 //! log line: each line goes to a [`KafkaSink`] with the name of the host/file it came from.
@@ -29,7 +30,6 @@ use rdkafka::types::RDKafkaRespErr;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::config::KafkaSourceConfig;
 use crate::parse::MAX_LINE_LEN;
 use crate::source::framing::{frame_lines, Frame};
 use crate::telemetry::KafkaTelemetry;
@@ -61,9 +61,35 @@ impl PayloadFormat {
     }
 }
 
-/// librdkafka's own check of one client property (unknown name, bad value), without
-/// creating a client. Returns librdkafka's description of the problem.
+/// A Kafka consumer-group membership: what `[source.kafka]` configures.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KafkaSettings {
+    /// `host:port` of the bootstrap brokers.
+    pub brokers: Vec<String>,
+    pub topics: Vec<String>,
+    pub group_id: String,
+    pub payload: PayloadFormat,
+    /// librdkafka properties passed through verbatim, each checked by [`check_client_option`].
+    pub options: Vec<(String, String)>,
+}
+
+/// librdkafka properties recwatch sets itself; `[source.kafka.options]` may not override them
+/// (the at-least-once promise depends on the last two).
+pub const RESERVED_OPTIONS: &[(&str, &str)] = &[
+    ("bootstrap.servers", "use source.kafka.brokers"),
+    ("metadata.broker.list", "use source.kafka.brokers"),
+    ("group.id", "use source.kafka.group_id"),
+    ("enable.auto.commit", "offsets are committed automatically once durable; not configurable"),
+    ("enable.auto.offset.store", "offsets are stored only after their alerts are durable; not configurable"),
+];
+
+/// Whether one client property may be passed through: not one recwatch sets itself
+/// ([`RESERVED_OPTIONS`]), and accepted by librdkafka's own check (unknown name, bad value),
+/// done without creating a client. Returns why not.
 pub fn check_client_option(name: &str, value: &str) -> Result<(), String> {
+    if let Some((_, why)) = RESERVED_OPTIONS.iter().find(|(k, _)| *k == name) {
+        return Err(format!("set by recwatch: {why}"));
+    }
     match ClientConfig::new().set(name, value).create_native_config() {
         Ok(_) => Ok(()),
         Err(KafkaError::ClientConfig(_, description, _, _)) => Err(description),
@@ -552,7 +578,7 @@ pub struct KafkaSource {
 impl KafkaSource {
     /// Creates the consumer and subscribes. Connecting happens in the background: a broker
     /// that is down is retried by librdkafka, never an error here.
-    pub fn connect(cfg: &KafkaSourceConfig, telemetry: Arc<KafkaTelemetry>) -> Result<KafkaSource, KafkaSourceError> {
+    pub fn connect(cfg: &KafkaSettings, telemetry: Arc<KafkaTelemetry>) -> Result<KafkaSource, KafkaSourceError> {
         let mut client = ClientConfig::new();
         // Defaults an operator may override in [source.kafka.options] ...
         client
@@ -871,5 +897,7 @@ mod tests {
         assert!(check_client_option("session.timeout.ms", "6000").is_ok());
         assert!(check_client_option("no.such.option", "1").unwrap_err().contains("No such configuration property"));
         assert!(check_client_option("security.protocol", "carrier-pigeon").is_err());
+        assert!(check_client_option("group.id", "other").unwrap_err().contains("group_id"));
+        assert!(check_client_option("enable.auto.offset.store", "true").unwrap_err().contains("durable"));
     }
 }

@@ -7,7 +7,8 @@
 //! tell or when (that is `alerting`'s job): it keeps the records atomic and durable.
 //!
 //! An alert change and its outbox marker are written in one sled transaction, so an alert is
-//! never durable without its marker: a crash loses both or neither.
+//! never durable without its marker: a crash loses both or neither. Owns its settings
+//! ([`StoreSettings`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -18,6 +19,16 @@ use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 
 use crate::detect::alert::{Alert, AlertStatus};
+
+/// Where the store lives and how long it keeps alerts (`[store]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreSettings {
+    /// The state directory: the sled database, the pseudonym key, quarantined databases.
+    pub dir: PathBuf,
+    /// Alerts last seen longer ago are removed by the retention sweep; at least 1 (0 would
+    /// delete all evidence within the hour).
+    pub retention_days: u32,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -1,0 +1,94 @@
+//! `recwatch check`'s readable summary of the effective configuration ([`Config::describe`],
+//! also `Config`'s `Debug`). Owns its wording. Never validates and never prints a secret
+//! (only the files they were read from).
+
+use std::fmt;
+
+use super::Config;
+use crate::source::SourceInput;
+
+impl Config {
+    /// A readable summary of the effective configuration, for `recwatch check`.
+    pub fn describe(&self) -> String {
+        let mut s = String::new();
+        s += &format!("config: {}\n", self.file.display());
+        s += &format!("store: {} (retention {} days)\n", self.store.dir.display(), self.store.retention_days);
+        s += &format!(
+            "sensitive: prefixes {:?}, extensions {:?}, case-{}\n",
+            self.classify.prefixes,
+            self.classify.extensions,
+            if self.classify.case_insensitive { "insensitive" } else { "sensitive" }
+        );
+        let internal: Vec<String> = self.classify.internal.iter().map(|c| c.to_string()).collect();
+        s += &format!(
+            "internal networks: {}\n",
+            if internal.is_empty() { "(none)".into() } else { internal.join(", ") }
+        );
+        for (name, cidrs) in &self.classify.partners {
+            let c: Vec<String> = cidrs.iter().map(|c| c.to_string()).collect();
+            s += &format!("partner {name}: {}\n", c.join(", "));
+        }
+        for src in &self.sources {
+            match &src.input {
+                SourceInput::File { path } => {
+                    s += &format!("source {}: {} ({})\n", src.name, path, src.format.as_str());
+                }
+                SourceInput::Kafka(k) => {
+                    s += &format!(
+                        "source {}: kafka topics {:?} from {} as group {:?} ({} payload, {} lines, {} client options)\n",
+                        src.name,
+                        k.topics,
+                        k.brokers.join(","),
+                        k.group_id,
+                        k.payload.as_str(),
+                        src.format.as_str(),
+                        k.options.len()
+                    );
+                }
+            }
+        }
+        s += &format!(
+            "engine: {} workers, at most {} clients per worker, idle eviction after {} s\n",
+            self.engine.workers, self.engine.max_clients_per_worker, self.engine.client_idle_secs
+        );
+        s += &format!(
+            "http: {} (alert API {})\n",
+            self.http.listen,
+            self.http
+                .token_file
+                .as_ref()
+                .map_or("disabled: no token_file".to_string(), |f| format!("token in {}", f.display()))
+        );
+        s += &format!(
+            "tail: {} every {} ms, rotated files drained for {} s\n",
+            if self.tail.inotify { "inotify + stat scan" } else { "stat scan only (poll mode)" },
+            self.tail.poll_interval.as_millis(),
+            self.tail.rotated_drain.as_secs()
+        );
+        s += &format!("external url: {}\n", self.alerting.external_url);
+        if self.alerting.receivers.is_empty() {
+            s += "receivers: none (alerts are only stored and served)\n";
+        }
+        for r in &self.alerting.receivers {
+            s += &format!("{}\n", r.describe());
+        }
+        s += &format!(
+            "privacy: personnummer and phone numbers in paths pseudonymised with the key in {}\n",
+            self.pseudonym_key_file.as_ref().map_or_else(
+                || format!("{} (created on first use)", self.store.dir.join(crate::privacy::STATE_KEY_FILE).display()),
+                |f| f.display().to_string()
+            )
+        );
+        s += &format!("rules ({}):\n", self.rules.len());
+        for r in &self.rules {
+            s += &format!("  {}\n", r.describe());
+        }
+        s
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.describe())
+    }
+}

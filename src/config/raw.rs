@@ -1,0 +1,324 @@
+//! The config file's schema as serde sees it: every table and key, unknown keys rejected
+//! (`deny_unknown_fields`), and the one place every default value is written (the built-in
+//! rules included). Owns turning text into these raw structs, with serde's errors placed at
+//! their file:line:key. Never validates a value beyond its TOML type: that is [`super::build`].
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+use super::error::{key_text, ConfigError, Locator, Seg};
+
+/// The rules used when a config has no `[[rule]]` table: R1, R2, R3, R5 and R6 of DESIGN.md.
+/// Also shipped, with comments, in `config/recwatch.toml`.
+pub const DEFAULT_RULES_TOML: &str = include_str!("default_rules.toml");
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawConfig {
+    pub store: RawStore,
+    pub sensitive: RawSensitive,
+    pub networks: RawNetworks,
+    pub source: Vec<RawSource>,
+    pub engine: RawEngine,
+    pub http: RawHttp,
+    pub tail: RawTail,
+    /// Empty: [`default_rules`] apply.
+    pub rule: Vec<RawRule>,
+    pub receiver: Vec<RawReceiver>,
+    pub privacy: RawPrivacy,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawPrivacy {
+    pub pseudonym_key_file: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawHttp {
+    pub listen: String,
+    pub token_file: Option<String>,
+    /// None: `http://<listen>`.
+    pub external_url: Option<String>,
+}
+
+impl Default for RawHttp {
+    fn default() -> Self {
+        RawHttp { listen: "127.0.0.1:9898".into(), token_file: None, external_url: None }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawTail {
+    pub poll_interval_ms: u64,
+    pub inotify: bool,
+    pub rotated_drain_secs: u64,
+}
+
+impl Default for RawTail {
+    fn default() -> Self {
+        RawTail { poll_interval_ms: 250, inotify: true, rotated_drain_secs: 5 }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawStore {
+    /// Relative to the config file's directory.
+    pub path: String,
+    pub retention_days: u32,
+}
+
+impl Default for RawStore {
+    fn default() -> Self {
+        RawStore { path: "/var/lib/recwatch".into(), retention_days: 90 }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawSensitive {
+    pub prefixes: Vec<String>,
+    pub extensions: Vec<String>,
+    pub case_insensitive: bool,
+}
+
+impl Default for RawSensitive {
+    fn default() -> Self {
+        RawSensitive {
+            prefixes: vec!["/recordings/".into()],
+            extensions: ["wav", "mp3", "gsm", "ogg"].map(String::from).to_vec(),
+            case_insensitive: true,
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawNetworks {
+    pub internal: Vec<String>,
+    pub partner: Vec<RawPartner>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPartner {
+    pub name: String,
+    pub cidrs: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawSource {
+    /// None: the path, or `kafka:<topics>`.
+    pub name: Option<String>,
+    /// "file" or "kafka".
+    pub kind: String,
+    /// File sources: a path or a glob.
+    pub path: Option<String>,
+    pub format: String,
+    /// Kafka sources: `[source.kafka]`.
+    pub kafka: Option<RawKafka>,
+}
+
+impl Default for RawSource {
+    fn default() -> Self {
+        RawSource { name: None, kind: "file".into(), path: None, format: "combined".into(), kafka: None }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawKafka {
+    pub brokers: Vec<String>,
+    pub topics: Vec<String>,
+    pub group_id: String,
+    #[serde(default = "kafka_payload")]
+    pub payload: String,
+    /// librdkafka properties, passed through (TLS, SASL, timeouts, …).
+    #[serde(default)]
+    pub options: BTreeMap<String, RawOptionValue>,
+}
+
+fn kafka_payload() -> String {
+    "auto".into()
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(super) enum RawOptionValue {
+    Text(String),
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+}
+
+impl RawOptionValue {
+    /// The value as librdkafka takes it.
+    pub fn text(&self) -> String {
+        match self {
+            RawOptionValue::Text(s) => s.clone(),
+            RawOptionValue::Int(i) => i.to_string(),
+            RawOptionValue::Float(f) => f.to_string(),
+            RawOptionValue::Bool(b) => b.to_string(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawEngine {
+    /// 0: the number of cores.
+    pub workers: usize,
+    pub max_clients_per_worker: usize,
+    pub client_idle_secs: i64,
+}
+
+impl Default for RawEngine {
+    fn default() -> Self {
+        RawEngine { workers: 0, max_clients_per_worker: 100_000, client_idle_secs: 3600 }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(super) enum RawStatus {
+    Code(u16),
+    Text(String),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRule {
+    pub id: String,
+    pub name: String,
+    #[serde(default = "rule_severity")]
+    pub severity: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default = "rule_path_class")]
+    pub path_class: Vec<String>,
+    #[serde(default)]
+    pub status: Vec<RawStatus>,
+    #[serde(default)]
+    pub method: Vec<String>,
+    /// Empty: every kind.
+    #[serde(default)]
+    pub client_kind: Vec<String>,
+    #[serde(default = "rule_user")]
+    pub user: String,
+    pub user_agent: Option<String>,
+    #[serde(default = "rule_aggregate")]
+    pub aggregate: String,
+    #[serde(default = "rule_window_secs")]
+    pub window_secs: i64,
+    #[serde(default)]
+    pub threshold: u64,
+    #[serde(default = "rule_group_by")]
+    pub group_by: String,
+    #[serde(default = "rule_suppress_secs")]
+    pub suppress_secs: i64,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+fn rule_severity() -> String {
+    "warning".into()
+}
+fn rule_path_class() -> Vec<String> {
+    vec!["recording".into()]
+}
+fn rule_user() -> String {
+    "any".into()
+}
+fn rule_aggregate() -> String {
+    "none".into()
+}
+fn rule_window_secs() -> i64 {
+    60
+}
+fn rule_group_by() -> String {
+    "client".into()
+}
+fn rule_suppress_secs() -> i64 {
+    3600
+}
+fn yes() -> bool {
+    true
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawReceiver {
+    pub name: String,
+    pub kind: String,
+    pub url: String,
+    /// None: every severity.
+    pub severities: Option<Vec<String>>,
+    #[serde(default = "receiver_timeout_ms")]
+    pub timeout_ms: u64,
+    #[serde(default = "receiver_resend_secs")]
+    pub resend_secs: u64,
+    #[serde(default = "receiver_retry_initial_ms")]
+    pub retry_initial_ms: u64,
+    #[serde(default = "receiver_retry_max_ms")]
+    pub retry_max_ms: u64,
+    pub secret_file: Option<String>,
+    pub token_file: Option<String>,
+}
+
+fn receiver_timeout_ms() -> u64 {
+    5000
+}
+fn receiver_resend_secs() -> u64 {
+    60
+}
+fn receiver_retry_initial_ms() -> u64 {
+    1000
+}
+fn receiver_retry_max_ms() -> u64 {
+    300_000
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRuleFile {
+    rule: Vec<RawRule>,
+}
+
+/// The built-in rules ([`DEFAULT_RULES_TOML`]).
+pub(super) fn default_rules() -> Result<Vec<RawRule>, ConfigError> {
+    let locator = Locator::new(DEFAULT_RULES_TOML, false);
+    Ok(parse::<RawRuleFile>(Path::new("<built-in rules>"), &locator, DEFAULT_RULES_TOML)?.rule)
+}
+
+/// Deserialises `text`; an error names the line (from serde's span, else the key's line) and
+/// the key path.
+pub(super) fn parse<T: DeserializeOwned>(file: &Path, locator: &Locator, text: &str) -> Result<T, ConfigError> {
+    let de = toml::Deserializer::new(text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path: Vec<Seg> = e
+            .path()
+            .iter()
+            .filter_map(|s| match s {
+                serde_path_to_error::Segment::Seq { index } => Some(Seg::Index(*index)),
+                serde_path_to_error::Segment::Map { key } => Some(Seg::Key(key.clone())),
+                serde_path_to_error::Segment::Enum { variant } => Some(Seg::Key(variant.clone())),
+                serde_path_to_error::Segment::Unknown => None,
+            })
+            .collect();
+        let inner = e.inner();
+        let line = inner.span().map(|s| locator.line_of_offset(s.start)).or_else(|| locator.line_of(&path));
+        ConfigError {
+            file: file.to_path_buf(),
+            line,
+            key: key_text(&path),
+            message: inner.message().trim().to_string(),
+        }
+    })
+}
