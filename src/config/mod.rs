@@ -31,7 +31,8 @@ use crate::store::StoreSettings;
 /// Rules per config; the detector tests them as one 128-bit mask.
 pub const MAX_RULES: usize = 128;
 
-/// The validated, compiled configuration: one settings value per stage.
+/// The validated, compiled configuration: one settings value per stage, plus the rules and
+/// the pseudonym key (which several stages share).
 pub struct Config {
     pub file: PathBuf,
     /// `[store]`.
