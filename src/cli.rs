@@ -17,7 +17,7 @@ use recwatch::privacy::Pseudonymizer;
 use recwatch::report::{AlertRow, InputSummary, Report, ReportFormat};
 use recwatch::source::framing::LineChunks;
 use recwatch::source::replay::{open, Input};
-use recwatch::store::{AlertFilter, Notify, Store};
+use recwatch::store::{AlertFilter, Notify, Store, StoreError};
 use recwatch::telemetry::Telemetry;
 
 pub const DEFAULT_CONFIG: &str = "/etc/recwatch/recwatch.toml";
@@ -471,14 +471,16 @@ enum AlertsBackend {
 }
 
 impl AlertsBackend {
-    fn open(args: &StoreArgs) -> anyhow::Result<AlertsBackend> {
+    /// The store itself when no daemon holds it (a private read-only copy unless `write`);
+    /// the daemon's API when one does. Any other failure to open is an error: a damaged store
+    /// is never written, and never mistaken for a running daemon.
+    fn open(args: &StoreArgs, write: bool) -> anyhow::Result<AlertsBackend> {
         let dir = state_dir(args)?;
-        let store_error = match std::fs::create_dir_all(&dir)
-            .map_err(anyhow::Error::from)
-            .and_then(|_| Store::open_state_dir(&dir).map_err(anyhow::Error::from))
-        {
+        let opened = if write { Store::open_state_dir(&dir) } else { Store::open_state_dir_read_only(&dir) };
+        let store_error = match opened {
             Ok(store) => return Ok(AlertsBackend::Store(store)),
-            Err(e) => e,
+            Err(e @ StoreError::Locked { .. }) => e,
+            Err(e) => return Err(e.into()),
         };
         // A running daemon holds the store's lock: ask it instead.
         let config = load_config(&args.config)
@@ -561,7 +563,7 @@ fn alerts(action: AlertsAction) -> anyhow::Result<ExitCode> {
                         .with_context(|| format!("--status {s:?}: expected open, acked or resolved"))?,
                 ),
             };
-            let rows = AlertsBackend::open(&store)?.list(AlertFilter { rule, client, status, since: None })?;
+            let rows = AlertsBackend::open(&store, false)?.list(AlertFilter { rule, client, status, since: None })?;
             let mut out = std::io::stdout().lock();
             if json {
                 writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
@@ -589,7 +591,7 @@ fn alerts(action: AlertsAction) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         AlertsAction::Show { id, store } => {
-            println!("{}", serde_json::to_string_pretty(&AlertsBackend::open(&store)?.show(&id)?)?);
+            println!("{}", serde_json::to_string_pretty(&AlertsBackend::open(&store, false)?.show(&id)?)?);
             Ok(ExitCode::SUCCESS)
         }
         AlertsAction::Ack { id, store } => set_status(&id, &store, AlertStatus::Acked),
@@ -598,7 +600,7 @@ fn alerts(action: AlertsAction) -> anyhow::Result<ExitCode> {
 }
 
 fn set_status(id: &str, args: &StoreArgs, status: AlertStatus) -> anyhow::Result<ExitCode> {
-    let a = AlertsBackend::open(args)?.set_status(id, status)?;
+    let a = AlertsBackend::open(args, true)?.set_status(id, status)?;
     println!("{} {}", a["id"].as_str().unwrap_or(id), a["status"].as_str().unwrap_or(status.as_str()));
     Ok(ExitCode::SUCCESS)
 }

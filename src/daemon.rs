@@ -22,7 +22,7 @@ use sd_notify::NotifyState;
 
 use crate::alerting::Notifier;
 use crate::config::{Config, Overrides};
-use crate::http::{self, HttpState};
+use crate::http::{self, HttpState, Readiness};
 use crate::parse::{parse_line, LogFormat, MAX_LINE_LEN};
 use crate::pipeline::{Ingest, OnStoreError, Pipeline, PipelineOptions, SourceSpec};
 use crate::privacy::Pseudonymizer;
@@ -87,7 +87,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
             Some(Arc::<str>::from(t))
         }
     };
-    let ready = Arc::new(AtomicBool::new(false));
+    let ready = Arc::new(Readiness::default());
     let control = Arc::new(Control::default());
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -111,10 +111,10 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     let mut notifier = Notifier::start(&config.alerting, &config.rules, store.clone(), telemetry.clone());
 
     let result = tail_loop(Arc::new(config), &opts, store, telemetry, &ready, &control, &mut notifier);
+    ready.set_draining();
     notifier.stop();
 
     let _ = sd_notify::notify(false, &[NotifyState::Stopping]);
-    ready.store(false, Relaxed);
     let _ = stop_http.send(());
     let _ = runtime.block_on(async { tokio::time::timeout(HTTP_GRACE, server).await });
     runtime.shutdown_timeout(HTTP_GRACE);
@@ -192,14 +192,15 @@ fn detect_format(path: &Path) -> LogFormat {
         .unwrap_or(LogFormat::Combined)
 }
 
-/// Opens the store; an unreadable one is renamed aside (kept for inspection), counted, and
-/// replaced by a fresh store: the daemon never refuses to start over its own state.
+/// Opens the store; only a corrupt one ([`crate::store::StoreError::is_corruption`]) is
+/// renamed aside (kept for inspection), counted, and replaced by a fresh store. A store held
+/// by another recwatch, owned by another user or not ours to write is an error: the daemon
+/// exits at once and touches nothing.
 fn open_or_quarantine(state_dir: &Path, telemetry: &Telemetry) -> anyhow::Result<Store> {
-    let attempt = std::panic::catch_unwind(|| Store::open_state_dir(state_dir));
-    let failure = match attempt {
-        Ok(Ok(store)) => return Ok(store),
-        Ok(Err(e)) => e.to_string(),
-        Err(_) => "the database panicked while opening".to_string(),
+    let failure = match Store::open_state_dir(state_dir) {
+        Ok(store) => return Ok(store),
+        Err(e) if e.is_corruption() => e.to_string(),
+        Err(e) => return Err(e.into()),
     };
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let quarantine = state_dir.join(format!("db.corrupt-{now}"));
@@ -390,7 +391,7 @@ fn tail_loop(
     opts: &RunOptions,
     store: Store,
     telemetry: Arc<Telemetry>,
-    ready: &AtomicBool,
+    ready: &Readiness,
     control: &Arc<Control>,
     notifier: &mut Notifier,
 ) -> anyhow::Result<()> {
@@ -403,7 +404,7 @@ fn tail_loop(
     pipeline.ingest.seed_latest_event_time(start.event_time);
     let mut kafka_loops = start_kafka_loops(&config, &store, &telemetry, control, &pseudonyms);
     // Ready once state is loaded and every Kafka consumer has joined its group.
-    ready.store(kafka_loops.is_empty(), Relaxed);
+    ready.set_started(kafka_loops.is_empty());
     let _ = sd_notify::notify(false, &[NotifyState::Ready]);
     tracing::info!(sources = config.sources.len(), workers = config.engine.workers, "running");
     let mut watchdog_usec = 0u64;
@@ -423,7 +424,7 @@ fn tail_loop(
                     .with_context(|| format!("Kafka source {}", k.name));
             }
         }
-        ready.store(kafka_loops.iter().all(|k| k.status.joined.load(Relaxed)), Relaxed);
+        ready.set_started(kafka_loops.iter().all(|k| k.status.joined.load(Relaxed)));
         if control.reload.swap(false, Relaxed) {
             let reloaded = load_config(opts).and_then(|new| {
                 let key = Pseudonymizer::resolve(new.pseudonyms.as_ref(), &new.store.dir)?;
@@ -476,11 +477,13 @@ fn tail_loop(
             last_barrier = Instant::now();
             unsent = false;
         }
-        // Ping only while every stage makes progress: threads alive and checkpoints keep up.
+        // /readyz and the watchdog ask the same question (Readiness::live): the store neither
+        // failed nor stuck, every stage alive, handed-out work durable within its deadline.
+        ready.work_pending(pipeline.durable_barrier() < sent_barrier);
+        ready.stage_failure((!pipeline.is_alive()).then(|| "a pipeline stage has stopped".to_string()));
         if watchdog && last_ping.elapsed() >= watchdog_every {
-            let caught_up = pipeline.durable_barrier() >= sent_barrier || last_barrier.elapsed() < watchdog_every;
             let kafka_alive = kafka_loops.iter_mut().all(|k| k.progressed());
-            if pipeline.is_alive() && caught_up && kafka_alive {
+            if kafka_alive && ready.live(&store).is_ok() {
                 let _ = sd_notify::notify(false, &[NotifyState::Watchdog]);
                 last_ping = Instant::now();
             }

@@ -6,14 +6,14 @@
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use recwatch::detect::alert::{Alert, AlertStatus};
 use recwatch::detect::rule::Severity;
-use recwatch::http::{serve_with, HttpState, Limits};
+use recwatch::http::{serve_with, HttpState, Limits, Readiness};
 use recwatch::store::{Notify, Store};
 use recwatch::telemetry::Telemetry;
 use reqwest::blocking::{Client, RequestBuilder, Response};
@@ -63,7 +63,7 @@ struct Server {
     base: String,
     store: Option<Store>,
     telemetry: Arc<Telemetry>,
-    ready: Arc<AtomicBool>,
+    ready: Arc<Readiness>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<JoinHandle<io::Result<()>>>,
     dir: tempfile::TempDir,
@@ -80,7 +80,7 @@ impl Server {
         store.upsert(alerts, Notify::Skip).unwrap();
         store.flush().unwrap();
         let telemetry = Arc::new(Telemetry::default());
-        let ready = Arc::new(AtomicBool::new(false));
+        let ready = Arc::new(Readiness::default());
         let state = HttpState {
             store: store.clone(),
             telemetry: telemetry.clone(),
@@ -423,9 +423,9 @@ fn healthz_is_ok_and_readyz_follows_the_ready_flag() {
     let r = c.get(server.url("/healthz")).send().unwrap();
     assert_eq!((r.status(), r.text().unwrap().trim().to_string()), (StatusCode::OK, "ok".to_string()));
     assert_eq!(c.get(server.url("/readyz")).send().unwrap().status(), StatusCode::SERVICE_UNAVAILABLE);
-    server.ready.store(true, Ordering::Release);
+    server.ready.set_started(true);
     assert_eq!(c.get(server.url("/readyz")).send().unwrap().status(), StatusCode::OK);
-    server.ready.store(false, Ordering::Release);
+    server.ready.set_started(false);
     assert_eq!(c.get(server.url("/readyz")).send().unwrap().status(), StatusCode::SERVICE_UNAVAILABLE);
 }
 

@@ -9,13 +9,13 @@
 //! Store calls run on the blocking pool, so a slow sled never stalls the accept loop.
 
 pub mod api;
+pub mod health;
 pub mod metrics;
 
 use std::future::{poll_fn, Future, IntoFuture};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::{pin, Pin};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -34,6 +34,7 @@ use tokio::time::{Instant, Sleep};
 use crate::store::Store;
 use crate::telemetry::Telemetry;
 
+pub use health::Readiness;
 pub use metrics::render_metrics;
 
 /// Where the HTTP server listens and who may use the alert API (`[http]`).
@@ -53,8 +54,9 @@ pub struct HttpState {
     /// Bearer token for /api/v1 (read from a file by the caller). None = the API answers 401 to
     /// everything; so does an empty token, which would otherwise match an empty header.
     pub api_token: Option<Arc<str>>,
-    /// Set by the daemon once state is loaded and sources are opened; /readyz reflects it.
-    pub ready: Arc<AtomicBool>,
+    /// Set by the daemon (started, draining, pipeline progress); /readyz answers
+    /// [`Readiness::ready`] over it and the store's health.
+    pub ready: Arc<Readiness>,
 }
 
 /// Bounds on what one client can make the server hold.
@@ -126,7 +128,10 @@ pub async fn serve_with(
 
 /// The whole application: probes, metrics, the API, a JSON 404 for anything else, and the
 /// size/time guard around all of it.
-pub fn router(state: HttpState, limits: Limits) -> Router {
+pub fn router(mut state: HttpState, limits: Limits) -> Router {
+    // A store call gives up before the request's own time limit, so a stuck store answers
+    // 503 and frees the blocking thread instead of holding it.
+    state.store = state.store.with_deadline(limits.request_timeout.mul_f32(0.8));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -141,11 +146,11 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
+/// 200 `ready`, or 503 with the reason (never waits on the store).
 async fn readyz(State(state): State<HttpState>) -> Response {
-    if state.ready.load(Ordering::Acquire) {
-        "ready\n".into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+    match state.ready.ready(&state.store) {
+        Ok(()) => "ready\n".into_response(),
+        Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {reason}\n")).into_response(),
     }
 }
 

@@ -6,19 +6,33 @@
 //! Never decides what an alert is (it merges snapshots with [`Alert::merge_from`]) nor whom to
 //! tell or when (that is `alerting`'s job): it keeps the records atomic and durable.
 //!
+//! One owner: sled is entered only by the owner thread ([`owner`]); a [`Store`] is a cheap
+//! handle whose methods queue a request (bounded queue) and wait for its answer, at most the
+//! handle's deadline ([`StoreError::Stalled`] after). So no two threads are ever inside sled at
+//! once (sled 0.34.7 deadlocks under concurrent use, issue 14), sled's own flusher is off and
+//! every flush is explicit. [`Store::health`] says, without asking the owner, whether the
+//! store has failed or a request is stuck. Opening: [`open`] (locks, ownership, permissions,
+//! read-only copies).
+//!
 //! An alert change and its outbox marker are written in one sled transaction, so an alert is
 //! never durable without its marker: a crash loses both or neither. Owns its settings
 //! ([`StoreSettings`]).
 
+mod db;
+pub mod open;
+mod owner;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use crossbeam_channel::{RecvTimeoutError, SendTimeoutError, Sender};
 use serde::{Deserialize, Serialize};
-use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 
 use crate::detect::alert::{Alert, AlertStatus};
+use db::Db;
+use owner::{Health, Job, Owner};
 
 /// Where the store lives and how long it keeps alerts (`[store]`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -40,14 +54,29 @@ pub enum StoreError {
     Corrupt { id: String, source: serde_json::Error },
     #[error("no alert with id {0}")]
     NotFound(String),
+    #[error("another recwatch ({}) holds the store at {}", .pid.map_or("pid unknown".to_string(), |p| format!("pid {p}")), .dir.display())]
+    Locked { dir: PathBuf, pid: Option<u32> },
+    #[error("permission denied on {} (owner {owner}, mode {mode:04o}); recwatch runs as {user}", .path.display())]
+    Permission { path: PathBuf, owner: String, mode: u32, user: String },
+    #[error("the store at {} belongs to {owner}; {user} does not write it (run the command as that user, e.g. with sudo -u)", .dir.display())]
+    NotOwner { dir: PathBuf, owner: String, user: String },
+    #[error("{}: {source}", .path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("the alert store at {} is unreadable: {reason}", .dir.display())]
+    Unreadable { dir: PathBuf, reason: String },
+    #[error("the alert store did not answer {op} within {waited:?}")]
+    Stalled { op: &'static str, waited: Duration },
+    #[error("the alert store has failed ({0}); it is being reopened")]
+    Failed(String),
+    #[error("the alert store is closed")]
+    Closed,
 }
 
-impl From<TransactionError<StoreError>> for StoreError {
-    fn from(e: TransactionError<StoreError>) -> StoreError {
-        match e {
-            TransactionError::Abort(e) => e,
-            TransactionError::Storage(e) => StoreError::Db(e),
-        }
+impl StoreError {
+    /// Only this is grounds for moving a store aside: the files are there, ours to read, not
+    /// locked, and still not a readable store.
+    pub fn is_corruption(&self) -> bool {
+        matches!(self, StoreError::Unreadable { .. })
     }
 }
 
@@ -116,33 +145,6 @@ fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
-fn delivery_key(receiver: &str, id: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(receiver.len() + 1 + id.len());
-    k.extend_from_slice(receiver.as_bytes());
-    k.push(0);
-    k.extend_from_slice(id.as_bytes());
-    k
-}
-
-fn delivery_prefix(receiver: &str) -> Vec<u8> {
-    let mut k = receiver.as_bytes().to_vec();
-    k.push(0);
-    k
-}
-
-/// Folds a change into the marker already queued for the alert (if any).
-fn fold_marker(old: Option<&[u8]>, urgent: bool, now: i64) -> Vec<u8> {
-    let marker = match old.and_then(|b| serde_json::from_slice::<OutboxMarker>(b).ok()) {
-        Some(m) => OutboxMarker { queued_ms: m.queued_ms, urgent: m.urgent || urgent },
-        None => OutboxMarker { queued_ms: now, urgent },
-    };
-    serde_json::to_vec(&marker).expect("a marker always serialises")
-}
-
-fn abort<T>(e: StoreError) -> Result<T, ConflictableTransactionError<StoreError>> {
-    Err(ConflictableTransactionError::Abort(e))
-}
-
 /// Wakes the notifier's dispatcher when a marker is queued (lost wake-ups are harmless: it
 /// also looks every half second).
 struct OutboxSignal {
@@ -180,26 +182,53 @@ impl AlertFilter {
     }
 }
 
-/// Cheap to clone: every clone is a handle on the same database.
-#[derive(Clone)]
-pub struct Store {
-    db: sled::Db,
-    alerts: sled::Tree,
-    by_time: sled::Tree,
-    /// Small records of the daemon itself: source checkpoints.
-    meta: sled::Tree,
-    outbox: sled::Tree,
-    deliveries: sled::Tree,
-    signal: Arc<OutboxSignal>,
+/// Requests waiting for the owner before senders wait (bounded: a stuck owner shows up as
+/// [`StoreError::Stalled`], not as memory).
+const QUEUE: usize = 1024;
+/// How long a handle waits for an answer by default. Generous: a flush of a large batch on
+/// a slow disk is slow but not stuck; a request past this has lost its caller.
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(60);
+/// One request running longer than this means the store is stuck ([`Store::health`]).
+pub const STALL_AFTER: Duration = Duration::from_secs(10);
+
+/// What every handle shares: the queue to the owner and what the owner reports.
+struct Shared {
+    tx: Option<Sender<Job>>,
+    owner: Option<std::thread::JoinHandle<()>>,
+    health: Arc<Health>,
+    signal: OutboxSignal,
+    /// The copy a read-only store was opened on, removed when the last handle goes.
+    scratch: Option<PathBuf>,
 }
 
-const CHECKPOINT_KEY: &[u8] = b"source_checkpoint";
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // Closing the queue ends the owner after a final flush; waiting for it releases the
+        // database (and its lock) before a reopen in the same process.
+        drop(self.tx.take());
+        if let Some(owner) = self.owner.take() {
+            let _ = owner.join();
+        }
+        if let Some(dir) = &self.scratch {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
 
-/// Index key: first_seen with the sign bit flipped (so byte order is time order), then the id.
-fn time_key(a: &Alert) -> Vec<u8> {
-    let mut k = ((a.first_seen as u64) ^ (1 << 63)).to_be_bytes().to_vec();
-    k.extend_from_slice(a.id.as_bytes());
-    k
+/// Cheap to clone: every clone is a handle on the same owner.
+#[derive(Clone)]
+pub struct Store {
+    shared: Arc<Shared>,
+    /// How long each call waits for its answer.
+    deadline: Duration,
+}
+
+/// Whether an error means the database itself failed (the owner then reopens it).
+fn db_failure(e: &StoreError) -> Option<String> {
+    match e {
+        StoreError::Db(e) => Some(e.to_string()),
+        _ => None,
+    }
 }
 
 impl Store {
@@ -208,18 +237,84 @@ impl Store {
         Store::open(&state_dir.join("db"))
     }
 
-    /// Opens (creating if needed) the store in `dir`.
+    /// Opens (creating if needed) the store in `dir` for reading and writing: refused when
+    /// another recwatch holds it ([`StoreError::Locked`]), when another user owns it
+    /// ([`StoreError::NotOwner`]) or a file in it is not ours to write
+    /// ([`StoreError::Permission`]); only [`StoreError::Unreadable`] means corruption.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        let db = sled::Config::new()
-            .path(dir)
-            .open()
-            .map_err(|source| StoreError::Open { path: dir.to_path_buf(), source })?;
-        let alerts = db.open_tree("alerts")?;
-        let by_time = db.open_tree("alerts_by_time")?;
-        let meta = db.open_tree("meta")?;
-        let outbox = db.open_tree("outbox")?;
-        let deliveries = db.open_tree("deliveries")?;
-        Ok(Store { db, alerts, by_time, meta, outbox, deliveries, signal: Arc::new(OutboxSignal::new()) })
+        let (db, lock) = open::open_writable(dir)?;
+        Ok(Store::start(
+            Owner { dir: dir.to_path_buf(), db: Some(db), _lock: Some(lock), health: Arc::default() },
+            None,
+        ))
+    }
+
+    /// Opens the store kept in a state directory for reading only: see [`Store::open_read_only`].
+    pub fn open_state_dir_read_only(state_dir: &Path) -> Result<Store, StoreError> {
+        Store::open_read_only(&state_dir.join("db"))
+    }
+
+    /// Opens a private copy of the store in `dir`: the store is never written, not even when
+    /// it is damaged (then this fails with [`StoreError::Unreadable`] and leaves it as it is).
+    /// A missing store reads as empty. Writes through this handle go to the copy and are lost.
+    pub fn open_read_only(dir: &Path) -> Result<Store, StoreError> {
+        let (db, scratch) = open::open_read_only(dir)?;
+        let owner = Owner { dir: scratch.clone(), db: Some(db), _lock: None, health: Arc::default() };
+        Ok(Store::start(owner, Some(scratch)))
+    }
+
+    fn start(owner: Owner, scratch: Option<PathBuf>) -> Store {
+        let (tx, rx) = crossbeam_channel::bounded(QUEUE);
+        let health = owner.health.clone();
+        let thread = std::thread::Builder::new()
+            .name("store".into())
+            .spawn(move || owner.run(rx))
+            .expect("spawning the store owner thread");
+        let shared = Shared { tx: Some(tx), owner: Some(thread), health, signal: OutboxSignal::new(), scratch };
+        Store { shared: Arc::new(shared), deadline: DEFAULT_DEADLINE }
+    }
+
+    /// The same store, whose calls wait at most `deadline` for an answer (e.g. shorter than
+    /// an HTTP request's own time limit).
+    pub fn with_deadline(&self, deadline: Duration) -> Store {
+        Store { shared: self.shared.clone(), deadline }
+    }
+
+    /// Why the store cannot serve right now (failed and not yet reopened, one request running
+    /// longer than `stall_after`, or its owner gone); None when it can. Never waits.
+    pub fn health(&self, stall_after: Duration) -> Option<String> {
+        self.shared.health.problem(stall_after)
+    }
+
+    /// Sends `f` to the owner and waits for its answer (at most the handle's deadline).
+    fn call<T: Send + 'static>(
+        &self,
+        op: &'static str,
+        f: impl FnOnce(&Db) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let started = Instant::now();
+        let deadline = started + self.deadline;
+        let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
+        let work: owner::Work = Box::new(move |db| {
+            let result = db.and_then(f);
+            let failure = result.as_ref().err().and_then(db_failure);
+            let _ = reply_tx.send(result);
+            failure
+        });
+        let tx = self.shared.tx.as_ref().ok_or(StoreError::Closed)?;
+        match tx.send_deadline(Job { op, deadline, work }, deadline) {
+            Ok(()) => {}
+            Err(SendTimeoutError::Timeout(_)) => return Err(StoreError::Stalled { op, waited: started.elapsed() }),
+            Err(SendTimeoutError::Disconnected(_)) => return Err(StoreError::Closed),
+        }
+        match reply_rx.recv_deadline(deadline) {
+            Ok(result) => result,
+            Err(RecvTimeoutError::Timeout) => Err(StoreError::Stalled { op, waited: started.elapsed() }),
+            // dropped unanswered: the request panicked in sled
+            Err(RecvTimeoutError::Disconnected) => {
+                Err(StoreError::Failed(self.health(Duration::MAX).unwrap_or_else(|| format!("{op} failed"))))
+            }
+        }
     }
 
     /// Inserts or merges each alert (same id → one record; counters never go down), in one
@@ -232,48 +327,10 @@ impl Store {
         if alerts.is_empty() {
             return Ok(Vec::new());
         }
-        let now = now_ms();
-        let created = (&self.alerts, &self.by_time, &self.outbox).transaction(|(tx_alerts, tx_index, tx_outbox)| {
-            let mut created = Vec::new();
-            for (i, newer) in alerts.iter().enumerate() {
-                let id = newer.id.as_bytes();
-                let old = tx_alerts.get(id)?;
-                let stored = old.as_ref().and_then(|bytes| serde_json::from_slice::<Alert>(bytes).ok());
-                // New, or an unreadable record: the live snapshot replaces it.
-                let merged = match &stored {
-                    Some(stored) => {
-                        let mut merged = stored.clone();
-                        merged.merge_from(newer);
-                        merged
-                    }
-                    None => newer.clone(),
-                };
-                if old.is_none() {
-                    created.push(i);
-                }
-                let bytes = match serde_json::to_vec(&merged) {
-                    Ok(b) => b,
-                    Err(source) => return abort(StoreError::Corrupt { id: newer.id.clone(), source }),
-                };
-                if old.as_deref() == Some(bytes.as_slice()) {
-                    continue;
-                }
-                if let Some(stored) = &stored {
-                    if stored.first_seen != merged.first_seen {
-                        tx_index.remove(time_key(stored))?;
-                    }
-                }
-                tx_alerts.insert(id, bytes)?;
-                tx_index.insert(time_key(&merged), &[])?;
-                if notify == Notify::Queue {
-                    let marker = fold_marker(tx_outbox.get(id)?.as_deref(), old.is_none(), now);
-                    tx_outbox.insert(id, marker)?;
-                }
-            }
-            Ok(created)
-        })?;
+        let alerts = alerts.to_vec();
+        let created = self.call("upsert", move |db| db.upsert(&alerts, notify))?;
         if notify == Notify::Queue {
-            self.signal.ring();
+            self.shared.signal.ring();
         }
         Ok(created)
     }
@@ -281,65 +338,38 @@ impl Store {
     /// Replaces the source checkpoint (opaque to the store: the tailer's serialised
     /// positions). Durable with the next [`Store::flush`], together with alerts written before.
     pub fn save_checkpoint(&self, checkpoint: &[u8]) -> Result<(), StoreError> {
-        self.meta.insert(CHECKPOINT_KEY, checkpoint)?;
-        Ok(())
+        let checkpoint = checkpoint.to_vec();
+        self.call("save_checkpoint", move |db| db.save_checkpoint(&checkpoint))
     }
 
     pub fn load_checkpoint(&self) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.meta.get(CHECKPOINT_KEY)?.map(|v| v.to_vec()))
+        self.call("load_checkpoint", |db| db.load_checkpoint())
     }
 
     /// Makes every write so far durable; returns the bytes flushed.
     pub fn flush(&self) -> Result<usize, StoreError> {
-        Ok(self.db.flush()?)
+        self.call("flush", |db| db.flush())
     }
 
     pub fn get(&self, id: &str) -> Result<Option<Alert>, StoreError> {
-        match self.alerts.get(id.as_bytes())? {
-            None => Ok(None),
-            Some(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|source| StoreError::Corrupt { id: id.to_string(), source }),
-        }
+        let id = id.to_string();
+        self.call("get", move |db| db.get(&id))
     }
 
     /// Alerts in first-seen order.
     pub fn list(&self, filter: &AlertFilter) -> Result<Vec<Alert>, StoreError> {
-        let mut out = Vec::new();
-        for item in self.by_time.iter() {
-            let (key, _) = item?;
-            let id = String::from_utf8_lossy(&key[8..]).into_owned();
-            if let Some(a) = self.get(&id)? {
-                if filter.accepts(&a) {
-                    out.push(a);
-                }
-            }
-        }
-        Ok(out)
+        let filter = filter.clone();
+        self.call("list", move |db| db.list(&filter))
     }
 
     /// Sets an alert's status (ack, resolve) durably; a change is queued for the notifiers
     /// (urgent) in the same transaction.
     pub fn set_status(&self, id: &str, status: AlertStatus) -> Result<Alert, StoreError> {
-        let now = now_ms();
-        let updated = (&self.alerts, &self.outbox).transaction(|(tx_alerts, tx_outbox)| {
-            let Some(bytes) = tx_alerts.get(id.as_bytes())? else {
-                return abort(StoreError::NotFound(id.to_string()));
-            };
-            let mut a: Alert = match serde_json::from_slice(&bytes) {
-                Ok(a) => a,
-                Err(source) => return abort(StoreError::Corrupt { id: id.to_string(), source }),
-            };
-            if a.status != status {
-                a.status = status;
-                let bytes = serde_json::to_vec(&a).expect("an alert always serialises");
-                tx_alerts.insert(id.as_bytes(), bytes)?;
-                tx_outbox.insert(id.as_bytes(), fold_marker(tx_outbox.get(id.as_bytes())?.as_deref(), true, now))?;
-            }
-            Ok(a)
-        })?;
-        self.flush()?;
-        self.signal.ring();
+        let id = id.to_string();
+        let (updated, changed) = self.call("set_status", move |db| db.set_status(&id, status))?;
+        if changed {
+            self.shared.signal.ring();
+        }
         Ok(updated)
     }
 
@@ -347,181 +377,129 @@ impl Store {
 
     /// Up to `limit` queued markers, by alert id.
     pub fn outbox_markers(&self, limit: usize) -> Result<Vec<(String, OutboxMarker)>, StoreError> {
-        let mut out = Vec::new();
-        for item in self.outbox.iter().take(limit) {
-            let (key, value) = item?;
-            let id = String::from_utf8_lossy(&key).into_owned();
-            // An unreadable marker still says "this alert changed".
-            let marker = serde_json::from_slice(&value).unwrap_or(OutboxMarker { queued_ms: now_ms(), urgent: true });
-            out.push((id, marker));
-        }
-        Ok(out)
+        self.call("outbox_markers", move |db| db.outbox_markers(limit))
     }
 
     /// Moves the marker of alert `id` into the deliveries of `receivers`, atomically: each
     /// receiver's record becomes `update(receiver, marker, existing record)` (None removes
-    /// or skips it), and the marker is removed. `update` may run more than once.
+    /// or skips it), and the marker is removed. `update` runs on the caller's thread, between
+    /// a read and a compare-and-commit on the owner, so it may run more than once.
     pub fn fan_out(
         &self,
         id: &str,
         receivers: &[&str],
         update: impl Fn(&str, &OutboxMarker, Option<Delivery>) -> Option<Delivery>,
     ) -> Result<(), StoreError> {
-        (&self.outbox, &self.deliveries).transaction(|(tx_outbox, tx_deliveries)| {
-            let Some(bytes) = tx_outbox.remove(id.as_bytes())? else { return Ok(()) };
-            let marker = serde_json::from_slice(&bytes).unwrap_or(OutboxMarker { queued_ms: now_ms(), urgent: true });
-            for receiver in receivers {
-                let key = delivery_key(receiver, id);
-                let existing = tx_deliveries.get(&key)?.and_then(|b| serde_json::from_slice::<Delivery>(&b).ok());
-                match update(receiver, &marker, existing) {
-                    Some(d) => {
-                        tx_deliveries.insert(key, serde_json::to_vec(&d).expect("a delivery always serialises"))?;
-                    }
-                    None => {
-                        tx_deliveries.remove(key)?;
-                    }
-                }
+        let names: Arc<Vec<String>> = Arc::new(receivers.iter().map(|r| r.to_string()).collect());
+        let id: Arc<str> = Arc::from(id);
+        loop {
+            let (read_id, read_names) = (id.clone(), names.clone());
+            let Some(read) = self.call("fan_out", move |db| db.read_fan_out(&read_id, &read_names))? else {
+                return Ok(());
+            };
+            let marker = db::decode_marker(&read.0);
+            let writes: Vec<(Vec<u8>, Option<Vec<u8>>)> = names
+                .iter()
+                .zip(&read.1)
+                .map(|(receiver, old)| {
+                    let existing = old.as_deref().and_then(|b| serde_json::from_slice::<Delivery>(b).ok());
+                    let new = update(receiver, &marker, existing)
+                        .map(|d| serde_json::to_vec(&d).expect("a delivery always serialises"));
+                    (db::delivery_key(receiver, &id), new)
+                })
+                .collect();
+            let commit_id = id.clone();
+            if self.call("fan_out", move |db| db.commit_fan_out(&commit_id, &read, &writes))? {
+                return Ok(());
             }
-            Ok(())
-        })?;
-        Ok(())
+        }
     }
 
     /// Waits until a marker may have been queued, at most `timeout`.
     pub fn wait_for_outbox(&self, timeout: Duration) {
-        let _ = self.signal.rx.recv_timeout(timeout);
+        let _ = self.shared.signal.rx.recv_timeout(timeout);
     }
 
     /// Ends a [`Store::wait_for_outbox`] early (at shutdown).
     pub fn interrupt_outbox_wait(&self) {
-        self.signal.ring();
+        self.shared.signal.ring();
     }
 
     /// Every delivery record of one receiver, by alert id. An unreadable record is returned
     /// as a fresh one (the receiver is told again: at least once).
     pub fn deliveries(&self, receiver: &str) -> Result<Vec<(String, Delivery)>, StoreError> {
-        let prefix = delivery_prefix(receiver);
-        let mut out = Vec::new();
-        for item in self.deliveries.scan_prefix(&prefix) {
-            let (key, value) = item?;
-            let id = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
-            let d = serde_json::from_slice(&value).unwrap_or(Delivery {
-                queued_first_ms: now_ms(),
-                pending_since_ms: Some(now_ms()),
-                ..Delivery::default()
-            });
-            out.push((id, d));
-        }
-        Ok(out)
+        let receiver = receiver.to_string();
+        self.call("deliveries", move |db| db.deliveries(&receiver))
     }
 
     /// Replaces one delivery record with `update(current)` atomically (None removes it);
-    /// returns what was written.
+    /// returns what was written. `update` runs on the caller's thread between a read and a
+    /// compare-and-swap on the owner, so it may run more than once.
     pub fn update_delivery(
         &self,
         receiver: &str,
         id: &str,
         mut update: impl FnMut(Option<Delivery>) -> Option<Delivery>,
     ) -> Result<Option<Delivery>, StoreError> {
-        let written = self.deliveries.update_and_fetch(delivery_key(receiver, id), |old| {
-            let current = old.and_then(|b| serde_json::from_slice::<Delivery>(b).ok());
-            update(current).map(|d| serde_json::to_vec(&d).expect("a delivery always serialises"))
-        })?;
-        Ok(written.and_then(|b| serde_json::from_slice(&b).ok()))
+        let key: Arc<[u8]> = Arc::from(db::delivery_key(receiver, id));
+        loop {
+            let read_key = key.clone();
+            let old = self.call("update_delivery", move |db| db.get_raw_delivery(&read_key))?;
+            let current = old.as_deref().and_then(|b| serde_json::from_slice::<Delivery>(b).ok());
+            let written = update(current);
+            let new = written.as_ref().map(|d| serde_json::to_vec(d).expect("a delivery always serialises"));
+            let swap_key = key.clone();
+            if self.call("update_delivery", move |db| db.swap_delivery(&swap_key, old.as_deref(), new))? {
+                return Ok(written);
+            }
+        }
     }
 
     /// Removes the delivery records of receivers not in `keep` (removed from the config);
     /// returns how many were removed, by receiver.
     pub fn drop_deliveries_except(&self, keep: &[&str]) -> Result<BTreeMap<String, u64>, StoreError> {
-        let mut dropped = BTreeMap::new();
-        for item in self.deliveries.iter() {
-            let (key, _) = item?;
-            let receiver = key.split(|&b| b == 0).next().unwrap_or(&[]);
-            let receiver = String::from_utf8_lossy(receiver).into_owned();
-            if !keep.contains(&receiver.as_str()) {
-                self.deliveries.remove(&key)?;
-                *dropped.entry(receiver).or_insert(0) += 1;
-            }
-        }
-        Ok(dropped)
+        let keep: Vec<String> = keep.iter().map(|k| k.to_string()).collect();
+        self.call("drop_deliveries_except", move |db| db.drop_deliveries_except(&keep))
     }
 
     /// Pending deliveries per receiver (receivers with none are absent).
     pub fn pending_deliveries(&self) -> Result<BTreeMap<String, PendingStats>, StoreError> {
-        let mut out: BTreeMap<String, PendingStats> = BTreeMap::new();
-        for item in self.deliveries.iter() {
-            let (key, value) = item?;
-            let Ok(d) = serde_json::from_slice::<Delivery>(&value) else { continue };
-            let Some(since) = d.pending_since_ms else { continue };
-            let receiver = key.split(|&b| b == 0).next().unwrap_or(&[]);
-            let stats = out.entry(String::from_utf8_lossy(receiver).into_owned()).or_default();
-            stats.pending += 1;
-            stats.oldest_ms = Some(stats.oldest_ms.map_or(since, |o| o.min(since)));
-        }
-        Ok(out)
+        self.call("pending_deliveries", |db| db.pending_deliveries())
     }
 
-    /// Markers not yet moved into deliveries.
+    /// Markers not yet moved into deliveries (0 when the store cannot answer).
     pub fn outbox_len(&self) -> usize {
-        self.outbox.len()
+        self.call("outbox_len", |db| Ok(db.outbox_len())).unwrap_or(0)
     }
 
     /// Alerts not resolved, by (rule name, severity): for the open-alerts gauge.
     pub fn count_unresolved(&self) -> Result<BTreeMap<(String, String), u64>, StoreError> {
-        let mut out = BTreeMap::new();
-        for item in self.alerts.iter() {
-            let (_, bytes) = item?;
-            if let Ok(a) = serde_json::from_slice::<Alert>(&bytes) {
-                if a.status != AlertStatus::Resolved {
-                    *out.entry((a.rule, a.severity.as_str().to_string())).or_insert(0) += 1;
-                }
-            }
-        }
-        Ok(out)
+        self.call("count_unresolved", |db| db.count_unresolved())
     }
 
     /// The retention sweep: removes alerts whose last request is before `cutoff` (Unix
     /// seconds), with their index entries and anything still queued for them, durably.
     /// Returns how many were removed.
     pub fn remove_last_seen_before(&self, cutoff: i64) -> Result<usize, StoreError> {
-        // An alert first seen at or after the cutoff was also last seen after it: scan the
-        // time index only up to there.
-        let end = ((cutoff as u64) ^ (1 << 63)).to_be_bytes();
-        let mut removed_ids = std::collections::HashSet::new();
-        for item in self.by_time.range(..end.as_slice()) {
-            let (key, _) = item?;
-            let id = &key[8..];
-            let expired = match self.alerts.get(id)? {
-                None => true,
-                Some(bytes) => serde_json::from_slice::<Alert>(&bytes).map_or(true, |a| a.last_seen < cutoff),
-            };
-            if expired {
-                self.alerts.remove(id)?;
-                self.by_time.remove(&key)?;
-                self.outbox.remove(id)?;
-                removed_ids.insert(id.to_vec());
-            }
-        }
-        if removed_ids.is_empty() {
-            return Ok(0);
-        }
-        for item in self.deliveries.iter() {
-            let (key, _) = item?;
-            let id = key.iter().position(|&b| b == 0).map_or(&key[..0], |i| &key[i + 1..]);
-            if removed_ids.contains(id) {
-                self.deliveries.remove(&key)?;
-            }
-        }
-        self.flush()?;
-        Ok(removed_ids.len())
+        self.call("remove_last_seen_before", move |db| db.remove_last_seen_before(cutoff))
     }
 
+    /// Holds the owner for `duration`: every other request waits behind it. For a consistent
+    /// copy of the files while nothing writes, and to prove that a stuck store is reported.
+    pub fn pause(&self, duration: Duration) -> Result<(), StoreError> {
+        self.with_deadline(duration + self.deadline).call("pause", move |_| {
+            std::thread::sleep(duration);
+            Ok(())
+        })
+    }
+
+    /// Alerts stored (0 when the store cannot answer).
     pub fn len(&self) -> usize {
-        self.alerts.len()
+        self.call("len", |db| Ok(db.len())).unwrap_or(0)
     }
 
     pub fn is_empty(&self) -> bool {
-        self.alerts.is_empty()
+        self.len() == 0
     }
 }
 
@@ -529,6 +507,7 @@ impl Store {
 mod tests {
     use super::*;
     use crate::detect::rule::Severity;
+    use std::os::unix::fs::MetadataExt;
 
     fn alert(client: &str, first_seen: i64, requests: u64) -> Alert {
         Alert {
@@ -683,5 +662,115 @@ mod tests {
         store.update_delivery("am", "x", |_| None).unwrap();
         assert!(store.deliveries("am").unwrap().is_empty());
         assert!(matches!(store.set_status("nope", AlertStatus::Acked), Err(StoreError::NotFound(_))));
+    }
+
+    /// Every file under `dir` with its bytes, for "touched nothing" checks.
+    fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+        let mut out = BTreeMap::new();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else {
+                    out.insert(p.clone(), std::fs::read(&p).unwrap());
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_second_open_is_refused_as_locked_with_the_holders_pid_and_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.upsert(&[alert("7.7.7.7", 10, 1)], Notify::Skip).unwrap();
+        store.flush().unwrap();
+        let before = snapshot(dir.path());
+        let e = Store::open(dir.path()).err().expect("a second writer is refused");
+        assert!(matches!(e, StoreError::Locked { pid: Some(p), .. } if p == std::process::id()), "{e}");
+        assert!(!e.is_corruption());
+        assert!(e
+            .to_string()
+            .starts_with(&format!("another recwatch (pid {}) holds the store at ", std::process::id())));
+        assert!(matches!(Store::open_read_only(dir.path()), Err(StoreError::Locked { .. })));
+        assert_eq!(snapshot(dir.path()), before);
+        drop(store);
+        assert_eq!(Store::open(dir.path()).unwrap().len(), 1, "free again once the holder is gone");
+    }
+
+    #[test]
+    fn a_read_only_open_of_a_zeroed_store_fails_and_leaves_it_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store.upsert(&[alert("8.8.8.8", 10, 1)], Notify::Skip).unwrap();
+            store.flush().unwrap();
+        }
+        let db = dir.path().join("db");
+        let len = std::fs::metadata(&db).unwrap().len() as usize;
+        std::fs::write(&db, vec![0u8; len]).unwrap();
+        let before = snapshot(dir.path());
+        let e = Store::open_read_only(dir.path()).err().expect("a zeroed store is not readable");
+        assert!(e.is_corruption(), "{e}");
+        assert_eq!(snapshot(dir.path()), before, "a read-only open never writes");
+        // a healthy store opens read-only, and writes to the copy never reach it
+        let healthy = tempfile::tempdir().unwrap();
+        Store::open(healthy.path()).unwrap().upsert(&[alert("9.9.9.9", 10, 1)], Notify::Skip).unwrap();
+        let before = snapshot(healthy.path());
+        let copy = Store::open_read_only(healthy.path()).unwrap();
+        assert_eq!(copy.len(), 1);
+        copy.upsert(&[alert("9.9.9.10", 10, 1)], Notify::Skip).unwrap();
+        copy.flush().unwrap();
+        drop(copy);
+        assert_eq!(snapshot(healthy.path()), before);
+        let missing = healthy.path().join("none");
+        assert!(Store::open_read_only(&missing).unwrap().is_empty());
+        assert!(!missing.exists(), "reading a missing store creates nothing");
+    }
+
+    #[test]
+    fn a_store_owned_by_another_user_is_not_opened_for_writing() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("db");
+        drop(Store::open(&db).unwrap());
+        let me = std::fs::metadata(&db).unwrap().uid();
+        // nobody (65534) when we are root; else we cannot give the store away and there is
+        // nothing to test here.
+        if me != 0 {
+            eprintln!("skipped: needs root to chown");
+            return;
+        }
+        std::os::unix::fs::chown(&db, Some(65534), None).unwrap();
+        let before = snapshot(&db);
+        let e = Store::open(&db).err().expect("not the owner");
+        assert!(matches!(e, StoreError::NotOwner { .. }), "{e}");
+        assert!(!e.is_corruption());
+        assert_eq!(snapshot(&db), before);
+        assert_eq!(Store::open_read_only(&db).unwrap().len(), 0, "reading needs no ownership");
+    }
+
+    #[test]
+    fn a_stuck_request_makes_the_store_report_a_stall_and_callers_get_their_deadline() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.health(Duration::from_millis(200)), None);
+        let held = store.clone();
+        let pause = std::thread::spawn(move || held.pause(Duration::from_secs(3)));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let problem = loop {
+            if let Some(p) = store.health(Duration::from_millis(200)) {
+                break p;
+            }
+            assert!(Instant::now() < deadline, "no stall reported");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(problem.contains("store stalled: pause"), "{problem}");
+        let e = store.with_deadline(Duration::from_millis(100)).get("x").unwrap_err();
+        assert!(matches!(e, StoreError::Stalled { op: "get", .. }), "{e}");
+        pause.join().unwrap().unwrap();
+        assert_eq!(store.health(Duration::from_millis(200)), None);
+        assert_eq!(store.get("x").unwrap(), None);
     }
 }

@@ -1,0 +1,383 @@
+//! The sled engine behind the store owner: the trees and every read and write of them. Owned
+//! by the owner thread ([`super::owner`]) and used by nobody else, so sled is only ever entered
+//! from one thread (sled 0.34.7 can deadlock under concurrent use from several threads, see
+//! issue 14). Never waits for anything but the disk and never decides what to store: the
+//! methods are the records' shapes and their atomicity, nothing more.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+
+use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+
+use super::{now_ms, AlertFilter, Delivery, Notify, OutboxMarker, PendingStats, StoreError};
+use crate::detect::alert::{Alert, AlertStatus};
+
+const CHECKPOINT_KEY: &[u8] = b"source_checkpoint";
+/// Written once when a store is created and flushed with it: a store whose `db` file exists
+/// but holds no marker and no data was not written by recwatch (or was zeroed).
+pub(super) const FORMAT_KEY: &[u8] = b"store_format";
+const FORMAT_VALUE: &[u8] = b"recwatch-store-1";
+
+impl From<TransactionError<StoreError>> for StoreError {
+    fn from(e: TransactionError<StoreError>) -> StoreError {
+        match e {
+            TransactionError::Abort(e) => e,
+            TransactionError::Storage(e) => StoreError::Db(e),
+        }
+    }
+}
+
+fn abort<T>(e: StoreError) -> Result<T, ConflictableTransactionError<StoreError>> {
+    Err(ConflictableTransactionError::Abort(e))
+}
+
+pub(super) fn delivery_key(receiver: &str, id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(receiver.len() + 1 + id.len());
+    k.extend_from_slice(receiver.as_bytes());
+    k.push(0);
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+fn delivery_prefix(receiver: &str) -> Vec<u8> {
+    let mut k = receiver.as_bytes().to_vec();
+    k.push(0);
+    k
+}
+
+/// Folds a change into the marker already queued for the alert (if any).
+fn fold_marker(old: Option<&[u8]>, urgent: bool, now: i64) -> Vec<u8> {
+    let marker = match old.and_then(|b| serde_json::from_slice::<OutboxMarker>(b).ok()) {
+        Some(m) => OutboxMarker { queued_ms: m.queued_ms, urgent: m.urgent || urgent },
+        None => OutboxMarker { queued_ms: now, urgent },
+    };
+    serde_json::to_vec(&marker).expect("a marker always serialises")
+}
+
+/// An unreadable marker still says "this alert changed".
+pub(super) fn decode_marker(bytes: &[u8]) -> OutboxMarker {
+    serde_json::from_slice(bytes).unwrap_or(OutboxMarker { queued_ms: now_ms(), urgent: true })
+}
+
+/// Index key: first_seen with the sign bit flipped (so byte order is time order), then the id.
+fn time_key(a: &Alert) -> Vec<u8> {
+    let mut k = ((a.first_seen as u64) ^ (1 << 63)).to_be_bytes().to_vec();
+    k.extend_from_slice(a.id.as_bytes());
+    k
+}
+
+/// What the owner read for a fan-out: the marker's bytes and each receiver's record's bytes.
+pub(super) type FanOutRead = Option<(Vec<u8>, Vec<Option<Vec<u8>>>)>;
+
+/// The open database and its trees.
+pub(super) struct Db {
+    db: sled::Db,
+    alerts: sled::Tree,
+    by_time: sled::Tree,
+    /// Small records of the daemon itself: source checkpoints, the format marker.
+    meta: sled::Tree,
+    outbox: sled::Tree,
+    deliveries: sled::Tree,
+}
+
+impl Db {
+    /// Opens (creating if needed) the database in `dir`. sled's own flusher is off: nothing
+    /// touches sled behind the owner's back; flushes are explicit.
+    pub(super) fn open(dir: &Path) -> Result<Db, sled::Error> {
+        let db = sled::Config::new().path(dir).flush_every_ms(None).open()?;
+        let alerts = db.open_tree("alerts")?;
+        let by_time = db.open_tree("alerts_by_time")?;
+        let meta = db.open_tree("meta")?;
+        let outbox = db.open_tree("outbox")?;
+        let deliveries = db.open_tree("deliveries")?;
+        Ok(Db { db, alerts, by_time, meta, outbox, deliveries })
+    }
+
+    /// Whether the store carries the format marker or any record (a store from before the
+    /// marker existed).
+    pub(super) fn looks_written(&self) -> Result<bool, sled::Error> {
+        Ok(self.meta.get(FORMAT_KEY)?.is_some() || !self.alerts.is_empty() || !self.meta.is_empty())
+    }
+
+    /// Writes the format marker (durably) if it is missing.
+    pub(super) fn mark_format(&self) -> Result<(), sled::Error> {
+        if self.meta.get(FORMAT_KEY)?.is_none() {
+            self.meta.insert(FORMAT_KEY, FORMAT_VALUE)?;
+            self.db.flush()?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn upsert(&self, alerts: &[Alert], notify: Notify) -> Result<Vec<usize>, StoreError> {
+        if alerts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = now_ms();
+        let created = (&self.alerts, &self.by_time, &self.outbox).transaction(|(tx_alerts, tx_index, tx_outbox)| {
+            let mut created = Vec::new();
+            for (i, newer) in alerts.iter().enumerate() {
+                let id = newer.id.as_bytes();
+                let old = tx_alerts.get(id)?;
+                let stored = old.as_ref().and_then(|bytes| serde_json::from_slice::<Alert>(bytes).ok());
+                // New, or an unreadable record: the live snapshot replaces it.
+                let merged = match &stored {
+                    Some(stored) => {
+                        let mut merged = stored.clone();
+                        merged.merge_from(newer);
+                        merged
+                    }
+                    None => newer.clone(),
+                };
+                if old.is_none() {
+                    created.push(i);
+                }
+                let bytes = match serde_json::to_vec(&merged) {
+                    Ok(b) => b,
+                    Err(source) => return abort(StoreError::Corrupt { id: newer.id.clone(), source }),
+                };
+                if old.as_deref() == Some(bytes.as_slice()) {
+                    continue;
+                }
+                if let Some(stored) = &stored {
+                    if stored.first_seen != merged.first_seen {
+                        tx_index.remove(time_key(stored))?;
+                    }
+                }
+                tx_alerts.insert(id, bytes)?;
+                tx_index.insert(time_key(&merged), &[])?;
+                if notify == Notify::Queue {
+                    let marker = fold_marker(tx_outbox.get(id)?.as_deref(), old.is_none(), now);
+                    tx_outbox.insert(id, marker)?;
+                }
+            }
+            Ok(created)
+        })?;
+        Ok(created)
+    }
+
+    pub(super) fn save_checkpoint(&self, checkpoint: &[u8]) -> Result<(), StoreError> {
+        self.meta.insert(CHECKPOINT_KEY, checkpoint)?;
+        Ok(())
+    }
+
+    pub(super) fn load_checkpoint(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.meta.get(CHECKPOINT_KEY)?.map(|v| v.to_vec()))
+    }
+
+    pub(super) fn flush(&self) -> Result<usize, StoreError> {
+        Ok(self.db.flush()?)
+    }
+
+    pub(super) fn get(&self, id: &str) -> Result<Option<Alert>, StoreError> {
+        match self.alerts.get(id.as_bytes())? {
+            None => Ok(None),
+            Some(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|source| StoreError::Corrupt { id: id.to_string(), source }),
+        }
+    }
+
+    pub(super) fn list(&self, filter: &AlertFilter) -> Result<Vec<Alert>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.by_time.iter() {
+            let (key, _) = item?;
+            let id = String::from_utf8_lossy(&key[8..]).into_owned();
+            if let Some(a) = self.get(&id)? {
+                if filter.accepts(&a) {
+                    out.push(a);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub(super) fn set_status(&self, id: &str, status: AlertStatus) -> Result<(Alert, bool), StoreError> {
+        let now = now_ms();
+        let (updated, changed) = (&self.alerts, &self.outbox).transaction(|(tx_alerts, tx_outbox)| {
+            let Some(bytes) = tx_alerts.get(id.as_bytes())? else {
+                return abort(StoreError::NotFound(id.to_string()));
+            };
+            let mut a: Alert = match serde_json::from_slice(&bytes) {
+                Ok(a) => a,
+                Err(source) => return abort(StoreError::Corrupt { id: id.to_string(), source }),
+            };
+            let changed = a.status != status;
+            if changed {
+                a.status = status;
+                let bytes = serde_json::to_vec(&a).expect("an alert always serialises");
+                tx_alerts.insert(id.as_bytes(), bytes)?;
+                tx_outbox.insert(id.as_bytes(), fold_marker(tx_outbox.get(id.as_bytes())?.as_deref(), true, now))?;
+            }
+            Ok((a, changed))
+        })?;
+        self.flush()?;
+        Ok((updated, changed))
+    }
+
+    pub(super) fn outbox_markers(&self, limit: usize) -> Result<Vec<(String, OutboxMarker)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.outbox.iter().take(limit) {
+            let (key, value) = item?;
+            out.push((String::from_utf8_lossy(&key).into_owned(), decode_marker(&value)));
+        }
+        Ok(out)
+    }
+
+    /// The first half of a fan-out: the marker of `id` (None: nothing queued) and the
+    /// current records of `receivers`, as bytes, for [`Db::commit_fan_out`] to compare.
+    pub(super) fn read_fan_out(&self, id: &str, receivers: &[String]) -> Result<FanOutRead, StoreError> {
+        let Some(marker) = self.outbox.get(id.as_bytes())? else { return Ok(None) };
+        let mut existing = Vec::with_capacity(receivers.len());
+        for receiver in receivers {
+            existing.push(self.deliveries.get(delivery_key(receiver, id))?.map(|v| v.to_vec()));
+        }
+        Ok(Some((marker.to_vec(), existing)))
+    }
+
+    /// The second half: if the marker and every record are still what was read, removes the
+    /// marker and writes the new records (None removes), in one transaction; false when
+    /// something changed in between (the caller reads again).
+    pub(super) fn commit_fan_out(
+        &self,
+        id: &str,
+        read: &(Vec<u8>, Vec<Option<Vec<u8>>>),
+        writes: &[(Vec<u8>, Option<Vec<u8>>)],
+    ) -> Result<bool, StoreError> {
+        let (marker, existing) = read;
+        let committed = (&self.outbox, &self.deliveries).transaction(|(tx_outbox, tx_deliveries)| {
+            if tx_outbox.get(id.as_bytes())?.as_deref() != Some(marker.as_slice()) {
+                return Ok(false);
+            }
+            for ((key, _), old) in writes.iter().zip(existing) {
+                if tx_deliveries.get(key)?.as_deref() != old.as_deref() {
+                    return Ok(false);
+                }
+            }
+            tx_outbox.remove(id.as_bytes())?;
+            for (key, value) in writes {
+                match value {
+                    Some(v) => {
+                        tx_deliveries.insert(key.as_slice(), v.as_slice())?;
+                    }
+                    None => {
+                        tx_deliveries.remove(key.as_slice())?;
+                    }
+                }
+            }
+            Ok(true)
+        })?;
+        Ok(committed)
+    }
+
+    pub(super) fn deliveries(&self, receiver: &str) -> Result<Vec<(String, Delivery)>, StoreError> {
+        let prefix = delivery_prefix(receiver);
+        let mut out = Vec::new();
+        for item in self.deliveries.scan_prefix(&prefix) {
+            let (key, value) = item?;
+            let id = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
+            let d = serde_json::from_slice(&value).unwrap_or(Delivery {
+                queued_first_ms: now_ms(),
+                pending_since_ms: Some(now_ms()),
+                ..Delivery::default()
+            });
+            out.push((id, d));
+        }
+        Ok(out)
+    }
+
+    pub(super) fn get_raw_delivery(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.deliveries.get(key)?.map(|v| v.to_vec()))
+    }
+
+    /// Replaces a delivery record if it is still `old`; false when it changed in between.
+    pub(super) fn swap_delivery(
+        &self,
+        key: &[u8],
+        old: Option<&[u8]>,
+        new: Option<Vec<u8>>,
+    ) -> Result<bool, StoreError> {
+        Ok(self.deliveries.compare_and_swap(key, old, new)?.is_ok())
+    }
+
+    pub(super) fn drop_deliveries_except(&self, keep: &[String]) -> Result<BTreeMap<String, u64>, StoreError> {
+        let mut dropped = BTreeMap::new();
+        for item in self.deliveries.iter() {
+            let (key, _) = item?;
+            let receiver = key.split(|&b| b == 0).next().unwrap_or(&[]);
+            let receiver = String::from_utf8_lossy(receiver).into_owned();
+            if !keep.contains(&receiver) {
+                self.deliveries.remove(&key)?;
+                *dropped.entry(receiver).or_insert(0) += 1;
+            }
+        }
+        Ok(dropped)
+    }
+
+    pub(super) fn pending_deliveries(&self) -> Result<BTreeMap<String, PendingStats>, StoreError> {
+        let mut out: BTreeMap<String, PendingStats> = BTreeMap::new();
+        for item in self.deliveries.iter() {
+            let (key, value) = item?;
+            let Ok(d) = serde_json::from_slice::<Delivery>(&value) else { continue };
+            let Some(since) = d.pending_since_ms else { continue };
+            let receiver = key.split(|&b| b == 0).next().unwrap_or(&[]);
+            let stats = out.entry(String::from_utf8_lossy(receiver).into_owned()).or_default();
+            stats.pending += 1;
+            stats.oldest_ms = Some(stats.oldest_ms.map_or(since, |o| o.min(since)));
+        }
+        Ok(out)
+    }
+
+    pub(super) fn outbox_len(&self) -> usize {
+        self.outbox.len()
+    }
+
+    pub(super) fn count_unresolved(&self) -> Result<BTreeMap<(String, String), u64>, StoreError> {
+        let mut out = BTreeMap::new();
+        for item in self.alerts.iter() {
+            let (_, bytes) = item?;
+            if let Ok(a) = serde_json::from_slice::<Alert>(&bytes) {
+                if a.status != AlertStatus::Resolved {
+                    *out.entry((a.rule, a.severity.as_str().to_string())).or_insert(0) += 1;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub(super) fn remove_last_seen_before(&self, cutoff: i64) -> Result<usize, StoreError> {
+        // An alert first seen at or after the cutoff was also last seen after it: scan the
+        // time index only up to there.
+        let end = ((cutoff as u64) ^ (1 << 63)).to_be_bytes();
+        let mut removed_ids = HashSet::new();
+        for item in self.by_time.range(..end.as_slice()) {
+            let (key, _) = item?;
+            let id = &key[8..];
+            let expired = match self.alerts.get(id)? {
+                None => true,
+                Some(bytes) => serde_json::from_slice::<Alert>(&bytes).map_or(true, |a| a.last_seen < cutoff),
+            };
+            if expired {
+                self.alerts.remove(id)?;
+                self.by_time.remove(&key)?;
+                self.outbox.remove(id)?;
+                removed_ids.insert(id.to_vec());
+            }
+        }
+        if removed_ids.is_empty() {
+            return Ok(0);
+        }
+        for item in self.deliveries.iter() {
+            let (key, _) = item?;
+            let id = key.iter().position(|&b| b == 0).map_or(&key[..0], |i| &key[i + 1..]);
+            if removed_ids.contains(id) {
+                self.deliveries.remove(&key)?;
+            }
+        }
+        self.flush()?;
+        Ok(removed_ids.len())
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.alerts.len()
+    }
+}
