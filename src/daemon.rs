@@ -102,7 +102,8 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     tracing::info!(listen = %listener.local_addr()?, "serving /metrics, /healthz, /readyz, /api/v1/alerts");
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let state = HttpState { store: store.clone(), telemetry: telemetry.clone(), api_token, ready: ready.clone() };
-    let server = runtime.spawn(http::serve(listener, state, async move {
+    let limits = http::Limits { max_connections: config.http.max_connections, ..http::Limits::default() };
+    let server = runtime.spawn(http::serve_with(listener, state, limits, async move {
         let _ = http_stopped.await;
     }));
     runtime.spawn(watch_signals(control.clone()));

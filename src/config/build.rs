@@ -231,7 +231,14 @@ fn build_http(b: &Builder<'_>, http: &RawHttp, overrides: &Overrides) -> Result<
             b.err(&[key("http"), key("listen")], format!("{:?} is not an address like 127.0.0.1:9898", http.listen))
         })?,
     };
-    Ok(HttpSettings { listen, token_file: http.token_file.as_ref().map(|f| b.base().join(f)) })
+    if http.max_connections == 0 {
+        return Err(b.err(&[key("http"), key("max_connections")], "must be at least 1"));
+    }
+    Ok(HttpSettings {
+        listen,
+        token_file: http.token_file.as_ref().map(|f| b.base().join(f)),
+        max_connections: http.max_connections,
+    })
 }
 
 fn build_rules(b: &Builder<'_>, raw_rules: Vec<RawRule>) -> Result<Vec<Rule>, ConfigError> {

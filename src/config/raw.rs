@@ -44,11 +44,12 @@ pub(super) struct RawHttp {
     pub token_file: Option<String>,
     /// None: `http://<listen>`.
     pub external_url: Option<String>,
+    pub max_connections: usize,
 }
 
 impl Default for RawHttp {
     fn default() -> Self {
-        RawHttp { listen: "127.0.0.1:9898".into(), token_file: None, external_url: None }
+        RawHttp { listen: "127.0.0.1:9898".into(), token_file: None, external_url: None, max_connections: 256 }
     }
 }
 

@@ -1,7 +1,8 @@
 //! The daemon's HTTP face: `/metrics`, `/healthz`, `/readyz` and the alerts API under
 //! `/api/v1` ([`api`]). Owns its settings ([`HttpSettings`]), the listener, the router, the
-//! request limits (body size, per-request time, connection idle time) and graceful shutdown. Never decides anything about
-//! alerts: it reads and updates them through [`Store`] and renders [`Telemetry`] as it is.
+//! request limits (body size, per-request time; connection count, request-head time and idle
+//! time in [`conn`]) and graceful shutdown. Never decides anything about alerts: it reads and
+//! updates them through [`Store`] and renders [`Telemetry`] as it is.
 //!
 //! Every request passes one guard: a body over [`Limits::max_body`] is answered 413 before
 //! any handler runs, and the whole request (body and handler) gets [`Limits::request_timeout`]
@@ -9,15 +10,15 @@
 //! Store calls run on the blocking pool, so a slow sled never stalls the accept loop.
 
 pub mod api;
+mod conn;
 pub mod health;
 pub mod metrics;
 
 use std::future::{poll_fn, Future, IntoFuture};
 use std::io;
 use std::net::SocketAddr;
-use std::pin::{pin, Pin};
+use std::pin::pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::{Body, HttpBody};
@@ -27,9 +28,8 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::time::{Instant, Sleep};
+use tokio::net::TcpListener;
+use tokio::time::Instant;
 
 use crate::store::Store;
 use crate::telemetry::Telemetry;
@@ -44,6 +44,8 @@ pub struct HttpSettings {
     pub listen: SocketAddr,
     /// File holding the API bearer token; without one the alert API answers 401.
     pub token_file: Option<std::path::PathBuf>,
+    /// Connections open at once ([`Limits::max_connections`]).
+    pub max_connections: usize,
 }
 
 /// What the HTTP server reads and updates. Cheap to clone (handles and `Arc`s).
@@ -69,9 +71,16 @@ pub struct Limits {
     /// response head.
     pub request_timeout: Duration,
     /// A connection with no byte read or written for this long is closed: bounds idle
-    /// keep-alive connections and clients that trickle headers. Longer than `request_timeout`,
-    /// so it never cuts a request that is still within its time.
+    /// keep-alive connections. Longer than `request_timeout`, so it never cuts a request that
+    /// is still within its time.
     pub idle_timeout: Duration,
+    /// A request head (request line and headers) must be complete this long after its first
+    /// byte (after the accept, for a connection's first request): clients that trickle header
+    /// bytes are closed.
+    pub head_timeout: Duration,
+    /// Connections open at once (`http.max_connections`); at the cap, the one waiting longest
+    /// for a complete head is closed to make room (see [`conn`]).
+    pub max_connections: usize,
     /// After shutdown is asked for, how long in-flight requests get before `serve` returns anyway.
     pub shutdown_grace: Duration,
 }
@@ -82,6 +91,8 @@ impl Default for Limits {
             max_body: 4 * 1024,
             request_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(30),
+            head_timeout: Duration::from_secs(10),
+            max_connections: 256,
             shutdown_grace: Duration::from_secs(15),
         }
     }
@@ -106,7 +117,7 @@ pub async fn serve_with(
 ) -> io::Result<()> {
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "serving HTTP");
-    let listener = IdleTimeoutListener { inner: listener, idle: limits.idle_timeout };
+    let listener = conn::LimitedListener::new(listener, &limits);
     let (asked_tx, asked_rx) = tokio::sync::oneshot::channel::<()>();
     let server = axum::serve(listener, router(state, limits)).with_graceful_shutdown(async move {
         shutdown.await;
@@ -154,8 +165,13 @@ async fn readyz(State(state): State<HttpState>) -> Response {
     }
 }
 
+/// How long a scrape waits for the store's numbers.
+const METRICS_STORE_WAIT: Duration = Duration::from_secs(1);
+
 async fn metrics_handler(State(state): State<HttpState>) -> Response {
-    let (telemetry, store) = (state.telemetry.clone(), state.store.clone());
+    // The store's numbers wait at most a second: a busy store drops those families from
+    // this scrape instead of holding /metrics.
+    let (telemetry, store) = (state.telemetry.clone(), state.store.with_deadline(METRICS_STORE_WAIT));
     // count_unresolved walks the alert tree: not on the async workers.
     match tokio::task::spawn_blocking(move || render_metrics(&telemetry, &store)).await {
         Ok(text) => ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response(),
@@ -223,101 +239,6 @@ async fn read_body(body: Body, max: usize) -> Result<Vec<u8>, BodyError> {
         }
     }
     Ok(out)
-}
-
-/// Hands out [`IdleTimeoutIo`] connections.
-struct IdleTimeoutListener {
-    inner: TcpListener,
-    idle: Duration,
-}
-
-impl axum::serve::Listener for IdleTimeoutListener {
-    type Io = IdleTimeoutIo;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        let (io, addr) = axum::serve::Listener::accept(&mut self.inner).await;
-        (IdleTimeoutIo { inner: io, idle: self.idle, deadline: Box::pin(tokio::time::sleep(self.idle)) }, addr)
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        self.inner.local_addr()
-    }
-}
-
-/// A TCP stream that fails with `TimedOut` once no read or write has made progress for `idle`
-/// (axum's server has no header-read timeout of its own).
-struct IdleTimeoutIo {
-    inner: TcpStream,
-    idle: Duration,
-    deadline: Pin<Box<Sleep>>,
-}
-
-impl IdleTimeoutIo {
-    fn progressed(&mut self) {
-        self.deadline.as_mut().reset(Instant::now() + self.idle);
-    }
-
-    /// Called when the inner stream is pending: errors once the deadline has passed.
-    fn check_idle<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
-        match self.deadline.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "connection idle"))),
-            Poll::Pending => Poll::Pending,
-        }
-    }
-}
-
-impl AsyncRead for IdleTimeoutIo {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        match Pin::new(&mut this.inner).poll_read(cx, buf) {
-            Poll::Ready(result) => {
-                this.progressed();
-                Poll::Ready(result)
-            }
-            Poll::Pending => this.check_idle(cx),
-        }
-    }
-}
-
-impl AsyncWrite for IdleTimeoutIo {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        match Pin::new(&mut this.inner).poll_write(cx, buf) {
-            Poll::Ready(result) => {
-                this.progressed();
-                Poll::Ready(result)
-            }
-            Poll::Pending => this.check_idle(cx),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        match Pin::new(&mut this.inner).poll_write_vectored(cx, bufs) {
-            Poll::Ready(result) => {
-                this.progressed();
-                Poll::Ready(result)
-            }
-            Poll::Pending => this.check_idle(cx),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
 }
 
 #[cfg(test)]
