@@ -73,9 +73,9 @@ fn three_thousand_slow_connections_neither_keep_metrics_out_nor_starve_the_taile
                         Some((s, sent)) => {
                             let byte = head[*sent % head.len()];
                             match s.write(&[byte]) {
-                                Ok(_) => {
-                                    *sent += 1;
-                                    true
+                                Ok(n) => {
+                                    *sent += n;
+                                    n == 1
                                 }
                                 Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
                             }
