@@ -5,6 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
+use recwatch::classify::path::PathSemantics;
 use recwatch::config::Config;
 use recwatch::detect::event::{Event, EventBatch, Route};
 use recwatch::detect::worker::{DetectConfig, Worker};
@@ -42,7 +43,8 @@ fn parse_and_classify(c: &mut Criterion) {
             let mut sensitive = 0u32;
             for l in &lines {
                 if let Ok(a) = parse_line(LogFormat::Combined, black_box(l)) {
-                    sensitive += config.classify.paths.classify(a.target, &mut scratch).is_some() as u32;
+                    sensitive +=
+                        config.classify.paths.classify(a.target, PathSemantics::Linux, &mut scratch).is_some() as u32;
                 }
             }
             sensitive

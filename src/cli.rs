@@ -393,7 +393,8 @@ fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     // Parsing is split over the cores too; events still reach the workers in input order.
     let parsers = args.parsers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()).min(8));
     let telemetry = Arc::new(Telemetry::default());
-    let sources = vec![SourceSpec { name: args.source_name.clone(), format }];
+    let path_semantics = config.sources.first().map(|s| s.path_semantics).unwrap_or_default();
+    let sources = vec![SourceSpec { name: args.source_name.clone(), format, path_semantics }];
     let options = PipelineOptions {
         workers,
         keep_scope: true,

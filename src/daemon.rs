@@ -169,6 +169,7 @@ fn load_config(opts: &RunOptions) -> anyhow::Result<Config> {
             .map(|path| SourceSettings {
                 name: path.display().to_string(),
                 format: detect_format(path),
+                path_semantics: Default::default(),
                 input: SourceInput::File { path: path.display().to_string() },
             })
             .collect(),
@@ -382,8 +383,10 @@ fn file_pipeline(
     control: &Control,
     pseudonyms: &Pseudonymizer,
 ) -> Pipeline {
-    let specs =
-        file_sources(config).iter().map(|(s, _)| SourceSpec { name: s.name.clone(), format: s.format }).collect();
+    let specs = file_sources(config)
+        .iter()
+        .map(|(s, _)| SourceSpec { name: s.name.clone(), format: s.format, path_semantics: s.path_semantics })
+        .collect();
     start_pipeline(config, specs, store, telemetry, control, pseudonyms)
 }
 
@@ -649,7 +652,7 @@ fn kafka_loop(
     let KafkaLoopIo { store, telemetry, control, pseudonyms } = io;
     let SourceInput::Kafka(kafka) = &source.input else { anyhow::bail!("{} is not a Kafka source", source.name) };
     let mut consumer = KafkaSource::connect(kafka, telemetry.kafka_source(&source.name))?;
-    let spec = SourceSpec { name: source.name.clone(), format: source.format };
+    let spec = SourceSpec { name: source.name.clone(), format: source.format, path_semantics: source.path_semantics };
     let mut pipeline = start_pipeline(config, vec![spec], store, telemetry, control, pseudonyms);
     pipeline.resume(open_episodes(store, pipeline.memory_secs()));
     tracing::info!(source = %source.name, topics = ?kafka.topics, group = %kafka.group_id, "consuming");

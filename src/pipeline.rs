@@ -21,7 +21,7 @@ use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 use xxhash_rust::xxh3::xxh3_128_with_seed;
 
 use crate::classify::client::{unified, Networks};
-use crate::classify::path::SensitivePaths;
+use crate::classify::path::{PathSemantics, SensitivePaths};
 use crate::config::Config;
 use crate::detect::alert::Alert;
 use crate::detect::event::{Event, EventBatch, Route};
@@ -37,11 +37,13 @@ const WORKER_QUEUE: usize = 64;
 /// Messages queued for the store before workers pause.
 const STORE_QUEUE: usize = 256;
 
-/// One input stream the pipeline reads: its name (what alerts show as `source`) and format.
+/// One input stream the pipeline reads: its name (what alerts show as `source`), format and
+/// how its server resolves paths.
 #[derive(Clone, Debug)]
 pub struct SourceSpec {
     pub name: String,
     pub format: LogFormat,
+    pub path_semantics: PathSemantics,
 }
 
 /// What the store stage does when a write fails.
@@ -571,15 +573,15 @@ impl Ingest {
     pub fn line(&mut self, source: u16, line: &[u8]) {
         self.tally.lines += 1;
         self.tally.bytes += line.len() as u64 + 1;
-        let format = match self.sources.get(usize::from(source)) {
-            Some(s) => s.format,
-            None => LogFormat::Combined,
+        let (format, path_semantics) = match self.sources.get(usize::from(source)) {
+            Some(s) => (s.format, s.path_semantics),
+            None => (LogFormat::Combined, PathSemantics::default()),
         };
         let access = match parse::parse_line(format, line) {
             Ok(a) => a,
             Err(reason) => return self.tally.skip(reason),
         };
-        let Some(path_class) = self.paths.classify(access.target, &mut self.path_scratch) else {
+        let Some(path_class) = self.paths.classify(access.target, path_semantics, &mut self.path_scratch) else {
             self.tally.parsed += 1;
             return;
         };
@@ -747,7 +749,10 @@ impl Ingest {
             return None;
         }
         let index = self.sources.len() as u16;
-        self.sources.push(SourceSpec { name: name.to_string(), format });
+        // A source named by a Kafka envelope is a host behind the configured source: same
+        // kind of server.
+        let path_semantics = self.sources.first().map_or_else(PathSemantics::default, |s| s.path_semantics);
+        self.sources.push(SourceSpec { name: name.to_string(), format, path_semantics });
         self.source_index.insert(name.to_string(), index);
         for tx in &self.to_workers {
             if tx.send(WorkerMsg::AddSource(name.to_string())).is_err() {

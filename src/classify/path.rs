@@ -1,7 +1,39 @@
-//! Normalises a logged request target to the path a file server would resolve, and decides
-//! whether that path is a sensitive resource (a recording, a listing, or something else under
-//! a configured prefix). Owns the normalisation rules and the prefix/extension sets.
-//! Never looks at clients, never allocates per call once the caller's scratch buffer has grown.
+//! Normalises a logged request target to the path the server behind the log resolved, and
+//! decides whether that path is a sensitive resource (a recording, a listing, or something else
+//! under a configured prefix). Owns the path semantics of each kind of server
+//! ([`PathSemantics`]), the normalisation rules and the prefix/extension sets.
+//! Never looks at clients or statuses, never allocates per call once the caller's scratch
+//! buffer has grown.
+//!
+//! # How the server's view is reproduced
+//!
+//! The normalised path must be the file the server opened, or an evasion slips past and a
+//! public file raises false alarms. Two families of servers resolve paths differently; a
+//! source says which one wrote its log (`path_semantics`, default `linux`):
+//!
+//! | step | `linux` (nginx 1.22, Apache 2.4 on Linux) | `windows` (IIS, Samba, NAS shares) |
+//! |---|---|---|
+//! | log escaping (`\xHH`, `\"`, `\\`) | undone | undone |
+//! | absolute form `scheme://host/p`, any RFC 3986 scheme | host dropped | host dropped |
+//! | `scheme:/p` (no authority; Apache serves it) | `/p` | `/p` |
+//! | query `?…` and fragment `#…` | cut | cut |
+//! | percent-decoding | once | once |
+//! | `/` and `%2F` | separator | separator |
+//! | `\` and `%5C` | ordinary name byte | separator |
+//! | `;x` | ordinary name bytes | `;params` dropped (Tomcat, IIS) |
+//! | empty segments (`//`) | merged | merged |
+//! | `.` and `..` segments | removed / pop one segment, never above root | same |
+//! | `...`, ` `, `x.` (trailing dots and blanks) | ordinary names | trimmed (Win32 name rules) |
+//! | case | as configured (`case_insensitive`) | always folded |
+//!
+//! Where nginx and Apache differ, the normalised path is what the server that *served* the
+//! file would have opened, and the logged status says whether it did. Apache answers `%2F` in
+//! a path with 404 (`AllowEncodedSlashes Off`) and `%00` with 404, nginx answers `..` above
+//! the root, `%00` and `scheme:/p` with 400: those lines carry a refusal, so no fetch rule
+//! fires whatever the path. Apache applies `..` before decoding all but the unreserved
+//! characters; since `%2E` is unreserved, both servers end up treating `%2E%2E` as `..`.
+//! Double encoding (`%252e`) is decoded once, as both servers do: `%2e` is a literal name.
+//! Overlong UTF-8 (`%C0%AE`) stays two ordinary bytes, never a dot.
 
 use memchr::{memchr2, memchr3, memrchr};
 
@@ -10,6 +42,41 @@ use crate::parse::unescape_log_field;
 /// Longest normalised path kept, in bytes; longer ones are truncated (they are still
 /// classified, only their tail is lost).
 pub const MAX_NORMALIZED_LEN: usize = 4096;
+
+/// How the server behind a source resolves a request path to a file (see the module docs for
+/// each transformation).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum PathSemantics {
+    /// nginx and Apache on Linux (and any POSIX file system): bytes are names, only `/`
+    /// separates, `.`/`..` are resolved lexically.
+    #[default]
+    Linux,
+    /// IIS, Samba, NAS shares: case-insensitive, `\` separates, trailing dots and blanks of a
+    /// name are trimmed, `;params` dropped.
+    Windows,
+}
+
+impl PathSemantics {
+    /// Every value, for config validation messages.
+    pub const ALL: [PathSemantics; 2] = [PathSemantics::Linux, PathSemantics::Windows];
+
+    /// The configuration name (`path_semantics = "linux"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PathSemantics::Linux => "linux",
+            PathSemantics::Windows => "windows",
+        }
+    }
+
+    /// Inverse of [`PathSemantics::as_str`] (exact match).
+    pub fn from_name(name: &str) -> Option<PathSemantics> {
+        PathSemantics::ALL.into_iter().find(|semantics| semantics.as_str() == name)
+    }
+
+    fn is_windows(self) -> bool {
+        self == PathSemantics::Windows
+    }
+}
 
 /// Which kind of sensitive resource a normalised path is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -45,9 +112,13 @@ pub struct SensitivePaths {
     prefixes: Vec<Box<[u8]>>,
     /// Extensions without the dot, ASCII-folded when `case_insensitive`.
     extensions: Vec<Box<[u8]>>,
+    /// `prefixes` and `extensions` ASCII-folded, for paths whose case is folded: every path
+    /// when `case_insensitive`, and paths of a `windows` source whatever the configuration.
+    folded_prefixes: Vec<Box<[u8]>>,
+    folded_extensions: Vec<Box<[u8]>>,
     /// The configuration listed no extensions: every file under a prefix is a recording.
     any_extension: bool,
-    /// Fold ASCII case in paths, prefixes and extensions (Windows/NAS shares, IIS).
+    /// Fold ASCII case in paths, prefixes and extensions of every source.
     case_insensitive: bool,
 }
 
@@ -56,12 +127,12 @@ impl SensitivePaths {
     /// missing leading or trailing `/` is added); an empty list means every path.
     /// `extensions` like `wav` (a leading dot is tolerated); an empty list means any file under
     /// a prefix is a recording. `case_insensitive` folds ASCII case for the prefix and extension
-    /// tests and for the normalised path written out.
+    /// tests and for the normalised path written out (a `windows` source always folds).
     pub fn new(prefixes: &[String], extensions: &[String], case_insensitive: bool) -> SensitivePaths {
         let mut normalized = Vec::new();
         let mut prepared_prefixes: Vec<Box<[u8]>> = Vec::with_capacity(prefixes.len().max(1));
         for prefix in prefixes {
-            normalize_target(prefix.as_bytes(), case_insensitive, &mut normalized);
+            normalize_target(prefix.as_bytes(), PathSemantics::Linux, false, &mut normalized);
             if !normalized.ends_with(b"/") {
                 normalized.push(b'/');
             }
@@ -70,42 +141,50 @@ impl SensitivePaths {
         if prepared_prefixes.is_empty() {
             prepared_prefixes.push(b"/"[..].into());
         }
-        let prepared_extensions = extensions
+        let prepared_extensions: Vec<Box<[u8]>> = extensions
             .iter()
-            .map(|extension| {
-                let mut extension = extension.trim_start_matches('.').as_bytes().to_vec();
-                if case_insensitive {
-                    extension.make_ascii_lowercase();
-                }
-                extension.into_boxed_slice()
-            })
-            .filter(|extension| !extension.is_empty())
+            .map(|extension| extension.trim_start_matches('.').as_bytes().into())
+            .filter(|extension: &Box<[u8]>| !extension.is_empty())
             .collect();
+        let folded = |items: &[Box<[u8]>]| -> Vec<Box<[u8]>> {
+            items.iter().map(|item| item.to_ascii_lowercase().into_boxed_slice()).collect()
+        };
+        let folded_prefixes = folded(&prepared_prefixes);
+        let folded_extensions = folded(&prepared_extensions);
         SensitivePaths {
-            prefixes: prepared_prefixes,
-            extensions: prepared_extensions,
+            prefixes: if case_insensitive { folded_prefixes.clone() } else { prepared_prefixes },
+            extensions: if case_insensitive { folded_extensions.clone() } else { prepared_extensions },
+            folded_prefixes,
+            folded_extensions,
             any_extension: extensions.is_empty(),
             case_insensitive,
         }
     }
 
-    /// Classifies a raw request target as logged; `None` for non-sensitive paths.
+    /// Whether paths of a source with `semantics` are compared with ASCII case folded.
+    fn folds_case(&self, semantics: PathSemantics) -> bool {
+        self.case_insensitive || semantics.is_windows()
+    }
+
+    /// Classifies a raw request target as logged by a server with `semantics`; `None` for
+    /// non-sensitive paths.
     ///
     /// `scratch` is a caller-owned reusable buffer; on `Some` it holds the normalised path
     /// (the distinct resource counted and shown to users; a prefix directory named without
     /// its trailing slash gets one). A simple target that cannot
     /// normalise to anything under a prefix is rejected without touching `scratch`.
-    pub fn classify(&self, raw_target: &[u8], scratch: &mut Vec<u8>) -> Option<PathClass> {
-        let simple_path = simple_path_len(raw_target);
+    pub fn classify(&self, raw_target: &[u8], semantics: PathSemantics, scratch: &mut Vec<u8>) -> Option<PathClass> {
+        let case_fold = self.folds_case(semantics);
+        let simple_path = simple_path_len(raw_target, semantics);
         if let Some(path_len) = simple_path {
-            if !self.may_be_under_a_prefix(raw_target) {
+            if !self.may_be_under_a_prefix(raw_target, case_fold) {
                 return None;
             }
-            write_simple_path(&raw_target[..path_len], self.case_insensitive, scratch);
+            write_simple_path(&raw_target[..path_len], semantics, case_fold, scratch);
         } else {
-            normalize_general(raw_target, self.case_insensitive, scratch);
+            normalize_general(raw_target, semantics, case_fold, scratch);
         }
-        let class = self.classify_normalized(scratch)?;
+        let class = self.classify_normalized(scratch, case_fold)?;
         if class == PathClass::Listing && !scratch.ends_with(b"/") {
             // `/recordings` names the prefix directory; spell it as `/recordings/` so both
             // spellings count as one resource.
@@ -114,12 +193,22 @@ impl SensitivePaths {
         Some(class)
     }
 
+    /// The prefix and extension tables for paths folded (or not).
+    fn tables(&self, case_fold: bool) -> (&[Box<[u8]>], &[Box<[u8]>]) {
+        if case_fold {
+            (&self.folded_prefixes, &self.folded_extensions)
+        } else {
+            (&self.prefixes, &self.extensions)
+        }
+    }
+
     /// Class of an already normalised path: under a prefix = starts with it, or is the
     /// prefix directory itself without its trailing slash (a listing).
-    fn classify_normalized(&self, path: &[u8]) -> Option<PathClass> {
+    fn classify_normalized(&self, path: &[u8], case_fold: bool) -> Option<PathClass> {
+        let (prefixes, extensions) = self.tables(case_fold);
         let mut is_prefix_directory = false;
         let mut under_a_prefix = false;
-        for prefix in &self.prefixes {
+        for prefix in prefixes {
             if path.starts_with(prefix) {
                 under_a_prefix = true;
             } else if path == &prefix[..prefix.len() - 1] {
@@ -144,7 +233,7 @@ impl SensitivePaths {
         let extension_dot = last_segment.iter().rposition(|&byte| byte == b'.');
         let has_sensitive_extension = extension_dot.is_some_and(|dot| {
             let extension = &last_segment[dot + 1..];
-            self.extensions.iter().any(|wanted| **wanted == *extension)
+            extensions.iter().any(|wanted| **wanted == *extension)
         });
         Some(if has_sensitive_extension { PathClass::Recording } else { PathClass::OtherUnderPrefix })
     }
@@ -152,12 +241,14 @@ impl SensitivePaths {
     /// Half of the fast reject: whether the raw target starts with some prefix minus its
     /// trailing slash. A simple target (see [`simple_path_len`]) for which this is false
     /// cannot normalise to anything under a prefix, because normalising it only cuts the
-    /// query and trims the last segment: the result is a prefix of the raw bytes.
-    fn may_be_under_a_prefix(&self, raw_target: &[u8]) -> bool {
-        self.prefixes.iter().any(|prefix| {
+    /// query (and, for `windows`, trims the last segment): the result is a prefix of the raw
+    /// bytes.
+    fn may_be_under_a_prefix(&self, raw_target: &[u8], case_fold: bool) -> bool {
+        let (prefixes, _) = self.tables(case_fold);
+        prefixes.iter().any(|prefix| {
             let directory = &prefix[..prefix.len() - 1];
             match raw_target.get(..directory.len()) {
-                Some(head) if self.case_insensitive => head.eq_ignore_ascii_case(directory),
+                Some(head) if case_fold => head.eq_ignore_ascii_case(directory),
                 Some(head) => head == directory,
                 None => false,
             }
@@ -170,9 +261,12 @@ const PLAIN: u8 = 0;
 const SLASH: u8 = 1;
 const QUERY: u8 = 2;
 const NOT_SIMPLE: u8 = 3;
+/// `;`: a plain name byte for `linux`, a parameter start for `windows`.
+const WINDOWS_SPECIAL: u8 = 4;
 
 /// Byte classes for the simple-target scan: `/` needs a look at its neighbours, `?` and `#`
-/// end the path, `%`, `\` and `;` need the full normalisation.
+/// end the path, `%` and `\` (percent and log escapes) need the full normalisation, and so
+/// does `;` for `windows`.
 const SIMPLE_SCAN_CLASS: [u8; 256] = {
     let mut table = [PLAIN; 256];
     table[b'/' as usize] = SLASH;
@@ -180,18 +274,20 @@ const SIMPLE_SCAN_CLASS: [u8; 256] = {
     table[b'#' as usize] = QUERY;
     table[b'%' as usize] = NOT_SIMPLE;
     table[b'\\' as usize] = NOT_SIMPLE;
-    table[b';' as usize] = NOT_SIMPLE;
+    table[b';' as usize] = WINDOWS_SPECIAL;
     table
 };
 
 /// Length of the path part (before `?`/`#`) of a simple target, one whose normalisation is
-/// just "cut the query, trim the last segment's trailing dots and spaces": it starts with
-/// `/` and its path has no `%`, `\` or `;`, no empty segment, no segment starting with `.`
-/// and no segment ending in `.` or space other than the last. `None` otherwise.
-fn simple_path_len(raw_target: &[u8]) -> Option<usize> {
+/// just "cut the query" (and for `windows`, "trim the last segment's trailing dots and
+/// spaces"): it starts with `/` and its path has no `%` or `\`, no empty segment and no
+/// segment starting with `.`; for `windows` also no `;` and no segment ending in `.` or space
+/// other than the last. `None` otherwise.
+fn simple_path_len(raw_target: &[u8], semantics: PathSemantics) -> Option<usize> {
     if raw_target.first() != Some(&b'/') {
         return None;
     }
+    let windows = semantics.is_windows();
     for (index, &byte) in raw_target.iter().enumerate() {
         match SIMPLE_SCAN_CLASS[usize::from(byte)] {
             PLAIN => {}
@@ -199,11 +295,12 @@ fn simple_path_len(raw_target: &[u8]) -> Option<usize> {
                 if matches!(raw_target.get(index + 1), Some(b'/' | b'.')) {
                     return None;
                 }
-                if index > 0 && matches!(raw_target[index - 1], b'.' | b' ') {
+                if windows && index > 0 && matches!(raw_target[index - 1], b'.' | b' ') {
                     return None;
                 }
             }
             QUERY => return Some(index),
+            WINDOWS_SPECIAL if !windows => {}
             _ => return None,
         }
     }
@@ -211,11 +308,13 @@ fn simple_path_len(raw_target: &[u8]) -> Option<usize> {
 }
 
 /// Normalisation of a simple target's path part (see [`simple_path_len`]).
-fn write_simple_path(path: &[u8], case_fold: bool, out: &mut Vec<u8>) {
+fn write_simple_path(path: &[u8], semantics: PathSemantics, case_fold: bool, out: &mut Vec<u8>) {
     let mut path = path;
-    // Only the last segment can end in dots or spaces; the '/' before it stops the trim.
-    while let [rest @ .., b'.' | b' '] = path {
-        path = rest;
+    if semantics.is_windows() {
+        // Only the last segment can end in dots or spaces; the '/' before it stops the trim.
+        while let [rest @ .., b'.' | b' '] = path {
+            path = rest;
+        }
     }
     out.clear();
     out.extend_from_slice(&path[..path.len().min(MAX_NORMALIZED_LEN)]);
@@ -227,20 +326,22 @@ fn write_simple_path(path: &[u8], case_fold: bool, out: &mut Vec<u8>) {
 /// Full normalisation used by [`SensitivePaths::classify`]; clears `out` and writes the
 /// normalised path (always starting with `/`, at most [`MAX_NORMALIZED_LEN`] bytes).
 ///
-/// In order: undo log escaping; reduce an absolute-form target (`http://host/p`) to its path;
-/// cut at the first `?` or `#`; percent-decode once; treat `\` as `/`; per segment drop
-/// `;params`, remove empty and `.` segments, let `..` pop (never above root), trim trailing
-/// dots and spaces; keep a trailing `/` when the path names a directory; fold ASCII case if
-/// `case_fold`. So `/static/../Recordings/%2e/x.WAV` becomes `/recordings/x.wav`.
-pub fn normalize_target(raw_target: &[u8], case_fold: bool, out: &mut Vec<u8>) {
-    match simple_path_len(raw_target) {
-        Some(path_len) => write_simple_path(&raw_target[..path_len], case_fold, out),
-        None => normalize_general(raw_target, case_fold, out),
+/// In order (the module docs say which server behaviour each step reproduces): undo log
+/// escaping; reduce an absolute-form target (`scheme://host/p`, `scheme:/p`) to its path; cut
+/// at the first `?` or `#`; percent-decode once; split at `/` (and, for `windows`, at `\`);
+/// per segment (for `windows`: drop `;params`, trim trailing dots and spaces), remove empty
+/// and `.` segments, let `..` pop (never above root); keep a trailing `/` when the path names
+/// a directory; fold ASCII case if `case_fold`. So `/static/../Recordings/%2e/x.WAV` becomes
+/// `/recordings/x.wav` when folding.
+pub fn normalize_target(raw_target: &[u8], semantics: PathSemantics, case_fold: bool, out: &mut Vec<u8>) {
+    match simple_path_len(raw_target, semantics) {
+        Some(path_len) => write_simple_path(&raw_target[..path_len], semantics, case_fold, out),
+        None => normalize_general(raw_target, semantics, case_fold, out),
     }
 }
 
 /// [`normalize_target`] without the shortcut for simple targets.
-fn normalize_general(raw_target: &[u8], case_fold: bool, out: &mut Vec<u8>) {
+fn normalize_general(raw_target: &[u8], semantics: PathSemantics, case_fold: bool, out: &mut Vec<u8>) {
     out.clear();
     // Index 0 receives the leading '/'; the log-unescaped target is stored from index 1 and
     // rewritten in place, front to back. The rewrite emits at most one byte per decoded
@@ -254,37 +355,45 @@ fn normalize_general(raw_target: &[u8], case_fold: bool, out: &mut Vec<u8>) {
         Some(offset) => path_start + offset,
         None => decoded_end,
     };
-    let normalized_len = rewrite_segments(out, path_start, path_end);
+    let normalized_len = rewrite_segments(out, path_start, path_end, semantics);
     out.truncate(normalized_len.min(MAX_NORMALIZED_LEN));
     if case_fold {
         fold_ascii_case(out);
     }
 }
 
-/// Where the path starts in an absolute-form target (`http://host[:port]/path`, scheme in
-/// any case); 0 for an origin-form target. With no path, points at the `?`/`#` or the end.
+/// Where the path starts in an absolute-form target: `scheme://authority/path` with any
+/// RFC 3986 scheme (`ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )`, any case; nginx serves
+/// `ftp://h/p` and `svn+ssh://h/p`), or `scheme:/path` with no authority (Apache serves
+/// `http:/p`). 0 for an origin-form target. With no path, points at the `?`/`#` or the end.
 fn absolute_form_path_offset(target: &[u8]) -> usize {
-    let authority_start = if starts_with_ignore_ascii_case(target, b"http://") {
-        7
-    } else if starts_with_ignore_ascii_case(target, b"https://") {
-        8
-    } else {
+    if !target.first().is_some_and(u8::is_ascii_alphabetic) {
         return 0;
-    };
-    match memchr3(b'/', b'?', b'#', &target[authority_start..]) {
-        Some(offset) => authority_start + offset,
-        None => target.len(),
     }
-}
-
-fn starts_with_ignore_ascii_case(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.get(..needle.len()).is_some_and(|head| head.eq_ignore_ascii_case(needle))
+    let scheme_len = target
+        .iter()
+        .position(|&byte| !(byte.is_ascii_alphanumeric() || matches!(byte, b'+' | b'-' | b'.')))
+        .unwrap_or(target.len());
+    if target.get(scheme_len) != Some(&b':') {
+        return 0;
+    }
+    let after_colon = scheme_len + 1;
+    if target[after_colon..].starts_with(b"//") {
+        let authority_start = after_colon + 2;
+        match memchr3(b'/', b'?', b'#', &target[authority_start..]) {
+            Some(offset) => authority_start + offset,
+            None => target.len(),
+        }
+    } else {
+        after_colon
+    }
 }
 
 /// Percent-decodes `buf[read_start..read_end]` and resolves its segments, writing the
 /// result to `buf[0..]` (where `buf[0]` is already `/`). Returns the result's length.
-fn rewrite_segments(buf: &mut [u8], read_start: usize, read_end: usize) -> usize {
-    let mut cursor = SegmentCursor { write: 1, segment_start: 1 };
+fn rewrite_segments(buf: &mut [u8], read_start: usize, read_end: usize, semantics: PathSemantics) -> usize {
+    let windows = semantics.is_windows();
+    let mut cursor = SegmentCursor { write: 1, segment_start: 1, trim_names: windows };
     let mut in_params = false;
     let mut read = read_start;
     while read < read_end {
@@ -310,12 +419,16 @@ fn rewrite_segments(buf: &mut [u8], read_start: usize, read_end: usize) -> usize
             }
         }
         match byte {
-            b'/' | b'\\' => {
+            b'/' => {
+                cursor.finish_segment(buf, false);
+                in_params = false;
+            }
+            b'\\' if windows => {
                 cursor.finish_segment(buf, false);
                 in_params = false;
             }
             _ if in_params => {}
-            b';' => in_params = true,
+            b';' if windows => in_params = true,
             _ => {
                 buf[cursor.write] = byte;
                 cursor.write += 1;
@@ -332,12 +445,14 @@ struct SegmentCursor {
     write: usize,
     /// Where the segment being written began; `buf[segment_start - 1]` is always `/`.
     segment_start: usize,
+    /// Trim trailing dots and spaces of each name (Win32 name rules).
+    trim_names: bool,
 }
 
 impl SegmentCursor {
     /// Resolves the segment `buf[segment_start..write]`: drops it if empty or `.`, pops the
-    /// previous one for `..`, otherwise trims trailing dots/spaces and keeps it (followed by
-    /// `/` unless it is the last segment).
+    /// previous one for `..`, otherwise (with `trim_names`, after trimming trailing dots and
+    /// spaces) keeps it, followed by `/` unless it is the last segment.
     fn finish_segment(&mut self, buf: &mut [u8], is_last: bool) {
         let segment = &buf[self.segment_start..self.write];
         if segment.is_empty() || segment == b"." {
@@ -354,7 +469,7 @@ impl SegmentCursor {
             return;
         }
         let mut end = self.write;
-        while end > self.segment_start && matches!(buf[end - 1], b'.' | b' ') {
+        while self.trim_names && end > self.segment_start && matches!(buf[end - 1], b'.' | b' ') {
             end -= 1;
         }
         if end == self.segment_start || is_last {
@@ -390,9 +505,11 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn normalized(raw: &[u8], case_fold: bool) -> String {
+    use PathSemantics::{Linux, Windows};
+
+    fn normalized(raw: &[u8], semantics: PathSemantics, case_fold: bool) -> String {
         let mut out = Vec::new();
-        normalize_target(raw, case_fold, &mut out);
+        normalize_target(raw, semantics, case_fold, &mut out);
         String::from_utf8_lossy(&out).into_owned()
     }
 
@@ -404,8 +521,10 @@ mod tests {
         SensitivePaths::new(&strings(&["/recordings/"]), &strings(&["wav", "mp3"]), true)
     }
 
+    /// The Windows/Tomcat rules recwatch applied to every source before path semantics
+    /// existed; they are what IIS, Samba and NAS shares do.
     #[test]
-    fn normalisation_resolves_every_evasion() {
+    fn windows_normalisation_resolves_every_evasion() {
         let cases: &[(&[u8], &str)] = &[
             (b"/recordings/x.wav", "/recordings/x.wav"),
             (b"/static/../Recordings/%2e/x.WAV", "/recordings/x.wav"),
@@ -455,14 +574,155 @@ mod tests {
             (b"/a%2?%41", "/a%2"),
         ];
         for (raw, want) in cases {
-            assert_eq!(normalized(raw, true), *want, "{:?}", String::from_utf8_lossy(raw));
+            assert_eq!(normalized(raw, Windows, true), *want, "{:?}", String::from_utf8_lossy(raw));
         }
+    }
+
+    /// What nginx 1.22 and Apache 2.4 on Linux resolve (measured against both, see
+    /// `tests/real_servers.rs`): the same evasions are undone, but `...`, blanks, `;x`, `\`
+    /// and trailing dots are ordinary name bytes.
+    #[test]
+    fn linux_normalisation_resolves_what_nginx_and_apache_resolve() {
+        let cases: &[(&[u8], &str)] = &[
+            (b"/recordings/x.wav", "/recordings/x.wav"),
+            (b"/static/../Recordings/%2e/x.WAV", "/recordings/x.wav"),
+            (b"/a/%2E%2E/recordings/x.wav", "/recordings/x.wav"),
+            (b"//recordings//x.wav", "/recordings/x.wav"),
+            (b"/./recordings/./x.wav", "/recordings/x.wav"),
+            (b"/../../recordings/x.wav", "/recordings/x.wav"),
+            (b"/recordings%2Fx.wav", "/recordings/x.wav"),
+            (b"/recordings/x.wav;jsessionid=ABC", "/recordings/x.wav;jsessionid=abc"),
+            (b"/recordings/x.wav.", "/recordings/x.wav."),
+            (b"/recordings/x.wav%20", "/recordings/x.wav "),
+            (b"/recordings./x.wav", "/recordings./x.wav"),
+            (b"/recordings/.../x.wav", "/recordings/.../x.wav"),
+            (br"/recordings\x.wav", r"/recordings\x.wav"),
+            (b"/recordings%5Cx.wav", r"/recordings\x.wav"),
+            (b"/a/..;/recordings/x.wav", "/a/..;/recordings/x.wav"),
+            (b"/%252e%252e/", "/%2e%2e/"),
+            (b"/recordings/%c0%ae%c0%ae/x.wav", "/recordings/\u{c0}\u{ae}\u{c0}\u{ae}/x.wav"),
+            (b"/recordings/2019/?C=M;O=D", "/recordings/2019/"),
+            (b"", "/"),
+            (b"recordings/x.wav", "/recordings/x.wav"),
+        ];
+        for (raw, want) in cases {
+            let mut out = Vec::new();
+            normalize_target(raw, Linux, true, &mut out);
+            let want: Vec<u8> = want.chars().map(|c| c as u32 as u8).collect();
+            assert_eq!(out, want, "{:?}", String::from_utf8_lossy(raw));
+        }
+    }
+
+    /// Issue 12, class 1: a segment the servers keep as a name was trimmed or dropped before
+    /// `..` applied, so `..` popped `recordings` and nothing fired.
+    #[test]
+    fn ordinary_names_popped_by_dot_dot_left_recording_fetches_unseen() {
+        let paths = recordings_wav_mp3();
+        let mut scratch = Vec::new();
+        for raw in [
+            &b"/recordings/.../../call.wav"[..],
+            b"/recordings/%20/../call.wav",
+            b"/recordings/ /../call.wav",
+            b"/recordings/;x/../call.wav",
+            b"/recordings/.;x/../call.wav",
+            br"/recordings/\/../call.wav",
+            br"/recordings/\x5C/../call.wav",
+            b"/recordings/%5c/../call.wav",
+            br"/recordings/x\../../call.wav",
+            b"/recordings/x.wav./../call.wav",
+        ] {
+            assert_eq!(
+                paths.classify(raw, Linux, &mut scratch),
+                Some(PathClass::Recording),
+                "{:?}",
+                String::from_utf8_lossy(raw)
+            );
+            assert_eq!(scratch, b"/recordings/call.wav", "{:?}", String::from_utf8_lossy(raw));
+        }
+    }
+
+    /// Issue 12, class 1 mirrored: `/training/.../../recordings/demo.wav` is the public
+    /// `/training/recordings/demo.wav` on Linux, not `/recordings/demo.wav`.
+    #[test]
+    fn ordinary_names_popped_by_dot_dot_raised_false_alarms_on_public_files() {
+        let paths = recordings_wav_mp3();
+        let mut scratch = Vec::new();
+        for raw in [
+            &b"/training/.../../recordings/demo.wav"[..],
+            b"/training/%20/../recordings/demo.wav",
+            b"/training/;x/../recordings/demo.wav",
+            b"/training/.;x/../recordings/demo.wav",
+            br"/training/\/../recordings/demo.wav",
+            b"/training/%5C/../recordings/demo.wav",
+        ] {
+            assert_eq!(paths.classify(raw, Linux, &mut scratch), None, "{:?}", String::from_utf8_lossy(raw));
+            // The same targets under Windows rules do reach the recording.
+            assert_eq!(paths.classify(raw, Windows, &mut scratch), Some(PathClass::Recording));
+        }
+    }
+
+    /// Issue 12, class 2: nginx serves absolute-form targets of any scheme, Apache serves
+    /// `scheme:/path`; only `http(s)://` was understood.
+    #[test]
+    fn absolute_forms_with_other_schemes_left_recording_fetches_unseen() {
+        let paths = recordings_wav_mp3();
+        let mut scratch = Vec::new();
+        for raw in [
+            &b"ftp://h/recordings/x.wav"[..],
+            b"x://h/recordings/x.wav",
+            b"svn+ssh://h:22/recordings/x.wav",
+            b"A1.b-c+d://h/recordings/x.wav?y=1",
+            b"http:/recordings/x.wav",
+            b"HTTP:/recordings/x.wav",
+            b"ws:/recordings/x.wav",
+        ] {
+            for semantics in PathSemantics::ALL {
+                assert_eq!(
+                    paths.classify(raw, semantics, &mut scratch),
+                    Some(PathClass::Recording),
+                    "{:?}",
+                    String::from_utf8_lossy(raw)
+                );
+                assert_eq!(scratch, b"/recordings/x.wav");
+            }
+        }
+        for (raw, want) in [
+            (&b"1http://h/recordings/x.wav"[..], "/1http:/h/recordings/x.wav"),
+            (b"ftp://h", "/"),
+            (b"ftp://h?x=/recordings/x.wav", "/"),
+            (b"/x:/recordings/x.wav", "/x:/recordings/x.wav"),
+        ] {
+            assert_eq!(normalized(raw, Linux, false), want, "{:?}", String::from_utf8_lossy(raw));
+        }
+    }
+
+    /// Issue 12, class 5's neighbour: a Linux server is case-sensitive, but the configured
+    /// folding still applies; a Windows source folds even when the configuration does not.
+    #[test]
+    fn windows_sources_fold_case_even_when_the_configuration_does_not() {
+        let paths = SensitivePaths::new(&strings(&["/Recordings/"]), &strings(&["WAV"]), false);
+        let mut scratch = Vec::new();
+        assert_eq!(paths.classify(b"/recordings/x.wav", Linux, &mut scratch), None);
+        assert_eq!(paths.classify(b"/Recordings/x.WAV", Linux, &mut scratch), Some(PathClass::Recording));
+        assert_eq!(paths.classify(b"/RECORDINGS/x.wav", Windows, &mut scratch), Some(PathClass::Recording));
+        assert_eq!(scratch, b"/recordings/x.wav");
+    }
+
+    #[test]
+    fn semantics_names_round_trip() {
+        for semantics in PathSemantics::ALL {
+            assert_eq!(PathSemantics::from_name(semantics.as_str()), Some(semantics));
+        }
+        assert_eq!(PathSemantics::default(), Linux);
+        assert_eq!(PathSemantics::from_name("Linux"), None);
     }
 
     #[test]
     fn normalisation_keeps_case_unless_folding() {
-        assert_eq!(normalized(b"/Recordings/X.WAV", false), "/Recordings/X.WAV");
-        assert_eq!(normalized(b"/Recordings/X.WAV", true), "/recordings/x.wav");
+        for semantics in PathSemantics::ALL {
+            assert_eq!(normalized(b"/Recordings/X.WAV", semantics, false), "/Recordings/X.WAV");
+            assert_eq!(normalized(b"/Recordings/X.WAV", semantics, true), "/recordings/x.wav");
+        }
     }
 
     #[test]
@@ -470,13 +730,13 @@ mod tests {
         let mut raw = b"/recordings/".to_vec();
         raw.resize(10_000, b'a');
         let mut out = Vec::new();
-        normalize_target(&raw, false, &mut out);
+        normalize_target(&raw, Linux, false, &mut out);
         assert_eq!(out.len(), MAX_NORMALIZED_LEN);
         assert!(out.starts_with(b"/recordings/aaa"));
     }
 
     #[test]
-    fn classification_table() {
+    fn windows_classification_table() {
         let paths = recordings_wav_mp3();
         let cases: &[(&[u8], Option<PathClass>)] = &[
             (b"/recordings/2019/x.wav", Some(PathClass::Recording)),
@@ -506,7 +766,30 @@ mod tests {
         ];
         let mut scratch = Vec::new();
         for (raw, want) in cases {
-            assert_eq!(paths.classify(raw, &mut scratch), *want, "{:?}", String::from_utf8_lossy(raw));
+            assert_eq!(paths.classify(raw, Windows, &mut scratch), *want, "{:?}", String::from_utf8_lossy(raw));
+        }
+    }
+
+    #[test]
+    fn linux_classification_table() {
+        let paths = recordings_wav_mp3();
+        let cases: &[(&[u8], Option<PathClass>)] = &[
+            (b"/recordings/2019/x.wav", Some(PathClass::Recording)),
+            (b"/RECORDINGS/X.WAV", Some(PathClass::Recording)),
+            (b"/recordings/x.wav.", Some(PathClass::OtherUnderPrefix)),
+            (b"/recordings/x.wav;jsessionid=1", Some(PathClass::OtherUnderPrefix)),
+            (b"/recordings/x.wav%20", Some(PathClass::OtherUnderPrefix)),
+            (b"/recordings./x.wav", None),
+            (b"/recordings;v=1/x.wav", None),
+            (br"/recordings\x.wav", None),
+            (b"/recordings/", Some(PathClass::Listing)),
+            (b"/recordings", Some(PathClass::Listing)),
+            (b"http://h/recordings/x.wav", Some(PathClass::Recording)),
+            (b"/static/app.js?v=/recordings/x.wav", None),
+        ];
+        let mut scratch = Vec::new();
+        for (raw, want) in cases {
+            assert_eq!(paths.classify(raw, Linux, &mut scratch), *want, "{:?}", String::from_utf8_lossy(raw));
         }
     }
 
@@ -514,10 +797,10 @@ mod tests {
     fn classify_leaves_the_normalised_path_in_scratch() {
         let paths = recordings_wav_mp3();
         let mut scratch = b"stale".to_vec();
-        let class = paths.classify(b"/static/../Recordings/%2e/x.WAV?dl=1", &mut scratch);
+        let class = paths.classify(b"/static/../Recordings/%2e/x.WAV?dl=1", Linux, &mut scratch);
         assert_eq!(class, Some(PathClass::Recording));
         assert_eq!(scratch, b"/recordings/x.wav");
-        let class = paths.classify(b"/Recordings?C=M;O=A", &mut scratch);
+        let class = paths.classify(b"/Recordings?C=M;O=A", Linux, &mut scratch);
         assert_eq!(class, Some(PathClass::Listing));
         assert_eq!(scratch, b"/recordings/");
     }
@@ -526,9 +809,9 @@ mod tests {
     fn case_sensitive_configuration_compares_exactly() {
         let paths = SensitivePaths::new(&strings(&["/recordings"]), &strings(&["wav"]), false);
         let mut scratch = Vec::new();
-        assert_eq!(paths.classify(b"/RECORDINGS/x.wav", &mut scratch), None);
-        assert_eq!(paths.classify(b"/recordings/x.WAV", &mut scratch), Some(PathClass::OtherUnderPrefix));
-        assert_eq!(paths.classify(b"/recordings/X.wav", &mut scratch), Some(PathClass::Recording));
+        assert_eq!(paths.classify(b"/RECORDINGS/x.wav", Linux, &mut scratch), None);
+        assert_eq!(paths.classify(b"/recordings/x.WAV", Linux, &mut scratch), Some(PathClass::OtherUnderPrefix));
+        assert_eq!(paths.classify(b"/recordings/X.wav", Linux, &mut scratch), Some(PathClass::Recording));
         assert_eq!(scratch, b"/recordings/X.wav");
     }
 
@@ -536,34 +819,34 @@ mod tests {
     fn empty_prefix_list_means_every_path() {
         let paths = SensitivePaths::new(&[], &strings(&["wav"]), true);
         let mut scratch = Vec::new();
-        assert_eq!(paths.classify(b"/a.wav", &mut scratch), Some(PathClass::Recording));
-        assert_eq!(paths.classify(b"/", &mut scratch), Some(PathClass::Listing));
-        assert_eq!(paths.classify(b"/index.html", &mut scratch), Some(PathClass::OtherUnderPrefix));
+        assert_eq!(paths.classify(b"/a.wav", Linux, &mut scratch), Some(PathClass::Recording));
+        assert_eq!(paths.classify(b"/", Linux, &mut scratch), Some(PathClass::Listing));
+        assert_eq!(paths.classify(b"/index.html", Linux, &mut scratch), Some(PathClass::OtherUnderPrefix));
     }
 
     #[test]
     fn empty_extension_list_means_any_file_is_a_recording() {
         let paths = SensitivePaths::new(&strings(&["/recordings/"]), &[], true);
         let mut scratch = Vec::new();
-        assert_eq!(paths.classify(b"/recordings/x.json", &mut scratch), Some(PathClass::Recording));
-        assert_eq!(paths.classify(b"/recordings/2019/", &mut scratch), Some(PathClass::Listing));
+        assert_eq!(paths.classify(b"/recordings/x.json", Linux, &mut scratch), Some(PathClass::Recording));
+        assert_eq!(paths.classify(b"/recordings/2019/", Linux, &mut scratch), Some(PathClass::Listing));
     }
 
     #[test]
     fn configured_prefixes_and_extensions_are_normalised() {
         let paths = SensitivePaths::new(&strings(&["Data/Recordings", "/calls/./archive/"]), &strings(&[".WAV"]), true);
         let mut scratch = Vec::new();
-        assert_eq!(paths.classify(b"/data/recordings/a.wav", &mut scratch), Some(PathClass::Recording));
-        assert_eq!(paths.classify(b"/calls/archive/a.wav", &mut scratch), Some(PathClass::Recording));
+        assert_eq!(paths.classify(b"/data/recordings/a.wav", Linux, &mut scratch), Some(PathClass::Recording));
+        assert_eq!(paths.classify(b"/calls/archive/a.wav", Linux, &mut scratch), Some(PathClass::Recording));
     }
 
     #[test]
-    fn trailing_dot_in_a_middle_segment_does_not_slip_past_the_fast_reject() {
+    fn trailing_dot_in_a_middle_segment_does_not_slip_past_the_windows_fast_reject() {
         let paths = SensitivePaths::new(&strings(&["/data/recordings/"]), &strings(&["wav"]), true);
         let mut scratch = Vec::new();
         for raw in [&b"/data./recordings/a.wav"[..], b"/data /recordings/a.wav", b"/DATA./Recordings./a.wav"] {
             assert_eq!(
-                paths.classify(raw, &mut scratch),
+                paths.classify(raw, Windows, &mut scratch),
                 Some(PathClass::Recording),
                 "{:?}",
                 String::from_utf8_lossy(raw)
@@ -576,11 +859,11 @@ mod tests {
         let paths = recordings_wav_mp3();
         let mut scratch = b"untouched".to_vec();
         for raw in [&b"/static/app.js?v=3"[..], b"/index.html", b"/api/v1/items/42?x=%2e%2e", b"/a b/c"] {
-            assert_eq!(paths.classify(raw, &mut scratch), None);
+            assert_eq!(paths.classify(raw, Linux, &mut scratch), None);
             assert_eq!(scratch, b"untouched");
         }
         // Not simple, so it is normalised (and still rejected).
-        assert_eq!(paths.classify(b"/static/%2e/x", &mut scratch), None);
+        assert_eq!(paths.classify(b"/static/%2e/x", Linux, &mut scratch), None);
         assert_eq!(scratch, b"/static/x");
     }
 
@@ -613,6 +896,9 @@ mod tests {
             Just(&br"\"[..]),
             Just(&b"http://"[..]),
             Just(&b"HTTPS://h:1"[..]),
+            Just(&b"svn+ssh:"[..]),
+            Just(&b"..."[..]),
+            Just(&b"%20"[..]),
             Just(&b"recordings"[..]),
             Just(&b"Recordings"[..]),
             Just(&b"x.wav"[..]),
@@ -632,6 +918,8 @@ mod tests {
             Just(&b" "[..]),
             Just(&b"?"[..]),
             Just(&b"#"[..]),
+            Just(&b";"[..]),
+            Just(&b"\\"[..]),
             Just(&b"recordings"[..]),
             Just(&b"Recordings"[..]),
             Just(&b"x.wav"[..]),
@@ -643,76 +931,86 @@ mod tests {
         })
     }
 
+    fn semantics_strategy() -> impl Strategy<Value = PathSemantics> {
+        prop_oneof![Just(Linux), Just(Windows)]
+    }
+
     proptest! {
         #[test]
-        fn classify_never_panics_on_arbitrary_bytes(raw in prop::collection::vec(any::<u8>(), 0..300)) {
+        fn classify_never_panics_on_arbitrary_bytes(raw in prop::collection::vec(any::<u8>(), 0..300), semantics in semantics_strategy()) {
             let paths = recordings_wav_mp3();
             let mut scratch = Vec::new();
-            let _ = paths.classify(&raw, &mut scratch);
-            normalize_target(&raw, false, &mut scratch);
+            let _ = paths.classify(&raw, semantics, &mut scratch);
+            normalize_target(&raw, semantics, false, &mut scratch);
             prop_assert!(scratch.starts_with(b"/"));
         }
 
         #[test]
-        fn normalised_paths_are_canonical(raw in target_strategy(), fold in any::<bool>()) {
+        fn normalised_paths_are_canonical(raw in target_strategy(), semantics in semantics_strategy(), fold in any::<bool>()) {
             let mut out = Vec::new();
-            normalize_target(&raw, fold, &mut out);
+            normalize_target(&raw, semantics, fold, &mut out);
             prop_assert!(out.starts_with(b"/"));
             prop_assert!(out.len() <= MAX_NORMALIZED_LEN);
-            prop_assert!(!out.contains(&b'\\'));
+            let windows = semantics == Windows;
+            prop_assert!(!windows || !out.contains(&b'\\'));
             for segment in out[1..].split(|&byte| byte == b'/') {
                 // Only the final (empty) segment after a trailing '/' may be empty.
                 prop_assert!(segment != b"." && segment != b"..");
-                prop_assert!(!segment.contains(&b';'));
-                prop_assert!(!segment.ends_with(b".") && !segment.ends_with(b" "));
+                prop_assert!(!windows || !segment.contains(&b';'));
+                prop_assert!(!windows || (!segment.ends_with(b".") && !segment.ends_with(b" ")));
             }
             prop_assert!(!out.windows(2).any(|pair| pair == b"//"));
         }
 
         #[test]
-        fn normalisation_is_idempotent(raw in target_strategy(), fold in any::<bool>()) {
+        fn normalisation_is_idempotent(raw in target_strategy(), semantics in semantics_strategy(), fold in any::<bool>()) {
             let mut once = Vec::new();
-            normalize_target(&raw, fold, &mut once);
+            normalize_target(&raw, semantics, fold, &mut once);
             // Decoding is deliberately done once: a path still holding '%' (from "%25"), '?'
-            // or '#' (from "%3F"/"%23") would change again, which is correct, not a bug.
-            if once.iter().any(|byte| matches!(byte, b'%' | b'?' | b'#')) {
+            // or '#' (from "%3F"/"%23"), or (`linux`) a '\\' that reads as a log escape,
+            // would change again, which is correct, not a bug.
+            if once.iter().any(|byte| matches!(byte, b'%' | b'?' | b'#' | b'\\')) {
                 return Ok(());
             }
             let mut twice = Vec::new();
-            normalize_target(&once, fold, &mut twice);
+            normalize_target(&once, semantics, fold, &mut twice);
             prop_assert_eq!(once, twice);
         }
 
         #[test]
         fn shortcut_matches_full_normalisation(
             raw in prop_oneof![simple_target_strategy(), target_strategy()],
+            semantics in semantics_strategy(),
             fold in any::<bool>(),
         ) {
             let (mut fast, mut full) = (Vec::new(), Vec::new());
-            normalize_target(&raw, fold, &mut fast);
-            normalize_general(&raw, fold, &mut full);
+            normalize_target(&raw, semantics, fold, &mut fast);
+            normalize_general(&raw, semantics, fold, &mut full);
             prop_assert_eq!(fast, full);
         }
 
         #[test]
         fn fast_reject_never_changes_the_answer_on_simple_targets(
             raw in simple_target_strategy(),
+            semantics in semantics_strategy(),
             fold in any::<bool>(),
         ) {
             let paths = SensitivePaths::new(&strings(&["/recordings/", "/a/recordings"]), &strings(&["wav"]), fold);
             let mut scratch = Vec::new();
-            let fast = paths.classify(&raw, &mut scratch);
-            normalize_general(&raw, fold, &mut scratch);
-            prop_assert_eq!(fast, paths.classify_normalized(&scratch));
+            let fast = paths.classify(&raw, semantics, &mut scratch);
+            let case_fold = paths.folds_case(semantics);
+            normalize_general(&raw, semantics, case_fold, &mut scratch);
+            prop_assert_eq!(fast, paths.classify_normalized(&scratch, case_fold));
         }
 
         #[test]
-        fn fast_reject_never_changes_the_answer(raw in target_strategy(), fold in any::<bool>()) {
+        fn fast_reject_never_changes_the_answer(raw in target_strategy(), semantics in semantics_strategy(), fold in any::<bool>()) {
             let paths = SensitivePaths::new(&strings(&["/recordings/", "/a/recordings"]), &strings(&["wav"]), fold);
             let mut scratch = Vec::new();
-            let fast = paths.classify(&raw, &mut scratch);
-            normalize_general(&raw, fold, &mut scratch);
-            prop_assert_eq!(fast, paths.classify_normalized(&scratch));
+            let fast = paths.classify(&raw, semantics, &mut scratch);
+            let case_fold = paths.folds_case(semantics);
+            normalize_general(&raw, semantics, case_fold, &mut scratch);
+            prop_assert_eq!(fast, paths.classify_normalized(&scratch, case_fold));
         }
     }
 }

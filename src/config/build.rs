@@ -15,7 +15,7 @@ use super::raw::{
 use super::{Config, Overrides, MAX_RULES};
 use crate::alerting::{AlertingSettings, ReceiverKind, ReceiverSettings, Secret};
 use crate::classify::client::{Cidr, ClientKind};
-use crate::classify::path::PathClass;
+use crate::classify::path::{PathClass, PathSemantics};
 use crate::classify::ClassifySettings;
 use crate::detect::rule::{path_class_bit, Aggregate, GroupBy, Rule, Severity, StatusSet, UserMatch};
 use crate::detect::EngineSettings;
@@ -156,6 +156,13 @@ fn build_sources(b: &Builder<'_>, sources: Vec<RawSource>) -> Result<Vec<SourceS
     for (i, s) in sources.into_iter().enumerate() {
         let at = |k: &str| [key("source"), Seg::Index(i), key(k)];
         let format = one_of(b, &at("format"), &s.format, LogFormat::from_name, &LogFormat::ALL.map(|f| f.as_str()))?;
+        let path_semantics = one_of(
+            b,
+            &at("path_semantics"),
+            &s.path_semantics,
+            PathSemantics::from_name,
+            &PathSemantics::ALL.map(|p| p.as_str()),
+        )?;
         let (input, default_name) = match s.kind.as_str() {
             "file" => {
                 if s.kafka.is_some() {
@@ -183,7 +190,7 @@ fn build_sources(b: &Builder<'_>, sources: Vec<RawSource>) -> Result<Vec<SourceS
         if built.iter().any(|o| o.name == name) {
             return Err(b.err(&at("name"), format!("source name {name:?} is used twice")));
         }
-        built.push(SourceSettings { name, format, input });
+        built.push(SourceSettings { name, format, path_semantics, input });
     }
     Ok(built)
 }

@@ -123,13 +123,23 @@ pub(super) struct RawSource {
     /// File sources: a path or a glob.
     pub path: Option<String>,
     pub format: String,
+    /// How the server behind this log resolves paths: "linux" (nginx, Apache) or "windows"
+    /// (IIS, Samba, NAS shares).
+    pub path_semantics: String,
     /// Kafka sources: `[source.kafka]`.
     pub kafka: Option<RawKafka>,
 }
 
 impl Default for RawSource {
     fn default() -> Self {
-        RawSource { name: None, kind: "file".into(), path: None, format: "combined".into(), kafka: None }
+        RawSource {
+            name: None,
+            kind: "file".into(),
+            path: None,
+            format: "combined".into(),
+            path_semantics: "linux".into(),
+            kafka: None,
+        }
     }
 }
 

@@ -432,6 +432,10 @@ fn quoted_after_space(field: &[u8], space_at: usize) -> Option<(usize, usize)> {
 /// Splits `%r` into method and target. `-` (no request, e.g. a timed-out connection) gives
 /// empty fields; the protocol is dropped only if the last token starts with `HTTP/`, so a
 /// target containing spaces stays whole.
+///
+/// nginx logs the request line verbatim, and it accepts extra spaces before the target,
+/// between target and protocol and after the protocol: `"GET  /x.wav HTTP/1.1 "` is served
+/// as `/x.wav`. Those spaces are no part of the target, so they are skipped here.
 fn split_request(request: &[u8]) -> Result<(&[u8], &[u8]), SkipReason> {
     if request == b"-" {
         return Ok((b"", b""));
@@ -439,15 +443,23 @@ fn split_request(request: &[u8]) -> Result<(&[u8], &[u8]), SkipReason> {
     // Methods are a few bytes long: a plain scan beats a vectorised search here.
     let method_end = request.iter().position(|&byte| byte == b' ').ok_or(SkipReason::BadRequestLine)?;
     let method = &request[..method_end];
-    let after_method = &request[method_end + 1..];
+    let after_method = trim_spaces(&request[method_end + 1..]);
     let target = match memrchr(b' ', after_method) {
-        Some(space) if after_method[space + 1..].starts_with(b"HTTP/") => &after_method[..space],
+        Some(space) if after_method[space + 1..].starts_with(b"HTTP/") => trim_spaces(&after_method[..space]),
         _ => after_method,
     };
     if method.is_empty() || target.is_empty() {
         return Err(SkipReason::BadRequestLine);
     }
     Ok((method, target))
+}
+
+/// `bytes` without leading and trailing spaces (what nginx skips around the target and the
+/// protocol; both servers log other blanks escaped, as `\x09` or `\t`).
+fn trim_spaces(bytes: &[u8]) -> &[u8] {
+    let start = bytes.iter().position(|&byte| byte != b' ').unwrap_or(bytes.len());
+    let end = bytes.iter().rposition(|&byte| byte != b' ').map_or(start, |last| last + 1);
+    &bytes[start..end]
 }
 
 /// After the request's closing quote: ` ddd` then a space or the end. Returns the status

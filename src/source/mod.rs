@@ -9,6 +9,7 @@ pub mod tail;
 
 use std::time::Duration;
 
+use crate::classify::path::PathSemantics;
 use crate::parse::LogFormat;
 
 /// One configured log source (`[[source]]`).
@@ -18,6 +19,8 @@ pub struct SourceSettings {
     pub name: String,
     /// Format of the log lines (for Kafka: of each message's line).
     pub format: LogFormat,
+    /// How the server that wrote the log resolves request paths to files.
+    pub path_semantics: PathSemantics,
     pub input: SourceInput,
 }
 
