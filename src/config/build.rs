@@ -17,7 +17,7 @@ use crate::alerting::{AlertingSettings, ReceiverKind, ReceiverSettings, Secret};
 use crate::classify::client::{Cidr, ClientKind};
 use crate::classify::path::{PathClass, PathSemantics};
 use crate::classify::ClassifySettings;
-use crate::detect::rule::{path_class_bit, Aggregate, GroupBy, Rule, Severity, StatusSet, UserMatch};
+use crate::detect::rule::{path_class_bit, Aggregate, GroupBy, MethodKind, Rule, Severity, StatusSet, UserMatch};
 use crate::detect::EngineSettings;
 use crate::http::HttpSettings;
 use crate::parse::LogFormat;
@@ -486,6 +486,8 @@ fn build_rule(b: &Builder<'_>, i: usize, r: RawRule) -> Result<Rule, ConfigError
         client_kinds = ClientKind::ALL.iter().fold(0, |m, k| m | k.bit());
     }
     let user = one_of(b, &at("user"), &r.user, UserMatch::from_name, &["any", "present", "absent"])?;
+    let method_kind =
+        one_of(b, &at("method_kind"), &r.method_kind, MethodKind::from_name, &MethodKind::ALL.map(|k| k.as_str()))?;
     let user_agent = match &r.user_agent {
         None => None,
         Some(re) => Some(
@@ -520,6 +522,7 @@ fn build_rule(b: &Builder<'_>, i: usize, r: RawRule) -> Result<Rule, ConfigError
         path_classes,
         statuses,
         methods: r.method.iter().map(|m| m.trim().to_ascii_uppercase().into_bytes()).collect(),
+        method_kind,
         client_kinds,
         user,
         user_agent,

@@ -218,6 +218,9 @@ pub(super) struct RawRule {
     pub status: Vec<RawStatus>,
     #[serde(default)]
     pub method: Vec<String>,
+    /// "any", "body" (not HEAD/OPTIONS/TRACE/CONNECT) or "no_body".
+    #[serde(default = "rule_method_kind")]
+    pub method_kind: String,
     /// Empty: every kind.
     #[serde(default)]
     pub client_kind: Vec<String>,
@@ -243,6 +246,9 @@ fn rule_severity() -> String {
 }
 fn rule_path_class() -> Vec<String> {
     vec!["recording".into()]
+}
+fn rule_method_kind() -> String {
+    "any".into()
 }
 fn rule_user() -> String {
     "any".into()

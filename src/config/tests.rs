@@ -45,6 +45,31 @@ fn bad_values_name_their_line() {
     assert_eq!((e.line, e.key.as_str()), (Some(4), "rule[0].user_agent"), "{e}");
     let e = load("[sensitive]\nprefixes = [\"recordings/\"]\n").unwrap_err();
     assert_eq!(e.key, "sensitive.prefixes[0]", "{e}");
+    let e = load("[[source]]\npath = \"/var/log/a.log\"\npath_semantics = \"posix\"\n").unwrap_err();
+    assert_eq!((e.line, e.key.as_str()), (Some(3), "source[0].path_semantics"), "{e}");
+    assert!(e.message.contains("linux, windows"), "{e}");
+    let e = load("[[rule]]\nid = \"R9\"\nname = \"n\"\nmethod_kind = \"get\"\n").unwrap_err();
+    assert_eq!((e.line, e.key.as_str()), (Some(4), "rule[0].method_kind"), "{e}");
+}
+
+#[test]
+fn path_semantics_and_method_kind_are_read() {
+    use crate::classify::path::PathSemantics;
+    use crate::detect::rule::MethodKind;
+    let text = "[[source]]\npath = \"/a.log\"\n\n[[source]]\npath = \"/b.log\"\npath_semantics = \"windows\"\n";
+    let c = load(text).unwrap();
+    let semantics: Vec<PathSemantics> = c.sources.iter().map(|s| s.path_semantics).collect();
+    assert_eq!(semantics, [PathSemantics::Linux, PathSemantics::Windows]);
+    let c = load("").unwrap();
+    let kinds: Vec<(&str, MethodKind)> = c.rules.iter().map(|r| (r.id.as_str(), r.method_kind)).collect();
+    let want = [
+        ("R1", MethodKind::Body),
+        ("R2", MethodKind::Any),
+        ("R3", MethodKind::Body),
+        ("R5", MethodKind::Any),
+        ("R6", MethodKind::Body),
+    ];
+    assert_eq!(kinds, want);
 }
 
 #[test]

@@ -99,6 +99,49 @@ impl UserMatch {
     }
 }
 
+/// Which request methods a rule counts, by whether the response to them carries the
+/// resource. A 2xx answer to HEAD, OPTIONS or TRACE (or CONNECT) transfers no file: counting
+/// it as a fetch is a false alarm, yet it is still a request for the resource (enumeration,
+/// probing), so only fetch rules say `body`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MethodKind {
+    /// Every method.
+    Any,
+    /// Methods whose successful response carries the resource: all but [`NO_BODY_METHODS`].
+    Body,
+    /// Only [`NO_BODY_METHODS`].
+    NoBody,
+}
+
+/// Methods whose 2xx response never carries the requested file (RFC 9110: HEAD's response
+/// has no content, OPTIONS describes the resource, TRACE echoes the request, CONNECT opens a
+/// tunnel). Compared exactly: methods are case-sensitive, and a server treats `head` as an
+/// unknown method, not as HEAD.
+pub const NO_BODY_METHODS: [&[u8]; 4] = [b"HEAD", b"OPTIONS", b"TRACE", b"CONNECT"];
+
+impl MethodKind {
+    pub const ALL: [MethodKind; 3] = [MethodKind::Any, MethodKind::Body, MethodKind::NoBody];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MethodKind::Any => "any",
+            MethodKind::Body => "body",
+            MethodKind::NoBody => "no_body",
+        }
+    }
+    pub fn from_name(s: &str) -> Option<MethodKind> {
+        MethodKind::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+
+    /// Whether a request with `method` (as logged) is of this kind.
+    pub fn admits(self, method: &[u8]) -> bool {
+        match self {
+            MethodKind::Any => true,
+            MethodKind::Body => !NO_BODY_METHODS.contains(&method),
+            MethodKind::NoBody => NO_BODY_METHODS.contains(&method),
+        }
+    }
+}
+
 /// A set of HTTP status codes 0..1000 as a bitset: one AND per test.
 #[derive(Clone, PartialEq, Eq)]
 pub struct StatusSet {
@@ -169,6 +212,8 @@ pub struct Rule {
     pub statuses: StatusSet,
     /// Upper-case method names; empty = any.
     pub methods: Vec<Vec<u8>>,
+    /// Whether the method must be one whose response carries the resource.
+    pub method_kind: MethodKind,
     /// Bit mask over [`ClientKind`].
     pub client_kinds: u8,
     pub user: UserMatch,
@@ -196,6 +241,7 @@ impl Rule {
             path_classes: path_class_bit(PathClass::Recording),
             statuses: StatusSet::any(),
             methods: Vec::new(),
+            method_kind: MethodKind::Any,
             client_kinds: ClientKind::ALL.iter().fold(0, |m, k| m | k.bit()),
             user: UserMatch::Any,
             user_agent: None,
@@ -237,6 +283,7 @@ impl Rule {
                 UserMatch::Absent => !f.user_present,
             }
             && (self.methods.is_empty() || self.methods.iter().any(|m| m.eq_ignore_ascii_case(f.method)))
+            && self.method_kind.admits(f.method)
             && self.user_agent.as_ref().is_none_or(|re| re.is_match(f.user_agent))
     }
 
@@ -267,6 +314,9 @@ impl Rule {
         if !methods.is_empty() {
             s += &format!(" method={}", methods.join(","));
         }
+        if self.method_kind != MethodKind::Any {
+            s += &format!(" method_kind={}", self.method_kind.as_str());
+        }
         if let Some(re) = &self.user_agent {
             s += &format!(" user_agent=/{}/", re.as_str());
         }
@@ -292,6 +342,31 @@ mod tests {
         assert!(StatusSet::any().contains(999) && !StatusSet::any().contains(1000));
         for bad in ["2x", "6xx", "abc", "404-401", "99", "700"] {
             assert!(StatusSet::parse(&[bad.into()]).is_err(), "{bad}");
+        }
+    }
+
+    /// Issue 12, class 5: HEAD, OPTIONS and TRACE answered 200/206 transfer no audio but
+    /// counted as R1 fetches.
+    #[test]
+    fn head_options_and_trace_answered_2xx_counted_as_fetches() {
+        let cases: &[(&[u8], bool, bool)] = &[
+            (b"GET", true, false),
+            (b"POST", true, false),
+            (b"PROPFIND", true, false),
+            (b"head", true, false),
+            (b"HEAD", false, true),
+            (b"OPTIONS", false, true),
+            (b"TRACE", false, true),
+            (b"CONNECT", false, true),
+        ];
+        for (method, body, no_body) in cases {
+            let name = String::from_utf8_lossy(method);
+            assert!(MethodKind::Any.admits(method), "{name}");
+            assert_eq!(MethodKind::Body.admits(method), *body, "{name}");
+            assert_eq!(MethodKind::NoBody.admits(method), *no_body, "{name}");
+        }
+        for kind in MethodKind::ALL {
+            assert_eq!(MethodKind::from_name(kind.as_str()), Some(kind));
         }
     }
 }
