@@ -104,6 +104,9 @@ impl PathClass {
     }
 }
 
+/// One prepared prefix or extension.
+type ByteString = Box<[u8]>;
+
 /// The configured sensitive prefixes and extensions, prepared once for fast per-line tests.
 #[derive(Clone, Debug)]
 pub struct SensitivePaths {
@@ -143,8 +146,9 @@ impl SensitivePaths {
         }
         let prepared_extensions: Vec<Box<[u8]>> = extensions
             .iter()
-            .map(|extension| extension.trim_start_matches('.').as_bytes().into())
-            .filter(|extension: &Box<[u8]>| !extension.is_empty())
+            .map(|extension| extension.trim_start_matches('.'))
+            .filter(|extension| !extension.is_empty())
+            .map(|extension| extension.as_bytes().into())
             .collect();
         let folded = |items: &[Box<[u8]>]| -> Vec<Box<[u8]>> {
             items.iter().map(|item| item.to_ascii_lowercase().into_boxed_slice()).collect()
@@ -194,7 +198,7 @@ impl SensitivePaths {
     }
 
     /// The prefix and extension tables for paths folded (or not).
-    fn tables(&self, case_fold: bool) -> (&[Box<[u8]>], &[Box<[u8]>]) {
+    fn tables(&self, case_fold: bool) -> (&[ByteString], &[ByteString]) {
         if case_fold {
             (&self.folded_prefixes, &self.folded_extensions)
         } else {
