@@ -31,17 +31,24 @@ impl Config {
         for src in &self.sources {
             match &src.input {
                 SourceInput::File { path } => {
-                    s += &format!("source {}: {} ({})\n", src.name, path, src.format.as_str());
+                    s += &format!(
+                        "source {}: {} ({}, {} paths)\n",
+                        src.name,
+                        path,
+                        src.format.as_str(),
+                        src.path_semantics.as_str()
+                    );
                 }
                 SourceInput::Kafka(k) => {
                     s += &format!(
-                        "source {}: kafka topics {:?} from {} as group {:?} ({} payload, {} lines, {} client options)\n",
+                        "source {}: kafka topics {:?} from {} as group {:?} ({} payload, {} lines, {} paths, {} client options)\n",
                         src.name,
                         k.topics,
                         k.brokers.join(","),
                         k.group_id,
                         k.payload.as_str(),
                         src.format.as_str(),
+                        src.path_semantics.as_str(),
                         k.options.len()
                     );
                 }
