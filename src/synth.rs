@@ -18,7 +18,7 @@ pub const EVASION_KINDS: [&str; 9] = [
     "dot_segment",   // `/./recordings/...`, `/recordings/2019/./02/...`
     "dot_dot",       // `/static/../recordings/...`, `/recordings/2019/../2019/...`
     "upper_case",    // `/Recordings/.../call-1-part1.WAV`
-    "path_param",    // `...wav;jsessionid=0123...`
+    "path_param",    // `/recordings/;jsessionid=0123.../../2019/...`: a name `..` pops (nginx, Apache)
     "absolute_form", // `GET http://nas.example/recordings/... HTTP/1.1`
     "mapped_v4",     // client written as `::ffff:a.b.c.d`
 ];
@@ -1094,12 +1094,16 @@ fn evade(k: usize, canon: &[u8], out: &mut Vec<u8>, ev: &mut Rng) {
             }
         }
         6 => {
-            out.extend_from_slice(&canon[..q]);
+            // nginx and Apache on Linux serve no file named `x.wav;jsessionid=…`, but a
+            // `;jsessionid=…` segment is a name, and `..` pops it.
+            let at = sl[ev.index(ns)] + 1;
+            out.extend_from_slice(&canon[..at]);
             out.extend_from_slice(b";jsessionid=");
             for _ in 0..32 {
                 out.push(b"0123456789ABCDEF"[ev.index(16)]);
             }
-            out.extend_from_slice(&canon[q..]);
+            out.extend_from_slice(b"/../");
+            out.extend_from_slice(&canon[at..]);
         }
         _ => {
             out.extend_from_slice(b"http://nas.example");
