@@ -363,17 +363,15 @@ impl RewindHistory {
 }
 
 /// Stored alerts whose episodes may continue: last seen within the rules' memory of the
-/// newest stored alert (event time).
+/// newest stored alert (event time). Resolved ones are included: they come back closed, so
+/// re-read lines stay counted in them and the next match opens a new alert.
 fn open_episodes(store: &Store, memory_secs: i64) -> Vec<crate::detect::alert::Alert> {
     let all = store.list(&crate::store::AlertFilter::default()).unwrap_or_else(|e| {
         tracing::error!(error = %e, "cannot list stored alerts to resume their episodes");
         Vec::new()
     });
     let newest = all.iter().map(|a| a.last_seen).max().unwrap_or(0);
-    all.into_iter()
-        .filter(|a| a.last_seen >= newest.saturating_sub(memory_secs))
-        .filter(|a| a.status != crate::detect::alert::AlertStatus::Resolved)
-        .collect()
+    all.into_iter().filter(|a| a.last_seen >= newest.saturating_sub(memory_secs)).collect()
 }
 
 fn file_pipeline(

@@ -199,9 +199,10 @@ impl Pipeline {
             to_workers.push(tx);
             let (detect, to_store, recycle_tx, telemetry) =
                 (detect.clone(), to_store.clone(), recycle_tx.clone(), telemetry.clone());
+            let resolved = store.resolved_feed().subscribe();
             let handle = std::thread::Builder::new()
                 .name(format!("detect-{i}"))
-                .spawn(move || run_worker(detect, rx, to_store, recycle_tx, telemetry))
+                .spawn(move || run_worker(detect, rx, resolved, to_store, recycle_tx, telemetry))
                 .expect("spawning a detection thread");
             handles.push(handle);
         }
@@ -394,6 +395,7 @@ impl Pipeline {
 fn run_worker(
     cfg: Arc<DetectConfig>,
     rx: Receiver<WorkerMsg>,
+    resolved: Receiver<Alert>,
     to_store: Sender<StoreMsg>,
     recycle: Sender<EventBatch>,
     telemetry: Arc<Telemetry>,
@@ -402,6 +404,11 @@ fn run_worker(
     let mut changed = Vec::new();
     let mut published = WorkerStats::default();
     for msg in rx {
+        // Resolves made before this message was queued close their episodes before it is
+        // applied: a line read after the API answered opens a new alert.
+        for a in resolved.try_iter() {
+            worker.close(&a);
+        }
         let mut batch = match msg {
             WorkerMsg::Events(batch) => batch,
             WorkerMsg::Barrier(b) => {

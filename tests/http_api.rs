@@ -284,6 +284,10 @@ fn list_filters_show_ack_and_resolve_work_and_persist() {
     assert_eq!((acked["id"].as_str(), acked["status"].as_str()), (Some(all[0].id.as_str()), Some("acked")));
     let r = authed(c.post(server.url(&format!("/api/v1/alerts/{}/resolve", all[3].id)))).send().unwrap();
     assert_eq!(json(r)["status"], "resolved");
+    // A resolved alert is closed for good: acking it is a conflict, and changes nothing.
+    let r = authed(c.post(server.url(&format!("/api/v1/alerts/{}/ack", all[3].id)))).send().unwrap();
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    assert!(error_message(r).contains("closed for good"));
     assert_eq!(ids(&list("?status=acked").0), [all[0].id.as_str()]);
     assert_eq!(ids(&list("?status=resolved").0), [all[3].id.as_str()]);
     assert_eq!(ids(&list("?status=open").0), [all[2].id.as_str(), all[1].id.as_str()]);

@@ -395,19 +395,17 @@ fn an_unknown_clients_fetch_reaches_alertmanager_is_re_sent_and_resolving_it_end
     let sent = d.metric(&series("sent_total", "oncall")).unwrap();
     assert!(sent >= 3.0, "first send, a re-send, the resolve: {sent}");
 
-    // resolved means resolved: a later request updates the alert in recwatch but does not bring
-    // it back. Queued after it, a new client's alert reaching Alertmanager shows the notifier
-    // has handled the update too.
+    // resolved means closed for good: a later request of the same client opens a new alert (a
+    // new id, sent to Alertmanager); the resolved one stays resolved there and in recwatch.
     env.append(&fetch_line("203.0.113.9", t + 1, "/recordings/call-7-part2.wav"));
-    wait_until("the later request to be counted", WAIT, || {
-        (d.alerts().iter().find(|a| a["id"] == id.as_str())?["requests"] == 2).then_some(())
-    });
-    env.append(&fetch_line("203.0.113.10", t + 1, "/recordings/call-8-part1.wav"));
-    let later = wait_until("the second client's alert in Alertmanager", WAIT, || {
-        am.alerts().into_iter().find(|a| a["annotations"]["client"] == "203.0.113.10")
+    let later = wait_until("the client's new alert in Alertmanager", WAIT, || {
+        am.alerts().into_iter().find(|a| a["annotations"]["client"] == "203.0.113.9")
     });
     assert_ne!(later["labels"]["alert_id"], id.as_str());
+    assert_eq!(later["annotations"]["requests"], "1");
     assert!(am.alert_with_id(&id).is_none(), "the resolved alert stays resolved");
+    let old = d.alerts().into_iter().find(|a| a["id"] == id.as_str()).unwrap();
+    assert_eq!((old["status"].as_str(), old["requests"].as_u64()), (Some("resolved"), Some(1)));
     assert_eq!(am.alerts().len(), 1);
     d.terminate();
 }
@@ -517,4 +515,66 @@ fn kill_9_while_retrying_and_the_pending_delivery_still_arrives_once() {
     assert_eq!(body["alert"]["id"], id.as_str());
     assert_eq!(body["state"], "firing");
     assert!(signature_valid(&accepted[0]));
+}
+
+#[test]
+fn resolving_an_alert_then_fetching_again_opens_a_new_notified_alert_and_the_resolved_one_cannot_be_acked() {
+    let server = WebhookServer::start(Vec::new(), Answer::Accept);
+    let env = Env::new(&webhook_receiver(&server.url, 2000));
+    let d = env.start();
+    let t0 = now_unix();
+    env.append(&fetch_line("203.0.113.70", t0, "/recordings/first.wav"));
+    d.wait_metric(&series("sent_total", "hook"), |v| v == 1.0);
+    let first = d.alerts()[0]["id"].as_str().unwrap().to_string();
+    let (status, body) = d.post(&format!("/api/v1/alerts/{first}/resolve"));
+    assert_eq!(status, 200, "{body}");
+    d.wait_metric(&series("sent_total", "hook"), |v| v == 2.0);
+
+    // Acking it now is refused, by the API and by the CLI (which asks the running daemon).
+    let (status, body) = d.post(&format!("/api/v1/alerts/{first}/ack"));
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("closed for good"), "{body}");
+    let cli = Command::new(env!("CARGO_BIN_EXE_recwatch"))
+        .args(["alerts", "ack", &first, "--config"])
+        .arg(env.path("recwatch.toml"))
+        .output()
+        .unwrap();
+    assert!(!cli.status.success());
+    let stderr = String::from_utf8_lossy(&cli.stderr);
+    assert!(stderr.contains("409") && stderr.contains("closed for good"), "{stderr}");
+
+    // The same client fetches again (well inside suppress_secs): a new alert, told to the hook.
+    env.append(&fetch_line("203.0.113.70", t0 + 1, "/recordings/second.wav"));
+    env.append(&fetch_line("203.0.113.70", t0 + 2, "/recordings/third.wav"));
+    d.wait_metric(&series("sent_total", "hook"), |v| v >= 3.0);
+    let alerts = wait_until("the second alert to count both fetches", WAIT, || {
+        let alerts = d.alerts();
+        (alerts.len() == 2 && alerts.iter().any(|a| a["requests"] == 2)).then_some(alerts)
+    });
+    let old = alerts.iter().find(|a| a["id"] == first.as_str()).unwrap();
+    let new = alerts.iter().find(|a| a["id"] != first.as_str()).unwrap();
+    assert_eq!((old["status"].as_str(), old["requests"].as_u64()), (Some("resolved"), Some(1)));
+    assert_eq!((new["status"].as_str(), new["requests"].as_u64()), (Some("open"), Some(2)));
+    let new_id = new["id"].as_str().unwrap().to_string();
+    wait_until("the new alert's firing delivery", WAIT, || {
+        server
+            .accepted()
+            .iter()
+            .filter_map(|r| serde_json::from_slice::<Value>(&r.body).ok())
+            .any(|b| b["alert"]["id"] == new_id.as_str() && b["state"] == "firing")
+            .then_some(())
+    });
+    d.terminate();
+
+    // After a restart the resolved alert stays closed and nothing is counted twice.
+    let d = env.start();
+    env.append(&fetch_line("203.0.113.70", t0 + 3, "/recordings/fourth.wav"));
+    let alerts = wait_until("the fourth fetch counted", WAIT, || {
+        let alerts = d.alerts();
+        alerts.iter().any(|a| a["requests"] == 3).then_some(alerts)
+    });
+    assert_eq!(alerts.len(), 2, "{alerts:?}");
+    let old = alerts.iter().find(|a| a["id"] == first.as_str()).unwrap();
+    assert_eq!((old["status"].as_str(), old["requests"].as_u64()), (Some("resolved"), Some(1)));
+    d.terminate();
 }

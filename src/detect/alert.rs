@@ -1,6 +1,17 @@
 //! The alert record: identity, what fired, and what it has counted since.
-//! Owns alert ids (deterministic: rule, group, start) and the merge of two snapshots of one
-//! alert. Never talks to storage or the network.
+//! Owns alert ids (deterministic: rule, group, start), the alert states and the merge of two
+//! snapshots of one alert. Never talks to storage or the network.
+//!
+//! # States and transitions
+//! - *(none)* → `Open`: a rule fires (a detection worker opens an episode).
+//! - `Open` → `Acked`: a person acknowledges it; it keeps counting.
+//! - `Open` | `Acked` → `Resolved`: a person resolves it. **Closed for good**: the store
+//!   refuses any later status but `Resolved` ([`crate::store::StoreError::Closed`]), and the
+//!   worker running its episode closes it, so the next match of the rule for that group opens
+//!   a new alert with a new id (and is notified). Lines re-read after a restart that the
+//!   resolved alert already counted stay in it.
+//! - An episode that *ends* (no match for `suppress_secs`) keeps its status; the next match
+//!   opens a new alert.
 
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_64;

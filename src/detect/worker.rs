@@ -96,6 +96,10 @@ struct Episode {
     /// For an episode resumed after a restart: events at or before this time were counted
     /// before the restart (re-read lines), so they are not counted again.
     counted_through: i64,
+    /// Resolved by a person: closed for good. Only its `counted_through` matters: events up to
+    /// it were counted in the resolved alert (re-reads); the first match after it opens a new
+    /// alert (a new id, notified).
+    closed: bool,
 }
 
 /// Totals per client over a whole replay: the scope report's "who fetched what".
@@ -271,22 +275,12 @@ impl Worker {
     }
 
     /// Re-opens the episode of a stored alert (after a restart), so later matching events
-    /// update that alert instead of opening a second one. Alerts of rules no longer
-    /// configured, or of groups this worker does not own, are ignored by the caller's routing.
+    /// update that alert instead of opening a second one. A resolved alert comes back closed:
+    /// its re-read lines stay counted in it, and the first match after it opens a new alert.
+    /// Alerts of rules no longer configured, or of groups this worker does not own, are
+    /// ignored by the caller's routing.
     pub fn resume(&mut self, alert: Alert) {
-        let cfg = &*self.cfg;
-        let (slots, key) = match alert.group_by.as_str() {
-            "source" => match self.source_names.iter().position(|n| *n == alert.source) {
-                Some(i) => (&cfg.source_rules, GroupKey::Source(i as u16)),
-                None => return,
-            },
-            _ => match alert.client.parse::<IpAddr>() {
-                Ok(ip) => (&cfg.client_rules, GroupKey::Client(ip)),
-                Err(_) => return,
-            },
-        };
-        let Some(slot) = slots.iter().position(|&i| cfg.rules[i].id == alert.rule_id) else { return };
-        let n = slots.len();
+        let Some((key, slot, n)) = self.locate(&alert) else { return };
         let g = self.groups.entry(key).or_insert_with(|| GroupState {
             last_seen: alert.last_seen,
             windows: (0..n).map(|_| None).collect(),
@@ -297,8 +291,40 @@ impl Worker {
         let newer = g.episodes[slot].as_ref().is_none_or(|ep| ep.alert.last_seen < alert.last_seen);
         if newer {
             let counted_through = alert.last_seen;
-            g.episodes[slot] = Some(Episode { alert, seen_paths: FastSet::default(), dirty: false, counted_through });
+            let closed = alert.status == AlertStatus::Resolved;
+            g.episodes[slot] =
+                Some(Episode { alert, seen_paths: FastSet::default(), dirty: false, counted_through, closed });
         }
+    }
+
+    /// A person resolved `alert`: its episode (if this worker runs it) is closed for good. What
+    /// it counted but has not handed out yet still goes to the store (into the resolved alert);
+    /// the rule's window starts empty, so the next match is judged on events after the resolve
+    /// and opens a new alert with a new id.
+    pub fn close(&mut self, alert: &Alert) {
+        let Some((key, slot, _)) = self.locate(alert) else { return };
+        let Some(g) = self.groups.get_mut(&key) else { return };
+        let Some(ep) = g.episodes[slot].as_mut().filter(|ep| ep.alert.id == alert.id && !ep.closed) else { return };
+        if ep.dirty {
+            ep.dirty = false;
+            self.evicted_changes.push(ep.alert.clone());
+        }
+        ep.close(alert.last_seen);
+        g.windows[slot] = None;
+    }
+
+    /// The group key and rule slot of a stored alert, and the number of slots of its kind.
+    fn locate(&self, alert: &Alert) -> Option<(GroupKey, usize, usize)> {
+        let cfg = &*self.cfg;
+        let (slots, key) = match alert.group_by.as_str() {
+            "source" => {
+                let i = self.source_names.iter().position(|n| *n == alert.source)?;
+                (&cfg.source_rules, GroupKey::Source(i as u16))
+            }
+            _ => (&cfg.client_rules, GroupKey::Client(alert.client.parse::<IpAddr>().ok()?)),
+        };
+        let slot = slots.iter().position(|&i| cfg.rules[i].id == alert.rule_id)?;
+        Some((key, slot, slots.len()))
     }
 
     /// Which worker of `workers` owns the group of `alert` (for [`Worker::resume`] routing).
@@ -373,6 +399,17 @@ fn apply_rules(
         }
         let rule = &cfg.rules[rule_index];
         let success_bytes = if is_success(ev.status) { ev.body_bytes } else { 0 };
+        if let Some(ep) = g.episodes[slot].as_ref().filter(|ep| ep.closed) {
+            if ev.time <= ep.counted_through {
+                // Counted in the resolved alert before a restart: neither counted again nor
+                // allowed to fill a window that would re-open it.
+                continue;
+            }
+            // The first match after a resolve: judged afresh, without what the closed alert
+            // already counted.
+            g.episodes[slot] = None;
+            g.windows[slot] = None;
+        }
         if rule.is_windowed() {
             let w = g.windows[slot].get_or_insert_with(|| Window::new(rule.aggregate));
             w.push(ev.time, rule.window_secs, ev.path_key, success_bytes);
@@ -476,9 +513,16 @@ impl Episode {
             user_agents: Vec::new(),
             status: AlertStatus::Open,
         };
-        let mut ep = Episode { alert, seen_paths, dirty: false, counted_through: i64::MIN };
+        let mut ep = Episode { alert, seen_paths, dirty: false, counted_through: i64::MIN, closed: false };
         ep.note_user_agent(batch.bytes(&ev.user_agent), &cfg.pseudonyms);
         ep
+    }
+
+    /// Turns a running episode into a closed one that remembers only how far it counted.
+    fn close(&mut self, resolved_last_seen: i64) {
+        self.closed = true;
+        self.counted_through = self.alert.last_seen.max(resolved_last_seen);
+        self.seen_paths = FastSet::default();
     }
 
     /// Counts `ev` into the open alert. Distinct counting uses the raw path's key; only what
@@ -715,6 +759,87 @@ mod tests {
         assert_eq!(a.id, stored.id, "the same alert continues");
         // distinct after a restart is max(stored, seen since): a lower bound (4, truly 5)
         assert_eq!((a.requests, a.distinct_resources, a.last_seen), (5, 4, 104));
+    }
+
+    #[test]
+    fn a_fetch_after_a_resolve_opens_a_new_alert_instead_of_folding_into_the_resolved_one() {
+        // The case: one fetch, resolved, then more fetches well inside suppress_secs.
+        let mut w = Worker::new(rules(Rule { suppress_secs: 3600, ..r1(&["200"]) }));
+        let mut batch = EventBatch::with_capacity();
+        push(&mut batch, "198.51.100.5", ClientKind::Unknown, 100, 200, "/r/0.wav", false);
+        w.process_batch(&batch);
+        let mut changed = Vec::new();
+        w.take_changed(&mut changed);
+        let mut first = changed.pop().unwrap();
+        first.status = AlertStatus::Resolved;
+        w.close(&first);
+        for i in 1..=3 {
+            batch.clear();
+            push(&mut batch, "198.51.100.5", ClientKind::Unknown, 100 + i * 600, 200, &format!("/r/{i}.wav"), false);
+            w.process_batch(&batch);
+        }
+        w.take_changed(&mut changed);
+        assert_eq!(changed.len(), 1, "{changed:?}");
+        let second = &changed[0];
+        assert_ne!(second.id, first.id);
+        assert_eq!((second.requests, second.distinct_resources, second.first_seen), (3, 3, 700));
+        assert_eq!(w.stats.alerts_opened, 2);
+    }
+
+    #[test]
+    fn a_resolved_windowed_alert_needs_a_fresh_crossing_after_the_resolve() {
+        let mut w = Worker::new(rules(r2()));
+        let mut batch = EventBatch::with_capacity();
+        for i in 0..21 {
+            push(&mut batch, "198.51.100.6", ClientKind::Unknown, 1000 + i, 200, &format!("/r/{i}.wav"), false);
+        }
+        w.process_batch(&batch);
+        let mut changed = Vec::new();
+        w.take_changed(&mut changed);
+        let mut first = changed.pop().unwrap();
+        first.status = AlertStatus::Resolved;
+        w.close(&first);
+        // 20 more distinct paths right after: not more than 20 since the resolve
+        batch.clear();
+        for i in 21..41 {
+            push(&mut batch, "198.51.100.6", ClientKind::Unknown, 1000 + i, 200, &format!("/r/{i}.wav"), false);
+        }
+        w.process_batch(&batch);
+        w.take_changed(&mut changed);
+        assert!(changed.is_empty(), "{changed:?}");
+        batch.clear();
+        push(&mut batch, "198.51.100.6", ClientKind::Unknown, 1041, 200, "/r/41.wav", false);
+        w.process_batch(&batch);
+        w.take_changed(&mut changed);
+        let second = changed.pop().unwrap();
+        assert_ne!(second.id, first.id);
+        assert_eq!((second.distinct_resources, second.first_seen), (21, 1021));
+    }
+
+    #[test]
+    fn a_resolved_alert_resumed_after_a_restart_keeps_its_rereads_and_the_next_match_is_new() {
+        let mut batch = EventBatch::with_capacity();
+        for i in 0..3 {
+            push(&mut batch, "198.51.100.8", ClientKind::Unknown, 100 + i, 200, &format!("/r/{i}.wav"), false);
+        }
+        let mut changed = Vec::new();
+        let mut before = Worker::new(rules(r1(&["200"])));
+        before.process_batch(&batch);
+        before.take_changed(&mut changed);
+        let mut stored = changed.pop().unwrap();
+        stored.status = AlertStatus::Resolved;
+        let mut after = Worker::new(rules(r1(&["200"])));
+        after.resume(stored.clone());
+        after.process_batch(&batch);
+        after.take_changed(&mut changed);
+        assert!(changed.is_empty(), "re-read lines of the resolved alert open nothing: {changed:?}");
+        batch.clear();
+        push(&mut batch, "198.51.100.8", ClientKind::Unknown, 103, 200, "/r/3.wav", false);
+        after.process_batch(&batch);
+        after.take_changed(&mut changed);
+        let new = changed.pop().unwrap();
+        assert_ne!(new.id, stored.id);
+        assert_eq!((new.requests, new.first_seen, new.status), (1, 103, AlertStatus::Open));
     }
 
     #[test]

@@ -52,6 +52,8 @@ pub enum ApiError {
     BadRequest(String),
     Unauthorized,
     NotFound,
+    /// The request conflicts with the alert's state (acking a resolved alert).
+    Conflict(String),
     Internal,
 }
 
@@ -67,6 +69,7 @@ impl IntoResponse for ApiError {
                 response
             }
             ApiError::NotFound => error(StatusCode::NOT_FOUND, "no such alert"),
+            ApiError::Conflict(message) => error(StatusCode::CONFLICT, &message),
             ApiError::Internal => error(StatusCode::INTERNAL_SERVER_ERROR, "internal error"),
         }
     }
@@ -76,6 +79,7 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
         match e {
             StoreError::NotFound(_) => ApiError::NotFound,
+            e @ StoreError::AlertClosed { .. } => ApiError::Conflict(e.to_string()),
             e => {
                 tracing::error!(error = %e, "alert store failed while serving the API");
                 ApiError::Internal

@@ -201,6 +201,9 @@ impl Db {
                 Ok(a) => a,
                 Err(source) => return abort(StoreError::Corrupt { id: id.to_string(), source }),
             };
+            if a.status == AlertStatus::Resolved && status != AlertStatus::Resolved {
+                return abort(StoreError::AlertClosed { id: id.to_string(), wanted: status.as_str() });
+            }
             let changed = a.status != status;
             if changed {
                 a.status = status;

@@ -15,12 +15,17 @@
 //! read-only copies).
 //!
 //! An alert change and its outbox marker are written in one sled transaction, so an alert is
-//! never durable without its marker: a crash loses both or neither. Owns its settings
+//! never durable without its marker: a crash loses both or neither. A resolved alert is closed
+//! for good (no status but `resolved` is accepted for it), and each resolve is announced to
+//! the detection workers through [`ResolvedFeed`] once durable. Owns its settings
 //! ([`StoreSettings`]).
 
 mod db;
 pub mod open;
 mod owner;
+pub mod resolved;
+
+pub use resolved::ResolvedFeed;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -54,6 +59,12 @@ pub enum StoreError {
     Corrupt { id: String, source: serde_json::Error },
     #[error("no alert with id {0}")]
     NotFound(String),
+    /// A resolved alert is closed for good: it cannot be acked or reopened (the client's next
+    /// match opens a new alert).
+    #[error(
+        "alert {id} is resolved and closed for good; it cannot be set to {wanted} (a new match opens a new alert)"
+    )]
+    AlertClosed { id: String, wanted: &'static str },
     #[error("another recwatch ({}) holds the store at {}", .pid.map_or("pid unknown".to_string(), |p| format!("pid {p}")), .dir.display())]
     Locked { dir: PathBuf, pid: Option<u32> },
     #[error("permission denied on {} (owner {owner}, mode {mode:04o}); recwatch runs as {user}", .path.display())]
@@ -197,6 +208,8 @@ struct Shared {
     owner: Option<std::thread::JoinHandle<()>>,
     health: Arc<Health>,
     signal: OutboxSignal,
+    /// Resolves, told to the detection workers so closed episodes stay closed.
+    resolved: ResolvedFeed,
     /// The copy a read-only store was opened on, removed when the last handle goes.
     scratch: Option<PathBuf>,
 }
@@ -270,7 +283,14 @@ impl Store {
             .name("store".into())
             .spawn(move || owner.run(rx))
             .expect("spawning the store owner thread");
-        let shared = Shared { tx: Some(tx), owner: Some(thread), health, signal: OutboxSignal::new(), scratch };
+        let shared = Shared {
+            tx: Some(tx),
+            owner: Some(thread),
+            health,
+            signal: OutboxSignal::new(),
+            resolved: ResolvedFeed::default(),
+            scratch,
+        };
         Store { shared: Arc::new(shared), deadline: DEFAULT_DEADLINE }
     }
 
@@ -363,14 +383,25 @@ impl Store {
     }
 
     /// Sets an alert's status (ack, resolve) durably; a change is queued for the notifiers
-    /// (urgent) in the same transaction.
+    /// (urgent) in the same transaction. A resolved alert is closed for good: resolving it
+    /// again changes nothing, anything else is refused with [`StoreError::AlertClosed`]. A
+    /// resolve is told to the subscribed workers once durable (see [`Store::resolved_feed`]).
     pub fn set_status(&self, id: &str, status: AlertStatus) -> Result<Alert, StoreError> {
         let id = id.to_string();
         let (updated, changed) = self.call("set_status", move |db| db.set_status(&id, status))?;
         if changed {
             self.shared.signal.ring();
         }
+        if updated.status == AlertStatus::Resolved {
+            self.shared.resolved.publish(&updated);
+        }
         Ok(updated)
+    }
+
+    /// Where resolves are announced: each detection worker subscribes when its pipeline
+    /// starts, and closes the alert's episode when told.
+    pub fn resolved_feed(&self) -> &ResolvedFeed {
+        &self.shared.resolved
     }
 
     // --- the notifier outbox
@@ -560,6 +591,27 @@ mod tests {
         let got = store.get(&a.id).unwrap().unwrap();
         assert_eq!((got.status, got.requests), (AlertStatus::Acked, 9));
         assert!(matches!(store.set_status("nope", AlertStatus::Resolved), Err(StoreError::NotFound(_))));
+    }
+
+    #[test]
+    fn a_resolved_alert_is_closed_for_good_and_its_resolve_is_announced() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let heard = store.resolved_feed().subscribe();
+        let a = alert("7.7.7.7", 60, 1);
+        store.upsert(std::slice::from_ref(&a), Notify::Skip).unwrap();
+        store.set_status(&a.id, AlertStatus::Acked).unwrap();
+        assert!(heard.try_recv().is_err(), "an ack is not a resolve");
+        store.set_status(&a.id, AlertStatus::Resolved).unwrap();
+        assert_eq!(heard.try_recv().unwrap().id, a.id);
+        let refused = store.set_status(&a.id, AlertStatus::Acked).unwrap_err();
+        assert!(matches!(refused, StoreError::AlertClosed { .. }), "{refused:?}");
+        assert!(refused.to_string().contains("closed for good"), "{refused}");
+        assert_eq!(store.set_status(&a.id, AlertStatus::Resolved).unwrap().status, AlertStatus::Resolved);
+        // a late snapshot of the old episode (in flight at the resolve) adds counts, not a reopening
+        store.upsert(&[alert("7.7.7.7", 60, 4)], Notify::Skip).unwrap();
+        let got = store.get(&a.id).unwrap().unwrap();
+        assert_eq!((got.status, got.requests), (AlertStatus::Resolved, 4));
     }
 
     #[test]
