@@ -203,8 +203,9 @@ impl Report {
             s,
             "- Non-internal clients that were served recordings: {} ({} distinct recordings, {} bytes)\n",
             taken.len(),
-            taken.iter().map(|c| c.distinct_resources).sum::<u64>(),
-            taken.iter().map(|c| c.bytes).sum::<u64>()
+            taken.iter().fold(0u64, |n, c| n.saturating_add(c.distinct_resources)),
+            // Saturating: logged sizes are attacker-influenced (`%b` may be u64::MAX).
+            taken.iter().fold(0u64, |n, c| n.saturating_add(c.bytes))
         );
         let _ = writeln!(s, "## Alerts ({})\n", self.alerts.len());
         if !self.alerts.is_empty() {

@@ -291,3 +291,30 @@ fn csv_and_markdown_reports_render() {
     let md = String::from_utf8(md.stdout).unwrap();
     assert!(md.starts_with("# recwatch scope report") && md.contains("## Alerts ("), "{md}");
 }
+
+#[test]
+fn body_sizes_of_u64_max_saturate_the_sums_instead_of_panicking_or_wrapping() {
+    // `%b` is whatever the server logged; an attacker-influenced u64::MAX on two lines used to
+    // panic a debug build (and wrap in release). This binary is a debug build.
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let mut text = String::new();
+    for i in 0..3 {
+        text += &format!(
+            "203.0.113.99 - - [18/Feb/2019:09:00:0{i} +0000] \"GET /recordings/call-{i}.wav HTTP/1.1\" 200 {} \"-\" \"curl/8\"\n",
+            u64::MAX
+        );
+    }
+    std::fs::write(&log, text).unwrap();
+    let state = dir.path().join("state");
+    let r = report(&replay(&state, &reference_config(), &[], &[&log]));
+    let r1 = r["alerts"].as_array().unwrap().iter().find(|a| a["rule"] == "unknown-client-fetch").unwrap();
+    assert_eq!((r1["requests"].as_u64(), r1["bytes"].as_u64()), (Some(3), Some(u64::MAX)));
+    let client = r["clients"].as_array().unwrap().iter().find(|c| c["client"] == "203.0.113.99").unwrap();
+    assert_eq!(client["bytes"].as_u64(), Some(u64::MAX));
+    for format in ["md", "csv"] {
+        let out = replay(&state, &reference_config(), &["--report", format], &[&log]);
+        assert!(out.status.success(), "{format}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(String::from_utf8_lossy(&out.stdout).contains(&u64::MAX.to_string()), "{format}");
+    }
+}

@@ -18,7 +18,9 @@ pub struct Window {
     entries: VecDeque<Entry>,
     /// Only for distinct counting: occurrences of each path key in the window.
     path_counts: Option<HashMap<u128, u32, ahash::RandomState>>,
-    sum_bytes: u64,
+    /// Exact: at most [`Window::MAX_ENTRIES`] values below 2^64 each, so it cannot overflow
+    /// (logged sizes are attacker-influenced: `%b` may be u64::MAX on every line).
+    sum_bytes: u128,
 }
 
 impl Window {
@@ -41,7 +43,7 @@ impl Window {
             self.pop_front();
         }
         self.entries.push_back(Entry { time, path_key, body_bytes });
-        self.sum_bytes += body_bytes;
+        self.sum_bytes += u128::from(body_bytes);
         if let Some(counts) = &mut self.path_counts {
             *counts.entry(path_key).or_insert(0) += 1;
         }
@@ -55,7 +57,7 @@ impl Window {
 
     fn pop_front(&mut self) {
         let Some(e) = self.entries.pop_front() else { return };
-        self.sum_bytes -= e.body_bytes;
+        self.sum_bytes -= u128::from(e.body_bytes);
         if let Some(counts) = &mut self.path_counts {
             if let Some(n) = counts.get_mut(&e.path_key) {
                 *n -= 1;
@@ -70,7 +72,7 @@ impl Window {
         match aggregate {
             Aggregate::None | Aggregate::Count => self.entries.len() as u64,
             Aggregate::DistinctPaths => self.path_counts.as_ref().map_or(0, |c| c.len() as u64),
-            Aggregate::SumBytes => self.sum_bytes,
+            Aggregate::SumBytes => self.sum_bytes(),
         }
     }
 
@@ -90,8 +92,9 @@ impl Window {
         self.entries.iter().map(|e| e.path_key)
     }
 
+    /// The bytes in the window, saturating at u64::MAX.
     pub fn sum_bytes(&self) -> u64 {
-        self.sum_bytes
+        u64::try_from(self.sum_bytes).unwrap_or(u64::MAX)
     }
 }
 

@@ -354,12 +354,13 @@ fn record_scope(scope: &mut FastMap<IpAddr, ClientScope>, ev: &Event) {
         last_seen: ev.time,
         ..ClientScope::default()
     });
-    s.requests += 1;
+    // Sums of logged values saturate: `%b` is attacker-influenced and may be u64::MAX.
+    s.requests = s.requests.saturating_add(1);
     s.first_seen = s.first_seen.min(ev.time);
     s.last_seen = s.last_seen.max(ev.time);
     if ev.path_class == PathClass::Recording && is_success(ev.status) {
-        s.successful += 1;
-        s.bytes += ev.body_bytes;
+        s.successful = s.successful.saturating_add(1);
+        s.bytes = s.bytes.saturating_add(ev.body_bytes);
         s.distinct_resources.insert(ev.path_key);
     }
 }
@@ -532,8 +533,9 @@ impl Episode {
             return;
         }
         let a = &mut self.alert;
-        a.requests += 1;
-        a.bytes += success_bytes;
+        // Sums of logged values saturate: `%b` is attacker-influenced and may be u64::MAX.
+        a.requests = a.requests.saturating_add(1);
+        a.bytes = a.bytes.saturating_add(success_bytes);
         a.first_seen = a.first_seen.min(ev.time);
         a.last_seen = a.last_seen.max(ev.time);
         if self.seen_paths.insert(ev.path_key) {
@@ -605,6 +607,20 @@ mod tests {
     }
 
     fn push(batch: &mut EventBatch, client: &str, kind: ClientKind, time: i64, status: u16, path: &str, user: bool) {
+        push_sized(batch, client, kind, time, status, path, user, 1000);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn push_sized(
+        batch: &mut EventBatch,
+        client: &str,
+        kind: ClientKind,
+        time: i64,
+        status: u16,
+        path: &str,
+        user: bool,
+        body_bytes: u64,
+    ) {
         let p = batch.push_bytes(path.as_bytes());
         let method = batch.push_bytes(b"GET");
         let user_agent = batch.push_bytes(b"curl/8");
@@ -613,7 +629,7 @@ mod tests {
             client_class: ClientClass { kind, partner: 0 },
             time,
             status,
-            body_bytes: 1000,
+            body_bytes,
             path_class: PathClass::Recording,
             user_present: user,
             source: 0,
@@ -840,6 +856,67 @@ mod tests {
         let new = changed.pop().unwrap();
         assert_ne!(new.id, stored.id);
         assert_eq!((new.requests, new.first_seen, new.status), (1, 103, AlertStatus::Open));
+    }
+
+    proptest::proptest! {
+        /// `%b` is attacker-influenced: lines of u64::MAX bytes (the parser's ceiling) must
+        /// neither panic (debug build) nor wrap; every sum is the true sum, capped at u64::MAX.
+        #[test]
+        fn byte_sums_saturate_instead_of_overflowing(
+            lines in proptest::collection::vec(
+                (0u8..4, proptest::prop_oneof![
+                    proptest::strategy::Just(u64::MAX),
+                    proptest::strategy::Just(u64::MAX - 1),
+                    proptest::strategy::Just(1u64 << 63),
+                    0u64..10_000,
+                ], 0i64..3),
+                1..80,
+            )
+        ) {
+            let sum_rule = Rule {
+                aggregate: Aggregate::SumBytes,
+                threshold: u64::MAX - 1,
+                ..Rule::for_test("S1", "bytes")
+            };
+            let r3 = Rule { group_by: GroupBy::Source, ..Rule::for_test("R3", "exposure") };
+            let cfg = Arc::new(DetectConfig::new(
+                vec![r1(&["200"]), r2(), sum_rule, r3],
+                vec![],
+                vec!["web1".into()],
+                3600,
+                1000,
+                true,
+                test_key(),
+            ));
+            let mut w = Worker::new(cfg);
+            let mut batch = EventBatch::with_capacity();
+            let mut truth: u128 = 0;
+            let mut time = 1000;
+            for (i, &(path, bytes, step)) in lines.iter().enumerate() {
+                time += step;
+                truth += u128::from(bytes);
+                push_sized(&mut batch, "203.0.113.1", ClientKind::Unknown, time, 200, &format!("/r/{path}.wav"), false, bytes);
+                if batch.is_full() || i + 1 == lines.len() {
+                    w.process_batch(&batch);
+                    batch.clear();
+                }
+            }
+            let expected = u64::try_from(truth).unwrap_or(u64::MAX);
+            let mut changed = Vec::new();
+            w.take_changed(&mut changed);
+            let r1_alert = changed.iter().find(|a| a.rule_id == "R1").unwrap();
+            proptest::prop_assert_eq!(r1_alert.bytes, expected);
+            proptest::prop_assert_eq!(r1_alert.requests, lines.len() as u64);
+            let r3_alert = changed.iter().find(|a| a.rule_id == "R3").unwrap();
+            proptest::prop_assert_eq!(r3_alert.bytes, expected);
+            let scope = w.take_scope();
+            proptest::prop_assert_eq!(scope.values().next().unwrap().bytes, expected);
+            // The window sum is exact inside: the byte rule fires only when the true window sum
+            // passes u64::MAX - 1, and then starts with the capped sum.
+            if let Some(a) = changed.iter().find(|a| a.rule_id == "S1") {
+                proptest::prop_assert!(a.bytes >= u64::MAX - 1);
+            }
+        }
     }
 
     #[test]
