@@ -11,7 +11,11 @@ use recwatch::detect::event::{Event, EventBatch, Route};
 use recwatch::detect::worker::{DetectConfig, Worker};
 use recwatch::parse::{parse_line, LogFormat};
 use recwatch::privacy::Pseudonymizer;
-use recwatch::synth::{generate, SynthOptions};
+
+#[path = "../tests/support/synth.rs"]
+#[allow(dead_code)] // each user takes only part of the generator
+mod synth;
+use synth::{generate, SynthOptions};
 
 fn sample_lines() -> Vec<Vec<u8>> {
     let mut out = Vec::new();

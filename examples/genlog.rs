@@ -4,10 +4,14 @@
 //!
 //! Writes to stdout unless --out is given; prints a one-line summary on stderr.
 
-use recwatch::synth::{generate, SynthOptions};
 use std::io::{self, Write};
 use std::process::ExitCode;
 use std::time::Instant;
+
+#[path = "../tests/support/synth.rs"]
+#[allow(dead_code)] // each user takes only part of the generator
+mod synth;
+use synth::{generate, SynthOptions};
 
 const USAGE: &str = "usage: genlog [--lines N] [--seed S] [--rec-frac F] [--start UNIX|YYYY-MM-DDTHH:MM:SS]
               [--tz MINUTES] [--rate PEAK] [--evasions] [--seq-ids] [--out FILE] [--quiet]

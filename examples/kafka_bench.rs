@@ -21,8 +21,12 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use recwatch::config::{Config, Overrides};
 use recwatch::parse::{client_key, LogFormat};
 use recwatch::store::Store;
-use recwatch::synth::{generate, SynthOptions};
 use recwatch::telemetry::Telemetry;
+
+#[path = "../tests/support/synth.rs"]
+#[allow(dead_code)] // each user takes only part of the generator
+mod synth;
+use synth::{generate, SynthOptions};
 
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()

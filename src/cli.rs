@@ -12,12 +12,11 @@ use clap::{Args, Parser, Subcommand};
 use recwatch::config::Config;
 use recwatch::detect::alert::AlertStatus;
 use recwatch::parse::{LogFormat, MAX_LINE_LEN};
-use recwatch::pipeline::{OnStoreError, Pipeline, PipelineOptions, SourceSpec};
+use recwatch::pipeline::replay::{self, ReplayOptions, ReplayOutcome};
 use recwatch::privacy::Pseudonymizer;
-use recwatch::report::{AlertRow, InputSummary, Report, ReportFormat};
-use recwatch::source::framing::LineChunks;
-use recwatch::source::replay::{open, Input};
-use recwatch::store::{AlertFilter, Notify, Store, StoreError};
+use recwatch::report::{AlertRow, Report, ReportFormat};
+use recwatch::source::replay::Input;
+use recwatch::store::{AlertFilter, Store, StoreError};
 use recwatch::telemetry::Telemetry;
 
 pub const DEFAULT_CONFIG: &str = "/etc/recwatch/recwatch.toml";
@@ -393,48 +392,28 @@ fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     // Parsing is split over the cores too; events still reach the workers in input order.
     let parsers = args.parsers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()).min(8));
     let telemetry = Arc::new(Telemetry::default());
-    let path_semantics = config.sources.first().map(|s| s.path_semantics).unwrap_or_default();
-    let sources = vec![SourceSpec { name: args.source_name.clone(), format, path_semantics }];
-    let options = PipelineOptions {
+    let options = ReplayOptions {
+        source_name: args.source_name.clone(),
+        format,
+        path_semantics: config.sources.first().map(|s| s.path_semantics).unwrap_or_default(),
         workers,
-        keep_scope: true,
-        on_store_error: OnStoreError::Fail,
-        stop_retrying: Default::default(),
-        // A replay is read by the person who ran it: its alerts page nobody.
-        notify: Notify::Skip,
+        parsers,
         pseudonyms: Pseudonymizer::resolve(config.pseudonyms.as_ref(), &state_dir)?,
     };
-    let mut pipeline = Pipeline::start(&config, sources, options, store, telemetry.clone());
-
     let progress = progress_bar(&inputs, args.no_progress);
-    let mut summaries = Vec::new();
-    for input in &inputs {
-        let name = input.name();
-        let pb = progress.clone();
-        let opened = open(input, Box::new(move |n| pb.inc(n)));
-        let mut summary = InputSummary { input: name.clone(), lines: 0, bytes: 0, error: None };
-        match opened {
-            Err(e) => {
-                eprintln!("recwatch: {e}");
-                summary.error = Some(e.to_string());
-            }
-            Ok(opened) => {
-                let mut chunks = LineChunks::new(opened.reader, MAX_LINE_LEN, 1 << 20);
-                let (lines, result) = pipeline.ingest_parallel(0, &mut chunks, parsers);
-                summary.lines = lines;
-                summary.bytes = chunks.bytes_read;
-                if let Err(e) = result {
-                    let what = if opened.gzip { "gzip stream is truncated or corrupt" } else { "read error" };
-                    eprintln!("recwatch: {name}: {what}: {e} (lines before it were processed)");
-                    summary.error = Some(format!("{what}: {e}"));
-                }
-            }
-        }
-        summaries.push(summary);
-    }
+    let pb = progress.clone();
+    let replayed = replay::run(
+        &config,
+        &inputs,
+        options,
+        store,
+        telemetry.clone(),
+        move |n| pb.inc(n),
+        |e| eprintln!("recwatch: {e}"),
+    );
     progress.finish_and_clear();
+    let ReplayOutcome { inputs: summaries, run: outcome } = replayed?;
     let nothing_read = summaries.iter().all(|s| s.error.is_some() && s.lines == 0);
-    let outcome = pipeline.finish()?;
     let partners: Vec<String> = config.classify.partner_names();
     let report = Report::build(&telemetry, summaries, &outcome.alerts, outcome.clients, |i| {
         partners.get(usize::from(i)).cloned()

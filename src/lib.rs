@@ -7,23 +7,25 @@
 //! - [`parse`]: tokenizes one access-log line into borrowed fields; never classifies.
 //! - [`classify`]: is the path a sensitive resource ([`classify::path`]), what kind of client is
 //!   this ([`classify::client`]).
-//! - [`detect`]: data-driven rules over per-client sliding windows, owned by worker threads;
-//!   turns events into [`detect::alert::Alert`]s.
+//! - [`detect`]: data-driven rules over per-client sliding windows, owned by worker threads
+//!   ([`detect::thread`]); turns events into [`detect::alert::Alert`]s.
 //! - [`store`]: the only module that talks to sled: alerts, their time index, checkpoints and
-//!   the notifier outbox.
+//!   the notifier outbox; [`store::writer`] is the single thread that writes alerts and
+//!   checkpoints once every worker has passed a barrier.
 //! - [`alerting`]: delivers stored alerts to Alertmanager and signed webhooks from the durable
 //!   outbox, with retries; what a receiver is told when.
-//! - [`pipeline`]: wires source → parse → classify → detect → store with bounded queues.
+//! - [`pipeline`]: wires source → parse → classify → detect → store with bounded queues;
+//!   [`pipeline::Ingest`] is the per-line path, [`pipeline::replay`] the ordered parallel
+//!   replay of finished logs.
 //! - [`privacy`]: personnummer and phone numbers in paths → keyed pseudonyms (`pnr-…`, `tel-…`).
 //! - [`report`]: the scope report of a replay (JSON, CSV, Markdown).
-//! - [`daemon`]: `recwatch run`: tail loop, Kafka consumer loops, barriers/checkpoints and
-//!   offsets, signals, systemd notify.
+//! - [`daemon`]: `recwatch run`: runtime, signals and systemd notify; the tail loop and its
+//!   checkpoints, the Kafka consumer loops, reload and the retention sweep.
 //! - [`config`]: raw TOML → validated, compiled [`config::Config`], made of the settings type
 //!   each stage defines (`StoreSettings`, `KafkaSettings`, `AlertingSettings`, …); errors say
 //!   file:line: key. Only the wiring (`pipeline`, `daemon`, the CLI) imports it.
 //! - [`telemetry`]: lock-free counters every stage adds to.
 //! - [`http`]: `/metrics`, health and readiness probes, and the token-protected alerts API.
-//! - [`synth`]: deterministic synthetic access logs for tests and benchmarks.
 #![forbid(unsafe_code)]
 
 pub mod alerting;
@@ -38,5 +40,4 @@ pub mod privacy;
 pub mod report;
 pub mod source;
 pub mod store;
-pub mod synth;
 pub mod telemetry;

@@ -8,11 +8,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use recwatch::synth::{generate, SynthOptions};
-
 mod common;
 use common::{free_port, wait_until, Daemon};
 use serde_json::Value;
+
+#[path = "support/synth.rs"]
+#[allow(dead_code)] // each user takes only part of the generator
+mod synth;
+use synth::{generate, SynthOptions};
 
 const TOKEN: &str = "test-token-0123456789abcdef";
 

@@ -17,11 +17,15 @@ use rdkafka::producer::{BaseProducer, BaseRecord, DefaultProducerContext, Produc
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use rdkafka::TopicPartitionList;
 use recwatch::parse::{client_key, LogFormat};
-use recwatch::synth::{generate, SynthOptions, SynthStats};
 use serde_json::Value;
 
 mod common;
 use common::{free_port, promtool_check, wait_until, Daemon};
+
+#[path = "support/synth.rs"]
+#[allow(dead_code)] // each user takes only part of the generator
+mod synth;
+use synth::{generate, SynthOptions, SynthStats};
 
 const TOPIC: &str = "access-logs";
 const PARTITIONS: i32 = 6;

@@ -6,8 +6,12 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use recwatch::synth::{generate, SynthOptions};
 use serde_json::Value;
+
+#[path = "support/synth.rs"]
+#[allow(dead_code)] // each user takes only part of the generator
+mod synth;
+use synth::{generate, SynthOptions};
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_recwatch"))

@@ -6,6 +6,7 @@
 pub mod alert;
 pub mod event;
 pub mod rule;
+pub mod thread;
 pub mod window;
 pub mod worker;
 

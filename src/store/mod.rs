@@ -24,6 +24,7 @@ mod db;
 pub mod open;
 mod owner;
 pub mod resolved;
+pub mod writer;
 
 pub use resolved::ResolvedFeed;
 

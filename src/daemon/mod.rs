@@ -1,0 +1,231 @@
+//! `recwatch run`: the long-running process. Owns the runtime and the lifecycle: start (config,
+//! state directory, the store or its quarantine), the HTTP server, signals (SIGTERM/SIGINT
+//! stop with a final flush, SIGHUP reloads), systemd notifications (READY, WATCHDOG,
+//! STOPPING) and the notifier threads. The loops live beside it: [`files`] (the tail loop and
+//! its checkpoints), [`kafka`] (one consumer loop per Kafka source), [`reload`] and
+//! [`retention`]. Never parses, detects or stores by itself.
+//!
+//! File sources and Kafka sources run side by side: the main thread follows the files into
+//! one pipeline whose barriers carry the file checkpoint; each Kafka source is a thread with
+//! a pipeline of its own whose barriers carry no checkpoint (Kafka keeps the offsets) and
+//! only say when offsets may be stored. All pipelines write to the one store; alert ids do
+//! not depend on the pipeline, so the same client seen in two places updates one alert.
+
+mod files;
+mod kafka;
+mod reload;
+mod retention;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use sd_notify::NotifyState;
+
+use crate::alerting::Notifier;
+use crate::config::{Config, Overrides};
+use crate::detect::alert::Alert;
+use crate::http::{self, HttpState, Readiness};
+use crate::parse::{parse_line, LogFormat};
+use crate::pipeline::{OnStoreError, Pipeline, PipelineOptions, SourceSpec};
+use crate::privacy::Pseudonymizer;
+use crate::source::{SourceInput, SourceSettings};
+use crate::store::{AlertFilter, Notify, Store};
+use crate::telemetry::Telemetry;
+
+pub use kafka::run_kafka_source;
+
+/// Command-line overrides of the config, for quick starts and tests.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    pub config: PathBuf,
+    /// Extra file sources (format detected from the first line, else combined).
+    pub watch: Vec<PathBuf>,
+    pub listen: Option<SocketAddr>,
+    pub state_dir: Option<PathBuf>,
+    pub workers: Option<usize>,
+}
+
+/// A barrier at most this often while lines keep arriving (and after every quiet poll).
+pub(super) const BARRIER_EVERY: Duration = Duration::from_millis(10);
+/// Grace for the HTTP server to finish in-flight requests at shutdown.
+const HTTP_GRACE: Duration = Duration::from_secs(2);
+
+/// Flags set by the signal task, read by the tail loop and the store stage.
+#[derive(Default)]
+struct Control {
+    stop: AtomicBool,
+    reload: AtomicBool,
+    /// Shared with every pipeline's store stage: set with `stop`, so a store that cannot
+    /// write (full disk) gives up instead of blocking the shutdown.
+    stop_retrying: Arc<AtomicBool>,
+}
+
+pub fn run(opts: RunOptions) -> anyhow::Result<()> {
+    let config = load_config(&opts)?;
+    let state_dir = config.store.dir.clone();
+    std::fs::create_dir_all(&state_dir)
+        .with_context(|| format!("cannot create state directory {}", state_dir.display()))?;
+    let telemetry = Arc::new(Telemetry::default());
+    let store = open_or_quarantine(&state_dir, &telemetry)?;
+    let api_token = match &config.http.token_file {
+        None => {
+            tracing::warn!("no http.token_file configured: the alert API answers 401 to every request");
+            None
+        }
+        Some(f) => {
+            let t =
+                std::fs::read_to_string(f).with_context(|| format!("cannot read API token file {}", f.display()))?;
+            let t = t.trim();
+            anyhow::ensure!(t.len() >= 16, "API token in {} is shorter than 16 characters", f.display());
+            Some(Arc::<str>::from(t))
+        }
+    };
+    let ready = Arc::new(Readiness::default());
+    let control = Arc::new(Control::default());
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("http")
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind(config.http.listen))
+        .with_context(|| format!("cannot listen on {}", config.http.listen))?;
+    tracing::info!(listen = %listener.local_addr()?, "serving /metrics, /healthz, /readyz, /api/v1/alerts");
+    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let state = HttpState { store: store.clone(), telemetry: telemetry.clone(), api_token, ready: ready.clone() };
+    let limits = http::Limits { max_connections: config.http.max_connections, ..http::Limits::default() };
+    let server = runtime.spawn(http::serve_with(listener, state, limits, async move {
+        let _ = http_stopped.await;
+    }));
+    runtime.spawn(watch_signals(control.clone()));
+    runtime.spawn(retention::retention_sweeps(store.clone(), config.store.retention_days, telemetry.clone()));
+    // Pending deliveries from before a restart start going out at once.
+    let mut notifier = Notifier::start(&config.alerting, &config.rules, store.clone(), telemetry.clone());
+
+    let result = files::tail_loop(Arc::new(config), &opts, store, telemetry, &ready, &control, &mut notifier);
+    ready.set_draining();
+    notifier.stop();
+
+    let _ = sd_notify::notify(false, &[NotifyState::Stopping]);
+    let _ = stop_http.send(());
+    let _ = runtime.block_on(async { tokio::time::timeout(HTTP_GRACE, server).await });
+    runtime.shutdown_timeout(HTTP_GRACE);
+    result
+}
+
+fn load_config(opts: &RunOptions) -> anyhow::Result<Config> {
+    let overrides = Overrides {
+        listen: opts.listen,
+        store_dir: opts.state_dir.clone(),
+        workers: opts.workers,
+        sources: opts
+            .watch
+            .iter()
+            .map(|path| SourceSettings {
+                name: path.display().to_string(),
+                format: detect_format(path),
+                path_semantics: Default::default(),
+                input: SourceInput::File { path: path.display().to_string() },
+            })
+            .collect(),
+    };
+    let config = Config::load_with(&opts.config, &overrides).map_err(|e| anyhow::anyhow!("{e}"))?;
+    anyhow::ensure!(
+        !config.sources.is_empty(),
+        "{}: no [[source]] configured and no --watch given",
+        opts.config.display()
+    );
+    Ok(config)
+}
+
+/// The format whose parser accepts the file's first line; combined when unknown.
+fn detect_format(path: &Path) -> LogFormat {
+    let Ok(text) = std::fs::read(path) else { return LogFormat::Combined };
+    let first = text.split(|&b| b == b'\n').next().unwrap_or(&[]);
+    let fits = |f: LogFormat| parse_line(f, first).is_ok_and(|l| f == LogFormat::Common || l.user_agent().is_some());
+    [LogFormat::Combined, LogFormat::VhostCombined, LogFormat::Common, LogFormat::VhostCommon]
+        .into_iter()
+        .find(|f| fits(*f))
+        .unwrap_or(LogFormat::Combined)
+}
+
+/// Opens the store; only a corrupt one ([`crate::store::StoreError::is_corruption`]) is
+/// renamed aside (kept for inspection), counted, and replaced by a fresh store. A store held
+/// by another recwatch, owned by another user or not ours to write is an error: the daemon
+/// exits at once and touches nothing.
+fn open_or_quarantine(state_dir: &Path, telemetry: &Telemetry) -> anyhow::Result<Store> {
+    let failure = match Store::open_state_dir(state_dir) {
+        Ok(store) => return Ok(store),
+        Err(e) if e.is_corruption() => e.to_string(),
+        Err(e) => return Err(e.into()),
+    };
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let quarantine = state_dir.join(format!("db.corrupt-{now}"));
+    std::fs::rename(state_dir.join("db"), &quarantine)
+        .with_context(|| format!("cannot move the unreadable store aside ({failure})"))?;
+    telemetry.store_quarantines.fetch_add(1, Relaxed);
+    tracing::error!(error = %failure, moved_to = %quarantine.display(), "alert store unreadable: quarantined it and started a fresh one; sources are read again from the start");
+    Ok(Store::open_state_dir(state_dir)?)
+}
+
+async fn watch_signals(control: Arc<Control>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) =
+        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup()))
+    else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM: stopping after a final flush"); control.request_stop(); }
+            _ = int.recv() => { tracing::info!("SIGINT: stopping after a final flush"); control.request_stop(); }
+            _ = hup.recv() => { tracing::info!("SIGHUP: reloading the configuration"); control.reload.store(true, Relaxed); }
+        }
+    }
+}
+
+impl Control {
+    fn request_stop(&self) {
+        self.stop.store(true, Relaxed);
+        self.stop_retrying.store(true, Relaxed);
+    }
+}
+
+fn start_pipeline(
+    config: &Config,
+    sources: Vec<SourceSpec>,
+    store: &Store,
+    telemetry: &Arc<Telemetry>,
+    control: &Control,
+    pseudonyms: &Pseudonymizer,
+) -> Pipeline {
+    let options = PipelineOptions {
+        workers: config.engine.workers,
+        keep_scope: false,
+        on_store_error: OnStoreError::Retry,
+        stop_retrying: control.stop_retrying.clone(),
+        notify: Notify::Queue,
+        pseudonyms: pseudonyms.clone(),
+    };
+    telemetry.register_rules(&config.rules);
+    Pipeline::start(config, sources, options, store.clone(), telemetry.clone())
+}
+
+/// Stored alerts whose episodes may continue: last seen within the rules' memory of the
+/// newest stored alert (event time). Resolved ones are included: they come back closed, so
+/// re-read lines stay counted in them and the next match opens a new alert.
+fn open_episodes(store: &Store, memory_secs: i64) -> Vec<Alert> {
+    let all = store.list(&AlertFilter::default()).unwrap_or_else(|e| {
+        tracing::error!(error = %e, "cannot list stored alerts to resume their episodes");
+        Vec::new()
+    });
+    let newest = all.iter().map(|a| a.last_seen).max().unwrap_or(0);
+    all.into_iter().filter(|a| a.last_seen >= newest.saturating_sub(memory_secs)).collect()
+}

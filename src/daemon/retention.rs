@@ -1,0 +1,46 @@
+//! The retention sweep (GDPR storage limitation): removes alerts last seen longer ago than
+//! `retention_days`. Owns the sweep's clock (wall time, never ahead of the newest log event).
+//! Never deletes anything else: checkpoints and the outbox are not its business.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::store::Store;
+use crate::telemetry::Telemetry;
+
+/// The retention sweep runs each time its clock has advanced this much.
+const RETENTION_SWEEP_EVERY_SECS: i64 = 3600;
+
+/// Removes alerts last seen more than `retention_days` ago. Its clock is the wall clock, but
+/// never later than the newest log event read (so replaying old logs into a store does not
+/// expire them on the spot); it sweeps whenever that clock has moved an hour since the last
+/// sweep (hourly when live; at once when logs jump ahead).
+pub(super) async fn retention_sweeps(store: Store, retention_days: u32, telemetry: Arc<Telemetry>) {
+    let mut check = tokio::time::interval(Duration::from_secs(1));
+    let mut last_sweep = i64::MIN;
+    loop {
+        check.tick().await;
+        let newest_event = telemetry.newest_event_unix.load(Relaxed);
+        let wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+        let clock = wall.min(newest_event);
+        if newest_event == 0 || clock < last_sweep.saturating_add(RETENTION_SWEEP_EVERY_SECS) {
+            continue;
+        }
+        last_sweep = clock;
+        let cutoff = clock - i64::from(retention_days) * 86_400;
+        let store = store.clone();
+        match tokio::task::spawn_blocking(move || store.remove_last_seen_before(cutoff)).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => {
+                telemetry.alerts_expired.fetch_add(n as u64, Relaxed);
+                tracing::info!(removed = n, retention_days, "retention sweep removed expired alerts");
+            }
+            Ok(Err(e)) => {
+                telemetry.store_errors.fetch_add(1, Relaxed);
+                tracing::warn!(error = %e, "retention sweep failed; retried in an hour");
+            }
+            Err(e) => tracing::warn!(error = %e, "retention sweep task failed"),
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! The detection thread: one per worker. Owns its [`Worker`] (the per-client windows) and
+//! drains the worker's bounded inbox in order: events, barriers, resumed episodes, new
+//! sources. Passes changed alerts and then each barrier on to the store writer, so a barrier
+//! never overtakes an alert caused before it. Never parses and never writes to the store.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::detect::alert::Alert;
+use crate::detect::event::EventBatch;
+use crate::detect::worker::{ClientScope, DetectConfig, Worker, WorkerStats};
+use crate::store::writer::{Barrier, StoreMsg};
+use crate::telemetry::Telemetry;
+
+/// What a detection thread receives, in order.
+pub(crate) enum WorkerMsg {
+    Events(EventBatch),
+    Barrier(Arc<Barrier>),
+    /// Stored alerts whose episodes continue (after a restart).
+    Resume(Vec<Alert>),
+    /// A source registered after the start, next index (sent before any of its events).
+    AddSource(String),
+}
+
+/// What a worker thread hands back when its queue closes.
+pub(crate) type WorkerResult = (WorkerStats, HashMap<IpAddr, ClientScope, ahash::RandomState>);
+
+/// Runs one detection worker until its inbox closes; returns its totals and (when kept) the per-client scope.
+pub(crate) fn run_worker(
+    cfg: Arc<DetectConfig>,
+    rx: Receiver<WorkerMsg>,
+    resolved: Receiver<Alert>,
+    to_store: Sender<StoreMsg>,
+    recycle: Sender<EventBatch>,
+    telemetry: Arc<Telemetry>,
+) -> WorkerResult {
+    let mut worker = Worker::new(cfg);
+    let mut changed = Vec::new();
+    let mut published = WorkerStats::default();
+    for msg in rx {
+        // Resolves made before this message was queued close their episodes before it is
+        // applied: a line read after the API answered opens a new alert.
+        for a in resolved.try_iter() {
+            worker.close(&a);
+        }
+        let mut batch = match msg {
+            WorkerMsg::Events(batch) => batch,
+            WorkerMsg::Barrier(b) => {
+                // The alerts changed before the marker go first; the marker follows them.
+                worker.take_changed(&mut changed);
+                if !changed.is_empty() && to_store.send(StoreMsg::Alerts(std::mem::take(&mut changed))).is_err() {
+                    break;
+                }
+                if to_store.send(StoreMsg::Barrier(b)).is_err() {
+                    break;
+                }
+                continue;
+            }
+            WorkerMsg::Resume(alerts) => {
+                for a in alerts {
+                    worker.resume(a);
+                }
+                continue;
+            }
+            WorkerMsg::AddSource(name) => {
+                worker.add_source(name);
+                continue;
+            }
+        };
+        worker.process_batch(&batch);
+        batch.clear();
+        let _ = recycle.send(batch);
+        let s = worker.stats;
+        telemetry.alerts_opened.fetch_add(s.alerts_opened - published.alerts_opened, Relaxed);
+        telemetry.groups_evicted.fetch_add(s.groups_evicted - published.groups_evicted, Relaxed);
+        telemetry.groups_tracked.fetch_add(s.groups_tracked as i64 - published.groups_tracked as i64, Relaxed);
+        published = s;
+    }
+    // The queue closed: hand out what changed since the last barrier (the store is still
+    // listening: it stops only when every worker has dropped its sender).
+    worker.take_changed(&mut changed);
+    if !changed.is_empty() {
+        let _ = to_store.send(StoreMsg::Alerts(changed));
+    }
+    telemetry.groups_tracked.fetch_sub(published.groups_tracked as i64, Relaxed);
+    (worker.stats, worker.take_scope())
+}

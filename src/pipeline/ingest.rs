@@ -1,0 +1,306 @@
+//! The per-line path: frames in, events out. Parses, classifies and routes each line to the
+//! worker that owns its client (and its source), in recycled per-worker batches. Owns the
+//! line tally and the barrier numbering of its pipeline. Takes no lock, makes no syscall and
+//! allocates nothing per line once warm; never detects and never touches the store.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, Sender};
+use xxhash_rust::xxh3::xxh3_128_with_seed;
+
+use super::{worker_for, SourceSpec, MAX_SOURCES};
+use crate::classify::client::Networks;
+use crate::classify::path::{PathSemantics, SensitivePaths};
+use crate::detect::event::{Event, EventBatch, Route};
+use crate::detect::thread::WorkerMsg;
+use crate::parse::{self, LogFormat, SkipReason};
+use crate::source::tail::LineSink;
+use crate::store::writer::Barrier;
+use crate::telemetry::{LineTally, Telemetry};
+
+/// The parsing side: owned by the reading thread.
+pub struct Ingest {
+    pub(super) paths: Arc<SensitivePaths>,
+    pub(super) networks: Arc<Networks>,
+    pub(super) sources: Vec<SourceSpec>,
+    /// Index of every source by name, for [`Ingest::source_named`].
+    pub(super) source_index: HashMap<String, u16, ahash::RandomState>,
+    /// Reused buffer for the normalised path of the current line.
+    path_scratch: Vec<u8>,
+    /// Reused buffer for the unescaped user agent of the current line.
+    ua_scratch: Vec<u8>,
+    /// Last timestamp text and its value: consecutive lines mostly share a second.
+    time_cache: ([u8; 32], usize, i64),
+    /// Keys the distinct-path hash per process, so crafted paths cannot aim for collisions.
+    path_seed: u64,
+    pub(super) batches: Vec<EventBatch>,
+    pub(super) to_workers: Vec<Sender<WorkerMsg>>,
+    pub(super) recycled: Receiver<EventBatch>,
+    pub(super) has_source_rules: bool,
+    pub(super) tally: LineTally,
+    pub(super) telemetry: Arc<Telemetry>,
+    next_barrier: u64,
+    /// Newest event time of a sensitive line so far (Unix seconds; 0 = none yet).
+    pub(super) latest_event_time: i64,
+    /// Set when a downstream stage has gone away; lines are then counted but not routed.
+    pub(super) downstream_failed: bool,
+    /// Parser threads of [`Pipeline::ingest_parallel`] collect full batches here (with their
+    /// worker) instead of sending them, so the batches can be forwarded in input order.
+    pub(super) collected: Option<Vec<(usize, EventBatch)>>,
+}
+
+impl Ingest {
+    /// The reading side of a pipeline whose workers listen on `to_workers`; `sources` are
+    /// indexed by the `source` argument of [`Ingest::line`].
+    pub(super) fn new(
+        paths: Arc<SensitivePaths>,
+        networks: Arc<Networks>,
+        sources: Vec<SourceSpec>,
+        to_workers: Vec<Sender<WorkerMsg>>,
+        recycled: Receiver<EventBatch>,
+        has_source_rules: bool,
+        telemetry: Arc<Telemetry>,
+    ) -> Ingest {
+        let source_index = sources.iter().enumerate().map(|(i, s)| (s.name.clone(), i as u16)).collect();
+        Ingest {
+            paths,
+            networks,
+            sources,
+            source_index,
+            path_scratch: Vec::with_capacity(4096),
+            ua_scratch: Vec::with_capacity(1024),
+            time_cache: ([0; 32], 0, 0),
+            path_seed: std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), 0u8),
+            batches: (0..to_workers.len()).map(|_| EventBatch::with_capacity()).collect(),
+            to_workers,
+            recycled,
+            has_source_rules,
+            tally: LineTally::default(),
+            telemetry,
+            next_barrier: 1,
+            latest_event_time: 0,
+            downstream_failed: false,
+            collected: None,
+        }
+    }
+
+    /// One framed line from source `source`. The hot path.
+    #[inline]
+    pub fn line(&mut self, source: u16, line: &[u8]) {
+        self.tally.lines += 1;
+        self.tally.bytes += line.len() as u64 + 1;
+        let (format, path_semantics) = match self.sources.get(usize::from(source)) {
+            Some(s) => (s.format, s.path_semantics),
+            None => (LogFormat::Combined, PathSemantics::default()),
+        };
+        let access = match parse::parse_line(format, line) {
+            Ok(a) => a,
+            Err(reason) => return self.tally.skip(reason),
+        };
+        let Some(path_class) = self.paths.classify(access.target, path_semantics, &mut self.path_scratch) else {
+            self.tally.parsed += 1;
+            return;
+        };
+        let Some(time) = self.event_time(access.time) else {
+            return self.tally.skip(SkipReason::BadTimestamp);
+        };
+        let Some(client) = parse::parse_client_ip(access.client) else {
+            return self.tally.skip(SkipReason::BadClient);
+        };
+        self.tally.parsed += 1;
+        self.tally.sensitive(path_class, access.status);
+        self.latest_event_time = self.latest_event_time.max(time);
+        if self.downstream_failed {
+            return;
+        }
+        let client_class = self.networks.classify(client);
+        let path_key = xxh3_128_with_seed(&self.path_scratch, self.path_seed);
+        let user_agent = access.user_agent().unwrap_or(b"");
+        let user_agent: &[u8] = if memchr::memchr(b'\\', user_agent).is_some() {
+            self.ua_scratch.clear();
+            parse::unescape_log_field(user_agent, &mut self.ua_scratch);
+            &self.ua_scratch
+        } else {
+            user_agent
+        };
+        let n = self.batches.len();
+        let client_worker = worker_for(client, n);
+        let source_worker = usize::from(source) % n;
+        let push = |worker: usize, route: Route, batches: &mut Vec<EventBatch>| {
+            let batch = &mut batches[worker];
+            let path = batch.push_bytes(&self.path_scratch);
+            let method = batch.push_bytes(access.method);
+            let user_agent = batch.push_bytes(user_agent);
+            batch.events.push(Event {
+                client,
+                client_class,
+                time,
+                status: access.status,
+                body_bytes: access.body_bytes(),
+                path_class,
+                user_present: access.user.is_some(),
+                source,
+                path_key,
+                path,
+                method,
+                user_agent,
+                route,
+            });
+        };
+        let both = self.has_source_rules && source_worker == client_worker;
+        push(client_worker, Route { client_rules: true, source_rules: both }, &mut self.batches);
+        if self.has_source_rules && !both {
+            push(source_worker, Route { client_rules: false, source_rules: true }, &mut self.batches);
+            if self.batches[source_worker].is_full() {
+                self.send(source_worker);
+            }
+        }
+        if self.batches[client_worker].is_full() {
+            self.send(client_worker);
+        }
+    }
+
+    /// A line over the length bound was skipped by the framer.
+    pub fn too_long(&mut self) {
+        self.tally.lines += 1;
+        self.tally.skip(SkipReason::TooLong);
+    }
+
+    fn event_time(&mut self, text: &[u8]) -> Option<i64> {
+        let (cached, len, value) = &mut self.time_cache;
+        if text.len() == *len && &cached[..*len] == text {
+            return Some(*value);
+        }
+        let t = parse::time::parse_clf_time(text)?;
+        if text.len() <= cached.len() {
+            cached[..text.len()].copy_from_slice(text);
+            *len = text.len();
+            *value = t;
+        }
+        Some(t)
+    }
+
+    fn send(&mut self, worker: usize) {
+        let fresh = self.recycled.try_recv().unwrap_or_else(|_| EventBatch::with_capacity());
+        let full = std::mem::replace(&mut self.batches[worker], fresh);
+        if let Some(collected) = &mut self.collected {
+            collected.push((worker, full));
+        } else if self.to_workers[worker].send(WorkerMsg::Events(full)).is_err() {
+            self.downstream_failed = true;
+        }
+    }
+
+    /// A parser for another thread: same tables, same path-hash seed (distinct counts must
+    /// agree), collecting its batches instead of sending them.
+    pub(super) fn parser(&self) -> Ingest {
+        Ingest {
+            paths: self.paths.clone(),
+            networks: self.networks.clone(),
+            sources: self.sources.clone(),
+            source_index: self.source_index.clone(),
+            path_scratch: Vec::with_capacity(4096),
+            ua_scratch: Vec::with_capacity(1024),
+            time_cache: ([0; 32], 0, 0),
+            path_seed: self.path_seed,
+            batches: (0..self.batches.len()).map(|_| EventBatch::with_capacity()).collect(),
+            to_workers: Vec::new(),
+            recycled: self.recycled.clone(),
+            has_source_rules: self.has_source_rules,
+            tally: LineTally::default(),
+            telemetry: self.telemetry.clone(),
+            next_barrier: 1,
+            latest_event_time: 0,
+            downstream_failed: false,
+            collected: Some(Vec::new()),
+        }
+    }
+
+    /// Sends every partly filled batch and publishes the line tally. Call at the end of a
+    /// chunk of input, so events never wait behind a quiet source.
+    pub fn flush(&mut self) {
+        for w in 0..self.batches.len() {
+            if !self.batches[w].events.is_empty() {
+                self.send(w);
+            }
+        }
+        self.telemetry.publish(&mut self.tally);
+    }
+
+    /// Flushes, then sends a barrier carrying `checkpoint` through every worker. Returns its
+    /// sequence number; [`Pipeline::durable_barrier`] reaches it once the checkpoint and every
+    /// alert caused by earlier lines are durable.
+    pub fn barrier(&mut self, checkpoint: Vec<u8>, read_at: Instant) -> u64 {
+        self.send_barrier(Some(checkpoint), read_at)
+    }
+
+    /// A barrier without a checkpoint, for sources whose position is kept elsewhere (Kafka):
+    /// [`Pipeline::durable_barrier`] reaching the returned number says every alert caused by
+    /// earlier lines is durable, so their offsets may be stored.
+    pub fn durable_marker(&mut self, read_at: Instant) -> u64 {
+        self.send_barrier(None, read_at)
+    }
+
+    fn send_barrier(&mut self, checkpoint: Option<Vec<u8>>, read_at: Instant) -> u64 {
+        self.flush();
+        self.telemetry.newest_event_unix.fetch_max(self.latest_event_time, Relaxed);
+        let seq = self.next_barrier;
+        self.next_barrier += 1;
+        let b = Arc::new(Barrier { seq, read_at, checkpoint });
+        for tx in &self.to_workers {
+            if tx.send(WorkerMsg::Barrier(b.clone())).is_err() {
+                self.downstream_failed = true;
+            }
+        }
+        seq
+    }
+
+    /// The index of the source called `name`, registering it (with `format`) when it is new;
+    /// None once [`MAX_SOURCES`] are known. A registered source reaches every worker before
+    /// any event of it (queues are FIFO), so alerts can name it.
+    pub fn source_named(&mut self, name: &str, format: LogFormat) -> Option<u16> {
+        if let Some(&i) = self.source_index.get(name) {
+            return Some(i);
+        }
+        if self.sources.len() >= MAX_SOURCES {
+            return None;
+        }
+        let index = self.sources.len() as u16;
+        // A source named by a Kafka envelope is a host behind the configured source: same
+        // kind of server.
+        let path_semantics = self.sources.first().map_or_else(PathSemantics::default, |s| s.path_semantics);
+        self.sources.push(SourceSpec { name: name.to_string(), format, path_semantics });
+        self.source_index.insert(name.to_string(), index);
+        for tx in &self.to_workers {
+            if tx.send(WorkerMsg::AddSource(name.to_string())).is_err() {
+                self.downstream_failed = true;
+            }
+        }
+        Some(index)
+    }
+
+    /// Newest event time seen on a sensitive line (0 before the first).
+    pub fn latest_event_time(&self) -> i64 {
+        self.latest_event_time
+    }
+
+    /// Carries the newest event time over a restart or reload (it only moves forward).
+    pub fn seed_latest_event_time(&mut self, t: i64) {
+        self.latest_event_time = self.latest_event_time.max(t);
+    }
+}
+
+impl LineSink for Ingest {
+    fn line(&mut self, source: u16, line: &[u8]) {
+        Ingest::line(self, source, line);
+    }
+    fn too_long(&mut self, _source: u16) {
+        Ingest::too_long(self);
+    }
+    fn partial_line(&mut self, source: u16, line: &[u8]) {
+        // Flagged and counted by the tailer; still parsed: a cut line may hold a real fetch.
+        Ingest::line(self, source, line);
+    }
+}

@@ -1,0 +1,229 @@
+//! Wires the stages: lines → parse → classify → route by group hash → detection workers →
+//! store writer. Owns the threads, the bounded queues between them, batch recycling and
+//! barriers. Never parses a line ([`ingest`] does), never detects ([`crate::detect::thread`])
+//! and never writes to sled itself ([`crate::store::writer`]). Queues are bounded, so a slow
+//! store pauses reading instead of growing memory.
+//!
+//! Durability: [`Ingest::barrier`] sends a marker with an opaque checkpoint through every
+//! worker; the store writer writes the checkpoint in the same flush as every alert caused by
+//! the lines before the marker, and only then reports it durable. So a checkpoint never
+//! runs ahead of the alerts it covers. In the daemon the same write queues each changed
+//! alert for the notifiers ([`Notify::Queue`]).
+
+mod ingest;
+pub mod replay;
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{bounded, unbounded};
+
+use crate::classify::client::unified;
+use crate::classify::path::PathSemantics;
+use crate::config::Config;
+use crate::detect::alert::Alert;
+use crate::detect::event::EventBatch;
+use crate::detect::thread::{run_worker, WorkerMsg, WorkerResult};
+use crate::detect::worker::{ClientScope, DetectConfig, Worker, WorkerStats};
+use crate::parse::LogFormat;
+use crate::privacy::Pseudonymizer;
+use crate::store::writer::{StoreMsg, StoreWriter};
+use crate::store::{Notify, Store, StoreError};
+use crate::telemetry::Telemetry;
+
+pub use crate::store::writer::{Barrier, OnStoreError};
+pub use ingest::Ingest;
+
+/// Batches queued per worker before reading pauses.
+const WORKER_QUEUE: usize = 64;
+/// Messages queued for the store before workers pause.
+const STORE_QUEUE: usize = 256;
+
+/// One input stream the pipeline reads: its name (what alerts show as `source`), format and
+/// how its server resolves paths.
+#[derive(Clone, Debug)]
+pub struct SourceSpec {
+    pub name: String,
+    pub format: LogFormat,
+    pub path_semantics: PathSemantics,
+}
+
+/// Sources a pipeline accepts in all, configured ones included: registered names (Kafka
+/// envelopes' host and file) beyond it fall back to the reading source's own name.
+pub const MAX_SOURCES: usize = 1024;
+
+/// What a finished run produced.
+pub struct RunOutcome {
+    /// Latest state of every alert opened or updated in this run, as stored.
+    pub alerts: Vec<Alert>,
+    /// Per-client totals (only when the scope was kept).
+    pub clients: Vec<(IpAddr, ClientScope)>,
+    pub workers: Vec<WorkerStats>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("a pipeline thread stopped unexpectedly: {0}")]
+    Thread(String),
+}
+
+pub struct Pipeline {
+    pub ingest: Ingest,
+    workers: Vec<JoinHandle<WorkerResult>>,
+    store: JoinHandle<Result<Vec<Alert>, StoreError>>,
+    /// Sequence number of the last barrier made durable (0 = none).
+    durable: Arc<AtomicU64>,
+    detect: Arc<DetectConfig>,
+}
+
+/// How a pipeline runs.
+#[derive(Clone, Debug)]
+pub struct PipelineOptions {
+    pub workers: usize,
+    /// Keep per-client totals for the scope report (replay).
+    pub keep_scope: bool,
+    pub on_store_error: OnStoreError,
+    /// Set at shutdown: a failing store stops retrying, so a full disk cannot hold the
+    /// process past its stop timeout (unflushed lines are read again at the next start).
+    pub stop_retrying: Arc<std::sync::atomic::AtomicBool>,
+    /// Whether stored alert changes are queued for the notifiers (daemon) or not (replay).
+    pub notify: Notify,
+    /// Keys the pseudonyms of personnummer and phone numbers in alert samples.
+    pub pseudonyms: Pseudonymizer,
+}
+
+impl Pipeline {
+    /// Starts the worker and store threads. `config` gives rules and tables; `sources` are
+    /// indexed by the `source` argument of [`Ingest::line`].
+    pub fn start(
+        config: &Config,
+        sources: Vec<SourceSpec>,
+        options: PipelineOptions,
+        store: Store,
+        telemetry: Arc<Telemetry>,
+    ) -> Pipeline {
+        let workers = options.workers.max(1);
+        let detect = Arc::new(DetectConfig::new(
+            config.rules.clone(),
+            config.classify.partner_names(),
+            sources.iter().map(|s| s.name.clone()).collect(),
+            config.engine.client_idle_secs,
+            config.engine.max_clients_per_worker,
+            options.keep_scope,
+            options.pseudonyms.clone(),
+        ));
+        let (to_store, store_rx) = bounded::<StoreMsg>(STORE_QUEUE);
+        let (recycle_tx, recycled) = unbounded::<EventBatch>();
+        let mut to_workers = Vec::with_capacity(workers);
+        let mut handles = Vec::with_capacity(workers);
+        for i in 0..workers {
+            let (tx, rx) = bounded::<WorkerMsg>(WORKER_QUEUE);
+            to_workers.push(tx);
+            let (detect, to_store, recycle_tx, telemetry) =
+                (detect.clone(), to_store.clone(), recycle_tx.clone(), telemetry.clone());
+            let resolved = store.resolved_feed().subscribe();
+            let handle = std::thread::Builder::new()
+                .name(format!("detect-{i}"))
+                .spawn(move || run_worker(detect, rx, resolved, to_store, recycle_tx, telemetry))
+                .expect("spawning a detection thread");
+            handles.push(handle);
+        }
+        drop(to_store);
+        let durable = Arc::new(AtomicU64::new(0));
+        let store_writer = StoreWriter {
+            store,
+            workers,
+            on_error: options.on_store_error,
+            stop_retrying: options.stop_retrying.clone(),
+            notify: options.notify,
+            telemetry: telemetry.clone(),
+            durable: durable.clone(),
+        };
+        let store_handle = std::thread::Builder::new()
+            .name("store".into())
+            .spawn(move || store_writer.run(store_rx))
+            .expect("spawning the store thread");
+        let ingest = Ingest::new(
+            config.classify.paths.clone(),
+            config.classify.networks.clone(),
+            sources,
+            to_workers,
+            recycled,
+            detect.has_source_rules(),
+            telemetry,
+        );
+        Pipeline { ingest, workers: handles, store: store_handle, durable, detect }
+    }
+
+    /// Re-opens the episodes of stored alerts that may still be running, so events after a
+    /// restart update them instead of opening second alerts. Call before the first line.
+    /// A source-grouped alert of a source not configured (a Kafka envelope's host and file)
+    /// registers that source first, so its episode is found again.
+    pub fn resume(&mut self, alerts: Vec<Alert>) {
+        let n = self.ingest.to_workers.len();
+        let format = self.ingest.sources.first().map_or(LogFormat::Combined, |s| s.format);
+        for a in alerts.iter().filter(|a| a.group_by == "source") {
+            self.ingest.source_named(&a.source, format);
+        }
+        let names: Vec<String> = self.ingest.sources.iter().map(|s| s.name.clone()).collect();
+        let mut per_worker: Vec<Vec<Alert>> = (0..n).map(|_| Vec::new()).collect();
+        for a in alerts {
+            if let Some(w) = Worker::owner_of(&a, &names, n, |ip| worker_for(ip, n)) {
+                per_worker[w].push(a);
+            }
+        }
+        for (tx, alerts) in self.ingest.to_workers.iter().zip(per_worker) {
+            if !alerts.is_empty() && tx.send(WorkerMsg::Resume(alerts)).is_err() {
+                self.ingest.downstream_failed = true;
+            }
+        }
+    }
+
+    /// The longest window or suppression time of the rules: how far back (event time) a
+    /// restart must re-read, and which stored alerts may still be open.
+    pub fn memory_secs(&self) -> i64 {
+        self.detect.memory_secs
+    }
+
+    /// The longest rule window (event time): how far back a restart re-reads.
+    pub fn longest_window_secs(&self) -> i64 {
+        self.detect.rules.iter().filter(|r| r.is_windowed()).map(|r| r.window_secs).max().unwrap_or(0)
+    }
+
+    /// Sequence number of the last barrier whose checkpoint is durable.
+    pub fn durable_barrier(&self) -> u64 {
+        self.durable.load(Relaxed)
+    }
+
+    /// Whether every stage is still running (for the watchdog).
+    pub fn is_alive(&self) -> bool {
+        !self.ingest.downstream_failed && !self.store.is_finished() && self.workers.iter().all(|w| !w.is_finished())
+    }
+
+    /// Sends what is buffered, waits for workers and the store to drain, flushes the store.
+    pub fn finish(mut self) -> Result<RunOutcome, PipelineError> {
+        self.ingest.flush();
+        let Ingest { to_workers, .. } = self.ingest;
+        drop(to_workers);
+        let mut stats = Vec::new();
+        let mut clients = Vec::new();
+        for h in self.workers {
+            let (s, scope) = h.join().map_err(|_| PipelineError::Thread("a detection worker panicked".into()))?;
+            stats.push(s);
+            clients.extend(scope);
+        }
+        let alerts = self.store.join().map_err(|_| PipelineError::Thread("the store thread panicked".into()))??;
+        Ok(RunOutcome { alerts, clients, workers: stats })
+    }
+}
+
+/// Which worker owns a client: a multiplicative hash of its address.
+fn worker_for(ip: IpAddr, workers: usize) -> usize {
+    let a = unified(ip);
+    let x = (a as u64) ^ ((a >> 64) as u64);
+    ((x.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) % workers as u64) as usize
+}
