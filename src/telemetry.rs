@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
 use crate::classify::path::PathClass;
-use crate::detect::rule::Rule;
 use crate::parse::SkipReason;
 
 /// Status classes of responses to sensitive paths, as exported (`status_class` label).
@@ -285,10 +284,11 @@ impl Telemetry {
     /// Pre-registers every configured rule at 0 (alerts by rule, open alerts), so dashboards
     /// and alerting rules see each series from the start, not from its first alert. Rules
     /// removed by a reload keep their series (a counter must not vanish).
-    pub fn register_rules(&self, rules: &[Rule]) {
+    /// Takes (rule name, severity) pairs.
+    pub fn register_rules<'a>(&self, rules: impl IntoIterator<Item = (&'a str, &'static str)>) {
         let mut by_rule = self.alerts_by_rule.lock().unwrap_or_else(|e| e.into_inner());
-        for r in rules {
-            by_rule.entry((r.name.clone(), r.severity.as_str())).or_insert(0);
+        for (name, severity) in rules {
+            by_rule.entry((name.to_string(), severity)).or_insert(0);
         }
     }
 

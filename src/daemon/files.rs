@@ -1,22 +1,17 @@
-//! The tail loop: follows the file sources into one pipeline and sends barriers carrying the
-//! file checkpoint. Owns the checkpoint format ([`DaemonCheckpoint`]), its loading, and the
-//! rewind history (how far back a restart re-reads so every window is rebuilt). Never
-//! touches Kafka offsets and never writes to the store itself: checkpoints are written by the
-//! store writer when their barrier is durable.
+//! The file side of the daemon: the file sources followed into one pipeline whose barriers
+//! carry the file checkpoint, and what the main loop runs ([`Running`]: that pipeline and the
+//! Kafka loops, started like a restart). Owns the checkpoint format ([`DaemonCheckpoint`]),
+//! its loading, and the rewind history (how far back a restart re-reads so every window is
+//! rebuilt). Never touches Kafka offsets and never writes to the store itself: checkpoints
+//! are written by the store writer when their barrier is durable.
 
 use std::collections::VecDeque;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
-use sd_notify::NotifyState;
-
-use super::kafka::{start_kafka_loops, stop_kafka_loops, KafkaLoop};
-use super::{open_episodes, reload, start_pipeline, Control, RunOptions, BARRIER_EVERY};
-use crate::alerting::Notifier;
+use super::kafka::{start_kafka_loops, KafkaLoop};
+use super::{open_episodes, start_pipeline, Control};
 use crate::config::Config;
-use crate::http::Readiness;
 use crate::parse::MAX_LINE_LEN;
 use crate::pipeline::{Pipeline, SourceSpec};
 use crate::privacy::Pseudonymizer;
@@ -24,9 +19,6 @@ use crate::source::tail::{FileCheckpoint, TailOptions, TailSource, Tailer};
 use crate::source::SourceSettings;
 use crate::store::Store;
 use crate::telemetry::Telemetry;
-
-/// Bytes read per tail poll before a barrier is sent: bounds the work a checkpoint covers.
-const POLL_BUDGET: usize = 4 << 20;
 
 /// The file sources, indexed (in tail checkpoints and events) by their position among file
 /// sources: adding a Kafka source does not move them.
@@ -65,7 +57,7 @@ pub(super) struct DaemonCheckpoint {
     pub(super) event_time: i64,
 }
 
-fn load_checkpoint(store: &Store) -> DaemonCheckpoint {
+pub(super) fn load_checkpoint(store: &Store) -> DaemonCheckpoint {
     match store.load_checkpoint() {
         Ok(None) => DaemonCheckpoint::default(),
         Ok(Some(bytes)) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
@@ -87,7 +79,7 @@ pub(super) struct RewindHistory {
 }
 
 impl RewindHistory {
-    fn new(start: &DaemonCheckpoint) -> RewindHistory {
+    pub(super) fn new(start: &DaemonCheckpoint) -> RewindHistory {
         let mut entries = VecDeque::new();
         entries.push_back((i64::MIN, Instant::now(), start.rewind.clone()));
         RewindHistory { entries }
@@ -171,90 +163,6 @@ impl Running {
             self.pipeline.longest_window_secs(),
         )
     }
-}
-
-pub(super) fn tail_loop(
-    config: Arc<Config>,
-    opts: &RunOptions,
-    store: Store,
-    telemetry: Arc<Telemetry>,
-    ready: &Readiness,
-    control: &Arc<Control>,
-    notifier: &mut Notifier,
-) -> anyhow::Result<()> {
-    let start = load_checkpoint(&store);
-    let mut history = RewindHistory::new(&start);
-    let pseudonyms = Pseudonymizer::resolve(config.pseudonyms.as_ref(), &config.store.dir)?;
-    let mut running = Running::start(config, pseudonyms, start.rewind, start.event_time, &store, &telemetry, control);
-    // Ready once state is loaded and every Kafka consumer has joined its group.
-    ready.set_started(running.kafka_loops.is_empty());
-    let _ = sd_notify::notify(false, &[NotifyState::Ready]);
-    tracing::info!(sources = running.config.sources.len(), workers = running.config.engine.workers, "running");
-    let mut watchdog_usec = 0u64;
-    let watchdog = sd_notify::watchdog_enabled(false, &mut watchdog_usec) && watchdog_usec > 0;
-    let watchdog_every = Duration::from_micros(watchdog_usec / 2);
-    let mut last_ping = Instant::now();
-    let mut last_barrier = Instant::now();
-    let mut sent_barrier = 0u64;
-    let mut unsent = false;
-
-    while !control.stop.load(Relaxed) {
-        for k in &mut running.kafka_loops {
-            if k.thread.as_ref().is_some_and(|t| t.is_finished()) {
-                let result = k.join();
-                // A consumer loop ends early only on an error (it stops when told to).
-                return Err(result.err().unwrap_or_else(|| anyhow::anyhow!("Kafka source {} stopped", k.name)))
-                    .with_context(|| format!("Kafka source {}", k.name));
-            }
-        }
-        ready.set_started(running.kafka_loops.iter().all(|k| k.status.joined.load(Relaxed)));
-        if control.reload.swap(false, Relaxed) {
-            let (next, reloaded) = reload::reload(running, &mut history, opts, &store, &telemetry, control, notifier)?;
-            running = next;
-            if reloaded {
-                sent_barrier = 0;
-            }
-        }
-        let Running { config, tailer, pipeline, kafka_loops, .. } = &mut running;
-        let read_at = Instant::now();
-        let polled = tailer.poll(&mut pipeline.ingest, POLL_BUDGET);
-        unsent |= polled.bytes_read > 0;
-        if unsent && (last_barrier.elapsed() >= BARRIER_EVERY || !polled.more_pending) {
-            let checkpoint = history.record(
-                tailer.checkpoints(),
-                pipeline.ingest.latest_event_time(),
-                pipeline.longest_window_secs(),
-            );
-            sent_barrier = pipeline.ingest.barrier(serde_json::to_vec(&checkpoint)?, read_at);
-            last_barrier = Instant::now();
-            unsent = false;
-        }
-        // /readyz and the watchdog ask the same question (Readiness::live): the store neither
-        // failed nor stuck, every stage alive, handed-out work durable within its deadline.
-        ready.work_pending(pipeline.durable_barrier() < sent_barrier);
-        ready.stage_failure((!pipeline.is_alive()).then(|| "a pipeline stage has stopped".to_string()));
-        if watchdog && last_ping.elapsed() >= watchdog_every {
-            let kafka_alive = kafka_loops.iter_mut().all(|k| k.progressed());
-            if kafka_alive && ready.live(&store).is_ok() {
-                let _ = sd_notify::notify(false, &[NotifyState::Watchdog]);
-                last_ping = Instant::now();
-            }
-        }
-        if !polled.more_pending {
-            tailer.wait(config.tail.poll_interval);
-        }
-    }
-    let checkpoint = running.checkpoint(&mut history);
-    running.pipeline.ingest.barrier(serde_json::to_vec(&checkpoint)?, Instant::now());
-    let files = running
-        .pipeline
-        .finish()
-        .context("final flush failed (lines after the last durable checkpoint are read again at the next start)");
-    let kafka = stop_kafka_loops(running.kafka_loops);
-    files?;
-    kafka?;
-    tracing::info!("stopped: alerts, checkpoints and offsets flushed");
-    Ok(())
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use sd_notify::NotifyState;
@@ -36,6 +36,9 @@ use crate::source::{SourceInput, SourceSettings};
 use crate::store::{AlertFilter, Notify, Store};
 use crate::telemetry::Telemetry;
 
+use files::{load_checkpoint, RewindHistory, Running};
+use kafka::stop_kafka_loops;
+
 pub use kafka::run_kafka_source;
 
 /// Command-line overrides of the config, for quick starts and tests.
@@ -49,6 +52,8 @@ pub struct RunOptions {
     pub workers: Option<usize>,
 }
 
+/// Bytes read per tail poll before a barrier is sent: bounds the work a checkpoint covers.
+const POLL_BUDGET: usize = 4 << 20;
 /// A barrier at most this often while lines keep arriving (and after every quiet poll).
 pub(super) const BARRIER_EVERY: Duration = Duration::from_millis(10);
 /// Grace for the HTTP server to finish in-flight requests at shutdown.
@@ -108,7 +113,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     // Pending deliveries from before a restart start going out at once.
     let mut notifier = Notifier::start(&config.alerting, &config.rules, store.clone(), telemetry.clone());
 
-    let result = files::tail_loop(Arc::new(config), &opts, store, telemetry, &ready, &control, &mut notifier);
+    let result = tail_loop(Arc::new(config), &opts, store, telemetry, &ready, &control, &mut notifier);
     ready.set_draining();
     notifier.stop();
 
@@ -214,7 +219,7 @@ fn start_pipeline(
         notify: Notify::Queue,
         pseudonyms: pseudonyms.clone(),
     };
-    telemetry.register_rules(&config.rules);
+    telemetry.register_rules(config.rules.iter().map(|r| (r.name.as_str(), r.severity.as_str())));
     Pipeline::start(config, sources, options, store.clone(), telemetry.clone())
 }
 
@@ -228,4 +233,90 @@ fn open_episodes(store: &Store, memory_secs: i64) -> Vec<Alert> {
     });
     let newest = all.iter().map(|a| a.last_seen).max().unwrap_or(0);
     all.into_iter().filter(|a| a.last_seen >= newest.saturating_sub(memory_secs)).collect()
+}
+
+/// The main loop: polls the files and sends barriers, watches the Kafka loops, reloads on
+/// SIGHUP, pings the watchdog; at stop, a final checkpoint and the drain.
+fn tail_loop(
+    config: Arc<Config>,
+    opts: &RunOptions,
+    store: Store,
+    telemetry: Arc<Telemetry>,
+    ready: &Readiness,
+    control: &Arc<Control>,
+    notifier: &mut Notifier,
+) -> anyhow::Result<()> {
+    let start = load_checkpoint(&store);
+    let mut history = RewindHistory::new(&start);
+    let pseudonyms = Pseudonymizer::resolve(config.pseudonyms.as_ref(), &config.store.dir)?;
+    let mut running = Running::start(config, pseudonyms, start.rewind, start.event_time, &store, &telemetry, control);
+    // Ready once state is loaded and every Kafka consumer has joined its group.
+    ready.set_started(running.kafka_loops.is_empty());
+    let _ = sd_notify::notify(false, &[NotifyState::Ready]);
+    tracing::info!(sources = running.config.sources.len(), workers = running.config.engine.workers, "running");
+    let mut watchdog_usec = 0u64;
+    let watchdog = sd_notify::watchdog_enabled(false, &mut watchdog_usec) && watchdog_usec > 0;
+    let watchdog_every = Duration::from_micros(watchdog_usec / 2);
+    let mut last_ping = Instant::now();
+    let mut last_barrier = Instant::now();
+    let mut sent_barrier = 0u64;
+    let mut unsent = false;
+
+    while !control.stop.load(Relaxed) {
+        for k in &mut running.kafka_loops {
+            if k.thread.as_ref().is_some_and(|t| t.is_finished()) {
+                let result = k.join();
+                // A consumer loop ends early only on an error (it stops when told to).
+                return Err(result.err().unwrap_or_else(|| anyhow::anyhow!("Kafka source {} stopped", k.name)))
+                    .with_context(|| format!("Kafka source {}", k.name));
+            }
+        }
+        ready.set_started(running.kafka_loops.iter().all(|k| k.status.joined.load(Relaxed)));
+        if control.reload.swap(false, Relaxed) {
+            let (next, reloaded) = reload::reload(running, &mut history, opts, &store, &telemetry, control, notifier)?;
+            running = next;
+            if reloaded {
+                sent_barrier = 0;
+            }
+        }
+        let Running { config, tailer, pipeline, kafka_loops, .. } = &mut running;
+        let read_at = Instant::now();
+        let polled = tailer.poll(&mut pipeline.ingest, POLL_BUDGET);
+        unsent |= polled.bytes_read > 0;
+        if unsent && (last_barrier.elapsed() >= BARRIER_EVERY || !polled.more_pending) {
+            let checkpoint = history.record(
+                tailer.checkpoints(),
+                pipeline.ingest.latest_event_time(),
+                pipeline.longest_window_secs(),
+            );
+            sent_barrier = pipeline.ingest.barrier(serde_json::to_vec(&checkpoint)?, read_at);
+            last_barrier = Instant::now();
+            unsent = false;
+        }
+        // /readyz and the watchdog ask the same question (Readiness::live): the store neither
+        // failed nor stuck, every stage alive, handed-out work durable within its deadline.
+        ready.work_pending(pipeline.durable_barrier() < sent_barrier);
+        ready.stage_failure((!pipeline.is_alive()).then(|| "a pipeline stage has stopped".to_string()));
+        if watchdog && last_ping.elapsed() >= watchdog_every {
+            let kafka_alive = kafka_loops.iter_mut().all(|k| k.progressed());
+            if kafka_alive && ready.live(&store).is_ok() {
+                let _ = sd_notify::notify(false, &[NotifyState::Watchdog]);
+                last_ping = Instant::now();
+            }
+        }
+        if !polled.more_pending {
+            tailer.wait(config.tail.poll_interval);
+        }
+    }
+    let checkpoint = running.checkpoint(&mut history);
+    running.pipeline.ingest.barrier(serde_json::to_vec(&checkpoint)?, Instant::now());
+    let files = running
+        .pipeline
+        .finish()
+        .context("final flush failed (lines after the last durable checkpoint are read again at the next start)");
+    let kafka = stop_kafka_loops(running.kafka_loops);
+    files?;
+    kafka?;
+    tracing::info!("stopped: alerts, checkpoints and offsets flushed");
+    Ok(())
 }

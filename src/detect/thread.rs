@@ -7,14 +7,30 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::detect::alert::Alert;
 use crate::detect::event::EventBatch;
 use crate::detect::worker::{ClientScope, DetectConfig, Worker, WorkerStats};
-use crate::store::writer::{Barrier, StoreMsg};
 use crate::telemetry::Telemetry;
+
+/// A marker through the pipeline; `checkpoint` is written once everything before it is.
+pub struct Barrier {
+    pub seq: u64,
+    /// When the lines before it were read: the start of the detection-latency measurement.
+    pub read_at: Instant,
+    /// None for a source that keeps its position elsewhere (Kafka offsets live in the
+    /// broker): the barrier then only says when the alerts before it are durable.
+    pub checkpoint: Option<Vec<u8>>,
+}
+
+/// What a detection thread passes on to the store writer, in order.
+pub(crate) enum WorkerOutput {
+    Alerts(Vec<Alert>),
+    Barrier(Arc<Barrier>),
+}
 
 /// What a detection thread receives, in order.
 pub(crate) enum WorkerMsg {
@@ -34,7 +50,7 @@ pub(crate) fn run_worker(
     cfg: Arc<DetectConfig>,
     rx: Receiver<WorkerMsg>,
     resolved: Receiver<Alert>,
-    to_store: Sender<StoreMsg>,
+    to_store: Sender<WorkerOutput>,
     recycle: Sender<EventBatch>,
     telemetry: Arc<Telemetry>,
 ) -> WorkerResult {
@@ -52,10 +68,10 @@ pub(crate) fn run_worker(
             WorkerMsg::Barrier(b) => {
                 // The alerts changed before the marker go first; the marker follows them.
                 worker.take_changed(&mut changed);
-                if !changed.is_empty() && to_store.send(StoreMsg::Alerts(std::mem::take(&mut changed))).is_err() {
+                if !changed.is_empty() && to_store.send(WorkerOutput::Alerts(std::mem::take(&mut changed))).is_err() {
                     break;
                 }
-                if to_store.send(StoreMsg::Barrier(b)).is_err() {
+                if to_store.send(WorkerOutput::Barrier(b)).is_err() {
                     break;
                 }
                 continue;
@@ -84,7 +100,7 @@ pub(crate) fn run_worker(
     // listening: it stops only when every worker has dropped its sender).
     worker.take_changed(&mut changed);
     if !changed.is_empty() {
-        let _ = to_store.send(StoreMsg::Alerts(changed));
+        let _ = to_store.send(WorkerOutput::Alerts(changed));
     }
     telemetry.groups_tracked.fetch_sub(published.groups_tracked as i64, Relaxed);
     (worker.stats, worker.take_scope())

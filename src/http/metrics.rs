@@ -489,7 +489,7 @@ mod tests {
             Rule { severity: Severity::Critical, ..Rule::for_test("R1", "unknown-client-fetch") },
             Rule::for_test("R5", "probing"),
         ];
-        t.register_rules(&rules);
+        t.register_rules(rules.iter().map(|r| (r.name.as_str(), r.severity.as_str())));
         let text = render(&t, Some(&BTreeMap::new()), None);
         for r in &rules {
             let labels = format!("{{rule=\"{}\",severity=\"{}\"}} 0\n", r.name, r.severity.as_str());

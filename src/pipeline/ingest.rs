@@ -15,10 +15,9 @@ use super::{worker_for, SourceSpec, MAX_SOURCES};
 use crate::classify::client::Networks;
 use crate::classify::path::{PathSemantics, SensitivePaths};
 use crate::detect::event::{Event, EventBatch, Route};
-use crate::detect::thread::WorkerMsg;
+use crate::detect::thread::{Barrier, WorkerMsg};
 use crate::parse::{self, LogFormat, SkipReason};
 use crate::source::tail::LineSink;
-use crate::store::writer::Barrier;
 use crate::telemetry::{LineTally, Telemetry};
 
 /// The parsing side: owned by the reading thread.

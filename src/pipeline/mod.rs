@@ -25,15 +25,16 @@ use crate::classify::path::PathSemantics;
 use crate::config::Config;
 use crate::detect::alert::Alert;
 use crate::detect::event::EventBatch;
-use crate::detect::thread::{run_worker, WorkerMsg, WorkerResult};
+use crate::detect::thread::{run_worker, WorkerMsg, WorkerOutput, WorkerResult};
 use crate::detect::worker::{ClientScope, DetectConfig, Worker, WorkerStats};
 use crate::parse::LogFormat;
 use crate::privacy::Pseudonymizer;
-use crate::store::writer::{StoreMsg, StoreWriter};
+use crate::store::writer::StoreWriter;
 use crate::store::{Notify, Store, StoreError};
 use crate::telemetry::Telemetry;
 
-pub use crate::store::writer::{Barrier, OnStoreError};
+pub use crate::detect::thread::Barrier;
+pub use crate::store::writer::OnStoreError;
 pub use ingest::Ingest;
 
 /// Batches queued per worker before reading pauses.
@@ -116,7 +117,7 @@ impl Pipeline {
             options.keep_scope,
             options.pseudonyms.clone(),
         ));
-        let (to_store, store_rx) = bounded::<StoreMsg>(STORE_QUEUE);
+        let (to_store, store_rx) = bounded::<WorkerOutput>(STORE_QUEUE);
         let (recycle_tx, recycled) = unbounded::<EventBatch>();
         let mut to_workers = Vec::with_capacity(workers);
         let mut handles = Vec::with_capacity(workers);

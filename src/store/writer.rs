@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Receiver;
 
 use crate::detect::alert::Alert;
+use crate::detect::thread::{Barrier, WorkerOutput};
 use crate::store::{Notify, Store, StoreError};
 use crate::telemetry::Telemetry;
 
@@ -22,22 +23,6 @@ pub enum OnStoreError {
     /// Count it, wait, and retry the same write; meanwhile queues fill and reading pauses
     /// (daemon: a full disk must not lose alerts or corrupt state).
     Retry,
-}
-
-/// A marker through the pipeline; `checkpoint` is written once everything before it is.
-pub struct Barrier {
-    pub seq: u64,
-    /// When the lines before it were read: the start of the detection-latency measurement.
-    pub read_at: Instant,
-    /// None for a source that keeps its position elsewhere (Kafka offsets live in the
-    /// broker): the barrier then only says when the alerts before it are durable.
-    pub checkpoint: Option<Vec<u8>>,
-}
-
-/// What the store writer receives from the detection threads.
-pub(crate) enum StoreMsg {
-    Alerts(Vec<Alert>),
-    Barrier(Arc<Barrier>),
 }
 
 /// The store writer: the single writer of alerts and checkpoints.
@@ -79,7 +64,7 @@ impl<S: AlertStore> StoreWriter<S> {
     /// Back-off between retries of a failed write.
     const RETRY_DELAY: Duration = Duration::from_millis(500);
 
-    pub(crate) fn run(self, rx: Receiver<StoreMsg>) -> Result<Vec<Alert>, StoreError> {
+    pub(crate) fn run(self, rx: Receiver<WorkerOutput>) -> Result<Vec<Alert>, StoreError> {
         // Every alert of this run in its latest state; and the coalescing buffer: whatever
         // queued up while the last write ran is merged by id and written once.
         let mut latest: HashMap<String, Alert> = HashMap::new();
@@ -90,12 +75,12 @@ impl<S: AlertStore> StoreWriter<S> {
             let mut complete: Option<Arc<Barrier>> = None;
             for msg in std::iter::once(first).chain(rx.try_iter()) {
                 match msg {
-                    StoreMsg::Alerts(alerts) => {
+                    WorkerOutput::Alerts(alerts) => {
                         for a in alerts {
                             merge_into(&mut pending, a);
                         }
                     }
-                    StoreMsg::Barrier(b) => {
+                    WorkerOutput::Barrier(b) => {
                         let n = arrivals.entry(b.seq).or_insert(0);
                         *n += 1;
                         if *n == self.workers {
@@ -233,7 +218,7 @@ mod tests {
     /// durable barrier it reported, and the checkpoint the store holds afterwards.
     fn run<S: AlertStore>(
         writer: StoreWriter<S>,
-        msgs: Vec<StoreMsg>,
+        msgs: Vec<WorkerOutput>,
     ) -> (Result<Vec<Alert>, StoreError>, u64, Arc<Telemetry>) {
         let (tx, rx) = unbounded();
         for m in msgs {
@@ -257,12 +242,12 @@ mod tests {
         // Three workers pass barriers 1 and 2; their markers interleave arbitrarily.
         let (b1, b2) = (barrier(1, Some("one")), barrier(2, Some("two")));
         let msgs = vec![
-            StoreMsg::Barrier(b1.clone()),
-            StoreMsg::Barrier(b1.clone()),
-            StoreMsg::Barrier(b2.clone()),
-            StoreMsg::Barrier(b2.clone()),
-            StoreMsg::Barrier(b1.clone()),
-            StoreMsg::Barrier(b2.clone()),
+            WorkerOutput::Barrier(b1.clone()),
+            WorkerOutput::Barrier(b1.clone()),
+            WorkerOutput::Barrier(b2.clone()),
+            WorkerOutput::Barrier(b2.clone()),
+            WorkerOutput::Barrier(b1.clone()),
+            WorkerOutput::Barrier(b2.clone()),
         ];
         let (result, durable, _) = run(writer(store.clone(), 3, OnStoreError::Fail), msgs);
         assert!(result.unwrap().is_empty());
@@ -275,13 +260,13 @@ mod tests {
         let (_dir, store) = store();
         let (b1, b2) = (barrier(1, Some("one")), barrier(2, Some("two")));
         let msgs = vec![
-            StoreMsg::Barrier(b1.clone()),
-            StoreMsg::Barrier(b1.clone()),
-            StoreMsg::Barrier(b1.clone()),
+            WorkerOutput::Barrier(b1.clone()),
+            WorkerOutput::Barrier(b1.clone()),
+            WorkerOutput::Barrier(b1.clone()),
             // Two of three workers passed barrier 2: its checkpoint must not be written.
-            StoreMsg::Barrier(b2.clone()),
-            StoreMsg::Barrier(b2.clone()),
-            StoreMsg::Alerts(vec![alert(3)]),
+            WorkerOutput::Barrier(b2.clone()),
+            WorkerOutput::Barrier(b2.clone()),
+            WorkerOutput::Alerts(vec![alert(3)]),
         ];
         let (result, durable, _) = run(writer(store.clone(), 3, OnStoreError::Fail), msgs);
         assert_eq!(result.unwrap().len(), 1, "the alert after the markers is still written");
@@ -294,10 +279,10 @@ mod tests {
         let (_dir, store) = store();
         let b1 = barrier(1, Some("one"));
         let msgs = vec![
-            StoreMsg::Alerts(vec![alert(2)]),
-            StoreMsg::Barrier(b1.clone()),
-            StoreMsg::Alerts(vec![alert(5)]),
-            StoreMsg::Barrier(b1.clone()),
+            WorkerOutput::Alerts(vec![alert(2)]),
+            WorkerOutput::Barrier(b1.clone()),
+            WorkerOutput::Alerts(vec![alert(5)]),
+            WorkerOutput::Barrier(b1.clone()),
         ];
         let (result, durable, telemetry) = run(writer(store.clone(), 2, OnStoreError::Fail), msgs);
         let alerts = result.unwrap();
@@ -313,7 +298,7 @@ mod tests {
         let (_dir, store) = store();
         store.save_checkpoint(b"files").unwrap();
         let b1 = barrier(1, None);
-        let msgs = vec![StoreMsg::Barrier(b1.clone()), StoreMsg::Barrier(b1)];
+        let msgs = vec![WorkerOutput::Barrier(b1.clone()), WorkerOutput::Barrier(b1)];
         let (result, durable, _) = run(writer(store.clone(), 2, OnStoreError::Fail), msgs);
         result.unwrap();
         assert_eq!(durable, 1);
@@ -324,7 +309,7 @@ mod tests {
     fn a_failed_write_in_fail_mode_stops_without_reporting_the_barrier_durable() {
         let (_dir, store) = store();
         let failing = FailingFlush { store: store.clone(), failures: AtomicU32::new(1) };
-        let msgs = vec![StoreMsg::Alerts(vec![alert(1)]), StoreMsg::Barrier(barrier(1, Some("one")))];
+        let msgs = vec![WorkerOutput::Alerts(vec![alert(1)]), WorkerOutput::Barrier(barrier(1, Some("one")))];
         let (result, durable, telemetry) = run(writer(failing, 1, OnStoreError::Fail), msgs);
         assert!(matches!(result, Err(StoreError::Db(_))));
         assert_eq!(durable, 0);
@@ -335,7 +320,7 @@ mod tests {
     fn a_failed_write_in_retry_mode_is_retried_until_the_store_recovers() {
         let (_dir, store) = store();
         let failing = FailingFlush { store: store.clone(), failures: AtomicU32::new(2) };
-        let msgs = vec![StoreMsg::Alerts(vec![alert(1)]), StoreMsg::Barrier(barrier(1, Some("one")))];
+        let msgs = vec![WorkerOutput::Alerts(vec![alert(1)]), WorkerOutput::Barrier(barrier(1, Some("one")))];
         let (result, durable, telemetry) = run(writer(failing, 1, OnStoreError::Retry), msgs);
         assert_eq!(result.unwrap().len(), 1);
         assert_eq!(durable, 1);
@@ -349,7 +334,7 @@ mod tests {
         let failing = FailingFlush { store: store.clone(), failures: AtomicU32::new(u32::MAX) };
         let w = writer(failing, 1, OnStoreError::Retry);
         w.stop_retrying.store(true, Relaxed);
-        let msgs = vec![StoreMsg::Barrier(barrier(1, Some("one")))];
+        let msgs = vec![WorkerOutput::Barrier(barrier(1, Some("one")))];
         let (result, durable, _) = run(w, msgs);
         assert!(result.is_err());
         assert_eq!(durable, 0);
