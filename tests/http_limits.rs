@@ -173,3 +173,14 @@ fn a_request_head_trickled_past_its_deadline_is_cut_off_though_bytes_keep_coming
         std::thread::sleep(Duration::from_millis(700));
     }
 }
+
+#[test]
+fn max_connections_zero_is_refused_with_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("recwatch.toml");
+    std::fs::write(&config, "[http]\nlisten = \"127.0.0.1:9898\"\nmax_connections = 0\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_recwatch")).args(["check", "--config"]).arg(&config).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("{}:3: http.max_connections: must be at least 1", config.display())), "{stderr}");
+}
