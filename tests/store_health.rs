@@ -52,7 +52,9 @@ fn a_stalled_store_makes_readyz_503_with_the_reason_within_its_deadline() {
     assert_eq!(status, 503);
     assert!(body.starts_with("not ready: store stalled: pause has been running for"), "{body}");
     pause.join().unwrap().unwrap();
-    assert_eq!(readyz(), (200, "ready\n".to_string()), "ready again once the store answers");
+    wait_until("/readyz ready again once the store answers", Duration::from_secs(10), || {
+        Some(readyz()).filter(|(s, _)| *s == 200)
+    });
     ready.set_draining();
     assert_eq!(readyz(), (503, "not ready: draining: the daemon is stopping\n".to_string()));
 }

@@ -4,6 +4,7 @@
 //! issue 14). Never waits for anything but the disk and never decides what to store: the
 //! methods are the records' shapes and their atomicity, nothing more.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
@@ -69,6 +70,73 @@ fn time_key(a: &Alert) -> Vec<u8> {
 /// What the owner read for a fan-out: the marker's bytes and each receiver's record's bytes.
 pub(super) type FanOutRead = Option<(Vec<u8>, Vec<Option<Vec<u8>>>)>;
 
+/// What a tally needs of a stored alert.
+#[derive(serde::Deserialize)]
+struct AlertHead {
+    rule: String,
+    severity: crate::detect::rule::Severity,
+    status: AlertStatus,
+}
+
+/// The numbers every `/metrics` scrape reads, kept current by each write instead of a scan
+/// per scrape (a scan of every alert on every scrape would hold the owner as the store grows).
+#[derive(Default)]
+struct Tallies {
+    /// Unresolved alerts by (rule name, severity).
+    unresolved: BTreeMap<(String, String), u64>,
+    /// Pending deliveries per receiver: pending_since_ms → how many.
+    pending: BTreeMap<String, BTreeMap<i64, u64>>,
+}
+
+fn add(count: &mut u64, up: bool) {
+    *count = if up { *count + 1 } else { count.saturating_sub(1) };
+}
+
+impl Tallies {
+    /// An alert record appears (`up`) or goes away.
+    fn alert(&mut self, bytes: Option<&[u8]>, up: bool) {
+        let Some(a) = bytes.and_then(|b| serde_json::from_slice::<AlertHead>(b).ok()) else { return };
+        if a.status == AlertStatus::Resolved {
+            return;
+        }
+        let key = (a.rule, a.severity.as_str().to_string());
+        let count = self.unresolved.entry(key.clone()).or_insert(0);
+        add(count, up);
+        if *count == 0 {
+            self.unresolved.remove(&key);
+        }
+    }
+
+    fn alert_changed(&mut self, old: Option<&[u8]>, new: Option<&[u8]>) {
+        self.alert(old, false);
+        self.alert(new, true);
+    }
+
+    /// A delivery record appears (`up`) or goes away.
+    fn delivery(&mut self, key: &[u8], bytes: Option<&[u8]>, up: bool) {
+        let Some(since) =
+            bytes.and_then(|b| serde_json::from_slice::<Delivery>(b).ok()).and_then(|d| d.pending_since_ms)
+        else {
+            return;
+        };
+        let receiver = String::from_utf8_lossy(key.split(|&b| b == 0).next().unwrap_or(&[])).into_owned();
+        let by_time = self.pending.entry(receiver.clone()).or_default();
+        let count = by_time.entry(since).or_insert(0);
+        add(count, up);
+        if *count == 0 {
+            by_time.remove(&since);
+        }
+        if by_time.is_empty() {
+            self.pending.remove(&receiver);
+        }
+    }
+
+    fn delivery_changed(&mut self, key: &[u8], old: Option<&[u8]>, new: Option<&[u8]>) {
+        self.delivery(key, old, false);
+        self.delivery(key, new, true);
+    }
+}
+
 /// The open database and its trees.
 pub(super) struct Db {
     db: sled::Db,
@@ -78,6 +146,7 @@ pub(super) struct Db {
     meta: sled::Tree,
     outbox: sled::Tree,
     deliveries: sled::Tree,
+    tallies: RefCell<Tallies>,
 }
 
 impl Db {
@@ -90,7 +159,15 @@ impl Db {
         let meta = db.open_tree("meta")?;
         let outbox = db.open_tree("outbox")?;
         let deliveries = db.open_tree("deliveries")?;
-        Ok(Db { db, alerts, by_time, meta, outbox, deliveries })
+        let mut tallies = Tallies::default();
+        for item in alerts.iter() {
+            tallies.alert(Some(&item?.1), true);
+        }
+        for item in deliveries.iter() {
+            let (key, value) = item?;
+            tallies.delivery(&key, Some(&value), true);
+        }
+        Ok(Db { db, alerts, by_time, meta, outbox, deliveries, tallies: RefCell::new(tallies) })
     }
 
     /// Whether the store carries the format marker or any record (a store from before the
@@ -113,45 +190,52 @@ impl Db {
             return Ok(Vec::new());
         }
         let now = now_ms();
-        let created = (&self.alerts, &self.by_time, &self.outbox).transaction(|(tx_alerts, tx_index, tx_outbox)| {
-            let mut created = Vec::new();
-            for (i, newer) in alerts.iter().enumerate() {
-                let id = newer.id.as_bytes();
-                let old = tx_alerts.get(id)?;
-                let stored = old.as_ref().and_then(|bytes| serde_json::from_slice::<Alert>(bytes).ok());
-                // New, or an unreadable record: the live snapshot replaces it.
-                let merged = match &stored {
-                    Some(stored) => {
-                        let mut merged = stored.clone();
-                        merged.merge_from(newer);
-                        merged
+        let (created, changes) =
+            (&self.alerts, &self.by_time, &self.outbox).transaction(|(tx_alerts, tx_index, tx_outbox)| {
+                let mut created = Vec::new();
+                let mut changes = Vec::new();
+                for (i, newer) in alerts.iter().enumerate() {
+                    let id = newer.id.as_bytes();
+                    let old = tx_alerts.get(id)?;
+                    let stored = old.as_ref().and_then(|bytes| serde_json::from_slice::<Alert>(bytes).ok());
+                    // New, or an unreadable record: the live snapshot replaces it.
+                    let merged = match &stored {
+                        Some(stored) => {
+                            let mut merged = stored.clone();
+                            merged.merge_from(newer);
+                            merged
+                        }
+                        None => newer.clone(),
+                    };
+                    if old.is_none() {
+                        created.push(i);
                     }
-                    None => newer.clone(),
-                };
-                if old.is_none() {
-                    created.push(i);
-                }
-                let bytes = match serde_json::to_vec(&merged) {
-                    Ok(b) => b,
-                    Err(source) => return abort(StoreError::Corrupt { id: newer.id.clone(), source }),
-                };
-                if old.as_deref() == Some(bytes.as_slice()) {
-                    continue;
-                }
-                if let Some(stored) = &stored {
-                    if stored.first_seen != merged.first_seen {
-                        tx_index.remove(time_key(stored))?;
+                    let bytes = match serde_json::to_vec(&merged) {
+                        Ok(b) => b,
+                        Err(source) => return abort(StoreError::Corrupt { id: newer.id.clone(), source }),
+                    };
+                    if old.as_deref() == Some(bytes.as_slice()) {
+                        continue;
+                    }
+                    if let Some(stored) = &stored {
+                        if stored.first_seen != merged.first_seen {
+                            tx_index.remove(time_key(stored))?;
+                        }
+                    }
+                    tx_alerts.insert(id, bytes.as_slice())?;
+                    changes.push((old.clone(), bytes));
+                    tx_index.insert(time_key(&merged), &[])?;
+                    if notify == Notify::Queue {
+                        let marker = fold_marker(tx_outbox.get(id)?.as_deref(), old.is_none(), now);
+                        tx_outbox.insert(id, marker)?;
                     }
                 }
-                tx_alerts.insert(id, bytes)?;
-                tx_index.insert(time_key(&merged), &[])?;
-                if notify == Notify::Queue {
-                    let marker = fold_marker(tx_outbox.get(id)?.as_deref(), old.is_none(), now);
-                    tx_outbox.insert(id, marker)?;
-                }
-            }
-            Ok(created)
-        })?;
+                Ok((created, changes))
+            })?;
+        let mut tallies = self.tallies.borrow_mut();
+        for (old, new) in &changes {
+            tallies.alert_changed(old.as_deref(), Some(new));
+        }
         Ok(created)
     }
 
@@ -204,15 +288,20 @@ impl Db {
             if a.status == AlertStatus::Resolved && status != AlertStatus::Resolved {
                 return abort(StoreError::AlertClosed { id: id.to_string(), wanted: status.as_str() });
             }
-            let changed = a.status != status;
-            if changed {
+            let mut changed = None;
+            if a.status != status {
                 a.status = status;
-                let bytes = serde_json::to_vec(&a).expect("an alert always serialises");
-                tx_alerts.insert(id.as_bytes(), bytes)?;
+                let new = serde_json::to_vec(&a).expect("an alert always serialises");
+                tx_alerts.insert(id.as_bytes(), new.as_slice())?;
                 tx_outbox.insert(id.as_bytes(), fold_marker(tx_outbox.get(id.as_bytes())?.as_deref(), true, now))?;
+                changed = Some((bytes.to_vec(), new));
             }
             Ok((a, changed))
         })?;
+        if let Some((old, new)) = &changed {
+            self.tallies.borrow_mut().alert_changed(Some(old), Some(new));
+        }
+        let changed = changed.is_some();
         self.flush()?;
         Ok((updated, changed))
     }
@@ -269,6 +358,12 @@ impl Db {
             }
             Ok(true)
         })?;
+        if committed {
+            let mut tallies = self.tallies.borrow_mut();
+            for ((key, new), old) in writes.iter().zip(existing) {
+                tallies.delivery_changed(key, old.as_deref(), new.as_deref());
+            }
+        }
         Ok(committed)
     }
 
@@ -299,17 +394,22 @@ impl Db {
         old: Option<&[u8]>,
         new: Option<Vec<u8>>,
     ) -> Result<bool, StoreError> {
-        Ok(self.deliveries.compare_and_swap(key, old, new)?.is_ok())
+        let swapped = self.deliveries.compare_and_swap(key, old, new.as_deref())?.is_ok();
+        if swapped {
+            self.tallies.borrow_mut().delivery_changed(key, old, new.as_deref());
+        }
+        Ok(swapped)
     }
 
     pub(super) fn drop_deliveries_except(&self, keep: &[String]) -> Result<BTreeMap<String, u64>, StoreError> {
         let mut dropped = BTreeMap::new();
         for item in self.deliveries.iter() {
-            let (key, _) = item?;
+            let (key, value) = item?;
             let receiver = key.split(|&b| b == 0).next().unwrap_or(&[]);
             let receiver = String::from_utf8_lossy(receiver).into_owned();
             if !keep.contains(&receiver) {
                 self.deliveries.remove(&key)?;
+                self.tallies.borrow_mut().delivery(&key, Some(&value), false);
                 *dropped.entry(receiver).or_insert(0) += 1;
             }
         }
@@ -317,17 +417,15 @@ impl Db {
     }
 
     pub(super) fn pending_deliveries(&self) -> Result<BTreeMap<String, PendingStats>, StoreError> {
-        let mut out: BTreeMap<String, PendingStats> = BTreeMap::new();
-        for item in self.deliveries.iter() {
-            let (key, value) = item?;
-            let Ok(d) = serde_json::from_slice::<Delivery>(&value) else { continue };
-            let Some(since) = d.pending_since_ms else { continue };
-            let receiver = key.split(|&b| b == 0).next().unwrap_or(&[]);
-            let stats = out.entry(String::from_utf8_lossy(receiver).into_owned()).or_default();
-            stats.pending += 1;
-            stats.oldest_ms = Some(stats.oldest_ms.map_or(since, |o| o.min(since)));
-        }
-        Ok(out)
+        let tallies = self.tallies.borrow();
+        Ok(tallies
+            .pending
+            .iter()
+            .map(|(receiver, by_time)| {
+                let stats = PendingStats { pending: by_time.values().sum(), oldest_ms: by_time.keys().next().copied() };
+                (receiver.clone(), stats)
+            })
+            .collect())
     }
 
     pub(super) fn outbox_len(&self) -> usize {
@@ -335,16 +433,7 @@ impl Db {
     }
 
     pub(super) fn count_unresolved(&self) -> Result<BTreeMap<(String, String), u64>, StoreError> {
-        let mut out = BTreeMap::new();
-        for item in self.alerts.iter() {
-            let (_, bytes) = item?;
-            if let Ok(a) = serde_json::from_slice::<Alert>(&bytes) {
-                if a.status != AlertStatus::Resolved {
-                    *out.entry((a.rule, a.severity.as_str().to_string())).or_insert(0) += 1;
-                }
-            }
-        }
-        Ok(out)
+        Ok(self.tallies.borrow().unresolved.clone())
     }
 
     pub(super) fn remove_last_seen_before(&self, cutoff: i64) -> Result<usize, StoreError> {
@@ -355,12 +444,14 @@ impl Db {
         for item in self.by_time.range(..end.as_slice()) {
             let (key, _) = item?;
             let id = &key[8..];
-            let expired = match self.alerts.get(id)? {
+            let stored = self.alerts.get(id)?;
+            let expired = match &stored {
                 None => true,
-                Some(bytes) => serde_json::from_slice::<Alert>(&bytes).map_or(true, |a| a.last_seen < cutoff),
+                Some(bytes) => serde_json::from_slice::<Alert>(bytes).map_or(true, |a| a.last_seen < cutoff),
             };
             if expired {
                 self.alerts.remove(id)?;
+                self.tallies.borrow_mut().alert(stored.as_deref(), false);
                 self.by_time.remove(&key)?;
                 self.outbox.remove(id)?;
                 removed_ids.insert(id.to_vec());
@@ -370,10 +461,11 @@ impl Db {
             return Ok(0);
         }
         for item in self.deliveries.iter() {
-            let (key, _) = item?;
+            let (key, value) = item?;
             let id = key.iter().position(|&b| b == 0).map_or(&key[..0], |i| &key[i + 1..]);
             if removed_ids.contains(id) {
                 self.deliveries.remove(&key)?;
+                self.tallies.borrow_mut().delivery(&key, Some(&value), false);
             }
         }
         self.flush()?;
