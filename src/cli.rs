@@ -275,7 +275,7 @@ fn kafka_key(args: KafkaKeyArgs) -> anyhow::Result<ExitCode> {
         recwatch::source::framing::for_each_line(std::io::stdin().lock(), MAX_LINE_LEN, 1 << 16, |frame| {
             let line = match frame {
                 recwatch::source::framing::Frame::Line(line) => line,
-                recwatch::source::framing::Frame::TooLong => b"",
+                recwatch::source::framing::Frame::Truncated(head) => head,
             };
             // A closed stdout (| head) ends the output, not the program with a panic.
             let _ = print(line);

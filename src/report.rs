@@ -41,6 +41,9 @@ pub struct Report {
     pub parsed: u64,
     /// Skipped lines by reason (every reason listed, zeros included).
     pub skipped: std::collections::BTreeMap<&'static str, u64>,
+    /// Lines longer than the line bound, judged by their head (counted in `parsed` or
+    /// `skipped` like any line).
+    pub truncated: u64,
     /// Requests to any path under a sensitive prefix.
     pub sensitive_requests: u64,
     /// Of those, requests for recordings (prefix and extension).
@@ -144,6 +147,10 @@ impl Report {
             lines: telemetry.lines_read.load(Relaxed),
             parsed: telemetry.lines_parsed.load(Relaxed),
             skipped: SkipReason::ALL.iter().map(|r| (r.as_str(), telemetry.skipped(*r))).collect(),
+            truncated: {
+                let all = telemetry.lines_truncated.lock().unwrap_or_else(|e| e.into_inner());
+                all.values().map(|c| c.load(Relaxed)).sum()
+            },
             sensitive_requests: telemetry.sensitive_requests.load(Relaxed),
             recording_requests: telemetry.recording_requests.load(Relaxed),
             inputs,
@@ -191,6 +198,9 @@ impl Report {
         );
         for (reason, n) in self.skipped.iter().filter(|(_, n)| **n > 0) {
             let _ = writeln!(s, "  - skipped, {reason}: {n}");
+        }
+        if self.truncated > 0 {
+            let _ = writeln!(s, "  - over the line-length bound, judged by their head: {}", self.truncated);
         }
         for i in &self.inputs {
             if let Some(e) = &i.error {

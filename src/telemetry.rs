@@ -86,6 +86,9 @@ pub struct Telemetry {
     pub lines_parsed: AtomicU64,
     /// Indexed like [`SkipReason::ALL`].
     pub lines_skipped: [AtomicU64; SkipReason::ALL.len()],
+    /// Lines longer than the bound, judged by their head, by configured source name (see
+    /// [`Telemetry::lines_truncated`]).
+    pub lines_truncated: Mutex<BTreeMap<String, Arc<AtomicU64>>>,
     /// Requests to any path under a sensitive prefix.
     pub sensitive_requests: AtomicU64,
     /// Requests classified as recordings (prefix and extension).
@@ -223,6 +226,7 @@ impl Default for Telemetry {
             config_reload_failures: AtomicU64::new(0),
             receivers: Mutex::new(BTreeMap::new()),
             kafka: Mutex::new(Vec::new()),
+            lines_truncated: Mutex::new(BTreeMap::new()),
         }
     }
 }
@@ -290,6 +294,13 @@ impl Telemetry {
         for (name, severity) in rules {
             by_rule.entry((name.to_string(), severity)).or_insert(0);
         }
+    }
+
+    /// The truncated-lines counter of the configured source `name`, registered (at 0) on
+    /// first use: the pipeline registers its sources when it starts.
+    pub fn lines_truncated(&self, name: &str) -> Arc<AtomicU64> {
+        let mut all = self.lines_truncated.lock().unwrap_or_else(|e| e.into_inner());
+        all.entry(name.to_string()).or_default().clone()
     }
 
     /// The counters of the Kafka source `name`, registered on first use.

@@ -451,6 +451,7 @@ const EXPECTED_NAMES: &[&str] = &[
     "recwatch_bytes_read_total",
     "recwatch_lines_parsed_total",
     "recwatch_lines_skipped_total",
+    "recwatch_lines_truncated_total",
     "recwatch_sensitive_requests_total",
     "recwatch_recording_requests_total",
     "recwatch_alerts_fired_total",
@@ -484,6 +485,7 @@ fn metrics_expose_every_family_and_pass_promtool() {
     t.files_open.store(2, Ordering::Relaxed);
     t.source_lag_bytes.store(-3, Ordering::Relaxed);
     t.lines_skipped[1].store(7, Ordering::Relaxed);
+    t.lines_truncated("access").store(2, Ordering::Relaxed);
     t.last_checkpoint_unix.store(T0, Ordering::Relaxed);
     t.config_reload_failures.store(1, Ordering::Relaxed);
     t.alert_opened("unknown-client-fetch", "critical");
@@ -503,6 +505,7 @@ fn metrics_expose_every_family_and_pass_promtool() {
         "recwatch_source_lag_bytes -3\n",
         "recwatch_lines_skipped_total{reason=\"too_long\"} 7\n",
         "recwatch_lines_skipped_total{reason=\"binary\"} 0\n",
+        "recwatch_lines_truncated_total{source=\"access\"} 2\n",
         "recwatch_last_checkpoint_timestamp_seconds 1550480401\n",
         "recwatch_config_reloads_total{result=\"success\"} 0\n",
         "recwatch_config_reloads_total{result=\"failure\"} 1\n",

@@ -139,13 +139,24 @@ struct KafkaIngest<'a> {
     format: LogFormat,
 }
 
+impl KafkaIngest<'_> {
+    fn source(&mut self, origin: &str) -> u16 {
+        if origin.is_empty() {
+            0
+        } else {
+            self.ingest.source_named(origin, self.format).unwrap_or(0)
+        }
+    }
+}
+
 impl KafkaSink for KafkaIngest<'_> {
     fn line(&mut self, origin: &str, line: &[u8]) {
-        let source = if origin.is_empty() { 0 } else { self.ingest.source_named(origin, self.format).unwrap_or(0) };
+        let source = self.source(origin);
         self.ingest.line(source, line);
     }
-    fn too_long(&mut self) {
-        self.ingest.too_long();
+    fn truncated(&mut self, origin: &str, head: &[u8]) {
+        let source = self.source(origin);
+        self.ingest.truncated(source, head);
     }
 }
 

@@ -106,6 +106,16 @@ pub fn families(
         &["reason"],
         SkipReason::ALL.iter().map(|r| (vec![r.as_str().to_string()], t.skipped(*r) as f64)),
     );
+    let truncated: Vec<(Vec<String>, f64)> = {
+        let all = t.lines_truncated.lock().unwrap_or_else(|e| e.into_inner());
+        all.iter().map(|(source, c)| (vec![source.clone()], n(c))).collect()
+    };
+    f.counter_vec(
+        "recwatch_lines_truncated_total",
+        "Lines longer than the line bound, judged by their head (the rest dropped), by source.",
+        &["source"],
+        truncated,
+    );
     f.counter(
         "recwatch_sensitive_requests_total",
         "Requests to any path under a sensitive prefix.",

@@ -4,7 +4,7 @@
 //! allocates nothing per line once warm; never detects and never touches the store.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -27,6 +27,10 @@ pub struct Ingest {
     pub(super) sources: Vec<SourceSpec>,
     /// Index of every source by name, for [`Ingest::source_named`].
     pub(super) source_index: HashMap<String, u16, ahash::RandomState>,
+    /// Truncated-line counters of the sources the pipeline started with, by index; a source
+    /// registered later by name (a Kafka envelope's `host:file`) counts under the first, the
+    /// configured source it came through, so label values come from the config only.
+    truncated_lines: Vec<Arc<AtomicU64>>,
     /// Reused buffer for the normalised path of the current line.
     path_scratch: Vec<u8>,
     /// Reused buffer for the unescaped user agent of the current line.
@@ -64,11 +68,13 @@ impl Ingest {
         telemetry: Arc<Telemetry>,
     ) -> Ingest {
         let source_index = sources.iter().enumerate().map(|(i, s)| (s.name.clone(), i as u16)).collect();
+        let truncated_lines = sources.iter().map(|s| telemetry.lines_truncated(&s.name)).collect();
         Ingest {
             paths,
             networks,
             sources,
             source_index,
+            truncated_lines,
             path_scratch: Vec::with_capacity(4096),
             ua_scratch: Vec::with_capacity(1024),
             time_cache: ([0; 32], 0, 0),
@@ -162,10 +168,14 @@ impl Ingest {
         }
     }
 
-    /// A line over the length bound was skipped by the framer.
-    pub fn too_long(&mut self) {
-        self.tally.lines += 1;
-        self.tally.skip(SkipReason::TooLong);
+    /// The head of a line longer than the bound (the framer dropped the rest): counted as
+    /// truncated, then judged like any line.
+    pub fn truncated(&mut self, source: u16, head: &[u8]) {
+        let counter = self.truncated_lines.get(usize::from(source)).or(self.truncated_lines.first());
+        if let Some(counter) = counter {
+            counter.fetch_add(1, Relaxed);
+        }
+        self.line(source, head);
     }
 
     fn event_time(&mut self, text: &[u8]) -> Option<i64> {
@@ -200,6 +210,7 @@ impl Ingest {
             networks: self.networks.clone(),
             sources: self.sources.clone(),
             source_index: self.source_index.clone(),
+            truncated_lines: self.truncated_lines.clone(),
             path_scratch: Vec::with_capacity(4096),
             ua_scratch: Vec::with_capacity(1024),
             time_cache: ([0; 32], 0, 0),
@@ -295,8 +306,8 @@ impl LineSink for Ingest {
     fn line(&mut self, source: u16, line: &[u8]) {
         Ingest::line(self, source, line);
     }
-    fn too_long(&mut self, _source: u16) {
-        Ingest::too_long(self);
+    fn truncated(&mut self, source: u16, head: &[u8]) {
+        Ingest::truncated(self, source, head);
     }
     fn partial_line(&mut self, source: u16, line: &[u8]) {
         // Flagged and counted by the tailer; still parsed: a cut line may hold a real fetch.

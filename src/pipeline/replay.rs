@@ -13,10 +13,10 @@ use crate::classify::path::PathSemantics;
 use crate::config::Config;
 use crate::detect::event::EventBatch;
 use crate::detect::thread::WorkerMsg;
-use crate::parse::{self, LogFormat, MAX_LINE_LEN};
+use crate::parse::{LogFormat, MAX_LINE_LEN};
 use crate::privacy::Pseudonymizer;
 use crate::report::InputSummary;
-use crate::source::framing::{frame_lines, Frame, LineChunks};
+use crate::source::framing::{Chunk, Frame, LineChunks};
 use crate::source::replay::{open, Input};
 use crate::store::{Notify, Store};
 use crate::telemetry::Telemetry;
@@ -99,8 +99,8 @@ pub fn run(
 /// One chunk parsed by a parser thread, waiting to be forwarded in input order.
 struct ParsedChunk {
     seq: u64,
-    /// The chunk's buffer, returned for reuse.
-    chunk: Vec<u8>,
+    /// The chunk, returned for reuse.
+    chunk: Chunk,
     batches: Vec<(usize, EventBatch)>,
     lines: u64,
     latest: i64,
@@ -120,7 +120,7 @@ impl Pipeline {
         let parsers = parsers.max(1);
         // Chunks in flight: enough to keep every parser busy while results wait for order.
         let in_flight_max = 2 * parsers;
-        let (job_tx, job_rx) = bounded::<(u64, Vec<u8>, u64)>(in_flight_max);
+        let (job_tx, job_rx) = bounded::<(u64, Chunk)>(in_flight_max);
         let (done_tx, done_rx) = bounded::<ParsedChunk>(in_flight_max);
         let mut lines = 0u64;
         let mut result = Ok(());
@@ -128,14 +128,11 @@ impl Pipeline {
             for _ in 0..parsers {
                 let (job_rx, done_tx, mut parser) = (job_rx.clone(), done_tx.clone(), self.ingest.parser());
                 scope.spawn(move || {
-                    for (seq, chunk, too_long) in job_rx {
+                    for (seq, chunk) in job_rx {
                         let before = parser.tally.lines;
-                        for _ in 0..too_long {
-                            parser.too_long();
-                        }
-                        frame_lines(&chunk, parse::MAX_LINE_LEN, |frame| match frame {
+                        chunk.frames(|frame| match frame {
                             Frame::Line(line) => parser.line(source, line),
-                            Frame::TooLong => parser.too_long(),
+                            Frame::Truncated(head) => parser.truncated(source, head),
                         });
                         let lines = parser.tally.lines - before;
                         parser.flush();
@@ -151,18 +148,18 @@ impl Pipeline {
             let mut next_to_send = 0u64;
             let mut next_to_forward = 0u64;
             let mut waiting: BTreeMap<u64, ParsedChunk> = BTreeMap::new();
-            let mut spare: Vec<Vec<u8>> = Vec::new();
+            let mut spare: Vec<Chunk> = Vec::new();
             let mut reading = true;
             loop {
                 // Read and hand out chunks while there is room, else take a parsed one back.
                 if reading && next_to_send - next_to_forward < in_flight_max as u64 {
-                    let mut buf = spare.pop().unwrap_or_default();
-                    match chunks.next_chunk(&mut buf) {
-                        Ok(Some(too_long)) => {
-                            let _ = job_tx.send((next_to_send, buf, too_long));
+                    let mut chunk = spare.pop().unwrap_or_default();
+                    match chunks.next_chunk(&mut chunk) {
+                        Ok(true) => {
+                            let _ = job_tx.send((next_to_send, chunk));
                             next_to_send += 1;
                         }
-                        Ok(None) => reading = false,
+                        Ok(false) => reading = false,
                         Err(e) => {
                             result = Err(e);
                             reading = false;

@@ -560,8 +560,8 @@ fn apply_rebalance(consumer: &BaseConsumer<KafkaContext>, event: &Rebalance) -> 
 pub trait KafkaSink {
     /// One line (without `\n`); `origin` is the envelope's `host:file`, empty when none.
     fn line(&mut self, origin: &str, line: &[u8]);
-    /// A line over the length bound was skipped.
-    fn too_long(&mut self);
+    /// The first `MAX_LINE_LEN` bytes of a longer line (the rest of it is dropped).
+    fn truncated(&mut self, origin: &str, head: &[u8]);
 }
 
 pub struct KafkaSource {
@@ -621,7 +621,7 @@ impl KafkaSource {
     /// Hands the lines of up to `budget` messages to `sink`, waiting up to `wait` for the
     /// first. Returns the messages handed out; stops early when a rebalance arrived (see
     /// [`KafkaSource::take_rebalance`]).
-    pub fn poll(&mut self, sink: &mut dyn KafkaSink, wait: Duration, budget: usize) -> usize {
+    pub fn poll<S: KafkaSink>(&mut self, sink: &mut S, wait: Duration, budget: usize) -> usize {
         let mut handed = 0;
         let mut bad = 0;
         let mut timeout = wait;
@@ -639,7 +639,7 @@ impl KafkaSource {
             match self.unwrapper.unwrap(m.payload().unwrap_or_default(), self.payload) {
                 Ok(u) => frame_lines(u.lines, MAX_LINE_LEN, |f| match f {
                     Frame::Line(line) => sink.line(u.origin, line),
-                    Frame::TooLong => sink.too_long(),
+                    Frame::Truncated(head) => sink.truncated(u.origin, head),
                 }),
                 Err(_) => bad += 1,
             }

@@ -1,7 +1,8 @@
 //! Follows access logs (paths or globs) across rotation, truncation, deletion and symlink
 //! retargeting, and hands complete lines to a [`LineSink`]. Owns file identity (device, inode,
 //! head fingerprint), read offsets and checkpoints, the open descriptors of rotated files being
-//! drained, and the partial-line policy. Never parses a line and never allocates per line.
+//! drained, and the partial-line policy. Never parses a line and never allocates per line;
+//! lines are cut by [`crate::source::framing::Framer`], one per followed file.
 
 use std::collections::{HashSet, VecDeque};
 use std::fs::{self, File, Metadata};
@@ -15,6 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tracing::{debug, info, warn};
 use xxhash_rust::xxh3::xxh3_64;
 
+use crate::source::framing::{Frame, Framer};
 use crate::telemetry::Telemetry;
 
 /// Bytes of a file's head hashed into its fingerprint.
@@ -41,7 +43,8 @@ pub struct TailOptions {
     pub poll_interval: Duration,
     /// `false` = pure-poll mode, for NFS/SMB where inotify never fires.
     pub use_inotify: bool,
-    /// Longer lines are skipped (counted through [`LineSink::too_long`]), never buffered.
+    /// Longer lines are handed out as their first `max_line_len` bytes
+    /// ([`LineSink::truncated`]); the rest is dropped as it is read, never buffered.
     pub max_line_len: usize,
     /// Bytes read per `pread`; raised to `max_line_len + 1` so a full read always frames a line.
     pub read_chunk: usize,
@@ -83,8 +86,10 @@ pub struct FileCheckpoint {
 pub trait LineSink {
     /// A complete line, without its `\n` (a `\r` before it is left for the parser).
     fn line(&mut self, source: u16, line: &[u8]);
-    /// A line longer than `max_line_len` was skipped up to its `\n`; tailing continues.
-    fn too_long(&mut self, source: u16);
+    /// The first `max_line_len` bytes of a longer line, handed out once; the rest of the line
+    /// is dropped up to its `\n` and tailing continues. The checkpoint moves past the line
+    /// once its `\n` is read: a restart before that hands the head out again.
+    fn truncated(&mut self, source: u16, head: &[u8]);
     /// The incomplete last line of a rotated or deleted file, flushed once when the file is
     /// released (flagged so the consumer can tell it may be cut).
     fn partial_line(&mut self, source: u16, line: &[u8]);
@@ -188,10 +193,10 @@ struct Followed {
     fp: u64,
     /// Just after the last complete line handed out (the checkpoint).
     offset: u64,
-    /// Where the next read starts: `offset`, or further inside an over-long line being skipped.
+    /// Where the next read starts: `offset`, or further inside a truncated line being dropped.
     read_pos: u64,
-    /// Inside an over-long line: bytes are dropped up to the next `\n`.
-    discarding: bool,
+    /// The line bound, and whether the rest of a truncated line is being dropped.
+    framer: Framer,
     /// Bytes of the file looked at so far (a partial tail is re-read only once it grew).
     scanned_to: u64,
     /// Size at the last `fstat` (or larger, if a read found more): a smaller size is a truncation.
@@ -384,7 +389,7 @@ impl Tailer {
     /// deletion and new files, reads new complete lines (at most about `max_bytes` in total,
     /// round-robin across files, older generations of a file first) into the sink, and releases
     /// drained rotated files. Never blocks waiting for data.
-    pub fn poll(&mut self, sink: &mut dyn LineSink, max_bytes: usize) -> PollResult {
+    pub fn poll<S: LineSink>(&mut self, sink: &mut S, max_bytes: usize) -> PollResult {
         let now = Instant::now();
         self.drain_events();
         let waiting = self.scan(now);
@@ -663,7 +668,7 @@ impl Tailer {
             fp: xxh3_64(head),
             offset,
             read_pos: offset,
-            discarding: false,
+            framer: Framer::new(self.opts.max_line_len),
             scanned_to: offset,
             size,
             hit_eof: false,
@@ -737,7 +742,7 @@ impl Tailer {
             f.offset = 0;
             f.read_pos = 0;
             f.scanned_to = 0;
-            f.discarding = false;
+            f.framer = Framer::new(f.framer.max_line_len());
             f.anchor_len = 0;
             f.size = size;
             f.fp_len = 0;
@@ -768,7 +773,7 @@ impl Tailer {
 
     /// Reads pending files round-robin in chunks until `max_bytes` are read or nothing is
     /// pending. A file waits while an older generation of its lineage has unread bytes.
-    fn read_files(&mut self, sink: &mut dyn LineSink, max_bytes: usize) -> (u64, bool) {
+    fn read_files<S: LineSink>(&mut self, sink: &mut S, max_bytes: usize) -> (u64, bool) {
         let n = self.files.len();
         let mut budget = max_bytes.max(1);
         let mut consumed = 0u64;
@@ -785,7 +790,7 @@ impl Tailer {
                 let want = self.opts.read_chunk.min(budget.max(self.opts.max_line_len + 1));
                 let f = &mut self.files[i];
                 let before = f.scanned_to;
-                match read_lines(f, &mut self.buf[..want], self.opts.max_line_len, sink) {
+                match read_lines(f, &mut self.buf[..want], sink) {
                     Ok(got) => {
                         budget = budget.saturating_sub(got);
                         consumed += f.scanned_to - before;
@@ -816,7 +821,7 @@ impl Tailer {
 
     /// Releases rotated files read to EOF that have not grown for `rotated_drain`, flushing an
     /// incomplete last line once as a partial line.
-    fn release_drained(&mut self, sink: &mut dyn LineSink, now: Instant) {
+    fn release_drained<S: LineSink>(&mut self, sink: &mut S, now: Instant) {
         let mut i = 0;
         while i < self.files.len() {
             let f = &self.files[i];
@@ -833,12 +838,17 @@ impl Tailer {
 
     /// Closes file `i`, remembering its identity and offset. With a sink, an incomplete last
     /// line is flushed first.
-    fn release(&mut self, i: usize, sink: Option<&mut dyn LineSink>) {
+    fn release<S: LineSink>(&mut self, i: usize, sink: Option<&mut S>) {
         let mut f = self.files.remove(i);
         if let Some(sink) = sink {
-            if !f.discarding && f.size > f.offset {
+            if f.framer.is_dropping() {
+                // The last line's head was handed out and the rest read: a file that comes
+                // back continues after it, not at its head again.
+                f.offset = f.read_pos;
+            } else if f.size > f.offset {
+                // Read to EOF by now, so what is left is shorter than the bound.
                 let len = (f.size - f.offset) as usize;
-                match read_full_at(&f.file, &mut self.buf[..len.min(self.opts.read_chunk)], f.offset) {
+                match read_full_at(&f.file, &mut self.buf[..len.min(self.opts.max_line_len)], f.offset) {
                     Ok(n) if n > 0 => {
                         sink.partial_line(f.source, &self.buf[..n]);
                         self.telemetry.partial_lines.fetch_add(1, Relaxed);
@@ -1016,9 +1026,10 @@ impl std::fmt::Debug for Tailer {
     }
 }
 
-/// Reads one chunk of `f` at `read_pos` into `buf` and hands out the complete lines in it.
-/// Returns the bytes read (re-reads of a partial tail included).
-fn read_lines(f: &mut Followed, buf: &mut [u8], max_line: usize, sink: &mut dyn LineSink) -> io::Result<usize> {
+/// Reads one chunk of `f` at `read_pos` into `buf` and hands out the complete lines in it (and
+/// the head of a line already over the bound). Returns the bytes read (re-reads of a partial
+/// tail included).
+fn read_lines<S: LineSink>(f: &mut Followed, buf: &mut [u8], sink: &mut S) -> io::Result<usize> {
     let start = f.read_pos;
     let n = read_full_at(&f.file, buf, start)?;
     if n < buf.len() {
@@ -1028,43 +1039,20 @@ fn read_lines(f: &mut Followed, buf: &mut [u8], max_line: usize, sink: &mut dyn 
     f.scanned_to = f.scanned_to.max(end);
     f.size = f.size.max(f.scanned_to);
     let data = &buf[..n];
-    let mut line_start = 0;
-    if f.discarding {
-        match memchr::memchr(b'\n', data) {
-            Some(nl) => {
-                f.discarding = false;
-                line_start = nl + 1;
-            }
-            None => {
-                f.read_pos = end;
-                return Ok(n);
-            }
-        }
-    }
-    let from = line_start;
-    for nl in memchr::memchr_iter(b'\n', &data[from..]) {
-        let line_end = from + nl;
-        let line = &data[line_start..line_end];
-        if line.len() > max_line {
-            sink.too_long(f.source);
-        } else {
-            sink.line(f.source, line);
-        }
-        line_start = line_end + 1;
-    }
-    if line_start > 0 {
-        f.offset = start + line_start as u64;
-        let a = line_start.min(ANCHOR_MAX);
+    let source = f.source;
+    let framed = f.framer.frame(data, false, |frame| match frame {
+        Frame::Line(line) => sink.line(source, line),
+        Frame::Truncated(head) => sink.truncated(source, head),
+    });
+    if framed.lines_end > 0 {
+        // Just after the last `\n` read: a truncated line's dropped rest included.
+        f.offset = start + framed.lines_end as u64;
+        let a = framed.lines_end.min(ANCHOR_MAX);
         f.anchor_len = a as u32;
-        f.anchor = xxh3_64(&data[line_start - a..line_start]);
+        f.anchor = xxh3_64(&data[framed.lines_end - a..framed.lines_end]);
     }
-    f.read_pos = f.offset;
-    if n - line_start > max_line {
-        // No '\n' within the bound: skip the rest of this line, whatever its length.
-        sink.too_long(f.source);
-        f.discarding = true;
-        f.read_pos = end;
-    }
+    // A partial line is read again with what follows it; a truncated one is not.
+    f.read_pos = start + framed.consumed as u64;
     Ok(n)
 }
 
@@ -1127,7 +1115,7 @@ fn find_copy(f: &Followed, followed: &[Followed], now: Instant) -> Option<Follow
                 fp: f.fp,
                 offset: f.offset,
                 read_pos: f.offset,
-                discarding: false,
+                framer: Framer::new(f.framer.max_line_len()),
                 scanned_to: f.offset,
                 size: m.len(),
                 hit_eof: false,
@@ -1243,7 +1231,7 @@ mod tests {
     #[derive(Default)]
     struct Rec {
         lines: Vec<Vec<u8>>,
-        too_long: usize,
+        heads: Vec<Vec<u8>>,
         partial: Vec<Vec<u8>>,
     }
 
@@ -1251,8 +1239,8 @@ mod tests {
         fn line(&mut self, _: u16, line: &[u8]) {
             self.lines.push(line.to_vec());
         }
-        fn too_long(&mut self, _: u16) {
-            self.too_long += 1;
+        fn truncated(&mut self, _: u16, head: &[u8]) {
+            self.heads.push(head.to_vec());
         }
         fn partial_line(&mut self, _: u16, line: &[u8]) {
             self.partial.push(line.to_vec());
@@ -1296,25 +1284,49 @@ mod tests {
     }
 
     #[test]
-    fn over_long_lines_are_skipped_and_tailing_continues_across_polls() {
+    fn over_long_lines_give_their_head_once_and_tailing_continues_across_polls() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.log");
         let tel = Arc::new(Telemetry::default());
         let opts = TailOptions { max_line_len: 100, use_inotify: false, ..TailOptions::default() };
         let mut t = tailer(&path, opts, &tel);
         let mut rec = Rec::default();
-        let long = vec![b'x'; 5000];
+        let long: Vec<u8> = (0..5000).map(|i| b'a' + (i % 26) as u8).collect();
         fs::write(&path, [&b"ok1\n"[..], &long[..2000]].concat()).unwrap();
         t.poll(&mut rec, 1 << 20);
-        assert_eq!(rec.too_long, 1, "a partial tail already over the bound is too long");
+        assert_eq!(rec.heads, [long[..100].to_vec()], "a partial tail already over the bound gives its head");
+        assert_eq!(t.checkpoints()[0].offset, 4, "the checkpoint waits for the truncated line's end");
         let mut f = fs::OpenOptions::new().append(true).open(&path).unwrap();
         io::Write::write_all(&mut f, &[&long[2000..], b"\nok2\n", &long[..], b"\nok3\npart"].concat()).unwrap();
         t.poll(&mut rec, 1 << 20);
         assert_eq!(rec.lines, [b"ok1".to_vec(), b"ok2".to_vec(), b"ok3".to_vec()]);
-        assert_eq!(rec.too_long, 2);
+        assert_eq!(rec.heads, [long[..100].to_vec(), long[..100].to_vec()]);
         // The checkpoint is just after "ok3\n".
         let len = fs::metadata(&path).unwrap().len();
         assert_eq!(t.checkpoints()[0].offset, len - 4);
+    }
+
+    #[test]
+    fn truncated_line_read_in_small_pieces_moves_the_checkpoint_past_its_whole_length() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.log");
+        let tel = Arc::new(Telemetry::default());
+        let opts = TailOptions { max_line_len: 100, use_inotify: false, ..TailOptions::default() };
+        let mut t = tailer(&path, opts, &tel);
+        let mut rec = Rec::default();
+        let long = vec![b'y'; 10_000];
+        let content = [&b"ok1\n"[..], &long, b"\r\nok2\n"].concat();
+        fs::write(&path, &content).unwrap();
+        let mut offsets = Vec::new();
+        // 150 bytes a poll: the long line spans about 67 polls.
+        while t.poll(&mut rec, 150).more_pending {
+            offsets.push(t.checkpoints()[0].offset);
+        }
+        offsets.push(t.checkpoints()[0].offset);
+        assert_eq!(rec.lines, [b"ok1".to_vec(), b"ok2".to_vec()]);
+        assert_eq!(rec.heads, [vec![b'y'; 100]]);
+        assert!(offsets.iter().all(|o| [4, content.len() as u64 - 4, content.len() as u64].contains(o)), "{offsets:?}");
+        assert_eq!(offsets.last(), Some(&(content.len() as u64)));
     }
 
     #[test]
