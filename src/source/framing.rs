@@ -8,7 +8,8 @@
 //! [`Frame::Truncated`] holding its first `max_line_len` bytes (the head, where the fields a
 //! detector judges are), and the rest of it, up to its `\n`, is dropped as it is read. Memory
 //! stays bounded by the cap whatever the line's length. The bound counts every byte before the
-//! `\n`, a `\r` included.
+//! `\n`, a `\r` included. No source hands the parser a line over the bound any more, so
+//! `lines_skipped_total{reason="too_long"}` only moves for a line given to the parser directly.
 //!
 //! # Buffers
 //! [`LineChunks`] reads into a buffer allocated (and zeroed) once: its length only grows, each
