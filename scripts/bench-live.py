@@ -11,21 +11,17 @@ binary, rate = sys.argv[1], int(sys.argv[2])
 seconds = float(sys.argv[3]) if len(sys.argv) > 3 else 5.0
 token = "bench-token-0123456789abcdef"
 
-def free_port():
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close(); return p
-
 tmp = tempfile.mkdtemp(prefix="recwatch-live-")
 log = os.path.join(tmp, "access.log")
 open(log, "w").close()
 open(os.path.join(tmp, "token"), "w").write(token)
-port = free_port()
 open(os.path.join(tmp, "rw.toml"), "w").write(f"""
 [store]
 path = "state"
 [networks]
 internal = ["10.0.0.0/8"]
 [http]
-listen = "127.0.0.1:{port}"
+listen = "127.0.0.1:0"
 token_file = "token"
 [[source]]
 name = "bench"
@@ -33,6 +29,15 @@ path = "{log}"
 """)
 daemon = subprocess.Popen([binary, "run", "--config", os.path.join(tmp, "rw.toml")],
                           env=dict(os.environ, RECWATCH_LOG="warn"))
+
+# The daemon binds port 0 and writes the address it got to <state>/http.addr.
+addr_file = os.path.join(tmp, "state", "http.addr")
+deadline = time.time() + 20
+while not os.path.exists(addr_file):
+    if daemon.poll() is not None: sys.exit(f"daemon exited: {daemon.returncode}")
+    if time.time() > deadline: sys.exit("daemon did not report its address")
+    time.sleep(0.05)
+port = int(open(addr_file).read().strip().rsplit(":", 1)[1])
 
 def get(path):
     c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)

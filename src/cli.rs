@@ -472,7 +472,9 @@ impl AlertsBackend {
             .with_context(|| format!("cannot read API token file {}", token_file.display()))?
             .trim()
             .to_string();
-        Ok(AlertsBackend::Api { base: format!("http://{}/api/v1/alerts", config.http.listen), token })
+        // Where the daemon says it listens (it may have bound port 0), else the configured address.
+        let listen = recwatch::http::reported_addr(&dir).unwrap_or(config.http.listen);
+        Ok(AlertsBackend::Api { base: format!("http://{listen}/api/v1/alerts"), token })
     }
 
     fn call(&self, request: ureq::Request) -> anyhow::Result<serde_json::Value> {

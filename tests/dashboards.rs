@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 mod common;
-use common::{free_port, wait_until, Guard};
+use common::{reserve_port, wait_until, Daemon, Guard, ReservedPort};
 
 const TOKEN: &str = "dashboards-test-token-0123456789";
 
@@ -124,7 +124,7 @@ fn dashboard_has_a_stable_uid_a_datasource_variable_and_a_query_per_panel() {
 
 /// The daemon's configuration for the live test: one webhook receiver, so the notifier
 /// panels and rules have data too.
-fn daemon_config(dir: &Path, http_port: u16, log: &Path) -> String {
+fn daemon_config(dir: &Path, log: &Path) -> String {
     std::fs::write(dir.join("token"), TOKEN).unwrap();
     std::fs::write(dir.join("webhook.key"), "a-webhook-hmac-key-for-tests").unwrap();
     let (sink, _) = common::webhook_sink();
@@ -134,7 +134,7 @@ path = "state"
 [networks]
 internal = ["10.0.0.0/8"]
 [http]
-listen = "127.0.0.1:{http_port}"
+listen = "127.0.0.1:0"
 token_file = "token"
 [tail]
 poll_interval_ms = 50
@@ -197,16 +197,19 @@ fn strip_final_comparison(expr: &str) -> Option<String> {
 
 struct Prometheus {
     _process: Guard,
+    /// Prometheus needs its port up front: held for its life (see common::ReservedPort).
+    _port: ReservedPort,
     base: String,
     log: PathBuf,
 }
 
 impl Prometheus {
-    fn start(dir: &Path, target_port: u16) -> Prometheus {
-        let port = free_port();
+    fn start(dir: &Path, target: std::net::SocketAddr) -> Prometheus {
+        let reserved = reserve_port();
+        let port = reserved.port;
         let rules = root().join("dashboards/recwatch.rules.yml");
         let config = format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {}\nscrape_configs:\n  - job_name: recwatch\n    static_configs:\n      - targets: ['127.0.0.1:{target_port}']\n",
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {}\nscrape_configs:\n  - job_name: recwatch\n    static_configs:\n      - targets: ['{target}']\n",
             rules.display()
         );
         std::fs::write(dir.join("prometheus.yml"), config).unwrap();
@@ -221,8 +224,12 @@ impl Prometheus {
             .stderr(out)
             .spawn()
             .expect("prometheus is installed (Debian package prometheus; scripts/test installs it)");
-        let p = Prometheus { _process: Guard(child), base: format!("http://127.0.0.1:{port}"), log };
+        let mut p =
+            Prometheus { _process: Guard(child), _port: reserved, base: format!("http://127.0.0.1:{port}"), log };
         wait_until("Prometheus to be ready", Duration::from_secs(60), || {
+            if let Some(status) = p._process.0.try_wait().unwrap() {
+                panic!("Prometheus exited: {status}\n{}", p.log_tail());
+            }
             (get(&format!("{}/-/ready", p.base)).map(|(s, _)| s) == Some(200)).then_some(())
         });
         p
@@ -263,24 +270,12 @@ impl Prometheus {
 #[test]
 fn every_dashboard_and_rule_query_returns_data_from_real_prometheus_scraping_recwatch() {
     let dir = tempfile::tempdir().unwrap();
-    let http_port = free_port();
     let log = dir.path().join("access.log");
     std::fs::write(&log, "").unwrap();
-    std::fs::write(dir.path().join("recwatch.toml"), daemon_config(dir.path(), http_port, &log)).unwrap();
-    let daemon = Guard(
-        Command::new(env!("CARGO_BIN_EXE_recwatch"))
-            .args(["run", "--config"])
-            .arg(dir.path().join("recwatch.toml"))
-            .env("RECWATCH_LOG", "warn")
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let recwatch = format!("http://127.0.0.1:{http_port}");
-    wait_until("recwatch /readyz", Duration::from_secs(30), || {
-        (get(&format!("{recwatch}/readyz")).map(|(s, _)| s) == Some(200)).then_some(())
-    });
-    let prometheus = Prometheus::start(dir.path(), http_port);
+    std::fs::write(dir.path().join("recwatch.toml"), daemon_config(dir.path(), &log)).unwrap();
+    let daemon = Daemon::spawn(&dir.path().join("recwatch.toml"), Some(TOKEN));
+    daemon.wait_ready();
+    let prometheus = Prometheus::start(dir.path(), daemon.addr);
     let writer = {
         let log = log.clone();
         std::thread::spawn(move || write_workload(&log, 24))
@@ -349,5 +344,5 @@ fn every_dashboard_and_rule_query_returns_data_from_real_prometheus_scraping_rec
     }
     eprintln!("{} queries checked", queries.len());
     assert!(empty.is_empty(), "queries without data:\n  {}\n{}", empty.join("\n  "), prometheus.log_tail());
-    drop(daemon);
+    daemon.assert_alive();
 }

@@ -20,7 +20,7 @@ use recwatch::parse::{client_key, LogFormat};
 use serde_json::Value;
 
 mod common;
-use common::{free_port, promtool_check, wait_until, Daemon};
+use common::{promtool_check, reserve_port, wait_until, Daemon, ReservedPort};
 
 #[path = "support/synth.rs"]
 #[allow(dead_code)] // each user takes only part of the generator
@@ -201,21 +201,19 @@ const FAST_GROUP: &str = "\"session.timeout.ms\" = 6000\n\"heartbeat.interval.ms
 
 struct Env {
     dir: tempfile::TempDir,
-    port: u16,
 }
 
 impl Env {
     /// A config with one Kafka source; `options` go to `[source.kafka.options]`.
     fn new(bootstrap: &str, group: &str, options: &str) -> Env {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
         let brokers: Vec<String> = bootstrap.split(',').map(|b| format!("\"{b}\"")).collect();
         let config = format!(
-            "[store]\npath = \"state\"\n[http]\nlisten = \"127.0.0.1:{port}\"\n{RULES}\n[[source]]\nname = \"fleet\"\nkind = \"kafka\"\nformat = \"combined\"\n[source.kafka]\nbrokers = [{}]\ntopics = [\"{TOPIC}\"]\ngroup_id = \"{group}\"\n[source.kafka.options]\n{options}",
+            "[store]\npath = \"state\"\n[http]\nlisten = \"127.0.0.1:0\"\n{RULES}\n[[source]]\nname = \"fleet\"\nkind = \"kafka\"\nformat = \"combined\"\n[source.kafka]\nbrokers = [{}]\ntopics = [\"{TOPIC}\"]\ngroup_id = \"{group}\"\n[source.kafka.options]\n{options}",
             brokers.join(", ")
         );
         std::fs::write(dir.path().join("recwatch.toml"), config).unwrap();
-        Env { dir, port }
+        Env { dir }
     }
 
     fn config(&self) -> PathBuf {
@@ -224,7 +222,7 @@ impl Env {
 
     /// Starts the daemon and waits for its HTTP server (not for readiness).
     fn start(&self) -> Daemon {
-        Daemon::spawn(&self.config(), self.port, None)
+        Daemon::spawn(&self.config(), None)
     }
 
     /// Alerts in the (stopped) daemon's store.
@@ -504,6 +502,8 @@ struct Broker {
     child: Child,
     bootstrap: String,
     _dir: tempfile::TempDir,
+    /// tansu needs its port up front: held for the broker's life (see common::ReservedPort).
+    _port: ReservedPort,
 }
 
 impl Drop for Broker {
@@ -516,7 +516,8 @@ impl Drop for Broker {
 impl Broker {
     fn start(tansu: &Path) -> Broker {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
+        let reserved = reserve_port();
+        let port = reserved.port;
         let url = format!("tcp://127.0.0.1:{port}");
         let log = std::fs::File::create(dir.path().join("tansu.log")).unwrap();
         let child = Command::new(tansu)
@@ -535,8 +536,12 @@ impl Broker {
             .stderr(log)
             .spawn()
             .unwrap();
-        let broker = Broker { child, bootstrap: format!("127.0.0.1:{port}"), _dir: dir };
+        let mut broker = Broker { child, bootstrap: format!("127.0.0.1:{port}"), _dir: dir, _port: reserved };
         wait_until("tansu to create the topic", DEADLINE, || {
+            if let Some(status) = broker.child.try_wait().unwrap() {
+                let log = std::fs::read_to_string(broker._dir.path().join("tansu.log")).unwrap_or_default();
+                panic!("tansu exited: {status}\n{log}");
+            }
             let out = Command::new(tansu)
                 .args(["topic", "create", TOPIC, "--broker", &url, "--partitions", &PARTITIONS.to_string()])
                 .output()

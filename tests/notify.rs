@@ -18,7 +18,7 @@ use serde_json::Value;
 use sha2::Sha256;
 
 mod common;
-use common::{free_port, promtool_check, wait_until};
+use common::{promtool_check, reserve_port, wait_until, Daemon, ReservedPort};
 
 const TOKEN: &str = "test-token-0123456789abcdef";
 const HMAC_KEY: &str = "webhook-key-0123456789abcdef";
@@ -52,7 +52,8 @@ fn hostname() -> String {
 
 // --- Alertmanager
 
-/// A real Alertmanager on 127.0.0.1:`port`; killed when dropped.
+/// A real Alertmanager on 127.0.0.1 at a reserved port (see common::ReservedPort: while it is
+/// down, connections there are refused and nobody else can listen there); killed when dropped.
 struct Alertmanager {
     child: Child,
     base: String,
@@ -60,7 +61,8 @@ struct Alertmanager {
 }
 
 impl Alertmanager {
-    fn start(port: u16) -> Alertmanager {
+    fn start(port: &ReservedPort) -> Alertmanager {
+        let port = port.port;
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("alertmanager.yml");
         std::fs::write(&config, "route:\n  receiver: blackhole\nreceivers:\n  - name: blackhole\n").unwrap();
@@ -74,8 +76,11 @@ impl Alertmanager {
             .stdout(Stdio::null())
             .spawn()
             .expect("prometheus-alertmanager is installed (scripts/test installs it)");
-        let am = Alertmanager { child, base: format!("http://127.0.0.1:{port}"), _dir: dir };
+        let mut am = Alertmanager { child, base: format!("http://127.0.0.1:{port}"), _dir: dir };
         wait_until("Alertmanager to be ready", WAIT, || {
+            if let Some(status) = am.child.try_wait().unwrap() {
+                panic!("Alertmanager exited: {status}");
+            }
             let r = http().get(format!("{}/-/ready", am.base)).send().ok()?;
             r.status().is_success().then_some(())
         });
@@ -103,36 +108,25 @@ impl Drop for Alertmanager {
 
 // --- recwatch
 
+/// Where the daemon's alert links point (`http.external_url`): a name, never contacted.
+const EXTERNAL_URL: &str = "http://recwatch.test:9898";
+
 struct Env {
     dir: tempfile::TempDir,
-    port: u16,
-}
-
-struct Daemon {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Env {
     /// A daemon config following `access.log`, with R1 only and these `[[receiver]]` tables.
     fn new(receivers: &str) -> Env {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
         std::fs::write(dir.path().join("token"), TOKEN).unwrap();
         std::fs::write(dir.path().join("hmac.key"), format!("{HMAC_KEY}\n")).unwrap();
         let config = format!(
-            "[store]\npath = \"state\"\n[networks]\ninternal = [\"10.0.0.0/8\"]\n[http]\nlisten = \"127.0.0.1:{port}\"\ntoken_file = \"token\"\nexternal_url = \"http://recwatch.test:{port}/\"\n[tail]\npoll_interval_ms = 50\n[[source]]\nname = \"web\"\npath = \"{}\"\n[[rule]]\nid = \"R1\"\nname = \"unknown-client-fetch\"\nseverity = \"critical\"\nstatus = [200, 206]\nclient_kind = [\"unknown\"]\n{receivers}",
+            "[store]\npath = \"state\"\n[networks]\ninternal = [\"10.0.0.0/8\"]\n[http]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"token\"\nexternal_url = \"{EXTERNAL_URL}/\"\n[tail]\npoll_interval_ms = 50\n[[source]]\nname = \"web\"\npath = \"{}\"\n[[rule]]\nid = \"R1\"\nname = \"unknown-client-fetch\"\nseverity = \"critical\"\nstatus = [200, 206]\nclient_kind = [\"unknown\"]\n{receivers}",
             dir.path().join("access.log").display()
         );
         std::fs::write(dir.path().join("recwatch.toml"), config).unwrap();
-        Env { dir, port }
+        Env { dir }
     }
 
     fn path(&self, p: &str) -> PathBuf {
@@ -140,56 +134,14 @@ impl Env {
     }
 
     fn start(&self) -> Daemon {
-        let child = Command::new(env!("CARGO_BIN_EXE_recwatch"))
-            .args(["run", "--config"])
-            .arg(self.path("recwatch.toml"))
-            .env("RECWATCH_LOG", "warn")
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
-        let d = Daemon { child, port: self.port };
-        wait_until("/readyz", WAIT, || (d.get("/readyz").map(|(s, _)| s) == Some(200)).then_some(()));
+        let d = Daemon::spawn(&self.path("recwatch.toml"), Some(TOKEN));
+        d.wait_ready();
         d
     }
 
     fn append(&self, text: &str) {
         let mut f = std::fs::OpenOptions::new().create(true).append(true).open(self.path("access.log")).unwrap();
         f.write_all(text.as_bytes()).unwrap();
-    }
-}
-
-impl Daemon {
-    fn get(&self, path: &str) -> Option<(u16, String)> {
-        let r = http().get(format!("http://127.0.0.1:{}{path}", self.port)).bearer_auth(TOKEN).send().ok()?;
-        Some((r.status().as_u16(), r.text().ok()?))
-    }
-
-    fn post(&self, path: &str) -> (u16, String) {
-        let r = http().post(format!("http://127.0.0.1:{}{path}", self.port)).bearer_auth(TOKEN).send().unwrap();
-        (r.status().as_u16(), r.text().unwrap())
-    }
-
-    /// The value of one series, e.g. `recwatch_notify_sent_total{receiver="oncall"}`.
-    fn metric(&self, series: &str) -> Option<f64> {
-        let (_, body) = self.get("/metrics")?;
-        body.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-    }
-
-    fn wait_metric(&self, series: &str, pred: impl Fn(f64) -> bool) -> f64 {
-        wait_until(series, WAIT, || self.metric(series).filter(|v| pred(*v)))
-    }
-
-    fn alerts(&self) -> Vec<Value> {
-        let (status, body) = self.get("/api/v1/alerts").unwrap();
-        assert_eq!(status, 200, "{body}");
-        serde_json::from_str(&body).unwrap()
-    }
-
-    fn terminate(mut self) {
-        let pid = self.child.id().to_string();
-        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-        let status = wait_until("the daemon to stop after SIGTERM", WAIT, || self.child.try_wait().unwrap());
-        assert!(status.success(), "{status:?}");
     }
 }
 
@@ -322,7 +274,8 @@ fn signature_valid(r: &Received) -> bool {
 
 // --- tests
 
-fn alertmanager_receiver(port: u16) -> String {
+fn alertmanager_receiver(port: &ReservedPort) -> String {
+    let port = port.port;
     format!(
         "[[receiver]]\nname = \"oncall\"\nkind = \"alertmanager\"\nurl = \"http://127.0.0.1:{port}\"\nseverities = [\"critical\", \"warning\"]\ntimeout_ms = 2000\nresend_secs = 2\nretry_initial_ms = 100\nretry_max_ms = 500\n"
     )
@@ -330,19 +283,21 @@ fn alertmanager_receiver(port: u16) -> String {
 
 #[test]
 fn an_unknown_clients_fetch_reaches_alertmanager_is_re_sent_and_resolving_it_ends_it() {
-    let am_port = free_port();
-    let am = Alertmanager::start(am_port);
+    let am_port = reserve_port();
+    let am = Alertmanager::start(&am_port);
     // a second receiver that takes warnings only: it must never hear of this critical alert
+    // (its reserved port refuses every connection)
+    let never = reserve_port();
     let quiet = format!(
         "[[receiver]]\nname = \"quiet\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:{}/never\"\nseverities = [\"warning\"]\nsecret_file = \"hmac.key\"\n",
-        free_port()
+        never.port
     );
-    let env = Env::new(&(alertmanager_receiver(am_port) + &quiet));
+    let env = Env::new(&(alertmanager_receiver(&am_port) + &quiet));
     let d = env.start();
     // every receiver's series exist from the start
     for receiver in ["oncall", "quiet"] {
         for name in ["sent_total", "failed_total", "retries_total", "pending", "oldest_pending_age_seconds"] {
-            assert_eq!(d.metric(&series(name, receiver)), Some(0.0), "{name} {receiver}");
+            assert_eq!(d.series(&series(name, receiver)), Some(0.0), "{name} {receiver}");
         }
     }
 
@@ -366,7 +321,7 @@ fn an_unknown_clients_fetch_reaches_alertmanager_is_re_sent_and_resolving_it_end
     assert_eq!(got["annotations"]["requests"], "1");
     assert_eq!(got["status"]["state"], "active");
     assert_eq!(got["startsAt"], alert["first_seen"].as_str().unwrap().replace('Z', ".000Z"));
-    assert_eq!(got["generatorURL"], format!("http://recwatch.test:{}/api/v1/alerts/{id}", env.port));
+    assert_eq!(got["generatorURL"], format!("{EXTERNAL_URL}/api/v1/alerts/{id}"));
     // the link leads to the alert in recwatch's API
     let path = format!("/api/v1/alerts/{id}");
     let (status, body) = d.get(&path).unwrap();
@@ -375,7 +330,7 @@ fn an_unknown_clients_fetch_reaches_alertmanager_is_re_sent_and_resolving_it_end
 
     // re-sent while active: Alertmanager's endsAt moves forward, still one alert
     let first_ends = got["endsAt"].as_str().unwrap().to_string();
-    d.wait_metric(&series("sent_total", "oncall"), |v| v >= 2.0);
+    d.wait_series(&series("sent_total", "oncall"), |v| v >= 2.0);
     let moved = wait_until("a re-send to move endsAt", WAIT, || {
         let a = am.alert_with_id(&id)?;
         (a["endsAt"].as_str()? > first_ends.as_str()).then_some(a)
@@ -387,12 +342,12 @@ fn an_unknown_clients_fetch_reaches_alertmanager_is_re_sent_and_resolving_it_end
     let (status, body) = d.post(&format!("/api/v1/alerts/{id}/resolve"));
     assert_eq!(status, 200, "{body}");
     wait_until("Alertmanager to drop the resolved alert", WAIT, || am.alert_with_id(&id).is_none().then_some(()));
-    d.wait_metric(&series("pending", "oncall"), |v| v == 0.0);
-    assert_eq!(d.metric(&series("failed_total", "oncall")), Some(0.0));
+    d.wait_series(&series("pending", "oncall"), |v| v == 0.0);
+    assert_eq!(d.series(&series("failed_total", "oncall")), Some(0.0));
     for name in ["sent_total", "failed_total", "pending"] {
-        assert_eq!(d.metric(&series(name, "quiet")), Some(0.0), "quiet {name}: not routed");
+        assert_eq!(d.series(&series(name, "quiet")), Some(0.0), "quiet {name}: not routed");
     }
-    let sent = d.metric(&series("sent_total", "oncall")).unwrap();
+    let sent = d.series(&series("sent_total", "oncall")).unwrap();
     assert!(sent >= 3.0, "first send, a re-send, the resolve: {sent}");
 
     // resolved means closed for good: a later request of the same client opens a new alert (a
@@ -407,31 +362,31 @@ fn an_unknown_clients_fetch_reaches_alertmanager_is_re_sent_and_resolving_it_end
     let old = d.alerts().into_iter().find(|a| a["id"] == id.as_str()).unwrap();
     assert_eq!((old["status"].as_str(), old["requests"].as_u64()), (Some("resolved"), Some(1)));
     assert_eq!(am.alerts().len(), 1);
-    d.terminate();
+    assert!(d.terminate().success());
 }
 
 #[test]
 fn alerts_raised_while_alertmanager_is_down_arrive_once_after_a_recwatch_restart() {
-    let am_port = free_port();
-    let env = Env::new(&alertmanager_receiver(am_port));
+    let am_port = reserve_port();
+    let env = Env::new(&alertmanager_receiver(&am_port));
     let d = env.start();
     let t = now_unix();
     let clients = ["198.51.100.1", "198.51.100.2", "198.51.100.3"];
     for (i, c) in clients.iter().enumerate() {
         env.append(&fetch_line(c, t, &format!("/recordings/{i}.wav")));
     }
-    d.wait_metric(&series("pending", "oncall"), |v| v == 3.0);
-    d.wait_metric(&series("failed_total", "oncall"), |v| v >= 2.0);
+    d.wait_series(&series("pending", "oncall"), |v| v == 3.0);
+    d.wait_series(&series("failed_total", "oncall"), |v| v >= 2.0);
     let ids: BTreeSet<String> = d.alerts().iter().map(|a| a["id"].as_str().unwrap().to_string()).collect();
     assert_eq!(ids.len(), 3);
-    d.terminate();
+    assert!(d.terminate().success());
 
     // restarted with Alertmanager still down: the outbox survived
     let d = env.start();
-    assert_eq!(d.metric(&series("pending", "oncall")), Some(3.0));
-    d.wait_metric(&series("failed_total", "oncall"), |v| v >= 1.0);
-    let am = Alertmanager::start(am_port);
-    d.wait_metric(&series("pending", "oncall"), |v| v == 0.0);
+    assert_eq!(d.series(&series("pending", "oncall")), Some(3.0));
+    d.wait_series(&series("failed_total", "oncall"), |v| v >= 1.0);
+    let am = Alertmanager::start(&am_port);
+    d.wait_series(&series("pending", "oncall"), |v| v == 0.0);
     let got = wait_until("every alert in Alertmanager", WAIT, || {
         let alerts = am.alerts();
         (alerts.len() >= 3).then_some(alerts)
@@ -441,13 +396,13 @@ fn alerts_raised_while_alertmanager_is_down_arrive_once_after_a_recwatch_restart
     assert_eq!(am_ids.iter().cloned().collect::<BTreeSet<_>>(), ids, "one Alertmanager alert per recwatch alert");
     let am_clients: BTreeSet<&str> = got.iter().map(|a| a["annotations"]["client"].as_str().unwrap()).collect();
     assert_eq!(am_clients, clients.into_iter().collect());
-    assert!(d.metric(&series("sent_total", "oncall")).unwrap() >= 3.0);
-    assert!(d.metric(&series("retries_total", "oncall")).unwrap() >= 1.0);
+    assert!(d.series(&series("sent_total", "oncall")).unwrap() >= 3.0);
+    assert!(d.series(&series("retries_total", "oncall")).unwrap() >= 1.0);
     // no more alerts appear while it keeps re-sending them
-    d.wait_metric(&series("sent_total", "oncall"), |v| v >= 6.0);
+    d.wait_series(&series("sent_total", "oncall"), |v| v >= 6.0);
     assert_eq!(am.alerts().len(), 3);
     promtool_check(&d.get("/metrics").unwrap().1);
-    d.terminate();
+    assert!(d.terminate().success());
 }
 
 fn webhook_receiver(url: &str, timeout_ms: u64) -> String {
@@ -463,12 +418,12 @@ fn a_webhook_that_fails_then_times_out_gets_one_signed_delivery_and_retries_are_
     let env = Env::new(&webhook_receiver(&server.url, 500));
     let d = env.start();
     env.append(&fetch_line("203.0.113.50", now_unix(), "/recordings/a.wav"));
-    d.wait_metric(&series("sent_total", "hook"), |v| v == 1.0);
-    d.wait_metric(&series("pending", "hook"), |v| v == 0.0);
-    assert_eq!(d.metric(&series("failed_total", "hook")), Some(2.0), "a 500 and a timeout");
-    assert_eq!(d.metric(&series("retries_total", "hook")), Some(2.0), "attempts 2 and 3");
+    d.wait_series(&series("sent_total", "hook"), |v| v == 1.0);
+    d.wait_series(&series("pending", "hook"), |v| v == 0.0);
+    assert_eq!(d.series(&series("failed_total", "hook")), Some(2.0), "a 500 and a timeout");
+    assert_eq!(d.series(&series("retries_total", "hook")), Some(2.0), "attempts 2 and 3");
     let alert = d.alerts().into_iter().next().unwrap();
-    d.terminate();
+    assert!(d.terminate().success());
 
     let received = server.received();
     let answers: Vec<Answer> = received.iter().map(|r| r.answer).collect();
@@ -482,10 +437,7 @@ fn a_webhook_that_fails_then_times_out_gets_one_signed_delivery_and_retries_are_
     assert_eq!(body["state"], "firing");
     assert_eq!(body["receiver"], "hook");
     assert_eq!(body["alert"], alert, "the alert as the API shows it");
-    assert_eq!(
-        body["url"],
-        format!("http://recwatch.test:{}/api/v1/alerts/{}", env.port, alert["id"].as_str().unwrap())
-    );
+    assert_eq!(body["url"], format!("{EXTERNAL_URL}/api/v1/alerts/{}", alert["id"].as_str().unwrap()));
     // a tampered body does not verify
     let mut forged = server.accepted()[0].clone();
     forged.body[10] ^= 1;
@@ -496,19 +448,17 @@ fn a_webhook_that_fails_then_times_out_gets_one_signed_delivery_and_retries_are_
 fn kill_9_while_retrying_and_the_pending_delivery_still_arrives_once() {
     let server = WebhookServer::start(Vec::new(), Answer::Status500);
     let env = Env::new(&webhook_receiver(&server.url, 2000));
-    let mut d = env.start();
+    let d = env.start();
     env.append(&fetch_line("203.0.113.60", now_unix(), "/recordings/b.wav"));
     wait_until("two failed attempts", WAIT, || (server.received().len() >= 2).then_some(()));
     let id = d.alerts()[0]["id"].as_str().unwrap().to_string();
-    let _ = d.child.kill(); // SIGKILL, mid-retry
-    let _ = d.child.wait();
-    drop(d);
+    d.kill9(); // mid-retry
     *server.after_script.lock().unwrap() = Answer::Accept;
 
     let d = env.start();
-    d.wait_metric(&series("sent_total", "hook"), |v| v == 1.0);
-    d.wait_metric(&series("pending", "hook"), |v| v == 0.0);
-    d.terminate();
+    d.wait_series(&series("sent_total", "hook"), |v| v == 1.0);
+    d.wait_series(&series("pending", "hook"), |v| v == 0.0);
+    assert!(d.terminate().success());
     let accepted = server.accepted();
     assert_eq!(accepted.len(), 1, "delivered once");
     let body: Value = serde_json::from_slice(&accepted[0].body).unwrap();

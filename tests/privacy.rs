@@ -7,13 +7,13 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
 
 mod common;
-use common::{free_port, wait_until, Guard};
+use common::{run_command, wait_until, Daemon};
 
 const TOKEN: &str = "privacy-test-token-0123456789ab";
 
@@ -98,8 +98,9 @@ fn assert_has_pseudonyms(what: &str, text: &str, expected: &[String]) {
     }
 }
 
-fn get(port: u16, path: &str) -> (u16, String) {
-    let r = ureq::get(&format!("http://127.0.0.1:{port}{path}"))
+fn get(d: &Daemon, path: &str) -> (u16, String) {
+    d.assert_alive();
+    let r = ureq::get(&format!("{}{path}", d.base()))
         .set("Authorization", &format!("Bearer {TOKEN}"))
         .timeout(Duration::from_secs(5))
         .call();
@@ -110,8 +111,9 @@ fn get(port: u16, path: &str) -> (u16, String) {
     }
 }
 
-fn post(port: u16, path: &str) -> String {
-    ureq::post(&format!("http://127.0.0.1:{port}{path}"))
+fn post(d: &Daemon, path: &str) -> String {
+    d.assert_alive();
+    ureq::post(&format!("{}{path}", d.base()))
         .set("Authorization", &format!("Bearer {TOKEN}"))
         .timeout(Duration::from_secs(5))
         .call()
@@ -124,7 +126,6 @@ fn post(port: u16, path: &str) -> String {
 fn no_raw_personnummer_or_phone_number_in_any_output_of_run_or_replay() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let port = free_port();
     std::fs::write(d.join("token"), TOKEN).unwrap();
     std::fs::write(d.join("webhook.key"), "a-webhook-hmac-key-for-tests").unwrap();
     let (sink, payloads) = common::webhook_sink();
@@ -135,7 +136,7 @@ fn no_raw_personnummer_or_phone_number_in_any_output_of_run_or_replay() {
     std::fs::write(
         &daemon_config,
         format!(
-            "[store]\npath = \"state\"\n[http]\nlisten = \"127.0.0.1:{port}\"\ntoken_file = \"token\"\n[tail]\npoll_interval_ms = 50\n[[source]]\nname = \"web\"\npath = \"{}\"\n[[receiver]]\nname = \"soc\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:{sink}/hook\"\nsecret_file = \"webhook.key\"\n",
+            "[store]\npath = \"state\"\n[http]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"token\"\n[tail]\npoll_interval_ms = 50\n[[source]]\nname = \"web\"\npath = \"{}\"\n[[receiver]]\nname = \"soc\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:{sink}/hook\"\nsecret_file = \"webhook.key\"\n",
             log.display()
         ),
     )
@@ -149,24 +150,14 @@ fn no_raw_personnummer_or_phone_number_in_any_output_of_run_or_replay() {
     .unwrap();
 
     // --- the daemon
-    let stderr_path = d.join("daemon.stderr");
-    let daemon = Guard(
-        Command::new(env!("CARGO_BIN_EXE_recwatch"))
-            .args(["run", "--config"])
-            .arg(&daemon_config)
-            .env("RECWATCH_LOG", "debug")
-            .stdin(Stdio::null())
-            .stderr(std::fs::File::create(&stderr_path).unwrap())
-            .spawn()
-            .unwrap(),
-    );
-    wait_until("/readyz", Duration::from_secs(30), || {
-        ureq::get(&format!("http://127.0.0.1:{port}/readyz")).call().ok().map(|_| ())
-    });
+    let mut command = run_command(&daemon_config);
+    command.env("RECWATCH_LOG", "debug");
+    let daemon = Daemon::start(command, Some(TOKEN));
+    daemon.wait_ready();
     std::fs::OpenOptions::new().append(true).open(&log).unwrap().write_all(log_text().as_bytes()).unwrap();
     let distinct = paths().len() as u64;
     let alerts: Vec<Value> = wait_until("the alerts to count every file", Duration::from_secs(30), || {
-        let (status, body) = get(port, "/api/v1/alerts");
+        let (status, body) = get(&daemon, "/api/v1/alerts");
         let alerts: Vec<Value> = serde_json::from_str(&body).ok().filter(|_| status == 200)?;
         let r1 = alerts.iter().find(|a| a["rule"] == "unknown-client-fetch")?;
         (r1["distinct_resources"] == distinct).then_some(alerts)
@@ -177,21 +168,19 @@ fn no_raw_personnummer_or_phone_number_in_any_output_of_run_or_replay() {
     let r1 = alerts.iter().find(|a| a["rule"] == "unknown-client-fetch").unwrap();
     for a in &alerts {
         let id = a["id"].as_str().unwrap();
-        outputs.push((format!("GET /api/v1/alerts/{id}"), get(port, &format!("/api/v1/alerts/{id}")).1));
+        outputs.push((format!("GET /api/v1/alerts/{id}"), get(&daemon, &format!("/api/v1/alerts/{id}")).1));
     }
     let r1_id = r1["id"].as_str().unwrap().to_string();
-    outputs.push(("POST ack".into(), post(port, &format!("/api/v1/alerts/{r1_id}/ack"))));
+    outputs.push(("POST ack".into(), post(&daemon, &format!("/api/v1/alerts/{r1_id}/ack"))));
     // Webhook payloads: wait for the one telling of the ack (so every alert has been sent).
     let sent = wait_until("the webhook to hear of the ack", Duration::from_secs(30), || {
         let bodies = payloads.lock().unwrap().clone();
         bodies.iter().any(|b| b.contains(&r1_id) && b.contains("\"acked\"")).then_some(bodies)
     });
     outputs.push(("webhook payloads".into(), sent.join("\n")));
-    outputs.push(("GET /metrics".into(), get(port, "/metrics").1));
-    assert!(Command::new("kill").args(["-TERM", &daemon.0.id().to_string()]).status().unwrap().success());
-    let mut daemon = daemon;
-    wait_until("the daemon to stop", Duration::from_secs(30), || daemon.0.try_wait().unwrap());
-    outputs.push(("daemon stderr".into(), std::fs::read_to_string(&stderr_path).unwrap()));
+    outputs.push(("GET /metrics".into(), get(&daemon, "/metrics").1));
+    assert!(daemon.terminate().success());
+    outputs.push(("daemon stderr".into(), daemon.stderr()));
 
     // --- the store, through the terminal commands
     let (ok, list, err) = recwatch(&["alerts", "list", "--json"], &daemon_config);

@@ -47,9 +47,8 @@ fn sd_notify_says_ready_pings_the_watchdog_and_says_stopping() {
     let socket = UnixDatagram::bind(&socket_path).unwrap();
     socket.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
     std::fs::write(dir.path().join("access.log"), "").unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let config = format!(
-        "[store]\npath = \"state\"\n[http]\nlisten = \"127.0.0.1:{port}\"\n[[source]]\npath = \"{}\"\n",
+        "[store]\npath = \"state\"\n[http]\nlisten = \"127.0.0.1:0\"\n[[source]]\npath = \"{}\"\n",
         dir.path().join("access.log").display()
     );
     std::fs::write(dir.path().join("recwatch.toml"), config).unwrap();

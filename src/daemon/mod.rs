@@ -101,7 +101,8 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     let listener = runtime
         .block_on(tokio::net::TcpListener::bind(config.http.listen))
         .with_context(|| format!("cannot listen on {}", config.http.listen))?;
-    tracing::info!(listen = %listener.local_addr()?, "serving /metrics, /healthz, /readyz, /api/v1/alerts");
+    let _bound = http::announce(listener.local_addr()?, &state_dir)
+        .with_context(|| format!("cannot report the HTTP address in {}", state_dir.display()))?;
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let state = HttpState { store: store.clone(), telemetry: telemetry.clone(), api_token, ready: ready.clone() };
     let limits = http::Limits { max_connections: config.http.max_connections, ..http::Limits::default() };
@@ -250,8 +251,8 @@ fn tail_loop(
     let mut history = RewindHistory::new(&start);
     let pseudonyms = Pseudonymizer::resolve(config.pseudonyms.as_ref(), &config.store.dir)?;
     let mut running = Running::start(config, pseudonyms, start.rewind, start.event_time, &store, &telemetry, control);
-    // Ready once state is loaded and every Kafka consumer has joined its group.
-    ready.set_started(running.kafka_loops.is_empty());
+    // Ready once state is loaded, the files were scanned (first poll: until then the lag
+    // gauge knows no file and would say 0) and every Kafka consumer has joined its group.
     let _ = sd_notify::notify(false, &[NotifyState::Ready]);
     tracing::info!(sources = running.config.sources.len(), workers = running.config.engine.workers, "running");
     let mut watchdog_usec = 0u64;
@@ -271,7 +272,6 @@ fn tail_loop(
                     .with_context(|| format!("Kafka source {}", k.name));
             }
         }
-        ready.set_started(running.kafka_loops.iter().all(|k| k.status.joined.load(Relaxed)));
         if control.reload.swap(false, Relaxed) {
             let (next, reloaded) = reload::reload(running, &mut history, opts, &store, &telemetry, control, notifier)?;
             running = next;
@@ -282,6 +282,7 @@ fn tail_loop(
         let Running { config, tailer, pipeline, kafka_loops, .. } = &mut running;
         let read_at = Instant::now();
         let polled = tailer.poll(&mut pipeline.ingest, POLL_BUDGET);
+        ready.set_started(kafka_loops.iter().all(|k| k.status.joined.load(Relaxed)));
         unsent |= polled.bytes_read > 0;
         if unsent && (last_barrier.elapsed() >= BARRIER_EVERY || !polled.more_pending) {
             let checkpoint = history.record(

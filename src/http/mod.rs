@@ -8,6 +8,11 @@
 //! any handler runs, and the whole request (body and handler) gets [`Limits::request_timeout`]
 //! (408 when the client is too slow to send its body, 503 when we are too slow to answer).
 //! Store calls run on the blocking pool, so a slow sled never stalls the accept loop.
+//!
+//! Once bound, the listener's real address is reported ([`announce`]): with `listen =
+//! "127.0.0.1:0"` the kernel picks the port, and whoever started the daemon (a test, a
+//! supervisor, `recwatch alerts` while the daemon holds the store) learns it from stderr or
+//! from `<state_dir>/http.addr`.
 
 pub mod api;
 mod conn;
@@ -17,6 +22,7 @@ pub mod metrics;
 use std::future::{poll_fn, Future, IntoFuture};
 use std::io;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,6 +42,45 @@ use crate::telemetry::Telemetry;
 
 pub use health::Readiness;
 pub use metrics::render_metrics;
+
+/// Name of the file in the state directory that holds the bound address while the daemon runs.
+pub const ADDR_FILE: &str = "http.addr";
+
+/// The bound address, reported once the listener is bound: the stderr line
+/// `recwatch: listening on http://ADDR` (always written, whatever the log level: it is the
+/// daemon's answer to "where are you", not a log event) and `<state_dir>/http.addr` holding
+/// `ADDR` and a newline, written atomically (temporary file, then rename). The file is removed
+/// when this value is dropped (every orderly exit, errors included); after a kill -9 it stays,
+/// stale, until the next start overwrites it.
+#[derive(Debug)]
+pub struct BoundAddr {
+    pub addr: SocketAddr,
+    file: PathBuf,
+}
+
+/// Reports `addr` (see [`BoundAddr`]). Fails only when the state directory cannot be written.
+pub fn announce(addr: SocketAddr, state_dir: &Path) -> io::Result<BoundAddr> {
+    let file = state_dir.join(ADDR_FILE);
+    let tmp = state_dir.join(format!(".{ADDR_FILE}.tmp"));
+    std::fs::write(&tmp, format!("{addr}\n"))?;
+    std::fs::rename(&tmp, &file)?;
+    eprintln!("recwatch: listening on http://{addr}");
+    tracing::info!(listen = %addr, "serving /metrics, /healthz, /readyz, /api/v1/alerts");
+    Ok(BoundAddr { addr, file })
+}
+
+impl Drop for BoundAddr {
+    fn drop(&mut self) {
+        // Only our own report: a newer daemon on the same state dir cannot exist (the store lock).
+        let _ = std::fs::remove_file(&self.file);
+    }
+}
+
+/// The address a running daemon reported in `state_dir`, if it did (`None`: no file, or not an
+/// address — a daemon killed while writing it never renames a partial file into place).
+pub fn reported_addr(state_dir: &Path) -> Option<SocketAddr> {
+    std::fs::read_to_string(state_dir.join(ADDR_FILE)).ok()?.trim().parse().ok()
+}
 
 /// Where the HTTP server listens and who may use the alert API (`[http]`).
 #[derive(Clone, Debug, PartialEq, Eq)]

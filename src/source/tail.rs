@@ -394,6 +394,9 @@ impl Tailer {
         self.drain_events();
         let waiting = self.scan(now);
         self.check_files(now);
+        // Before reading too: a poll can take long (a 4 MiB budget under load), and a gauge
+        // still showing the last poll (0 before the first one) would claim no backlog meanwhile.
+        self.publish(waiting);
         let (bytes_read, more_pending) = self.read_files(sink, max_bytes);
         self.extend_fingerprints();
         self.release_drained(sink, now);
@@ -1304,6 +1307,29 @@ mod tests {
         // The checkpoint is just after "ok3\n".
         let len = fs::metadata(&path).unwrap().len();
         assert_eq!(t.checkpoints()[0].offset, len - 4);
+    }
+
+    /// The kill -9 test's early stops: a scrape during the first poll saw the lag gauge at 0
+    /// (nothing published yet) while lines were being read, and took it for "caught up".
+    #[test]
+    fn lag_gauge_shows_the_backlog_while_the_first_poll_reads_it() {
+        struct LagAtEachLine(Arc<Telemetry>, Vec<i64>);
+        impl LineSink for LagAtEachLine {
+            fn line(&mut self, _: u16, _: &[u8]) {
+                self.1.push(self.0.source_lag_bytes.load(Relaxed));
+            }
+            fn too_long(&mut self, _: u16) {}
+            fn partial_line(&mut self, _: u16, _: &[u8]) {}
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.log");
+        fs::write(&path, b"one\ntwo\n").unwrap();
+        let tel = Arc::new(Telemetry::default());
+        let mut t = tailer(&path, TailOptions { use_inotify: false, ..TailOptions::default() }, &tel);
+        let mut sink = LagAtEachLine(tel.clone(), Vec::new());
+        t.poll(&mut sink, 1 << 20);
+        assert_eq!(sink.1, [8, 8], "the backlog as scanned before the reads");
+        assert_eq!(tel.source_lag_bytes.load(Relaxed), 0, "read to the end");
     }
 
     #[test]

@@ -1,9 +1,20 @@
 //! Pieces shared by integration tests (each test binary includes this module and uses only
-//! some of it).
+//! some of it): the `recwatch run` child fixture, port reservations for third-party servers,
+//! a webhook sink, `wait_until`, a kill-on-drop guard and the promtool check.
+//!
+//! Ports: a test never picks a port by binding and releasing one (another process can take it
+//! in between, and the test then talks to a stranger). recwatch itself binds port 0 and reports
+//! the address it got ([`Daemon`]); servers written here bind port 0 and tell their port; a
+//! third-party server that must be told its port up front (Alertmanager, Prometheus, nginx,
+//! tansu) gets a [`ReservedPort`].
 #![allow(dead_code)]
 
+use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::sync::{Arc, Mutex};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 /// A webhook receiver on 127.0.0.1 that answers 200 to every request and keeps each body.
@@ -35,9 +46,28 @@ pub fn webhook_sink() -> (u16, Arc<Mutex<Vec<String>>>) {
     (port, bodies)
 }
 
-/// A free TCP port on 127.0.0.1 (bound and released: a server started next can take it).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+/// A TCP port on 127.0.0.1 held for as long as this value lives, for a third-party server
+/// that needs its port on the command line.
+///
+/// How it holds the port: a socket bound with `SO_REUSEADDR` to port 0 and never listening.
+/// Linux then never hands that port to anyone else's bind-to-port-0 (nor to an outgoing
+/// connection), a connection to it is refused (a server that is down), and a server that sets
+/// `SO_REUSEADDR` itself — Go's net.Listen (Alertmanager, Prometheus), nginx, Apache, tokio
+/// (tansu) all do — can still bind and listen on it, stop, and start on it again. So a test
+/// can configure recwatch with the address of a receiver that is not started yet, or is
+/// restarted, without anyone else ever answering there.
+pub struct ReservedPort {
+    _socket: socket2::Socket,
+    pub port: u16,
+}
+
+pub fn reserve_port() -> ReservedPort {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    socket.set_reuse_address(true).unwrap();
+    socket.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into()).unwrap();
+    let port = socket.local_addr().unwrap().as_socket().unwrap().port();
+    ReservedPort { _socket: socket, port }
 }
 
 /// Polls `f` every 50 ms until it gives a value; fails the test after `deadline`.
@@ -53,7 +83,7 @@ pub fn wait_until<T>(what: &str, deadline: Duration, mut f: impl FnMut() -> Opti
 }
 
 /// A child process killed when the test ends, also on panic.
-pub struct Guard(pub std::process::Child);
+pub struct Guard(pub Child);
 
 impl Drop for Guard {
     fn drop(&mut self) {
@@ -65,7 +95,6 @@ impl Drop for Guard {
 /// Pipes an exposition into `promtool check metrics`: it must print nothing and exit 0.
 /// promtool is a hard requirement of the suite (scripts/test installs Debian's `prometheus`).
 pub fn promtool_check(text: &str) {
-    use std::process::{Command, Stdio};
     let mut child = Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
@@ -87,42 +116,131 @@ pub fn promtool_check(text: &str) {
     );
 }
 
-/// A `recwatch run` child serving HTTP on 127.0.0.1:`port`; SIGKILLed when dropped.
+/// The line `recwatch run` writes to stderr once its HTTP listener is bound (README, "HTTP").
+const LISTENING: &str = "recwatch: listening on http://";
+
+/// A `recwatch run` child (its config sets `listen = "127.0.0.1:0"`), talked to at the address
+/// it reported on its own stderr; SIGKILLed when dropped.
+///
+/// Every request first checks that this child is still running: a daemon that died fails the
+/// test with its exit status and the end of its stderr, instead of the test talking to
+/// whatever else might answer.
 pub struct Daemon {
-    pub child: std::process::Child,
-    pub port: u16,
+    child: Mutex<Child>,
+    pid: u32,
+    /// Where the child's HTTP server listens, as it reported.
+    pub addr: SocketAddr,
     /// Bearer token for the alert API, when the config sets one.
     pub token: Option<&'static str>,
+    /// Everything the child wrote to stderr so far (read by a thread, so it never blocks).
+    stderr: Arc<Mutex<Vec<u8>>>,
+    /// That thread; joined once the child has exited, so `stderr` is then complete.
+    reader: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let child = self.child.get_mut().unwrap_or_else(|e| e.into_inner());
+        let _ = child.kill();
+        let _ = child.wait();
     }
+}
+
+/// `recwatch run --config config`, logging at warn.
+pub fn run_command(config: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_recwatch"));
+    command.args(["run", "--config"]).arg(config).env("RECWATCH_LOG", "warn");
+    command
 }
 
 impl Daemon {
     /// Starts `recwatch run --config config` (log level warn) and waits for its HTTP server
     /// (`/healthz`), not for readiness.
-    pub fn spawn(config: &std::path::Path, port: u16, token: Option<&'static str>) -> Daemon {
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_recwatch"))
-            .args(["run", "--config"])
-            .arg(config)
-            .env("RECWATCH_LOG", "warn")
-            .stdin(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let d = Daemon { child, port, token };
+    pub fn spawn(config: &Path, token: Option<&'static str>) -> Daemon {
+        Daemon::start(run_command(config), token)
+    }
+
+    /// Starts `command` (a `recwatch run`, possibly wrapped in `sh -c 'exec …'`) with its stdin
+    /// closed and its stderr captured, reads the address it reports, and waits for `/healthz`.
+    pub fn start(mut command: Command, token: Option<&'static str>) -> Daemon {
+        let mut child = command.stdin(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+        let pid = child.id();
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let (addr_tx, addr_rx) = mpsc::channel();
+        let mut pipe = BufReader::new(child.stderr.take().unwrap());
+        let captured = stderr.clone();
+        let reader = std::thread::spawn(move || {
+            let mut line = Vec::new();
+            while pipe.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
+                if let Some(addr) = String::from_utf8_lossy(&line).trim_end().strip_prefix(LISTENING) {
+                    let _ = addr_tx.send(addr.parse::<SocketAddr>());
+                }
+                captured.lock().unwrap().extend_from_slice(&line);
+                line.clear();
+            }
+        });
+        let mut d = Daemon {
+            child: Mutex::new(child),
+            pid,
+            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            token,
+            stderr,
+            reader: Mutex::new(Some(reader)),
+        };
+        d.addr = wait_until("the daemon to report its address", Duration::from_secs(60), || {
+            d.assert_alive();
+            addr_rx.try_recv().ok()
+        })
+        .unwrap_or_else(|e| panic!("the daemon reported an address that does not parse: {e}"));
         wait_until("/healthz", Duration::from_secs(30), || {
             (d.get("/healthz").map(|(s, _)| s) == Some(200)).then_some(())
         });
         d
     }
 
-    pub fn get(&self, path: &str) -> Option<(u16, String)> {
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// `http://ADDR` of this daemon.
+    pub fn base(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Fails the test if this daemon has exited, with its status and the end of its stderr.
+    pub fn assert_alive(&self) {
+        let status = self.child.lock().unwrap_or_else(|e| e.into_inner()).try_wait().unwrap();
+        if let Some(status) = status {
+            panic!(
+                "the daemon (pid {}) has exited: {status}\n--- end of its stderr:\n{}",
+                self.pid,
+                self.stderr_tail(40)
+            );
+        }
+    }
+
+    /// Everything the daemon wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.stderr.lock().unwrap()).into_owned()
+    }
+
+    /// The last `n` lines of the daemon's stderr.
+    pub fn stderr_tail(&self, n: usize) -> String {
+        let text = self.stderr();
+        let mut tail: VecDeque<&str> = VecDeque::new();
+        for line in text.lines() {
+            if tail.len() == n {
+                tail.pop_front();
+            }
+            tail.push_back(line);
+        }
+        tail.into_iter().collect::<Vec<_>>().join("\n")
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> Option<(u16, String)> {
+        self.assert_alive();
         let mut request = reqwest::blocking::Client::new()
-            .get(format!("http://127.0.0.1:{}{path}", self.port))
+            .request(method, format!("{}{path}", self.base()))
             .timeout(Duration::from_secs(5));
         if let Some(token) = self.token {
             request = request.bearer_auth(token);
@@ -131,23 +249,41 @@ impl Daemon {
         Some((r.status().as_u16(), r.text().ok()?))
     }
 
+    /// GET `path` (with the token, if any); None when the request fails.
+    pub fn get(&self, path: &str) -> Option<(u16, String)> {
+        self.request(reqwest::Method::GET, path)
+    }
+
+    /// POST `path` without a body (with the token, if any); the request must get an answer.
+    pub fn post(&self, path: &str) -> (u16, String) {
+        self.request(reqwest::Method::POST, path).unwrap_or_else(|| panic!("POST {path}: no answer"))
+    }
+
+    /// One scrape of /metrics, to read several values that must agree with each other.
+    pub fn scrape(&self) -> Option<Scrape> {
+        let (status, body) = self.get("/metrics")?;
+        (status == 200).then_some(Scrape(body))
+    }
+
     /// Sum of every series of a metric whose labels contain `label` (e.g. `rule="enumeration"`).
     pub fn metric(&self, name: &str, label: &str) -> Option<f64> {
-        let (_, body) = self.get("/metrics")?;
-        let mut sum = None;
-        for line in body.lines().filter(|l| !l.starts_with('#')) {
-            let (series, value) = line.rsplit_once(' ')?;
-            if series.split('{').next()? == name && series.contains(label) {
-                *sum.get_or_insert(0.0) += value.parse::<f64>().ok()?;
-            }
-        }
-        sum
+        self.scrape()?.metric(name, label)
+    }
+
+    /// The value of one series, written exactly (e.g. `recwatch_notify_sent_total{receiver="oncall"}`).
+    pub fn series(&self, series: &str) -> Option<f64> {
+        self.scrape()?.series(series)
     }
 
     pub fn wait_metric(&self, name: &str, label: &str, at_least: f64) {
         wait_until(&format!("{name}{{{label}}} >= {at_least}"), Duration::from_secs(60), || {
             (self.metric(name, label).unwrap_or(0.0) >= at_least).then_some(())
         });
+    }
+
+    /// Waits until one series satisfies `pred`; its value then.
+    pub fn wait_series(&self, series: &str, pred: impl Fn(f64) -> bool) -> f64 {
+        wait_until(series, Duration::from_secs(60), || self.series(series).filter(|v| pred(*v)))
     }
 
     pub fn wait_ready(&self) {
@@ -163,15 +299,50 @@ impl Daemon {
         serde_json::from_str(&body).unwrap()
     }
 
-    /// SIGTERM, and the exit status (within 30 s).
-    pub fn terminate(mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-        wait_until("the daemon to exit after SIGTERM", Duration::from_secs(30), || self.child.try_wait().unwrap())
+    /// Sends `signal` (a `kill` name: `HUP`, `TERM`) to this daemon; fails if it has exited.
+    pub fn signal(&self, signal: &str) {
+        self.assert_alive();
+        let sent = Command::new("kill").arg(format!("-{signal}")).arg(self.pid.to_string()).status().unwrap();
+        assert!(sent.success(), "kill -{signal} {}", self.pid);
     }
 
-    pub fn kill9(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
+    /// SIGTERM, and the exit status (within 30 s). Its stderr is complete afterwards.
+    pub fn terminate(&self) -> ExitStatus {
+        self.signal("TERM");
+        let status = wait_until("the daemon to exit after SIGTERM", Duration::from_secs(30), || {
+            self.child.lock().unwrap_or_else(|e| e.into_inner()).try_wait().unwrap()
+        });
+        if let Some(reader) = self.reader.lock().unwrap().take() {
+            let _ = reader.join();
+        }
+        status
+    }
+
+    pub fn kill9(self) {
+        let mut child = self.child.lock().unwrap_or_else(|e| e.into_inner());
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+}
+
+/// One /metrics exposition.
+pub struct Scrape(pub String);
+
+impl Scrape {
+    /// Sum of every series of a metric whose labels contain `label`; None if there is none.
+    pub fn metric(&self, name: &str, label: &str) -> Option<f64> {
+        let mut sum = None;
+        for line in self.0.lines().filter(|l| !l.starts_with('#')) {
+            let (series, value) = line.rsplit_once(' ')?;
+            if series.split('{').next()? == name && series.contains(label) {
+                *sum.get_or_insert(0.0) += value.parse::<f64>().ok()?;
+            }
+        }
+        sum
+    }
+
+    /// The value of one series, written exactly.
+    pub fn series(&self, series: &str) -> Option<f64> {
+        self.0.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
     }
 }
