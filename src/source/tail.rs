@@ -1318,7 +1318,7 @@ mod tests {
             fn line(&mut self, _: u16, _: &[u8]) {
                 self.1.push(self.0.source_lag_bytes.load(Relaxed));
             }
-            fn too_long(&mut self, _: u16) {}
+            fn truncated(&mut self, _: u16, _: &[u8]) {}
             fn partial_line(&mut self, _: u16, _: &[u8]) {}
         }
         let dir = tempfile::tempdir().unwrap();
