@@ -116,6 +116,10 @@ pub fn promtool_check(text: &str) {
     );
 }
 
+/// How long a daemon wait (a metric, readiness) may take: generous, because the suite shares a
+/// small machine with other test processes (a deadline only bounds a failing test).
+pub const DAEMON_WAIT: Duration = Duration::from_secs(120);
+
 /// The line `recwatch run` writes to stderr once its HTTP listener is bound (README, "HTTP").
 const LISTENING: &str = "recwatch: listening on http://";
 
@@ -187,14 +191,12 @@ impl Daemon {
             stderr,
             reader: Mutex::new(Some(reader)),
         };
-        d.addr = wait_until("the daemon to report its address", Duration::from_secs(60), || {
+        d.addr = wait_until("the daemon to report its address", DAEMON_WAIT, || {
             d.assert_alive();
             addr_rx.try_recv().ok()
         })
         .unwrap_or_else(|e| panic!("the daemon reported an address that does not parse: {e}"));
-        wait_until("/healthz", Duration::from_secs(30), || {
-            (d.get("/healthz").map(|(s, _)| s) == Some(200)).then_some(())
-        });
+        wait_until("/healthz", DAEMON_WAIT, || (d.get("/healthz").map(|(s, _)| s) == Some(200)).then_some(()));
         d
     }
 
@@ -276,20 +278,18 @@ impl Daemon {
     }
 
     pub fn wait_metric(&self, name: &str, label: &str, at_least: f64) {
-        wait_until(&format!("{name}{{{label}}} >= {at_least}"), Duration::from_secs(60), || {
+        wait_until(&format!("{name}{{{label}}} >= {at_least}"), DAEMON_WAIT, || {
             (self.metric(name, label).unwrap_or(0.0) >= at_least).then_some(())
         });
     }
 
     /// Waits until one series satisfies `pred`; its value then.
     pub fn wait_series(&self, series: &str, pred: impl Fn(f64) -> bool) -> f64 {
-        wait_until(series, Duration::from_secs(60), || self.series(series).filter(|v| pred(*v)))
+        wait_until(series, DAEMON_WAIT, || self.series(series).filter(|v| pred(*v)))
     }
 
     pub fn wait_ready(&self) {
-        wait_until("/readyz", Duration::from_secs(60), || {
-            (self.get("/readyz").map(|(s, _)| s) == Some(200)).then_some(())
-        });
+        wait_until("/readyz", DAEMON_WAIT, || (self.get("/readyz").map(|(s, _)| s) == Some(200)).then_some(()));
     }
 
     /// The alerts the API lists.
