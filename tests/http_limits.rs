@@ -4,13 +4,13 @@
 
 use std::io::Write;
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{free_port, wait_until, Daemon};
+use common::{wait_until, Daemon};
 
 const TOKEN: &str = "http-limits-token-0123456789";
 /// The bound for /metrics under the flood is 1 s; a scrape gets this deadline, which
@@ -32,25 +32,23 @@ fn three_thousand_slow_connections_neither_keep_metrics_out_nor_starve_the_taile
     const SLOW: usize = 3000;
     raise_own_nofile(8192);
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
     std::fs::write(dir.path().join("token"), TOKEN).unwrap();
     let log = dir.path().join("access.log");
     std::fs::write(&log, "").unwrap();
     let config = format!(
-        "[store]\npath = \"state\"\n[networks]\ninternal = [\"10.0.0.0/8\"]\n[http]\nlisten = \"127.0.0.1:{port}\"\ntoken_file = \"token\"\n[tail]\npoll_interval_ms = 50\nrotated_drain_secs = 1\n[[source]]\nname = \"web\"\npath = \"{}\"\n[[rule]]\nid = \"R1\"\nname = \"unknown-client-fetch\"\nseverity = \"critical\"\nstatus = [200, 206]\nclient_kind = [\"unknown\"]\n",
+        "[store]\npath = \"state\"\n[networks]\ninternal = [\"10.0.0.0/8\"]\n[http]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"token\"\n[tail]\npoll_interval_ms = 50\nrotated_drain_secs = 1\n[[source]]\nname = \"web\"\npath = \"{}\"\n[[rule]]\nid = \"R1\"\nname = \"unknown-client-fetch\"\nseverity = \"critical\"\nstatus = [200, 206]\nclient_kind = [\"unknown\"]\n",
         log.display()
     );
     std::fs::write(dir.path().join("recwatch.toml"), config).unwrap();
     // the open-file limit of the host
-    let child = Command::new("prlimit")
+    let mut command = Command::new("prlimit");
+    command
         .args(["--nofile=512:512", env!("CARGO_BIN_EXE_recwatch"), "run", "--config"])
         .arg(dir.path().join("recwatch.toml"))
-        .env("RECWATCH_LOG", "warn")
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
-    let d = Daemon { child, port, token: Some(TOKEN) };
+        .env("RECWATCH_LOG", "warn");
+    let d = Daemon::start(command, Some(TOKEN));
     d.wait_ready();
+    let port = d.addr.port();
 
     // the flood: SLOW connections, each sending one header byte at a time, reconnecting when
     // closed (so the pressure never lets up)

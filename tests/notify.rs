@@ -474,11 +474,11 @@ fn resolving_an_alert_then_fetching_again_opens_a_new_notified_alert_and_the_res
     let d = env.start();
     let t0 = now_unix();
     env.append(&fetch_line("203.0.113.70", t0, "/recordings/first.wav"));
-    d.wait_metric(&series("sent_total", "hook"), |v| v == 1.0);
+    d.wait_series(&series("sent_total", "hook"), |v| v == 1.0);
     let first = d.alerts()[0]["id"].as_str().unwrap().to_string();
     let (status, body) = d.post(&format!("/api/v1/alerts/{first}/resolve"));
     assert_eq!(status, 200, "{body}");
-    d.wait_metric(&series("sent_total", "hook"), |v| v == 2.0);
+    d.wait_series(&series("sent_total", "hook"), |v| v == 2.0);
 
     // Acking it now is refused, by the API and by the CLI (which asks the running daemon).
     let (status, body) = d.post(&format!("/api/v1/alerts/{first}/ack"));
@@ -496,7 +496,7 @@ fn resolving_an_alert_then_fetching_again_opens_a_new_notified_alert_and_the_res
     // The same client fetches again (well inside suppress_secs): a new alert, told to the hook.
     env.append(&fetch_line("203.0.113.70", t0 + 1, "/recordings/second.wav"));
     env.append(&fetch_line("203.0.113.70", t0 + 2, "/recordings/third.wav"));
-    d.wait_metric(&series("sent_total", "hook"), |v| v >= 3.0);
+    d.wait_series(&series("sent_total", "hook"), |v| v >= 3.0);
     let alerts = wait_until("the second alert to count both fetches", WAIT, || {
         let alerts = d.alerts();
         (alerts.len() == 2 && alerts.iter().any(|a| a["requests"] == 2)).then_some(alerts)
@@ -514,7 +514,7 @@ fn resolving_an_alert_then_fetching_again_opens_a_new_notified_alert_and_the_res
             .any(|b| b["alert"]["id"] == new_id.as_str() && b["state"] == "firing")
             .then_some(())
     });
-    d.terminate();
+    assert!(d.terminate().success());
 
     // After a restart the resolved alert stays closed and nothing is counted twice.
     let d = env.start();
@@ -526,5 +526,5 @@ fn resolving_an_alert_then_fetching_again_opens_a_new_notified_alert_and_the_res
     assert_eq!(alerts.len(), 2, "{alerts:?}");
     let old = alerts.iter().find(|a| a["id"] == first.as_str()).unwrap();
     assert_eq!((old["status"].as_str(), old["requests"].as_u64()), (Some("resolved"), Some(1)));
-    d.terminate();
+    assert!(d.terminate().success());
 }

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{free_port, wait_until, Daemon};
+use common::{wait_until, Daemon};
 
 const TOKEN: &str = "soak-token-0123456789abcdef";
 /// Every request of the soak must be answered within this (the server's own request limit is
@@ -102,20 +102,19 @@ fn soak_under_load_sighup_api_metrics_and_a_failing_receiver_never_wedges() {
     let soak =
         Duration::from_secs(std::env::var("RECWATCH_SOAK_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(120));
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
     let (receiver_port, receiver_hits) = failing_receiver();
     std::fs::write(dir.path().join("token"), TOKEN).unwrap();
     std::fs::write(dir.path().join("hmac.key"), "soak-hmac-key-0123456789abcdef").unwrap();
     let log = dir.path().join("access.log");
     std::fs::write(&log, "").unwrap();
     let config = format!(
-        "[store]\npath = \"state\"\n[networks]\ninternal = [\"10.0.0.0/8\"]\n[http]\nlisten = \"127.0.0.1:{port}\"\ntoken_file = \"token\"\n[tail]\npoll_interval_ms = 50\nrotated_drain_secs = 5\n[[source]]\nname = \"web\"\npath = \"{}\"\n[[rule]]\nid = \"R1\"\nname = \"unknown-client-fetch\"\nseverity = \"critical\"\nstatus = [200, 206]\nclient_kind = [\"unknown\"]\n[[rule]]\nid = \"R2\"\nname = \"enumeration\"\nseverity = \"critical\"\naggregate = \"distinct\"\nwindow_secs = 5\nthreshold = 20\n[[receiver]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:{receiver_port}/hook\"\nsecret_file = \"hmac.key\"\nretry_initial_ms = 100\nretry_max_ms = 1000\n",
+        "[store]\npath = \"state\"\n[networks]\ninternal = [\"10.0.0.0/8\"]\n[http]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"token\"\n[tail]\npoll_interval_ms = 50\nrotated_drain_secs = 5\n[[source]]\nname = \"web\"\npath = \"{}\"\n[[rule]]\nid = \"R1\"\nname = \"unknown-client-fetch\"\nseverity = \"critical\"\nstatus = [200, 206]\nclient_kind = [\"unknown\"]\n[[rule]]\nid = \"R2\"\nname = \"enumeration\"\nseverity = \"critical\"\naggregate = \"distinct\"\nwindow_secs = 5\nthreshold = 20\n[[receiver]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:{receiver_port}/hook\"\nsecret_file = \"hmac.key\"\nretry_initial_ms = 100\nretry_max_ms = 1000\n",
         log.display()
     );
     std::fs::write(dir.path().join("recwatch.toml"), config).unwrap();
-    let d = Daemon::spawn(&dir.path().join("recwatch.toml"), port, Some(TOKEN));
+    let d = Daemon::spawn(&dir.path().join("recwatch.toml"), Some(TOKEN));
     d.wait_ready();
-    let pid = d.child.id().to_string();
+    let pid = d.pid().to_string();
 
     let stop = Arc::new(AtomicBool::new(false));
     let written = Arc::new(AtomicU64::new(0));
@@ -156,7 +155,7 @@ fn soak_under_load_sighup_api_metrics_and_a_failing_receiver_never_wedges() {
         }));
     }
     let client = reqwest::blocking::Client::builder().timeout(REQUEST_DEADLINE).build().unwrap();
-    let base = format!("http://127.0.0.1:{port}");
+    let base = d.base();
     // the API: list open alerts, ack the first
     let api = Arc::new(Tally::default());
     {
@@ -219,7 +218,8 @@ fn soak_under_load_sighup_api_metrics_and_a_failing_receiver_never_wedges() {
             last = (now, Instant::now());
         }
         let failures = api.failures.lock().unwrap().len() + scrapes.failures.lock().unwrap().len();
-        if failures > 0 || last.1.elapsed() > PROGRESS_DEADLINE || d.child.id() == 0 {
+        d.assert_alive();
+        if failures > 0 || last.1.elapsed() > PROGRESS_DEADLINE {
             break;
         }
     }

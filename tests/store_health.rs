@@ -14,7 +14,7 @@ use recwatch::store::{Store, STALL_AFTER};
 use serde_json::Value;
 
 mod common;
-use common::{free_port, wait_until, Daemon};
+use common::{wait_until, Daemon};
 
 const TOKEN: &str = "store-health-token-0123456789";
 
@@ -91,10 +91,9 @@ impl Drop for Unmount {
 #[test]
 fn a_full_state_disk_makes_readyz_503_and_the_store_is_reopened_in_process_when_space_returns() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
     std::fs::write(dir.path().join("token"), TOKEN).unwrap();
     let config = format!(
-        "[store]\npath = \"state\"\n[networks]\ninternal = [\"10.0.0.0/8\"]\n[http]\nlisten = \"127.0.0.1:{port}\"\ntoken_file = \"token\"\n[tail]\npoll_interval_ms = 50\n[[source]]\nname = \"web\"\npath = \"{}\"\n[[rule]]\nid = \"R1\"\nname = \"unknown-client-fetch\"\nseverity = \"critical\"\nstatus = [200, 206]\nclient_kind = [\"unknown\"]\n",
+        "[store]\npath = \"state\"\n[networks]\ninternal = [\"10.0.0.0/8\"]\n[http]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"token\"\n[tail]\npoll_interval_ms = 50\n[[source]]\nname = \"web\"\npath = \"{}\"\n[[rule]]\nid = \"R1\"\nname = \"unknown-client-fetch\"\nseverity = \"critical\"\nstatus = [200, 206]\nclient_kind = [\"unknown\"]\n",
         dir.path().join("access.log").display()
     );
     std::fs::write(dir.path().join("recwatch.toml"), config).unwrap();
@@ -104,7 +103,7 @@ fn a_full_state_disk_makes_readyz_503_and_the_store_is_reopened_in_process_when_
     assert!(mounted.success(), "this test needs root to mount a small tmpfs as the state directory");
     let _unmount = Unmount(state.clone());
     std::fs::write(dir.path().join("access.log"), "").unwrap();
-    let d = Daemon::spawn(&dir.path().join("recwatch.toml"), port, Some(TOKEN));
+    let d = Daemon::spawn(&dir.path().join("recwatch.toml"), Some(TOKEN));
     d.wait_ready();
 
     // fill the state disk, then make the daemon write alerts

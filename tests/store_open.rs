@@ -10,14 +10,13 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 mod common;
-use common::{free_port, wait_until, Daemon};
+use common::{wait_until, Daemon};
 
 const TOKEN: &str = "store-open-token-0123456789";
 const R1: &str = "[[rule]]\nid = \"R1\"\nname = \"unknown-client-fetch\"\nseverity = \"critical\"\nstatus = [200, 206]\nclient_kind = [\"unknown\"]\n";
 
 struct Env {
     dir: tempfile::TempDir,
-    port: u16,
 }
 
 impl Env {
@@ -25,14 +24,13 @@ impl Env {
         let dir = tempfile::tempdir().unwrap();
         // readable by the unprivileged daemon of the ownership test
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        let port = free_port();
         std::fs::write(dir.path().join("token"), TOKEN).unwrap();
         let config = format!(
-            "[store]\npath = \"state\"\n[networks]\ninternal = [\"10.0.0.0/8\"]\n[http]\nlisten = \"127.0.0.1:{port}\"\ntoken_file = \"token\"\n[tail]\npoll_interval_ms = 50\n[[source]]\nname = \"web\"\npath = \"{}\"\n{R1}",
+            "[store]\npath = \"state\"\n[networks]\ninternal = [\"10.0.0.0/8\"]\n[http]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"token\"\n[tail]\npoll_interval_ms = 50\n[[source]]\nname = \"web\"\npath = \"{}\"\n{R1}",
             dir.path().join("access.log").display()
         );
         std::fs::write(dir.path().join("recwatch.toml"), config).unwrap();
-        let env = Env { dir, port };
+        let env = Env { dir };
         env.append(&fetch_line("203.0.113.9", "/recordings/a.wav"));
         env
     }
@@ -47,7 +45,7 @@ impl Env {
     }
 
     fn start(&self) -> Daemon {
-        let d = Daemon::spawn(&self.path("recwatch.toml"), self.port, Some(TOKEN));
+        let d = Daemon::spawn(&self.path("recwatch.toml"), Some(TOKEN));
         d.wait_ready();
         d
     }
@@ -99,13 +97,13 @@ fn a_second_instance_exits_at_once_naming_the_holder_and_leaves_the_store_byte_i
     // quiet now: nothing more to read, no receiver configured, so the first daemon writes nothing
     let before = snapshot(&env.path("state"));
     let second = Command::new(env!("CARGO_BIN_EXE_recwatch"))
-        .args(["run", "--listen", &format!("127.0.0.1:{}", free_port()), "--config"])
+        .args(["run", "--listen", "127.0.0.1:0", "--config"])
         .arg(env.path("recwatch.toml"))
         .env("RECWATCH_LOG", "warn")
         .output()
         .unwrap();
     assert!(!second.status.success());
-    let pid = d.child.id();
+    let pid = d.pid();
     let expected = format!("another recwatch (pid {pid}) holds the store at {}", env.path("state/db").display());
     assert!(stderr(&second).contains(&expected), "{}", stderr(&second));
     assert_eq!(snapshot(&env.path("state")), before, "the second instance touched the store");
@@ -151,8 +149,9 @@ fn root_with_umask_077_on_the_services_store_then_a_service_start_quarantines_no
     // the state directory belongs to the service user, as systemd's StateDirectory= makes it
     std::fs::create_dir_all(env.path("state")).unwrap();
     std::os::unix::fs::chown(env.path("state"), Some(65534), Some(65534)).unwrap();
-    let as_nobody = |port: u16| {
-        let child = Command::new("setpriv")
+    let as_nobody = || {
+        let mut command = Command::new("setpriv");
+        command
             .args([
                 "--reuid=65534",
                 "--regid=65534",
@@ -162,16 +161,14 @@ fn root_with_umask_077_on_the_services_store_then_a_service_start_quarantines_no
                 "--config",
             ])
             .arg(env.path("recwatch.toml"))
-            .env("RECWATCH_LOG", "warn")
-            .spawn()
-            .unwrap();
-        let d = Daemon { child, port, token: Some(TOKEN) };
+            .env("RECWATCH_LOG", "warn");
+        let d = Daemon::start(command, Some(TOKEN));
         wait_until("/readyz of the daemon running as nobody", Duration::from_secs(60), || {
             (d.get("/readyz").map(|(s, _)| s) == Some(200)).then_some(())
         });
         d
     };
-    let d = as_nobody(env.port);
+    let d = as_nobody();
     d.wait_metric("recwatch_alerts_total", "", 1.0);
     let id = d.alerts()[0]["id"].as_str().unwrap().to_string();
     assert!(d.terminate().success());
@@ -188,7 +185,7 @@ fn root_with_umask_077_on_the_services_store_then_a_service_start_quarantines_no
     assert_eq!(snapshot(&env.path("state")), before);
 
     // the service starts cleanly; while it runs, root's resolve goes through its API
-    let d = as_nobody(env.port);
+    let d = as_nobody();
     assert_eq!(d.metric("recwatch_store_quarantines_total", ""), Some(0.0));
     let out = env.cli(&["alerts", "resolve", &id], Some("077"));
     assert!(out.status.success(), "{}", stderr(&out));
@@ -196,7 +193,7 @@ fn root_with_umask_077_on_the_services_store_then_a_service_start_quarantines_no
     assert!(d.terminate().success());
 
     // and again after a restart: nothing quarantined, the resolution kept
-    let d = as_nobody(env.port);
+    let d = as_nobody();
     assert_eq!(d.metric("recwatch_store_quarantines_total", ""), Some(0.0));
     assert_eq!(d.alerts()[0]["status"], "resolved");
     assert!(d.terminate().success());
