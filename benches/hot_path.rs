@@ -80,6 +80,7 @@ fn detect(c: &mut Criterion) {
         batch.events.push(Event {
             client,
             client_class: config.classify.networks.classify(client),
+            future: false,
             time: 1_550_480_400 + i64::from(i / 4),
             status: if i % 3 == 0 { 404 } else { 200 },
             body_bytes: 4096,

@@ -101,6 +101,10 @@ pub struct Telemetry {
     pub alerts_by_rule: Mutex<BTreeMap<(String, &'static str), u64>>,
     pub groups_tracked: AtomicI64,
     pub groups_evicted: AtomicU64,
+    /// Events whose time was too far ahead of the wall clock to move any clock, by source name
+    /// (configured names, and names registered by Kafka envelopes: bounded by
+    /// `pipeline::MAX_SOURCES`). Published per chunk of input, never per line.
+    pub events_future: Mutex<BTreeMap<String, u64>>,
     // --- store
     pub alert_writes: AtomicU64,
     pub store_errors: AtomicU64,
@@ -227,6 +231,7 @@ impl Default for Telemetry {
             receivers: Mutex::new(BTreeMap::new()),
             kafka: Mutex::new(Vec::new()),
             lines_truncated: Mutex::new(BTreeMap::new()),
+            events_future: Mutex::new(BTreeMap::new()),
         }
     }
 }
@@ -301,6 +306,22 @@ impl Telemetry {
     pub fn lines_truncated(&self, name: &str) -> Arc<AtomicU64> {
         let mut all = self.lines_truncated.lock().unwrap_or_else(|e| e.into_inner());
         all.entry(name.to_string()).or_default().clone()
+    }
+
+    /// Pre-registers the future-event counter of each source at 0, so its series exists
+    /// from the start.
+    pub fn register_sources<'a>(&self, names: impl IntoIterator<Item = &'a str>) {
+        let mut future = self.events_future.lock().unwrap_or_else(|e| e.into_inner());
+        for name in names {
+            future.entry(name.to_string()).or_insert(0);
+        }
+    }
+
+    /// `n` events of `source` were dated more than the tolerance ahead of the wall clock: they
+    /// were detected but moved no clock. Counts and logs in one call.
+    pub fn events_future(&self, source: &str, n: u64) {
+        *self.events_future.lock().unwrap_or_else(|e| e.into_inner()).entry(source.to_string()).or_insert(0) += n;
+        tracing::warn!(source, events = n, "event time too far ahead of the wall clock: detected, but moves no clock");
     }
 
     /// The counters of the Kafka source `name`, registered on first use.

@@ -467,6 +467,7 @@ const EXPECTED_NAMES: &[&str] = &[
     "recwatch_read_errors_total",
     "recwatch_clients_tracked",
     "recwatch_clients_evicted_total",
+    "recwatch_events_future_total",
     "recwatch_alert_writes_total",
     "recwatch_store_errors_total",
     "recwatch_store_write_duration_seconds",
@@ -493,6 +494,8 @@ fn metrics_expose_every_family_and_pass_promtool() {
     t.store_write_seconds.observe(0.004);
     t.detection_latency_seconds.observe(0.2);
     t.detection_latency_seconds.observe(30.0);
+    t.register_sources(["web"]);
+    t.events_future("web", 2);
     server.store().set_status(&fixture()[3].id, AlertStatus::Resolved).unwrap();
 
     let text = scrape(&server);
@@ -502,6 +505,7 @@ fn metrics_expose_every_family_and_pass_promtool() {
     }
     for expected in [
         "recwatch_lines_read_total 1000\n",
+        "recwatch_events_future_total{source=\"web\"} 2\n",
         "recwatch_source_lag_bytes -3\n",
         "recwatch_lines_skipped_total{reason=\"too_long\"} 7\n",
         "recwatch_lines_skipped_total{reason=\"binary\"} 0\n",

@@ -221,6 +221,9 @@ fn build_engine(b: &Builder<'_>, engine: &RawEngine, overrides: &Overrides) -> R
     if engine.client_idle_secs <= 0 {
         return Err(b.err(&[key("engine"), key("client_idle_secs")], "must be positive"));
     }
+    if engine.future_tolerance_secs < 0 {
+        return Err(b.err(&[key("engine"), key("future_tolerance_secs")], "must not be negative"));
+    }
     if engine.max_clients_per_worker == 0 {
         return Err(b.err(&[key("engine"), key("max_clients_per_worker")], "must be positive"));
     }
@@ -228,6 +231,7 @@ fn build_engine(b: &Builder<'_>, engine: &RawEngine, overrides: &Overrides) -> R
         workers: overrides.workers.map_or(workers, |w| w.max(1)),
         max_clients_per_worker: engine.max_clients_per_worker,
         client_idle_secs: engine.client_idle_secs,
+        future_tolerance_secs: engine.future_tolerance_secs,
     })
 }
 

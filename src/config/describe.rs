@@ -55,8 +55,11 @@ impl Config {
             }
         }
         s += &format!(
-            "engine: {} workers, at most {} clients per worker, idle eviction after {} s\n",
-            self.engine.workers, self.engine.max_clients_per_worker, self.engine.client_idle_secs
+            "engine: {} workers, at most {} clients per worker, idle eviction after {} s, event times more than {} s ahead of the wall clock move no clock\n",
+            self.engine.workers,
+            self.engine.max_clients_per_worker,
+            self.engine.client_idle_secs,
+            self.engine.future_tolerance_secs
         );
         s += &format!(
             "http: {} (alert API {})\n",

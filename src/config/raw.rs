@@ -188,11 +188,12 @@ pub(super) struct RawEngine {
     pub workers: usize,
     pub max_clients_per_worker: usize,
     pub client_idle_secs: i64,
+    pub future_tolerance_secs: i64,
 }
 
 impl Default for RawEngine {
     fn default() -> Self {
-        RawEngine { workers: 0, max_clients_per_worker: 100_000, client_idle_secs: 3600 }
+        RawEngine { workers: 0, max_clients_per_worker: 100_000, client_idle_secs: 3600, future_tolerance_secs: 300 }
     }
 }
 

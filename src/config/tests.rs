@@ -50,6 +50,8 @@ fn bad_values_name_their_line() {
     assert!(e.message.contains("linux, windows"), "{e}");
     let e = load("[[rule]]\nid = \"R9\"\nname = \"n\"\nmethod_kind = \"get\"\n").unwrap_err();
     assert_eq!((e.line, e.key.as_str()), (Some(4), "rule[0].method_kind"), "{e}");
+    let e = load("[engine]\nworkers = 1\nfuture_tolerance_secs = -1\n").unwrap_err();
+    assert_eq!((e.line, e.key.as_str()), (Some(3), "engine.future_tolerance_secs"), "{e}");
 }
 
 #[test]
@@ -274,6 +276,7 @@ fn defaults_of_an_empty_file_are_the_documented_ones() {
     assert!(c.classify.case_insensitive);
     assert_eq!((c.tail.poll_interval.as_millis(), c.tail.inotify, c.tail.rotated_drain.as_secs()), (250, true, 5));
     assert_eq!((c.engine.max_clients_per_worker, c.engine.client_idle_secs), (100_000, 3600));
+    assert_eq!(c.engine.future_tolerance_secs, 300);
     assert!(c.alerting.receivers.is_empty() && c.http.token_file.is_none());
     // A table that is present but partial keeps the defaults of its other keys.
     let c = load("[tail]\ninotify = false\n[store]\npath = \"s\"\n").unwrap();

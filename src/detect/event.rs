@@ -14,7 +14,12 @@ pub struct Event {
     pub client: IpAddr,
     pub client_class: ClientClass,
     /// Event time from the log line, Unix seconds (windows use event time, never wall time).
+    /// For a [`Event::future`] event, the reading side's latest trusted time instead.
     pub time: i64,
+    /// The logged time was more than the tolerance ahead of the wall clock (a line dated 2100):
+    /// the event is still detected, but moves no clock. Workers place it at the group's own
+    /// latest time (else at `time`), and never let it advance eviction or an alert's times.
+    pub future: bool,
     pub status: u16,
     pub body_bytes: u64,
     pub path_class: PathClass,

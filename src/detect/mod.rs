@@ -19,4 +19,7 @@ pub struct EngineSettings {
     pub max_clients_per_worker: usize,
     /// Groups idle longer than this (event time) are evicted; positive.
     pub client_idle_secs: i64,
+    /// An event time more than this ahead of the wall clock is not trusted: it moves no
+    /// clock (see [`event::Event::future`]); not negative.
+    pub future_tolerance_secs: i64,
 }

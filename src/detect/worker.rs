@@ -185,7 +185,10 @@ impl Worker {
     pub fn process(&mut self, ev: &Event, batch: &EventBatch) {
         self.stats.events += 1;
         self.events_since_sweep += 1;
-        self.latest_time = self.latest_time.max(ev.time);
+        if !ev.future {
+            // A time too far ahead of the wall clock must not age every group out.
+            self.latest_time = self.latest_time.max(ev.time);
+        }
         let facts = Facts {
             path_class: ev.path_class,
             status: ev.status,
@@ -393,6 +396,15 @@ fn apply_rules(
         windows: (0..slots.len()).map(|_| None).collect(),
         episodes: (0..slots.len()).map(|_| None).collect(),
     });
+    // An event dated too far in the future is placed at the group's own latest time: it is
+    // counted and can fire, but moves no window, suppression or alert time.
+    let placed;
+    let ev = if ev.future {
+        placed = Event { time: g.last_seen, ..ev.clone() };
+        &placed
+    } else {
+        ev
+    };
     g.last_seen = g.last_seen.max(ev.time);
     for (slot, &rule_index) in slots.iter().enumerate() {
         if matched & (1 << slot) == 0 {
@@ -628,6 +640,7 @@ mod tests {
             client: client.parse().unwrap(),
             client_class: ClientClass { kind, partner: 0 },
             time,
+            future: false,
             status,
             body_bytes,
             path_class: PathClass::Recording,
@@ -917,6 +930,40 @@ mod tests {
                 proptest::prop_assert!(a.bytes >= u64::MAX - 1);
             }
         }
+    }
+
+    #[test]
+    fn a_line_dated_2100_inside_an_enumeration_neither_hides_r2_nor_splits_r1() {
+        // The case: one line of the same client dated 2100 between its fetches used to
+        // empty the R2 window (nothing fired) and age the group out (R1 split in two).
+        let cfg = Arc::new(DetectConfig::new(
+            vec![r1(&["200"]), r2()],
+            vec![],
+            vec!["web1".into()],
+            60,
+            1000,
+            false,
+            test_key(),
+        ));
+        let mut w = Worker::new(cfg);
+        let mut batch = EventBatch::with_capacity();
+        for i in 0..30 {
+            push(&mut batch, "198.51.100.7", ClientKind::Unknown, 1000 + i, 200, &format!("/r/{i}.wav"), false);
+            if i == 10 {
+                // the reading side flags it and places it at its latest trusted time
+                push(&mut batch, "198.51.100.7", ClientKind::Unknown, 1010, 200, "/r/future.wav", false);
+                batch.events.last_mut().unwrap().future = true;
+            }
+        }
+        w.process_batch(&batch);
+        let mut changed = Vec::new();
+        w.take_changed(&mut changed);
+        let r1 = changed.iter().filter(|a| a.rule_id == "R1").collect::<Vec<_>>();
+        assert_eq!(r1.len(), 1, "R1 not split: {changed:?}");
+        assert_eq!((r1[0].requests, r1[0].distinct_resources, r1[0].last_seen), (31, 31, 1029));
+        let r2 = changed.iter().find(|a| a.rule_id == "R2").expect("R2 fires");
+        assert_eq!(r2.first_seen, 1000);
+        assert_eq!(w.latest_time, 1029, "the future line moved no clock");
     }
 
     #[test]

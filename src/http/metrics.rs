@@ -2,7 +2,8 @@
 //! Owns metric names, types, help texts and label sets. Reads the atomics at scrape time and
 //! builds fresh `MetricFamily`s, so nothing is registered globally and nothing is cached.
 //! Never takes a label value from log content: labels are skip reasons (a closed enum), rule
-//! names and severities, receiver names, Kafka source names (from the config), topics (subscribed)
+//! names and severities, receiver names, source names (configured, or registered by Kafka
+//! envelopes: bounded by `pipeline::MAX_SOURCES`), topics (subscribed)
 //! and partitions (assigned, bounded by `telemetry::MAX_LAG_SERIES`), and the crate version.
 
 use std::collections::BTreeMap;
@@ -138,6 +139,16 @@ pub fn families(
     );
 
     // --- detect
+    let future: Vec<(Vec<String>, f64)> = {
+        let future = t.events_future.lock().unwrap_or_else(|e| e.into_inner());
+        future.iter().map(|(source, n)| (vec![source.clone()], *n as f64)).collect()
+    };
+    f.counter_vec(
+        "recwatch_events_future_total",
+        "Events dated more than engine.future_tolerance_secs ahead of the wall clock: detected, but moving no clock, by source.",
+        &["source"],
+        future,
+    );
     f.counter(
         "recwatch_alerts_fired_total",
         "Alerts opened by the detectors (per firing, before the store merges them by id).",

@@ -46,8 +46,17 @@ pub struct Ingest {
     pub(super) tally: LineTally,
     pub(super) telemetry: Arc<Telemetry>,
     next_barrier: u64,
-    /// Newest event time of a sensitive line so far (Unix seconds; 0 = none yet).
+    /// Newest trusted event time of a sensitive line so far (Unix seconds; 0 = none yet).
+    /// A time too far ahead of the wall clock never moves it.
     pub(super) latest_event_time: i64,
+    /// How far ahead of the wall clock an event time is still trusted (seconds;
+    /// `engine.future_tolerance_secs`, set by [`Pipeline::start`]).
+    pub(super) future_tolerance: i64,
+    /// Wall clock + tolerance when last read: times up to it are trusted without reading the
+    /// clock again (the real limit only grows, so a stale one errs towards a re-read).
+    trusted_until: i64,
+    /// Events too far in the future, by source index, not yet published.
+    future_events: Vec<u64>,
     /// Set when a downstream stage has gone away; lines are then counted but not routed.
     pub(super) downstream_failed: bool,
     /// Parser threads of [`Pipeline::ingest_parallel`] collect full batches here (with their
@@ -87,6 +96,9 @@ impl Ingest {
             telemetry,
             next_barrier: 1,
             latest_event_time: 0,
+            future_tolerance: 300,
+            trusted_until: i64::MIN,
+            future_events: Vec::new(),
             downstream_failed: false,
             collected: None,
         }
@@ -117,6 +129,7 @@ impl Ingest {
         };
         self.tally.parsed += 1;
         self.tally.sensitive(path_class, access.status);
+        let (time, future) = self.trust(source, time);
         self.latest_event_time = self.latest_event_time.max(time);
         if self.downstream_failed {
             return;
@@ -143,6 +156,7 @@ impl Ingest {
                 client,
                 client_class,
                 time,
+                future,
                 status: access.status,
                 body_bytes: access.body_bytes(),
                 path_class,
@@ -192,6 +206,27 @@ impl Ingest {
         Some(t)
     }
 
+    /// The time an event is placed at, and whether its own was too far in the future: such a
+    /// time moves no clock, so the event is placed at the latest trusted time (the wall clock
+    /// before any) and counted. Reads the wall clock only when a time passes the cached limit.
+    #[inline]
+    fn trust(&mut self, source: u16, time: i64) -> (i64, bool) {
+        if time <= self.trusted_until {
+            return (time, false);
+        }
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+        self.trusted_until = now.saturating_add(self.future_tolerance);
+        if time <= self.trusted_until {
+            return (time, false);
+        }
+        let i = usize::from(source);
+        if self.future_events.len() <= i {
+            self.future_events.resize(i + 1, 0);
+        }
+        self.future_events[i] += 1;
+        (if self.latest_event_time > 0 { self.latest_event_time } else { now }, true)
+    }
+
     fn send(&mut self, worker: usize) {
         let fresh = self.recycled.try_recv().unwrap_or_else(|_| EventBatch::with_capacity());
         let full = std::mem::replace(&mut self.batches[worker], fresh);
@@ -222,7 +257,10 @@ impl Ingest {
             tally: LineTally::default(),
             telemetry: self.telemetry.clone(),
             next_barrier: 1,
-            latest_event_time: 0,
+            latest_event_time: self.latest_event_time,
+            future_tolerance: self.future_tolerance,
+            trusted_until: self.trusted_until,
+            future_events: Vec::new(),
             downstream_failed: false,
             collected: Some(Vec::new()),
         }
@@ -237,6 +275,10 @@ impl Ingest {
             }
         }
         self.telemetry.publish(&mut self.tally);
+        for (i, n) in self.future_events.iter_mut().enumerate().filter(|(_, n)| **n > 0) {
+            let name = self.sources.get(i).map_or("", |s| s.name.as_str());
+            self.telemetry.events_future(name, std::mem::take(n));
+        }
     }
 
     /// Flushes, then sends a barrier carrying `checkpoint` through every worker. Returns its

@@ -117,6 +117,7 @@ impl Pipeline {
             options.keep_scope,
             options.pseudonyms.clone(),
         ));
+        telemetry.register_sources(sources.iter().map(|s| s.name.as_str()));
         let (to_store, store_rx) = bounded::<WorkerOutput>(STORE_QUEUE);
         let (recycle_tx, recycled) = unbounded::<EventBatch>();
         let mut to_workers = Vec::with_capacity(workers);
@@ -148,7 +149,7 @@ impl Pipeline {
             .name("store".into())
             .spawn(move || store_writer.run(store_rx))
             .expect("spawning the store thread");
-        let ingest = Ingest::new(
+        let mut ingest = Ingest::new(
             config.classify.paths.clone(),
             config.classify.networks.clone(),
             sources,
@@ -157,6 +158,7 @@ impl Pipeline {
             detect.has_source_rules(),
             telemetry,
         );
+        ingest.future_tolerance = config.engine.future_tolerance_secs;
         Pipeline { ingest, workers: handles, store: store_handle, durable, detect }
     }
 
