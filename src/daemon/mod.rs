@@ -70,6 +70,9 @@ struct Control {
 }
 
 pub fn run(opts: RunOptions) -> anyhow::Result<()> {
+    // Read before the config is built: a change in between makes the next reload restart more,
+    // never less.
+    let fingerprint = reload::Fingerprint::read(&opts.config);
     let config = load_config(&opts)?;
     let state_dir = config.store.dir.clone();
     std::fs::create_dir_all(&state_dir)
@@ -114,7 +117,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     // Pending deliveries from before a restart start going out at once.
     let mut notifier = Notifier::start(&config.alerting, &config.rules, store.clone(), telemetry.clone());
 
-    let result = tail_loop(Arc::new(config), &opts, store, telemetry, &ready, &control, &mut notifier);
+    let result = tail_loop(Arc::new(config), fingerprint, &opts, store, telemetry, &ready, &control, &mut notifier);
     ready.set_draining();
     notifier.stop();
 
@@ -238,8 +241,10 @@ fn open_episodes(store: &Store, memory_secs: i64) -> Vec<Alert> {
 
 /// The main loop: polls the files and sends barriers, watches the Kafka loops, reloads on
 /// SIGHUP, pings the watchdog; at stop, a final checkpoint and the drain.
+#[allow(clippy::too_many_arguments)]
 fn tail_loop(
     config: Arc<Config>,
+    mut fingerprint: Option<reload::Fingerprint>,
     opts: &RunOptions,
     store: Store,
     telemetry: Arc<Telemetry>,
@@ -273,7 +278,8 @@ fn tail_loop(
             }
         }
         if control.reload.swap(false, Relaxed) {
-            let (next, reloaded) = reload::reload(running, &mut history, opts, &store, &telemetry, control, notifier)?;
+            let (next, reloaded) =
+                reload::reload(running, &mut fingerprint, &mut history, opts, &store, &telemetry, control, notifier)?;
             running = next;
             if reloaded {
                 sent_barrier = 0;

@@ -1,9 +1,17 @@
-//! SIGHUP: reload the configuration without losing a line. Owns the order of the swap:
-//! the new config is loaded and checked first (a bad one keeps the old running, counted and
-//! logged); then the running pipeline is drained under a final checkpoint, the Kafka loops
-//! commit and stop, and everything starts again from the rewind point with the new config.
-//! Never decides when to reload (the signal task does) nor what a config means.
+//! SIGHUP: reload the configuration without losing a line. Owns the order of the swap and
+//! what it touches: the new config is loaded and checked first (a bad one keeps the old
+//! running, counted and logged); then only what changed is restarted. The receivers alone
+//! (`[[receiver]]`, `http.external_url`, their secret files): the notifier is swapped and
+//! nothing is read again; the sources, the tailer and every Kafka consumer (and its group
+//! membership) stay as they are. Anything the pipelines use (sources, rules, networks,
+//! sensitive paths, engine, tail, the pseudonym key): the running pipeline is drained under a
+//! final checkpoint, the Kafka loops commit and stop, and everything starts again from the
+//! rewind point with the new config. Nothing changed: nothing restarts. What changed is judged
+//! from the files' text ([`Fingerprint`]), read before the config is built. `[http]`'s own
+//! keys (listen, token, limits) take effect at the next start. Never decides when to reload
+//! (the signal task does) nor what a config means.
 
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Instant;
@@ -18,11 +26,49 @@ use crate::privacy::Pseudonymizer;
 use crate::store::Store;
 use crate::telemetry::Telemetry;
 
-/// Reloads from `opts`' config file: the next [`Running`], and whether it is new (false when
-/// the new config was refused and the old one keeps running). An error only when draining
-/// the old pipeline failed.
+/// What a config file says, as far as a reload needs to know what changed: its text parsed
+/// (the compiled config has no equality), split into what the pipelines use and what only
+/// the receivers use, with the bytes of the files those parts name.
+#[derive(Debug)]
+pub(super) struct Fingerprint {
+    /// Everything but `[http]` and `[[receiver]]`, and the pseudonym key file's bytes.
+    pipelines: (toml::Table, Option<Vec<u8>>),
+    /// `[[receiver]]`, `http.external_url`, and the bytes of every file a receiver names.
+    receivers: (Option<toml::Value>, Option<toml::Value>, Vec<Option<Vec<u8>>>),
+}
+
+impl Fingerprint {
+    /// None when the file cannot be read or parsed (a reload then restarts everything, if
+    /// the config builds at all).
+    pub(super) fn read(config: &Path) -> Option<Fingerprint> {
+        let text = std::fs::read_to_string(config).ok()?;
+        let mut table: toml::Table = text.parse().ok()?;
+        let base = config.parent().unwrap_or(Path::new("."));
+        let file_bytes = |v: &toml::Value| v.as_str().and_then(|f| std::fs::read(base.join(PathBuf::from(f))).ok());
+        let key = table.get("privacy").and_then(|p| p.get("pseudonym_key_file")).and_then(file_bytes);
+        let receivers = table.remove("receiver");
+        let external_url = table.get_mut("http").and_then(|h| h.as_table_mut()).and_then(|h| h.remove("external_url"));
+        table.remove("http");
+        let mut secrets = Vec::new();
+        for r in receivers.as_ref().and_then(|r| r.as_array()).into_iter().flatten() {
+            for (name, value) in r.as_table().into_iter().flatten() {
+                if name.ends_with("_file") {
+                    secrets.push(file_bytes(value));
+                }
+            }
+        }
+        Some(Fingerprint { pipelines: (table, key), receivers: (receivers, external_url, secrets) })
+    }
+}
+
+/// Reloads from `opts`' config file: the next [`Running`], and whether its pipelines are new
+/// (false when the new config was refused, or changed nothing the pipelines use). `running_as`
+/// is the fingerprint of the running config, replaced when the new one is taken. An error only
+/// when draining the old pipeline failed.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn reload(
-    running: Running,
+    mut running: Running,
+    running_as: &mut Option<Fingerprint>,
     history: &mut RewindHistory,
     opts: &RunOptions,
     store: &Store,
@@ -30,6 +76,7 @@ pub(super) fn reload(
     control: &Arc<Control>,
     notifier: &mut Notifier,
 ) -> anyhow::Result<(Running, bool)> {
+    let fresh = Fingerprint::read(&opts.config);
     let reloaded = load_config(opts).and_then(|new| {
         let key = Pseudonymizer::resolve(new.pseudonyms.as_ref(), &new.store.dir)?;
         Ok((new, key))
@@ -42,6 +89,23 @@ pub(super) fn reload(
             return Ok((running, false));
         }
     };
+    let (pipelines_same, receivers_same) = match (running_as.as_ref(), &fresh) {
+        (Some(o), Some(n)) => (o.pipelines == n.pipelines, o.receivers == n.receivers),
+        _ => (false, false),
+    };
+    *running_as = fresh;
+    if pipelines_same {
+        let config = Arc::new(new);
+        if !receivers_same {
+            notifier.stop();
+            *notifier = Notifier::start(&config.alerting, &config.rules, store.clone(), telemetry.clone());
+        }
+        running.config = config;
+        telemetry.config_reloads.fetch_add(1, Relaxed);
+        let what = if receivers_same { "nothing changed" } else { "receivers restarted; sources and pipelines kept" };
+        tracing::info!(changes = what, "configuration reloaded");
+        return Ok((running, false));
+    }
     let event_time = running.pipeline.ingest.latest_event_time();
     let checkpoint = running.checkpoint(history);
     let Running { mut pipeline, kafka_loops, .. } = running;
