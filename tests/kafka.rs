@@ -551,3 +551,30 @@ impl Broker {
         broker
     }
 }
+
+/// SIGHUP with the Kafka settings unchanged (here nothing changed): the consumer keeps its
+/// group membership (the rebalance counter does not move) and reads nothing twice.
+#[test]
+fn a_sighup_with_unchanged_kafka_settings_keeps_the_consumer_in_its_group() {
+    let cluster = mock_cluster();
+    let bootstrap = cluster.bootstrap_servers();
+    let lines = single_fetches(2_000, 1_550_448_000);
+    let (first, second) = lines.split_at(1_000);
+    let producer = producer(&bootstrap);
+    produce(&producer, first, |_| Wrap::Raw);
+    let env = Env::new(&bootstrap, "reload", FAST_GROUP);
+    let d = env.start();
+    d.wait_ready();
+    d.wait_metric("recwatch_kafka_messages_total", "", first.len() as f64);
+    let rebalances = d.metric("recwatch_kafka_rebalances_total", "").unwrap();
+    let pid = d.child.id().to_string();
+    for n in 1..=3 {
+        assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+        d.wait_metric("recwatch_config_reloads_total", "", n as f64);
+    }
+    produce(&producer, second, |_| Wrap::Raw);
+    d.wait_metric("recwatch_kafka_messages_total", "", lines.len() as f64);
+    assert_eq!(d.metric("recwatch_kafka_rebalances_total", ""), Some(rebalances), "a reload rebalanced the group");
+    assert_eq!(d.metric("recwatch_kafka_messages_total", ""), Some(lines.len() as f64), "messages read twice");
+    assert!(d.terminate().success());
+}

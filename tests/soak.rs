@@ -211,8 +211,21 @@ fn soak_under_load_sighup_api_metrics_and_a_failing_receiver_never_wedges() {
 
     let started = Instant::now();
     let mut last = (0u64, Instant::now());
+    let mut reported = Instant::now();
     while started.elapsed() < soak {
         std::thread::sleep(Duration::from_secs(1));
+        if reported.elapsed() >= Duration::from_secs(60) {
+            reported = Instant::now();
+            eprintln!(
+                "soak at {:?}: {} lines written, {} read, {} SIGHUPs, API slowest {} ms, /metrics slowest {} ms",
+                started.elapsed(),
+                written.load(Relaxed),
+                lines_read.load(Relaxed),
+                hups.load(Relaxed),
+                api.slowest_ms.load(Relaxed),
+                scrapes.slowest_ms.load(Relaxed)
+            );
+        }
         let now = lines_read.load(Relaxed);
         if now > last.0 {
             last = (now, Instant::now());
