@@ -567,7 +567,7 @@ fn a_sighup_with_unchanged_kafka_settings_keeps_the_consumer_in_its_group() {
     d.wait_ready();
     d.wait_metric("recwatch_kafka_messages_total", "", first.len() as f64);
     let rebalances = d.metric("recwatch_kafka_rebalances_total", "").unwrap();
-    let pid = d.child.id().to_string();
+    let pid = d.pid().to_string();
     for n in 1..=3 {
         assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
         d.wait_metric("recwatch_config_reloads_total", "", n as f64);

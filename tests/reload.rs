@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 mod common;
-use common::{free_port, wait_until, webhook_sink, Daemon};
+use common::{wait_until, webhook_sink, Daemon};
 
 const TOKEN: &str = "reload-token-0123456789abcdef";
 
@@ -17,9 +17,9 @@ fn fetch_line(client: &str) -> String {
     format!("{client} - - [18/Feb/2019:10:00:01 +0100] \"GET /recordings/a.wav HTTP/1.1\" 200 4096 \"-\" \"curl/8\"\n")
 }
 
-fn config(port: u16, log: &std::path::Path, severity: &str, receiver: &str) -> String {
+fn config(log: &std::path::Path, severity: &str, receiver: &str) -> String {
     format!(
-        "[store]\npath = \"state\"\n[networks]\ninternal = [\"10.0.0.0/8\"]\n[http]\nlisten = \"127.0.0.1:{port}\"\ntoken_file = \"token\"\n[tail]\npoll_interval_ms = 50\n[[source]]\nname = \"web\"\npath = \"{}\"\n[[rule]]\nid = \"R1\"\nname = \"unknown-client-fetch\"\nseverity = \"{severity}\"\nstatus = [200, 206]\nclient_kind = [\"unknown\"]\n[[rule]]\nid = \"R2\"\nname = \"enumeration\"\nseverity = \"critical\"\naggregate = \"distinct\"\nwindow_secs = 60\nthreshold = 1000\n{receiver}",
+        "[store]\npath = \"state\"\n[networks]\ninternal = [\"10.0.0.0/8\"]\n[http]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"token\"\n[tail]\npoll_interval_ms = 50\n[[source]]\nname = \"web\"\npath = \"{}\"\n[[rule]]\nid = \"R1\"\nname = \"unknown-client-fetch\"\nseverity = \"{severity}\"\nstatus = [200, 206]\nclient_kind = [\"unknown\"]\n[[rule]]\nid = \"R2\"\nname = \"enumeration\"\nseverity = \"critical\"\naggregate = \"distinct\"\nwindow_secs = 60\nthreshold = 1000\n{receiver}",
         log.display()
     )
 }
@@ -27,18 +27,17 @@ fn config(port: u16, log: &std::path::Path, severity: &str, receiver: &str) -> S
 #[test]
 fn sighup_restarts_only_what_changed_and_reads_nothing_twice() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
     std::fs::write(dir.path().join("token"), TOKEN).unwrap();
     std::fs::write(dir.path().join("hmac.key"), "reload-hmac-key-0123456789").unwrap();
     let log = dir.path().join("access.log");
     let file = dir.path().join("recwatch.toml");
     let lines: String = (0..200).map(|i| fetch_line(&format!("198.51.100.{}", i % 250))).collect();
     std::fs::write(&log, lines).unwrap();
-    std::fs::write(&file, config(port, &log, "critical", "")).unwrap();
-    let d = Daemon::spawn(&file, port, Some(TOKEN));
+    std::fs::write(&file, config(&log, "critical", "")).unwrap();
+    let d = Daemon::spawn(&file, Some(TOKEN));
     d.wait_ready();
     d.wait_metric("recwatch_lines_read_total", "", 200.0);
-    let pid = d.child.id().to_string();
+    let pid = d.pid().to_string();
     let hup = |reloads: f64| {
         assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
         d.wait_metric("recwatch_config_reloads_total", "", reloads);
@@ -57,7 +56,7 @@ fn sighup_restarts_only_what_changed_and_reads_nothing_twice() {
     let receiver = format!(
         "[[receiver]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:{sink_port}/hook\"\nsecret_file = \"hmac.key\"\n"
     );
-    std::fs::write(&file, config(port, &log, "critical", &receiver)).unwrap();
+    std::fs::write(&file, config(&log, "critical", &receiver)).unwrap();
     hup(2.0);
     append(&fetch_line("203.0.113.2"));
     d.wait_metric("recwatch_lines_read_total", "", 202.0);
@@ -67,7 +66,7 @@ fn sighup_restarts_only_what_changed_and_reads_nothing_twice() {
     assert_eq!(d.metric("recwatch_lines_read_total", ""), Some(202.0), "a receiver change re-read lines");
 
     // a rule changed: the pipelines are rebuilt with it
-    std::fs::write(&file, config(port, &log, "warning", &receiver)).unwrap();
+    std::fs::write(&file, config(&log, "warning", &receiver)).unwrap();
     hup(3.0);
     append(&fetch_line("203.0.113.3"));
     let alert = wait_until("the alert under the changed rule", Duration::from_secs(60), || {

@@ -1,6 +1,7 @@
 //! Soak: a real `recwatch run` under everything at once, for minutes: ~10 k lines/s appended
-//! (and the log rotated), SIGHUP every second, the alert API listed and acked in a loop,
-//! `/metrics` scraped in a loop, a receiver that always fails (so deliveries retry). The
+//! (and the log rotated), SIGHUP every second (every other one after a rule change, so the
+//! pipelines are rebuilt), the alert API listed and acked in a loop, `/metrics` scraped in a
+//! loop, a receiver that always fails (so deliveries retry). The
 //! daemon must never wedge: every request answers within its deadline, reading keeps making
 //! progress, a line written at the end raises its alert, and SIGTERM ends it cleanly.
 //!
@@ -107,12 +108,16 @@ fn soak_under_load_sighup_api_metrics_and_a_failing_receiver_never_wedges() {
     std::fs::write(dir.path().join("hmac.key"), "soak-hmac-key-0123456789abcdef").unwrap();
     let log = dir.path().join("access.log");
     std::fs::write(&log, "").unwrap();
-    let config = format!(
-        "[store]\npath = \"state\"\n[networks]\ninternal = [\"10.0.0.0/8\"]\n[http]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"token\"\n[tail]\npoll_interval_ms = 50\nrotated_drain_secs = 5\n[[source]]\nname = \"web\"\npath = \"{}\"\n[[rule]]\nid = \"R1\"\nname = \"unknown-client-fetch\"\nseverity = \"critical\"\nstatus = [200, 206]\nclient_kind = [\"unknown\"]\n[[rule]]\nid = \"R2\"\nname = \"enumeration\"\nseverity = \"critical\"\naggregate = \"distinct\"\nwindow_secs = 5\nthreshold = 20\n[[receiver]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:{receiver_port}/hook\"\nsecret_file = \"hmac.key\"\nretry_initial_ms = 100\nretry_max_ms = 1000\n",
-        log.display()
-    );
-    std::fs::write(dir.path().join("recwatch.toml"), config).unwrap();
-    let d = Daemon::spawn(&dir.path().join("recwatch.toml"), Some(TOKEN));
+    let config_file = dir.path().join("recwatch.toml");
+    let log_path = log.display().to_string();
+    let config = move |threshold: u32| {
+        format!(
+        "[store]\npath = \"state\"\n[networks]\ninternal = [\"10.0.0.0/8\"]\n[http]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"token\"\n[tail]\npoll_interval_ms = 50\nrotated_drain_secs = 5\n[[source]]\nname = \"web\"\npath = \"{}\"\n[[rule]]\nid = \"R1\"\nname = \"unknown-client-fetch\"\nseverity = \"critical\"\nstatus = [200, 206]\nclient_kind = [\"unknown\"]\n[[rule]]\nid = \"R2\"\nname = \"enumeration\"\nseverity = \"critical\"\naggregate = \"distinct\"\nwindow_secs = 5\nthreshold = {threshold}\n[[receiver]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:{receiver_port}/hook\"\nsecret_file = \"hmac.key\"\nretry_initial_ms = 100\nretry_max_ms = 1000\n",
+        log_path
+    )
+    };
+    std::fs::write(&config_file, config(20)).unwrap();
+    let d = Daemon::spawn(&config_file, Some(TOKEN));
     d.wait_ready();
     let pid = d.pid().to_string();
 
@@ -142,12 +147,16 @@ fn soak_under_load_sighup_api_metrics_and_a_failing_receiver_never_wedges() {
             }
         }));
     }
-    // SIGHUP every second
+    // SIGHUP every second; every other one after a rule change (the pipelines are rebuilt),
+    // the rest with nothing changed
     let hups = Arc::new(AtomicU64::new(0));
     {
-        let (stop, hups, pid) = (stop.clone(), hups.clone(), pid.clone());
+        let (stop, hups, pid, config_file) = (stop.clone(), hups.clone(), pid.clone(), config_file.clone());
         threads.push(std::thread::spawn(move || {
             while !stop.load(Relaxed) {
+                if hups.load(Relaxed) % 2 == 0 {
+                    std::fs::write(&config_file, config(20 + (hups.load(Relaxed) / 2 % 2) as u32)).unwrap();
+                }
                 assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
                 hups.fetch_add(1, Relaxed);
                 std::thread::sleep(Duration::from_secs(1));
