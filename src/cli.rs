@@ -11,11 +11,12 @@ use clap::{Args, Parser, Subcommand};
 
 use recwatch::config::Config;
 use recwatch::detect::alert::AlertStatus;
+use recwatch::escape;
 use recwatch::parse::{LogFormat, MAX_LINE_LEN};
 use recwatch::pipeline::replay::{self, ReplayOptions, ReplayOutcome};
 use recwatch::privacy::Pseudonymizer;
-use recwatch::report::{AlertRow, Report, ReportFormat};
-use recwatch::source::replay::Input;
+use recwatch::report::{skipped_lines_warning, AlertRow, Report, ReportFormat};
+use recwatch::source::replay::{open, Input};
 use recwatch::store::{AlertFilter, Store, StoreError};
 use recwatch::telemetry::Telemetry;
 
@@ -214,7 +215,15 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Check { config } => {
             let c = load_config(&config)?;
-            print!("{}", c.describe());
+            // What `run` refuses, `check` refuses: the same loader for the API token.
+            if let Some(token_file) = &c.http.token_file {
+                recwatch::http::load_api_token(token_file)
+                    .with_context(|| format!("{}: http.token_file", config.display()))?;
+                if let Some(why) = service_user_cannot_read(token_file) {
+                    eprintln!("recwatch: warning: {}: http.token_file: {why}", config.display());
+                }
+            }
+            print!("{}", escape::lines(&c.describe()));
             println!("ok");
             Ok(ExitCode::SUCCESS)
         }
@@ -401,7 +410,7 @@ fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         pseudonyms: Pseudonymizer::resolve(config.pseudonyms.as_ref(), &state_dir)?,
     };
     let progress = progress_bar(&inputs, args.no_progress);
-    let pb = progress.clone();
+    let (pb, progress_errors) = (progress.clone(), progress.clone());
     let replayed = replay::run(
         &config,
         &inputs,
@@ -409,10 +418,19 @@ fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         store,
         telemetry.clone(),
         move |n| pb.inc(n),
-        |e| eprintln!("recwatch: {e}"),
+        |e| progress_errors.suspend(|| eprintln!("recwatch: {}", escape::text(e))),
     );
     progress.finish_and_clear();
-    let ReplayOutcome { inputs: summaries, run: outcome } = replayed?;
+    let ReplayOutcome { inputs: mut summaries, run: outcome } = replayed?;
+    for (summary, input) in summaries.iter_mut().zip(&inputs) {
+        if summary.skipped * 2 > summary.lines {
+            let sample = first_lines(input, 200);
+            summary.warning = skipped_lines_warning(format, summary.lines, summary.skipped, &sample);
+            if let Some(w) = &summary.warning {
+                eprintln!("recwatch: warning: {}: {}", escape::text(&summary.input), escape::text(w));
+            }
+        }
+    }
     let nothing_read = summaries.iter().all(|s| s.error.is_some() && s.lines == 0);
     let partners: Vec<String> = config.classify.partner_names();
     let report = Report::build(&telemetry, summaries, &outcome.alerts, outcome.clients, |i| {
@@ -430,6 +448,25 @@ fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Up to `n` first lines of a replayed file, read again to name the format it seems to be in;
+/// none for stdin (already consumed) or a file that cannot be opened again.
+fn first_lines(input: &Input, n: usize) -> Vec<Vec<u8>> {
+    use std::io::BufRead;
+    if matches!(input, Input::Stdin) {
+        return Vec::new();
+    }
+    let Ok(opened) = open(input, Box::new(|_| {})) else { return Vec::new() };
+    std::io::BufReader::new(opened.reader)
+        .split(b'\n')
+        .take(n)
+        .map_while(Result::ok)
+        .map(|mut l| {
+            l.truncate(MAX_LINE_LEN);
+            l
+        })
+        .collect()
+}
+
 fn progress_bar(inputs: &[Input], disabled: bool) -> indicatif::ProgressBar {
     if disabled || !std::io::stderr().is_terminal() {
         return indicatif::ProgressBar::hidden();
@@ -437,7 +474,8 @@ fn progress_bar(inputs: &[Input], disabled: bool) -> indicatif::ProgressBar {
     let total: u64 = inputs.iter().filter_map(Input::size).sum();
     let pb = indicatif::ProgressBar::new(total);
     pb.set_style(
-        indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+        // wide_bar takes what the terminal has left: the line never wraps, at 80 columns or fewer.
+        indicatif::ProgressStyle::with_template("{wide_bar} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     pb
@@ -457,39 +495,52 @@ impl AlertsBackend {
     fn open(args: &StoreArgs, write: bool) -> anyhow::Result<AlertsBackend> {
         let dir = state_dir(args)?;
         let opened = if write { Store::open_state_dir(&dir) } else { Store::open_state_dir_read_only(&dir) };
-        let store_error = match opened {
+        let held = match opened {
             Ok(store) => return Ok(AlertsBackend::Store(store)),
-            Err(e @ StoreError::Locked { .. }) => e,
+            Err(e @ StoreError::Locked { .. }) => e.to_string(),
             Err(e) => return Err(e.into()),
         };
         // A running daemon holds the store's lock: ask it instead.
-        let config = load_config(&args.config)
-            .with_context(|| format!("the store is not usable ({store_error:#}) and the config gives no API"))?;
+        let config = load_config(&args.config).with_context(|| format!("{held}, and its config names no alert API"))?;
         let token_file = config.http.token_file.as_ref().with_context(|| {
-            format!("the store is not usable ({store_error:#}) and http.token_file is not set for the API")
+            format!("{held}, and {} sets no http.token_file for its alert API", args.config.display())
         })?;
-        let token = std::fs::read_to_string(token_file)
-            .with_context(|| format!("cannot read API token file {}", token_file.display()))?
-            .trim()
-            .to_string();
+        let token = recwatch::http::load_api_token(token_file).with_context(|| format!("{held}; its alert API"))?;
         // Where the daemon says it listens (it may have bound port 0), else the configured address.
         let listen = recwatch::http::reported_addr(&dir).unwrap_or(config.http.listen);
-        Ok(AlertsBackend::Api { base: format!("http://{listen}/api/v1/alerts"), token })
+        Ok(AlertsBackend::Api { base: format!("http://{listen}/api/v1/alerts"), token: token.to_string() })
     }
 
-    fn call(&self, request: ureq::Request) -> anyhow::Result<serde_json::Value> {
-        let AlertsBackend::Api { token, .. } = self else { unreachable!("only for the API backend") };
+    /// One API request; `what` names its object in messages (`alert 0123abcd`, `alerts`).
+    fn call(&self, request: ureq::Request, what: &str) -> anyhow::Result<serde_json::Value> {
+        let AlertsBackend::Api { token, base } = self else { unreachable!("only for the API backend") };
         let response = request
             .set("Authorization", &format!("Bearer {token}"))
             .timeout(std::time::Duration::from_secs(10))
             .call()
             .map_err(|e| match e {
-                ureq::Error::Status(code, r) => {
-                    anyhow::anyhow!("alert API answered {code}: {}", r.into_string().unwrap_or_default())
+                ureq::Error::Status(404, _) => anyhow::anyhow!("{what}: no such alert"),
+                ureq::Error::Status(401, _) => {
+                    anyhow::anyhow!("{what}: the alert API at {base} refused the token of http.token_file (401)")
                 }
-                other => anyhow::anyhow!("alert API unreachable: {other}"),
+                ureq::Error::Status(code, r) => {
+                    let body = r.into_string().unwrap_or_default();
+                    let why = serde_json::from_str::<serde_json::Value>(&body)
+                        .ok()
+                        .and_then(|v| v["error"].as_str().map(str::to_string))
+                        .unwrap_or_else(|| format!("HTTP status {code}"));
+                    anyhow::anyhow!("{what}: the alert API answered {code}: {why}")
+                }
+                ureq::Error::Transport(t) => {
+                    anyhow::anyhow!(
+                        "{what}: the store is held by a running recwatch but its alert API at {base} is unreachable: {}",
+                        t.kind()
+                    )
+                }
             })?;
-        Ok(response.into_json()?)
+        response
+            .into_json()
+            .with_context(|| format!("{what}: the alert API at {base} answered something that is not JSON"))
     }
 
     fn list(&self, filter: AlertFilter) -> anyhow::Result<serde_json::Value> {
@@ -508,7 +559,7 @@ impl AlertsBackend {
                 if let Some(s) = filter.status {
                     request = request.query("status", s.as_str());
                 }
-                self.call(request.query("limit", "10000"))
+                self.call(request.query("limit", "10000"), "alerts")
             }
         }
     }
@@ -516,26 +567,34 @@ impl AlertsBackend {
     fn show(&self, id: &str) -> anyhow::Result<serde_json::Value> {
         match self {
             AlertsBackend::Store(store) => {
-                let a = store.get(id)?.with_context(|| format!("no alert with id {id}"))?;
+                let a = store.get(id)?.with_context(|| format!("alert {}: no such alert", escape::text(id)))?;
                 Ok(serde_json::to_value(AlertRow::from(&a))?)
             }
-            AlertsBackend::Api { base, .. } => self.call(ureq::get(&format!("{base}/{id}"))),
+            AlertsBackend::Api { base, .. } => {
+                self.call(ureq::get(&format!("{base}/{}", url_segment(id))), &format!("alert {}", escape::text(id)))
+            }
         }
     }
 
     fn set_status(&self, id: &str, status: AlertStatus) -> anyhow::Result<serde_json::Value> {
         match self {
-            AlertsBackend::Store(store) => Ok(serde_json::to_value(AlertRow::from(&store.set_status(id, status)?))?),
+            AlertsBackend::Store(store) => match store.set_status(id, status) {
+                Ok(a) => Ok(serde_json::to_value(AlertRow::from(&a))?),
+                Err(StoreError::NotFound(_)) => bail!("alert {}: no such alert", escape::text(id)),
+                Err(e) => Err(e.into()),
+            },
             AlertsBackend::Api { base, .. } => {
                 let verb = if status == AlertStatus::Resolved { "resolve" } else { "ack" };
-                self.call(ureq::post(&format!("{base}/{id}/{verb}")))
+                let what = format!("alert {}", escape::text(id));
+                self.call(ureq::post(&format!("{base}/{}/{verb}", url_segment(id))), &what)
             }
         }
     }
 }
 
 fn alerts(action: AlertsAction) -> anyhow::Result<ExitCode> {
-    let text = |v: &serde_json::Value, key: &str| v[key].as_str().map(str::to_string).unwrap_or_default();
+    // Every field may hold log-derived text: escaped by the one rule, like every output.
+    let text = |v: &serde_json::Value, key: &str| escape::text(v[key].as_str().unwrap_or_default()).into_owned();
     match action {
         AlertsAction::List { store, json, rule, client, status } => {
             let status = match status.as_deref() {
@@ -548,7 +607,7 @@ fn alerts(action: AlertsAction) -> anyhow::Result<ExitCode> {
             let rows = AlertsBackend::open(&store, false)?.list(AlertFilter { rule, client, status, since: None })?;
             let mut out = std::io::stdout().lock();
             if json {
-                writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
+                writeln!(out, "{}", escape::json_pretty(&rows)?)?;
             } else {
                 writeln!(
                     out,
@@ -573,7 +632,7 @@ fn alerts(action: AlertsAction) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         AlertsAction::Show { id, store } => {
-            println!("{}", serde_json::to_string_pretty(&AlertsBackend::open(&store, false)?.show(&id)?)?);
+            println!("{}", escape::json_pretty(&AlertsBackend::open(&store, false)?.show(&id)?)?);
             Ok(ExitCode::SUCCESS)
         }
         AlertsAction::Ack { id, store } => set_status(&id, &store, AlertStatus::Acked),
@@ -583,6 +642,98 @@ fn alerts(action: AlertsAction) -> anyhow::Result<ExitCode> {
 
 fn set_status(id: &str, args: &StoreArgs, status: AlertStatus) -> anyhow::Result<ExitCode> {
     let a = AlertsBackend::open(args, true)?.set_status(id, status)?;
-    println!("{} {}", a["id"].as_str().unwrap_or(id), a["status"].as_str().unwrap_or(status.as_str()));
+    println!(
+        "{} {}",
+        escape::text(a["id"].as_str().unwrap_or(id)),
+        escape::text(a["status"].as_str().unwrap_or(status.as_str()))
+    );
     Ok(ExitCode::SUCCESS)
+}
+
+/// An alert id as one URL path segment: ids are hex, but a typo must not change the route.
+fn url_segment(id: &str) -> String {
+    id.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' => char::from(b).to_string(),
+            b => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// When the `recwatch` service account exists and is not the current user: why it could not
+/// read `path` (by owner, group and mode bits), or `None` when it can or nobody can tell.
+fn service_user_cannot_read(path: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    let account = passwd.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.len() > 3 && f[0] == "recwatch").then(|| Some((f[2].parse::<u32>().ok()?, f[3].parse::<u32>().ok()?)))?
+    });
+    let (uid, gid) = account?;
+    let meta = std::fs::metadata(path).ok()?;
+    if meta.uid() == std::fs::metadata("/proc/self").ok()?.uid() && meta.uid() == uid {
+        return None;
+    }
+    let groups = std::fs::read_to_string("/etc/group").unwrap_or_default();
+    let in_group = meta.gid() == gid
+        || groups.lines().any(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            f.len() > 3 && f[2].parse::<u32>().ok() == Some(meta.gid()) && f[3].split(',').any(|m| m == "recwatch")
+        });
+    let mode = meta.mode();
+    let readable = if meta.uid() == uid {
+        mode & 0o400 != 0
+    } else if in_group {
+        mode & 0o040 != 0
+    } else {
+        mode & 0o004 != 0
+    };
+    (!readable).then(|| {
+        format!(
+            "{} is not readable by the service user recwatch (owner uid {}, group gid {}, mode {:04o}): \
+             `chown recwatch {}` or `chgrp recwatch` it with mode 0640",
+            path.display(),
+            meta.uid(),
+            meta.gid(),
+            mode & 0o7777,
+            path.display()
+        )
+    })
+}
+
+/// An error as the one line `main` prints after `recwatch: `: each cause once (a cause whose
+/// text the line already holds is not repeated), multi-line texts (regex syntax errors) folded
+/// onto the line, unsafe characters escaped.
+pub fn error_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = one_line(&cause.to_string());
+        if text.is_empty() || line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    escape::text(&line).into_owned()
+}
+
+/// A multi-line message on one line. A regex syntax error (`regex parse error:`, the pattern,
+/// a caret line, `error: why`) becomes `regex parse error: why, in PATTERN at column N`.
+fn one_line(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    match lines.as_slice() {
+        [] => String::new(),
+        [one] => one.to_string(),
+        [head, pattern, caret, .., why]
+            if head.ends_with("regex parse error:") && caret.trim_start().starts_with('^') =>
+        {
+            let indent = pattern.len() - pattern.trim_start().len();
+            let column = caret.find('^').unwrap_or(indent).saturating_sub(indent) + 1;
+            let why = why.strip_prefix("error: ").unwrap_or(why);
+            format!("{head} {why}, in {} at column {column}", pattern.trim_start())
+        }
+        _ => lines.iter().map(|l| l.trim()).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" "),
+    }
 }

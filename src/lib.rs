@@ -19,6 +19,8 @@
 //!   replay of finished logs.
 //! - [`privacy`]: personnummer and phone numbers in paths → keyed pseudonyms (`pnr-…`, `tel-…`).
 //! - [`report`]: the scope report of a replay (JSON, CSV, Markdown).
+//! - [`escape`]: the one escaping rule for every output of log-derived text (terminal, log,
+//!   Markdown, CSV, JSON).
 //! - [`daemon`]: `recwatch run`: runtime, signals and systemd notify; the tail loop and its
 //!   checkpoints, the Kafka consumer loops, reload and the retention sweep.
 //! - [`config`]: raw TOML → validated, compiled [`config::Config`], made of the settings type
@@ -33,6 +35,7 @@ pub mod classify;
 pub mod config;
 pub mod daemon;
 pub mod detect;
+pub mod escape;
 pub mod http;
 pub mod parse;
 pub mod pipeline;

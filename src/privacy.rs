@@ -4,22 +4,30 @@
 //! the key. Never does I/O beyond loading the key file (or creating it once in the state dir).
 //!
 //! # What is recognised
-//! - **Personnummer** (`pnr-…`): `YYMMDD-NNNN`, `YYMMDD+NNNN` (`+`: 100 years or older),
+//! - **Personnummer** (`pnr-…`): `YYMMDD-NNNN`, `YYMMDD+NNNN` (`+`: 100 years or older;
+//!   `_`, `.` or a space may stand for the `-`),
 //!   `YYMMDDNNNN`, `YYYYMMDD-NNNN`, `YYYYMMDD+NNNN` and `YYYYMMDDNNNN`, as a digit run not
 //!   touching other digits, with a real calendar date (century 18, 19 or 20 in the long form;
 //!   29 February only in leap years) and a valid Luhn check digit over the 10-digit form.
 //!   **Samordningsnummer** are the same with the day plus 60 (61–91).
 //! - **Phone numbers** (`tel-…`), never touching a letter or digit on either side:
 //!   - international: `+` or `00`, then 8–15 digits starting with 1–9 (E.164), digit groups
-//!     separated by single spaces or `-`: `+46 70 123 45 67`, `0046701234567`, `+1-202-555-0143`;
+//!     separated by single spaces, `-`, `.` or `_`: `+46 70 123 45 67`, `0046701234567`,
+//!     `+1-202-555-0143`, `+1.202.555.0143`;
 //!   - Swedish national: `0`, a digit 1–9, in all 8–10 digits; single spaces between digit
-//!     groups and at most one `-`, right after the 2–4 digit area code: `070-123 45 67`,
-//!     `08-123 456 78`, `0701234567`. (So `01-02-2019`, a date with two `-`, is not a number.)
+//!     groups and at most one `-`, `.` or `_`, right after the 2–4 digit area code:
+//!     `070-123 45 67`, `08-123 456 78`, `0701234567`; or one of `-`, `.`, `_` between every
+//!     group when the area code is `08` or 3–4 digits and every later group 2–3 digits:
+//!     `070.123.45.67`, `08-123-456-78`. (So `01-02-2019`, a date, is not a number.)
+//!
+//! Every spelling of digits and separators counts as its ASCII form: full-width digits and
+//! plus, the Unicode hyphens, dashes and minus signs (U+2010–U+2015, U+2212, U+FF0D, …) as
+//! `-`, no-break and thin spaces as a space.
 //!
 //!   Where groups run on past the maximum, the longest prefix of whole groups that fits is
-//!   taken. Dots and colons never join groups, so timestamps (`20190218-093000`, `09:30:00`),
-//!   dates, IP addresses, Unix times (`1550480401.123`) and zero-padded ids (`000123456`) stay
-//!   as they are.
+//!   taken. Colons never join groups, and dots only in the shapes above, so timestamps
+//!   (`20190218-093000`, `09:30:00`), dates, IP addresses, Unix times (`1550480401.123`) and
+//!   zero-padded ids (`000123456`) stay as they are.
 //!
 //! # The pseudonym
 //! `pnr-` or `tel-` and 12 characters of RFC 4648 base32 (lowercase) of HMAC-SHA256(key,
@@ -171,7 +179,7 @@ impl Pseudonymizer {
     /// `text` with every recognised token replaced by its pseudonym; borrowed (no work
     /// beyond a digit count) when there is none.
     pub fn pseudonymize<'a>(&self, text: &'a str) -> Cow<'a, str> {
-        if !may_contain_token(text.as_bytes()) {
+        if !may_contain_token(text) {
             return Cow::Borrowed(text);
         }
         let tokens = find_tokens(text);
@@ -202,7 +210,7 @@ impl Pseudonymizer {
 /// `text` with every token replaced by `pnr-redacted` / `tel-redacted`: for text logged where
 /// no key is at hand (requests to recwatch's own API), which needs no matching later.
 pub fn redact(text: &str) -> Cow<'_, str> {
-    if !may_contain_token(text.as_bytes()) {
+    if !may_contain_token(text) {
         return Cow::Borrowed(text);
     }
     let mut out = String::new();
@@ -221,14 +229,58 @@ pub fn redact(text: &str) -> Cow<'_, str> {
 }
 
 /// Every token needs at least 8 digits: a cheap test that skips almost every path.
-fn may_contain_token(bytes: &[u8]) -> bool {
-    bytes.len() >= 8 && bytes.iter().filter(|b| b.is_ascii_digit()).count() >= 8
+fn may_contain_token(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    if bytes.len() < 8 {
+        return false;
+    }
+    if bytes.iter().filter(|b| b.is_ascii_digit()).count() >= 8 {
+        return true;
+    }
+    !text.is_ascii() && text.chars().filter(|c| shadow_byte(*c).is_ascii_digit()).count() >= 8
 }
 
 /// Every personnummer, samordningsnummer and phone number in `text`, left to right, not
 /// overlapping. A personnummer is preferred where both read the same digits.
+///
+/// Other spellings of digits and separators are read as their ASCII form: full-width digits
+/// (U+FF10–U+FF19) and plus sign, the Unicode hyphens, dashes and minus signs (U+2010–U+2015,
+/// U+2212, U+FE58, U+FE63, U+FF0D) as `-`, no-break and thin spaces as a space. Ranges are
+/// byte ranges of `text` itself.
 pub fn find_tokens(text: &str) -> Vec<Token> {
-    let t = text.as_bytes();
+    if text.is_ascii() {
+        return find_ascii_tokens(text.as_bytes());
+    }
+    // One shadow byte per char; `starts[k]` is where shadow byte k's char starts in `text`.
+    let mut shadow = Vec::with_capacity(text.len());
+    let mut starts = Vec::with_capacity(text.len() + 1);
+    for (at, c) in text.char_indices() {
+        shadow.push(shadow_byte(c));
+        starts.push(at);
+    }
+    starts.push(text.len());
+    find_ascii_tokens(&shadow)
+        .into_iter()
+        .map(|t| Token { range: starts[t.range.start]..starts[t.range.end], ..t })
+        .collect()
+}
+
+/// The ASCII byte a char reads as for recognising tokens: itself when ASCII, the ASCII
+/// equivalent of another digit, plus, dash or space spelling, else NUL (neither digit,
+/// separator nor ASCII letter).
+fn shadow_byte(c: char) -> u8 {
+    match c {
+        c if c.is_ascii() => c as u8,
+        '\u{ff10}'..='\u{ff19}' => b'0' + (u32::from(c) - 0xff10) as u8,
+        '\u{ff0b}' => b'+',
+        '\u{2010}'..='\u{2015}' | '\u{2212}' | '\u{fe58}' | '\u{fe63}' | '\u{ff0d}' => b'-',
+        '\u{a0}' | '\u{2007}' | '\u{2009}' | '\u{202f}' | '\u{3000}' => b' ',
+        _ => 0,
+    }
+}
+
+/// [`find_tokens`] over ASCII (or shadowed) bytes.
+fn find_ascii_tokens(t: &[u8]) -> Vec<Token> {
     let mut found = Vec::new();
     let mut i = 0;
     while i < t.len() {
@@ -262,7 +314,9 @@ fn personnummer_at(t: &[u8], i: usize) -> Option<(usize, String)> {
     let head = digit_run(t, i);
     let (digits, end): (Vec<u8>, usize) = match head {
         10 | 12 => (t[i..i + head].to_vec(), i + head),
-        6 | 8 if matches!(t.get(i + head), Some(b'-' | b'+')) && digit_run(t, i + head + 1) == 4 => {
+        6 | 8
+            if matches!(t.get(i + head), Some(b'-' | b'+' | b'_' | b'.' | b' ')) && digit_run(t, i + head + 1) == 4 =>
+        {
             let mut d = t[i..i + head].to_vec();
             d.extend_from_slice(&t[i + head + 1..i + head + 5]);
             (d, i + head + 5)
@@ -345,17 +399,21 @@ fn international(digits: String) -> String {
     }
 }
 
-/// Where a `-` may join two digit groups.
+/// Which separators may join two digit groups of a phone number.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Dashes {
+    /// After `+` or `00`: single spaces, `-`, `.` or `_` anywhere.
     Anywhere,
-    /// Once, after the 2–4 digits of a Swedish area code (`070-…`, `08-…`, `0431-…`).
+    /// A Swedish national number: single spaces anywhere and one `-`, `.` or `_` right after
+    /// the 2–4 digit area code (`070-123 45 67`, `08-123 456 78`, `0431_12 34 56`); or the same
+    /// one of `-`, `.`, `_` between every group (`070.123.45.67`) when the area code is `08` or
+    /// 3–4 digits and every later group 2–3 digits (so `01.02.2019`, a date, is not a number).
     OnceAfterAreaCode,
 }
 
-/// Digit groups from `from` joined by single spaces or dashes (as `dashes` allows): the
-/// longest run of whole groups whose digit count is in `len` and that is not followed by a
-/// letter or digit.
+/// Digit groups from `from` joined by separators (as `dashes` allows): the longest run of
+/// whole groups whose digit count is in `len`, that `dashes` accepts, and that is not
+/// followed by a letter or digit.
 fn digit_groups(
     t: &[u8],
     from: usize,
@@ -363,36 +421,56 @@ fn digit_groups(
     dashes: Dashes,
 ) -> Option<(usize, String)> {
     let mut digits = String::new();
+    let mut groups: Vec<usize> = Vec::new();
+    let mut separators: Vec<u8> = Vec::new();
     let mut at = from;
     let mut best = None;
-    let mut dashes_seen = 0;
     loop {
         let run = digit_run(t, at);
         if run == 0 {
             break;
         }
         digits.push_str(std::str::from_utf8(&t[at..at + run]).unwrap_or_default());
+        groups.push(run);
         at += run;
         if digits.len() > *len.end() {
             break;
         }
         let boundary = !t.get(at).is_some_and(|b| b.is_ascii_alphanumeric());
-        if len.contains(&digits.len()) && boundary {
+        if len.contains(&digits.len()) && boundary && separators_fit(dashes, &t[from..], &groups, &separators) {
             best = Some((at, digits.clone()));
         }
         match t.get(at) {
-            Some(b' ') if t.get(at + 1).is_some_and(u8::is_ascii_digit) => at += 1,
-            Some(b'-')
-                if t.get(at + 1).is_some_and(u8::is_ascii_digit)
-                    && (dashes == Dashes::Anywhere || (dashes_seen == 0 && (2..=4).contains(&digits.len()))) =>
-            {
-                dashes_seen += 1;
+            Some(&sep @ (b' ' | b'-' | b'.' | b'_')) if t.get(at + 1).is_some_and(u8::is_ascii_digit) => {
+                separators.push(sep);
                 at += 1;
             }
             _ => break,
         }
     }
     best
+}
+
+/// Whether `groups` (digit counts) joined by `separators` (the one between each pair, in
+/// order) is a spelling `dashes` accepts; `number` starts at the first digit.
+fn separators_fit(dashes: Dashes, number: &[u8], groups: &[usize], separators: &[u8]) -> bool {
+    let used = &separators[..groups.len() - 1];
+    if dashes == Dashes::Anywhere || used.is_empty() {
+        return true;
+    }
+    let others: Vec<usize> = (0..used.len()).filter(|&k| used[k] != b' ').collect();
+    let once_after_area_code = match others.as_slice() {
+        [] => true,
+        [0] => (2..=4).contains(&groups[0]),
+        _ => false,
+    };
+    let area_code = &number[..groups[0]];
+    let uniform = used.len() >= 2
+        && used[0] != b' '
+        && used.iter().all(|s| *s == used[0])
+        && (area_code == b"08" || (3..=4).contains(&area_code.len()))
+        && groups[1..].iter().all(|g| (2..=3).contains(g));
+    once_after_area_code || uniform
 }
 
 #[cfg(test)]
@@ -427,6 +505,74 @@ mod tests {
         }
         let a = find_tokens("19121212-1212").pop().unwrap();
         assert_eq!(a.canonical, "1212121212", "the century and the dash are not part of the identity");
+    }
+
+    #[test]
+    fn personnummer_and_phone_numbers_in_other_separators_and_digits() {
+        for (text, token, kind) in [
+            ("/r/121212_1212.wav", "121212_1212", PNR),
+            ("/r/19121212_1212.wav", "19121212_1212", PNR),
+            ("/r/121212.1212.wav", "121212.1212", PNR),
+            ("/r/call 121212 1212.wav", "121212 1212", PNR),
+            ("/r/121212\u{2010}1212.wav", "121212\u{2010}1212", PNR), // hyphen
+            ("/r/121212\u{2011}1212.wav", "121212\u{2011}1212", PNR), // non-breaking hyphen
+            ("/r/121212\u{2212}1212.wav", "121212\u{2212}1212", PNR), // minus sign
+            ("/r/121212\u{2013}1212.wav", "121212\u{2013}1212", PNR), // en dash
+            ("/r/121212\u{ff0d}1212.wav", "121212\u{ff0d}1212", PNR), // full-width hyphen-minus
+            ("/r/\u{ff11}\u{ff12}\u{ff11}\u{ff12}\u{ff11}\u{ff12}-\u{ff11}\u{ff12}\u{ff11}\u{ff12}.wav", "\u{ff11}\u{ff12}\u{ff11}\u{ff12}\u{ff11}\u{ff12}-\u{ff11}\u{ff12}\u{ff11}\u{ff12}", PNR),
+            ("/r/åäö_121212-1212.wav", "121212-1212", PNR),
+            ("/r/070_123 45 67.wav", "070_123 45 67", TEL),
+            ("/r/070.123 45 67.wav", "070.123 45 67", TEL),
+            ("/r/070.123.45.67.wav", "070.123.45.67", TEL),
+            ("/r/070-123-45-67.wav", "070-123-45-67", TEL),
+            ("/r/08_123_456_78.wav", "08_123_456_78", TEL),
+            ("/r/070\u{2011}123\u{a0}45\u{a0}67.wav", "070\u{2011}123\u{a0}45\u{a0}67", TEL),
+            ("/r/+46.70.123.45.67.wav", "+46.70.123.45.67", TEL),
+            ("/r/+46_70_123_45_67.wav", "+46_70_123_45_67", TEL),
+            ("/r/+1.202.555.0143.wav", "+1.202.555.0143", TEL),
+            ("/r/\u{ff0b}\u{ff14}\u{ff16}\u{ff17}\u{ff10}\u{ff11}\u{ff12}\u{ff13}\u{ff14}\u{ff15}\u{ff16}\u{ff17}.wav", "\u{ff0b}\u{ff14}\u{ff16}\u{ff17}\u{ff10}\u{ff11}\u{ff12}\u{ff13}\u{ff14}\u{ff15}\u{ff16}\u{ff17}", TEL),
+        ] {
+            assert_eq!(kinds(text), [(token, kind)], "{text}");
+        }
+        let canon = |s: &str| find_tokens(s).pop().unwrap().canonical;
+        for s in [
+            "121212_1212",
+            "121212\u{2212}1212",
+            "\u{ff11}\u{ff12}\u{ff11}\u{ff12}\u{ff11}\u{ff12}\u{ff11}\u{ff12}\u{ff11}\u{ff12}",
+        ] {
+            assert_eq!(canon(s), "1212121212", "{s}: one identity in every spelling");
+        }
+        for s in ["070.123.45.67", "070\u{2011}123 45 67", "+46_70_123_45_67"] {
+            assert_eq!(canon(s), "46701234567", "{s}");
+        }
+        let p = Pseudonymizer::new(b"0123456789abcdef0123456789abcdef");
+        let out = p.pseudonymize("/r/121212\u{2011}1212_x.wav");
+        assert_eq!(out, format!("/r/{}_x.wav", p.pseudonym(PNR, "1212121212")));
+    }
+
+    #[test]
+    fn near_misses_in_other_spellings_are_left_alone() {
+        for text in [
+            "/r/01.02.2019.wav",               // a date with dots
+            "/r/01_02_2019.wav",               // with underscores
+            "/r/01\u{2010}02\u{2010}2019.wav", // with Unicode hyphens
+            "/r/2019.02.18.wav",
+            "/r/20190218_093000.wav", // date and time
+            "/r/20190218.093000.wav",
+            "/r/121212_1213.wav",  // Luhn
+            "/r/121212.12121.wav", // five digits after the separator
+            "/r/121212..1212.wav", // two separators
+            "/r/121212__1212.wav",
+            "/r/070..123.45.67.wav",
+            "/r/070.1234.5678.wav", // dotted groups of four: an id, not a number
+            "/r/10.0.0.1.wav",
+            "/r/1550480401.123.wav",
+            "/r/v1.2.3.4567.wav",
+            "/r/\u{ff10}\u{ff10}\u{ff10}\u{ff11}\u{ff12}\u{ff13}\u{ff14}\u{ff15}.wav", // zero-padded, full-width
+            "/r/x\u{ff10}\u{ff17}\u{ff10}\u{ff11}\u{ff12}\u{ff13}\u{ff14}\u{ff15}\u{ff16}\u{ff17}.wav", // touches a letter
+        ] {
+            assert!(find_tokens(text).is_empty(), "{text}: {:?}", find_tokens(text));
+        }
     }
 
     #[test]

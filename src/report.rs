@@ -3,7 +3,9 @@
 //! Owns the report shape and its renderings. Never reads logs or the store itself. Paths and
 //! user agents in it come from alerts, where personnummer and phone numbers were already
 //! replaced by pseudonyms ([`crate::privacy`]); nothing else in it comes from log content but
-//! client addresses.
+//! client addresses. Every rendering writes text through [`crate::escape`]'s one rule, so a
+//! crafted path or user agent cannot act on a terminal, leave its Markdown code span or become
+//! a spreadsheet formula.
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
@@ -13,8 +15,9 @@ use serde::Serialize;
 use crate::classify::client::ClientKind;
 use crate::detect::alert::Alert;
 use crate::detect::worker::ClientScope;
+use crate::escape;
 use crate::parse::time::format_rfc3339;
-use crate::parse::SkipReason;
+use crate::parse::{parse_line, LogFormat, SkipReason};
 use crate::telemetry::Telemetry;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,6 +65,64 @@ pub struct InputSummary {
     pub bytes: u64,
     /// Why reading stopped early, if it did (lines before the error were processed).
     pub error: Option<String>,
+    /// Set when most of its lines were skipped: probably the wrong `--format`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
+    /// Lines of it that did not parse (blank lines not counted); the report says it through
+    /// `warning` when they are more than half.
+    #[serde(skip)]
+    pub skipped: u64,
+}
+
+impl InputSummary {
+    /// A summary of `input` before anything was read from it.
+    pub fn new(input: String) -> InputSummary {
+        InputSummary { input, lines: 0, bytes: 0, error: None, warning: None, skipped: 0 }
+    }
+}
+
+/// Lines the parsers skipped so far, except blank ones (a blank line is no sign of a wrong
+/// format).
+pub fn unparsed_lines(telemetry: &Telemetry) -> u64 {
+    SkipReason::ALL.iter().filter(|r| **r != SkipReason::Empty).map(|r| telemetry.skipped(*r)).sum()
+}
+
+/// The warning for an input of which `skipped` of `lines` (more than half) could not be parsed
+/// as `format`; `sample` is the input's first lines (empty when it cannot be read again, like
+/// stdin), used to name the format that fits better. `None` when at most half were skipped.
+pub fn skipped_lines_warning(format: LogFormat, lines: u64, skipped: u64, sample: &[Vec<u8>]) -> Option<String> {
+    if lines == 0 || skipped * 2 <= lines {
+        return None;
+    }
+    let head = format!("{skipped} of {lines} lines were skipped as not {}", format.as_str());
+    Some(match likely_format(sample) {
+        Some(f) if f != format => format!("{head}: they look like {} (try --format {})", f.as_str(), f.as_str()),
+        _ => {
+            format!("{head}: no known format fits them (formats: {})", LogFormat::ALL.map(LogFormat::as_str).join(", "))
+        }
+    })
+}
+
+/// The format that parses the most of `sample`'s lines with a client address where it
+/// expects one (ties: the richer format, one with a user agent, first); `None` when none
+/// parses any.
+pub fn likely_format(sample: &[Vec<u8>]) -> Option<LogFormat> {
+    let fits = |f: LogFormat, line: &[u8]| {
+        let rich = matches!(f, LogFormat::Combined | LogFormat::VhostCombined);
+        parse_line(f, line).is_ok_and(|l| {
+            crate::parse::parse_client_ip(l.client).is_some()
+                && (!rich || l.user_agent().is_some() || l.referer().is_some())
+        })
+    };
+    [LogFormat::Combined, LogFormat::VhostCombined, LogFormat::Common, LogFormat::VhostCommon]
+        .into_iter()
+        .map(|f| (sample.iter().filter(|l| fits(f, l)).count(), f))
+        .filter(|(n, _)| *n > 0)
+        .fold(None, |best: Option<(usize, LogFormat)>, (n, f)| match best {
+            Some((b, _)) if b >= n => best,
+            _ => Some((n, f)),
+        })
+        .map(|(_, f)| f)
 }
 
 #[derive(Serialize)]
@@ -161,7 +222,7 @@ impl Report {
 
     pub fn render(&self, format: ReportFormat) -> String {
         match format {
-            ReportFormat::Json => serde_json::to_string_pretty(self).expect("report serialises") + "\n",
+            ReportFormat::Json => escape::json_pretty(self).expect("report serialises") + "\n",
             ReportFormat::Csv => self.render_csv(),
             ReportFormat::Markdown => self.render_markdown(),
         }
@@ -174,9 +235,9 @@ impl Report {
             let _ = writeln!(
                 s,
                 "{},{},{},{},{},{},{},{},{}",
-                csv_field(&c.client),
+                escape::csv_cell(&c.client),
                 c.kind,
-                csv_field(c.partner.as_deref().unwrap_or("")),
+                escape::csv_cell(c.partner.as_deref().unwrap_or("")),
                 c.requests,
                 c.successful,
                 c.distinct_resources,
@@ -204,7 +265,20 @@ impl Report {
         }
         for i in &self.inputs {
             if let Some(e) = &i.error {
-                let _ = writeln!(s, "- Input {} stopped early: {}", md_cell(&i.input), md_cell(e));
+                let _ = writeln!(
+                    s,
+                    "- Input {} stopped early: {}",
+                    escape::markdown_code(&i.input),
+                    escape::markdown_text(e)
+                );
+            }
+            if let Some(w) = &i.warning {
+                let _ = writeln!(
+                    s,
+                    "- **Warning:** input {}: {}",
+                    escape::markdown_code(&i.input),
+                    escape::markdown_text(w)
+                );
             }
         }
         let outside: Vec<&ClientRow> = self.clients.iter().filter(|c| c.kind != "internal").collect();
@@ -224,23 +298,30 @@ impl Report {
             for a in &self.alerts {
                 let _ = writeln!(
                     s,
-                    "| {} | {} | {} | {} | {} | {} | {} | {} | `{}` |",
-                    a.rule,
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                    escape::markdown_text(&a.rule),
                     a.severity,
-                    md_cell(&a.client),
+                    escape::markdown_code_cell(&a.client),
                     a.first_seen,
                     a.last_seen,
                     a.requests,
                     a.distinct_resources,
                     a.bytes,
-                    a.id
+                    escape::markdown_code_cell(&a.id)
                 );
             }
             s.push('\n');
             s += "Files fetched (a sample per alert; personnummer and phone numbers pseudonymised):\n\n";
             for a in self.alerts.iter().filter(|a| !a.sample.is_empty()) {
-                let files: Vec<String> = a.sample.iter().map(|p| format!("`{}`", md_cell(p))).collect();
-                let _ = writeln!(s, "- `{}` {} {}: {}", a.id, a.rule, md_cell(&a.client), files.join(", "));
+                let files: Vec<String> = a.sample.iter().map(|p| escape::markdown_code(p)).collect();
+                let _ = writeln!(
+                    s,
+                    "- {} {} {}: {}",
+                    escape::markdown_code(&a.id),
+                    escape::markdown_text(&a.rule),
+                    escape::markdown_code(&a.client),
+                    files.join(", ")
+                );
             }
             s.push('\n');
         }
@@ -252,9 +333,9 @@ impl Report {
                 let _ = writeln!(
                     s,
                     "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-                    md_cell(&c.client),
+                    escape::markdown_code_cell(&c.client),
                     c.kind,
-                    md_cell(c.partner.as_deref().unwrap_or("")),
+                    escape::markdown_text(c.partner.as_deref().unwrap_or("")),
                     c.requests,
                     c.successful,
                     c.distinct_resources,
@@ -300,38 +381,29 @@ impl From<&Alert> for AlertRow {
     }
 }
 
-/// Quotes a CSV field when needed, and defuses spreadsheet formulas (a log field is
-/// attacker-controlled text).
-fn csv_field(s: &str) -> String {
-    let s = if s.starts_with(['=', '+', '-', '@']) { format!("'{s}") } else { s.to_string() };
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s
-    }
-}
-
-/// Escapes text for a Markdown table cell: pipes, backticks and control characters.
-fn md_cell(s: &str) -> String {
-    s.chars()
-        .map(|c| match c {
-            '|' => "\\|".to_string(),
-            '`' => "\\`".to_string(),
-            c if c.is_control() => format!("\\u{{{:x}}}", c as u32),
-            c => c.to_string(),
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn csv_and_markdown_escape_attacker_text() {
-        assert_eq!(csv_field("a,b"), "\"a,b\"");
-        assert_eq!(csv_field("=cmd()"), "'=cmd()");
-        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
-        assert_eq!(md_cell("a|b`c\u{1b}[31m"), "a\\|b\\`c\\u{1b}[31m");
+    fn the_likely_format_is_the_one_that_parses_most_lines() {
+        let combined = br#"203.0.113.9 - - [18/Feb/2019:10:00:01 +0100] "GET /r/a.wav HTTP/1.1" 200 5 "-" "curl/8""#;
+        let vhost = br#"rec.example:443 203.0.113.9 - - [18/Feb/2019:10:00:01 +0100] "GET /r/a.wav HTTP/1.1" 200 5 "-" "curl/8""#;
+        let common = br#"203.0.113.9 - - [18/Feb/2019:10:00:01 +0100] "GET /r/a.wav HTTP/1.1" 200 5"#;
+        assert_eq!(likely_format(&[combined.to_vec(), combined.to_vec()]), Some(LogFormat::Combined));
+        assert_eq!(likely_format(&[vhost.to_vec()]), Some(LogFormat::VhostCombined));
+        assert_eq!(likely_format(&[common.to_vec()]), Some(LogFormat::Common));
+        assert_eq!(likely_format(&[b"{\"json\": 1}".to_vec()]), None);
+        let w = skipped_lines_warning(LogFormat::Combined, 10, 10, &[vhost.to_vec()]).unwrap();
+        assert_eq!(
+            w,
+            "10 of 10 lines were skipped as not combined: they look like vhost_combined (try --format vhost_combined)"
+        );
+        assert_eq!(skipped_lines_warning(LogFormat::Combined, 10, 5, &[]), None, "half is not more than half");
+        let none = skipped_lines_warning(LogFormat::Combined, 4, 3, &[]).unwrap();
+        assert!(
+            none.ends_with("no known format fits them (formats: combined, common, vhost_combined, vhost_common)"),
+            "{none}"
+        );
     }
 }

@@ -1,8 +1,8 @@
 //! The Debian package: `scripts/package` (cargo-deb) builds a .deb whose file list holds the
 //! binary, the unit, the conffile, the sysusers.d account, man pages, dashboards and examples;
 //! it installs into a throw-away dpkg root (maintainer scripts run chrootless with DPKG_ROOT),
-//! creates the `recwatch` user in group adm, keeps an edited conffile across a reinstall and
-//! removes cleanly. Needs cargo-deb (installed by scripts/test into target/tools) and dpkg.
+//! creates the `recwatch` user in group adm and its state directory, keeps an edited conffile across a reinstall and
+//! removes cleanly (purge drops the API token, keeps the alert store). Needs cargo-deb (installed by scripts/test into target/tools) and dpkg.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -80,6 +80,12 @@ fn deb_holds_every_file_and_installs_into_a_throwaway_root() {
     assert!(status.contains("Status: install ok installed"), "{status}");
     let passwd = std::fs::read_to_string(r.join("etc/passwd")).unwrap();
     assert!(passwd.lines().any(|l| l.starts_with("recwatch:") && l.ends_with(":/var/lib/recwatch:/usr/sbin/nologin")));
+    // The state directory exists, owned by the service user, for a start without systemd too.
+    use std::os::unix::fs::MetadataExt;
+    let uid: u32 =
+        passwd.lines().find(|l| l.starts_with("recwatch:")).unwrap().split(':').nth(2).unwrap().parse().unwrap();
+    let state = std::fs::metadata(r.join("var/lib/recwatch")).expect("postinst creates /var/lib/recwatch");
+    assert!(state.is_dir() && state.uid() == uid && state.mode() & 0o777 == 0o750, "{state:?}");
     let group = std::fs::read_to_string(r.join("etc/group")).unwrap();
     let adm = group.lines().find(|l| l.starts_with("adm:")).expect("group adm");
     assert!(adm.rsplit(':').next().unwrap().split(',').any(|m| m == "recwatch"), "{adm}");
@@ -96,6 +102,9 @@ fn deb_holds_every_file_and_installs_into_a_throwaway_root() {
     run(dpkg_root(r).args(["-r", "recwatch"]));
     assert!(!r.join("usr/bin/recwatch").exists());
     assert!(config.exists(), "remove keeps the conffile");
+    std::fs::write(r.join("etc/recwatch/api-token"), "0123456789abcdef0123\n").unwrap();
     run(dpkg_root(r).args(["-P", "recwatch"]));
     assert!(!config.exists(), "purge removes the conffile");
+    assert!(!r.join("etc/recwatch/api-token").exists(), "purge removes the API token");
+    assert!(r.join("var/lib/recwatch").is_dir(), "purge keeps the state directory (evidence)");
 }

@@ -74,3 +74,20 @@ ensure_tansu() {
     RECWATCH_TANSU="$root/bin/tansu"
     export RECWATCH_TANSU
 }
+
+# The nightly toolchain cargo-fuzz needs (rustup; these machines have it already).
+ensure_nightly() {
+    rustup toolchain list 2>/dev/null | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+}
+
+# cargo-fuzz from the Rust registry, installed once into target/tools (about 2 minutes).
+# Prints the binary's path.
+CARGO_FUZZ_VERSION=0.13.2
+ensure_cargo_fuzz() {
+    local root=$PWD/target/tools/cargo-fuzz
+    if [ ! -x "$root/bin/cargo-fuzz" ] || ! "$root/bin/cargo-fuzz" --version 2>/dev/null | grep -q "$CARGO_FUZZ_VERSION"; then
+        echo "== installing cargo-fuzz $CARGO_FUZZ_VERSION into $root" >&2
+        cargo install --quiet --locked cargo-fuzz --version "$CARGO_FUZZ_VERSION" --root "$root" >&2
+    fi
+    echo "$root/bin/cargo-fuzz"
+}

@@ -84,13 +84,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
             tracing::warn!("no http.token_file configured: the alert API answers 401 to every request");
             None
         }
-        Some(f) => {
-            let t =
-                std::fs::read_to_string(f).with_context(|| format!("cannot read API token file {}", f.display()))?;
-            let t = t.trim();
-            anyhow::ensure!(t.len() >= 16, "API token in {} is shorter than 16 characters", f.display());
-            Some(Arc::<str>::from(t))
-        }
+        Some(f) => Some(http::load_api_token(f)?),
     };
     let ready = Arc::new(Readiness::default());
     let control = Arc::new(Control::default());

@@ -46,6 +46,23 @@ pub fn error(status: StatusCode, message: &str) -> Response {
     (status, Json(serde_json::json!({ "error": message }))).into_response()
 }
 
+/// A JSON response written by [`crate::escape::json_compact`]: control, bidi and invisible
+/// characters of log-derived fields arrive as `\uXXXX` escapes (the same strings, nothing a
+/// terminal that shows the body acts on).
+pub struct SafeJson<T>(pub T);
+
+impl<T: serde::Serialize> IntoResponse for SafeJson<T> {
+    fn into_response(self) -> Response {
+        match crate::escape::json_compact(&self.0) {
+            Ok(body) => ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response(),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot serialise an API response");
+                ApiError::Internal.into_response()
+            }
+        }
+    }
+}
+
 /// Why an API request failed, as the client may see it.
 #[derive(Debug)]
 pub enum ApiError {
@@ -191,7 +208,7 @@ async fn list(State(state): State<HttpState>, query: Result<Query<ListQuery>, Qu
         let alerts = blocking(move || store.list(&filter)).await?;
         let total = alerts.len();
         let rows: Vec<AlertRow> = alerts[total.saturating_sub(limit)..].iter().map(AlertRow::from).collect();
-        Ok::<_, ApiError>(([(TOTAL_COUNT_HEADER, total.to_string())], Json(rows)).into_response())
+        Ok::<_, ApiError>(([(TOTAL_COUNT_HEADER, total.to_string())], SafeJson(rows)).into_response())
     };
     result.await.unwrap_or_else(IntoResponse::into_response)
 }
@@ -199,18 +216,21 @@ async fn list(State(state): State<HttpState>, query: Result<Query<ListQuery>, Qu
 async fn show(
     State(state): State<HttpState>,
     id: Result<Path<String>, PathRejection>,
-) -> Result<Json<AlertRow>, ApiError> {
+) -> Result<SafeJson<AlertRow>, ApiError> {
     let id = alert_id(id)?;
     let store = state.store.clone();
     let alert = blocking(move || store.get(&id)).await?.ok_or(ApiError::NotFound)?;
-    Ok(Json(AlertRow::from(&alert)))
+    Ok(SafeJson(AlertRow::from(&alert)))
 }
 
-async fn ack(state: State<HttpState>, id: Result<Path<String>, PathRejection>) -> Result<Json<AlertRow>, ApiError> {
+async fn ack(state: State<HttpState>, id: Result<Path<String>, PathRejection>) -> Result<SafeJson<AlertRow>, ApiError> {
     set_status(state, id, AlertStatus::Acked).await
 }
 
-async fn resolve(state: State<HttpState>, id: Result<Path<String>, PathRejection>) -> Result<Json<AlertRow>, ApiError> {
+async fn resolve(
+    state: State<HttpState>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<SafeJson<AlertRow>, ApiError> {
     set_status(state, id, AlertStatus::Resolved).await
 }
 
@@ -218,12 +238,12 @@ async fn set_status(
     State(state): State<HttpState>,
     id: Result<Path<String>, PathRejection>,
     status: AlertStatus,
-) -> Result<Json<AlertRow>, ApiError> {
+) -> Result<SafeJson<AlertRow>, ApiError> {
     let id = alert_id(id)?;
     let store = state.store.clone();
     let alert = blocking(move || store.set_status(&id, status)).await?;
     tracing::info!(alert = %alert.id, rule = %alert.rule, status = status.as_str(), "alert status set via the API");
-    Ok(Json(AlertRow::from(&alert)))
+    Ok(SafeJson(AlertRow::from(&alert)))
 }
 
 /// An id the store could hold (ids are short hex); anything else cannot exist.

@@ -106,6 +106,30 @@ pub struct HttpState {
     pub ready: Arc<Readiness>,
 }
 
+/// Shortest API token accepted (characters, after trimming surrounding whitespace).
+pub const MIN_TOKEN_LEN: usize = 16;
+
+/// Why the API token file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenFileError {
+    #[error("cannot read API token file {}: {source}", path.display())]
+    Read { path: std::path::PathBuf, source: io::Error },
+    #[error("API token in {} is shorter than {MIN_TOKEN_LEN} characters", path.display())]
+    TooShort { path: std::path::PathBuf },
+}
+
+/// The bearer token in `path` (surrounding whitespace trimmed): what `recwatch run` serves the
+/// API with and what `recwatch check` validates, one rule for both.
+pub fn load_api_token(path: &std::path::Path) -> Result<Arc<str>, TokenFileError> {
+    let text =
+        std::fs::read_to_string(path).map_err(|source| TokenFileError::Read { path: path.to_path_buf(), source })?;
+    let token = text.trim();
+    if token.chars().count() < MIN_TOKEN_LEN {
+        return Err(TokenFileError::TooShort { path: path.to_path_buf() });
+    }
+    Ok(Arc::from(token))
+}
+
 /// Bounds on what one client can make the server hold.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
@@ -252,7 +276,7 @@ async fn guard(State(limits): State<Limits>, request: Request, next: Next) -> Re
     match tokio::time::timeout_at(deadline, next.run(request)).await {
         Ok(response) => response,
         Err(_) => {
-            tracing::warn!(path = %crate::privacy::redact(&path), limit = ?limits.request_timeout, "HTTP request timed out");
+            tracing::warn!(path = %crate::escape::text(&crate::privacy::redact(&path)), limit = ?limits.request_timeout, "HTTP request timed out");
             api::error(StatusCode::SERVICE_UNAVAILABLE, "request timed out")
         }
     }

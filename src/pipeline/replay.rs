@@ -68,12 +68,13 @@ pub fn run(
         notify: Notify::Skip,
         pseudonyms: options.pseudonyms,
     };
-    let mut pipeline = Pipeline::start(config, sources, pipeline_options, store, telemetry);
+    let mut pipeline = Pipeline::start(config, sources, pipeline_options, store, telemetry.clone());
     let mut summaries = Vec::with_capacity(inputs.len());
     for input in inputs {
         let name = input.name();
         let on_bytes = on_bytes.clone();
-        let mut summary = InputSummary { input: name.clone(), lines: 0, bytes: 0, error: None };
+        let mut summary = InputSummary::new(name.clone());
+        let unparsed_before = crate::report::unparsed_lines(&telemetry);
         match open(input, Box::new(on_bytes)) {
             Err(e) => {
                 on_error(&e.to_string());
@@ -91,6 +92,8 @@ pub fn run(
                 }
             }
         }
+        // The parsers have published their counts once ingest_parallel returned.
+        summary.skipped = crate::report::unparsed_lines(&telemetry) - unparsed_before;
         summaries.push(summary);
     }
     Ok(ReplayOutcome { inputs: summaries, run: pipeline.finish()? })

@@ -1,0 +1,297 @@
+//! The one escaping rule for every output of text that came from a log line (paths, user
+//! agents, origins, clients) or from anything else outside recwatch: terminal output
+//! (`alerts list/show`, `check`, error messages), the daemon's own log, the Markdown and CSV
+//! reports, and JSON. Owns which characters are unsafe and how each output spells them.
+//! Never decodes input: undoing nginx's `\xHH` log escaping is [`crate::parse::escape`]'s job.
+//!
+//! # The rule
+//! A character is *unsafe* when a terminal or a renderer may act on it instead of showing it,
+//! or shows nothing for it: C0 controls (U+0000–U+001F), DEL, C1 controls (U+0080–U+009F,
+//! among them U+009B, the 8-bit CSI), the line and paragraph separators U+2028/U+2029, and the
+//! invisible format characters (Unicode category Cf: soft hyphen, zero-width space and
+//! joiners, the bidi marks, embeddings, overrides and isolates, word joiner, BOM, tags, …)
+//! plus the invisible Hangul fillers. Every unsafe character is written as `\u{9b}` (lowercase
+//! hex, Rust's spelling) in text outputs; JSON writes it as `\u009b`, which decodes to the
+//! same string, so JSON stays lossless.
+//!
+//! Per output on top of that: Markdown puts log text in code spans whose fence is longer than
+//! any backtick run inside (a path can never leave its span), and escapes `|` in table cells;
+//! CSV defuses cells that a spreadsheet would read as a formula (`=`, `+`, `-`, `@`, tab, CR
+//! first) and quotes cells that need it.
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
+
+/// Ranges of invisible format characters (Unicode 16 category Cf, and the Hangul fillers,
+/// which are letters that render as nothing).
+const INVISIBLE: &[(u32, u32)] = &[
+    (0x00AD, 0x00AD),   // soft hyphen
+    (0x034F, 0x034F),   // combining grapheme joiner
+    (0x0600, 0x0605),   // Arabic number signs
+    (0x061C, 0x061C),   // Arabic letter mark (bidi)
+    (0x06DD, 0x06DD),   // Arabic end of ayah
+    (0x070F, 0x070F),   // Syriac abbreviation mark
+    (0x0890, 0x0891),   // Arabic pound/piastre mark above
+    (0x08E2, 0x08E2),   // Arabic disputed end of ayah
+    (0x115F, 0x1160),   // Hangul fillers
+    (0x17B4, 0x17B5),   // Khmer inherent vowels (invisible)
+    (0x180B, 0x180F),   // Mongolian variation selectors and vowel separator
+    (0x200B, 0x200F),   // zero-width space, ZWNJ, ZWJ, LRM, RLM
+    (0x2028, 0x202E),   // line/paragraph separators, bidi embeddings and overrides
+    (0x2060, 0x206F),   // word joiner, invisible operators, bidi isolates, deprecated formats
+    (0x3164, 0x3164),   // Hangul filler
+    (0xFE00, 0xFE0F),   // variation selectors
+    (0xFEFF, 0xFEFF),   // byte order mark / zero-width no-break space
+    (0xFFA0, 0xFFA0),   // half-width Hangul filler
+    (0xFFF9, 0xFFFB),   // interlinear annotation
+    (0x110BD, 0x110BD), // Kaithi number sign
+    (0x110CD, 0x110CD), // Kaithi number sign above
+    (0x13430, 0x1343F), // Egyptian hieroglyph format controls
+    (0x1BCA0, 0x1BCA3), // shorthand format controls
+    (0x1D173, 0x1D17A), // musical symbol format controls
+    (0xE0000, 0xE0FFF), // tags and variation selectors supplement
+];
+
+/// Whether `c` must never reach an output as itself (see the module docs).
+pub fn is_unsafe(c: char) -> bool {
+    let n = u32::from(c);
+    if n < 0x20 || (0x7F..=0x9F).contains(&n) {
+        return true;
+    }
+    if n < 0xAD {
+        return false;
+    }
+    INVISIBLE.iter().any(|&(lo, hi)| (lo..=hi).contains(&n))
+}
+
+/// `s` with every unsafe character written as `\u{…}`: for the terminal, error messages and
+/// the daemon's log. Borrowed when nothing needed escaping.
+pub fn text(s: &str) -> Cow<'_, str> {
+    if !s.chars().any(is_unsafe) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        push_escaped(&mut out, c);
+    }
+    Cow::Owned(out)
+}
+
+/// [`text`] for several lines: each line escaped, the `\n` between them kept.
+pub fn lines(s: &str) -> String {
+    s.split('\n').map(text).collect::<Vec<_>>().join("\n")
+}
+
+/// [`text`] of bytes that may not be UTF-8 (invalid sequences become U+FFFD).
+pub fn text_bytes(b: &[u8]) -> String {
+    text(&String::from_utf8_lossy(b)).into_owned()
+}
+
+fn push_escaped(out: &mut String, c: char) {
+    if is_unsafe(c) {
+        let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+    } else {
+        out.push(c);
+    }
+}
+
+/// `s` as a Markdown code span that nothing inside can end: fenced with one backtick more
+/// than its longest backtick run, padded with spaces where it begins or ends with a backtick
+/// or a space; unsafe characters escaped. An empty string is `""` (an empty span does not
+/// exist in Markdown).
+pub fn markdown_code(s: &str) -> String {
+    code_span(s, false)
+}
+
+/// [`markdown_code`] for a table cell: `|` inside is written `\|`, which GitHub-flavoured
+/// tables read as a pipe in the cell, even inside a code span.
+pub fn markdown_code_cell(s: &str) -> String {
+    code_span(s, true)
+}
+
+fn code_span(s: &str, in_table: bool) -> String {
+    if s.is_empty() {
+        return "\"\"".to_string();
+    }
+    let mut body = String::with_capacity(s.len() + 4);
+    for c in s.chars() {
+        match c {
+            '|' if in_table => body.push_str("\\|"),
+            c => push_escaped(&mut body, c),
+        }
+    }
+    let longest_run = body.split(|c| c != '`').map(str::len).max().unwrap_or(0);
+    let fence = "`".repeat(longest_run + 1);
+    let pad = if body.starts_with(['`', ' ']) || body.ends_with(['`', ' ']) { " " } else { "" };
+    format!("{fence}{pad}{body}{pad}{fence}")
+}
+
+/// `s` as plain Markdown text (a table cell or a sentence): unsafe characters escaped and
+/// every ASCII punctuation character backslash-escaped, so nothing in it becomes a link, an
+/// image, emphasis, HTML or a cell boundary.
+pub fn markdown_text(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if c.is_ascii_punctuation() {
+            out.push('\\');
+            out.push(c);
+        } else {
+            push_escaped(&mut out, c);
+        }
+    }
+    out
+}
+
+/// `s` as one CSV cell (RFC 4180): unsafe characters escaped; a cell a spreadsheet would
+/// read as a formula (first character `=`, `+`, `-`, `@`, tab or CR) gets a leading `'`;
+/// quoted when it holds a comma, a quote or a line break.
+pub fn csv_cell(s: &str) -> Cow<'_, str> {
+    let formula = s.starts_with(['=', '+', '-', '@', '\t', '\r']);
+    let escaped = text(s);
+    let needs_quotes = formula || escaped.contains([',', '"', '\n', '\r']);
+    if !needs_quotes {
+        return escaped;
+    }
+    let mut out = String::with_capacity(escaped.len() + 4);
+    out.push('"');
+    if formula {
+        out.push('\'');
+    }
+    out.push_str(&escaped.replace('"', "\"\""));
+    out.push('"');
+    Cow::Owned(out)
+}
+
+/// Pretty JSON (two-space indent) in which every unsafe character of a string is written as
+/// a `\uXXXX` escape: valid JSON that decodes to exactly the same strings, with nothing a
+/// terminal acts on.
+pub fn json_pretty<T: serde::Serialize + ?Sized>(value: &T) -> Result<String, serde_json::Error> {
+    let mut out = Vec::with_capacity(256);
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, SafeJson(serde_json::ser::PrettyFormatter::new()));
+    value.serialize(&mut ser)?;
+    Ok(String::from_utf8(out).expect("serde_json writes UTF-8"))
+}
+
+/// [`json_pretty`] without whitespace: for HTTP responses.
+pub fn json_compact<T: serde::Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, serde_json::Error> {
+    let mut out = Vec::with_capacity(256);
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, SafeJson(serde_json::ser::CompactFormatter));
+    value.serialize(&mut ser)?;
+    Ok(out)
+}
+
+/// A serde_json formatter that escapes unsafe characters inside strings as `\uXXXX`
+/// (UTF-16 surrogate pairs above U+FFFF); everything else as the wrapped formatter writes it.
+struct SafeJson<F>(F);
+
+impl<F: serde_json::ser::Formatter> serde_json::ser::Formatter for SafeJson<F> {
+    fn write_string_fragment<W: ?Sized + std::io::Write>(&mut self, w: &mut W, fragment: &str) -> std::io::Result<()> {
+        let mut start = 0;
+        for (i, c) in fragment.char_indices() {
+            if !is_unsafe(c) {
+                continue;
+            }
+            w.write_all(&fragment.as_bytes()[start..i])?;
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                write!(w, "\\u{unit:04x}")?;
+            }
+            start = i + c.len_utf8();
+        }
+        w.write_all(&fragment.as_bytes()[start..])
+    }
+
+    fn begin_array<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.begin_array(w)
+    }
+    fn end_array<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.end_array(w)
+    }
+    fn begin_array_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W, first: bool) -> std::io::Result<()> {
+        self.0.begin_array_value(w, first)
+    }
+    fn end_array_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.end_array_value(w)
+    }
+    fn begin_object<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.begin_object(w)
+    }
+    fn end_object<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.end_object(w)
+    }
+    fn begin_object_key<W: ?Sized + std::io::Write>(&mut self, w: &mut W, first: bool) -> std::io::Result<()> {
+        self.0.begin_object_key(w, first)
+    }
+    fn end_object_key<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.end_object_key(w)
+    }
+    fn begin_object_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.begin_object_value(w)
+    }
+    fn end_object_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.end_object_value(w)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unsafe_characters_are_escaped_in_text() {
+        for (input, expected) in [
+            ("/r/a.wav", "/r/a.wav"),
+            ("\u{1b}[31mred", "\\u{1b}[31mred"),
+            ("csi\u{9b}2J", "csi\\u{9b}2J"),
+            ("del\u{7f}", "del\\u{7f}"),
+            ("evil\u{202e}vaw.exe", "evil\\u{202e}vaw.exe"),
+            ("a\u{200b}b\u{2066}c\u{feff}", "a\\u{200b}b\\u{2066}c\\u{feff}"),
+            ("tag\u{e0041}", "tag\\u{e0041}"),
+            ("line\u{2028}sep", "line\\u{2028}sep"),
+            ("åäö Ω ✓ 日本", "åäö Ω ✓ 日本"),
+        ] {
+            assert_eq!(text(input), expected, "{input:?}");
+        }
+        assert!(matches!(text("/plain/path"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn a_path_never_leaves_its_markdown_code_span() {
+        assert_eq!(markdown_code("/r/x.wav"), "`/r/x.wav`");
+        assert_eq!(markdown_code("a`b"), "``a`b``");
+        assert_eq!(markdown_code("`x``"), "``` `x`` ```");
+        assert_eq!(markdown_code(""), "\"\"");
+        assert_eq!(markdown_code_cell("a|b"), "`a\\|b`");
+        assert_eq!(
+            markdown_text("[x](http://e/) ![i](j) <b>"),
+            "\\[x\\]\\(http\\:\\/\\/e\\/\\) \\!\\[i\\]\\(j\\) \\<b\\>"
+        );
+    }
+
+    #[test]
+    fn csv_cells_never_start_a_formula() {
+        assert_eq!(csv_cell("10.0.0.1"), "10.0.0.1");
+        assert_eq!(csv_cell("a,b"), "\"a,b\"");
+        assert_eq!(csv_cell("=cmd|' /C calc'!A0"), "\"'=cmd|' /C calc'!A0\"");
+        assert_eq!(csv_cell("-2+3"), "\"'-2+3\"");
+        assert_eq!(csv_cell("\tx"), "\"'\\u{9}x\"");
+        assert_eq!(csv_cell("say \"hi\""), "\"say \"\"hi\"\"\"");
+    }
+
+    #[test]
+    fn json_escapes_unsafe_characters_and_stays_lossless() {
+        let value = serde_json::json!({ "path": "/r/\u{9b}2J\u{202e}x\u{e0041}\u{1b}.wav", "n": [1, 2] });
+        let pretty = json_pretty(&value).unwrap();
+        assert!(pretty.contains(r"\u009b2J\u202ex\udb40\udc41\u001b.wav"), "{pretty}");
+        assert!(!pretty.chars().any(is_unsafe_except_newline), "{pretty}");
+        let back: serde_json::Value = serde_json::from_str(&pretty).unwrap();
+        assert_eq!(back, value);
+        let compact = String::from_utf8(json_compact(&value).unwrap()).unwrap();
+        assert_eq!(serde_json::from_str::<serde_json::Value>(&compact).unwrap(), value);
+        assert!(!compact.contains('\n'));
+    }
+
+    fn is_unsafe_except_newline(c: char) -> bool {
+        c != '\n' && is_unsafe(c)
+    }
+}
