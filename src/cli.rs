@@ -498,7 +498,10 @@ impl AlertsBackend {
         let held = match opened {
             Ok(store) => return Ok(AlertsBackend::Store(store)),
             Err(e @ StoreError::Locked { .. }) => e.to_string(),
-            Err(e) => return Err(e.into()),
+            Err(e) => {
+                return Err(anyhow::Error::from(e))
+                    .with_context(|| format!("cannot open the alert store in {}", dir.display()))
+            }
         };
         // A running daemon holds the store's lock: ask it instead.
         let config = load_config(&args.config).with_context(|| format!("{held}, and its config names no alert API"))?;
