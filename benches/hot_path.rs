@@ -77,8 +77,10 @@ fn detect(c: &mut Criterion) {
         let user_agent = batch.push_bytes(b"curl/7.64.0");
         let client = if i % 2 == 0 { format!("10.0.0.{}", i % 40) } else { format!("203.0.113.{}", i % 40) };
         let client: std::net::IpAddr = client.parse().unwrap();
+        let client_name = batch.push_bytes(b"");
         batch.events.push(Event {
-            client,
+            client: recwatch::classify::client::ClientId::Ip(client),
+            client_name,
             client_class: config.classify.networks.classify(client),
             future: false,
             time: 1_550_480_400 + i64::from(i / 4),

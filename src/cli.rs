@@ -405,6 +405,8 @@ fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         source_name: args.source_name.clone(),
         format,
         path_semantics: config.sources.first().map(|s| s.path_semantics).unwrap_or_default(),
+        // Zone-less timestamps are read in the first configured source's time zone.
+        timezone: config.sources.first().map(|s| s.timezone).unwrap_or_default(),
         workers,
         parsers,
         pseudonyms: Pseudonymizer::resolve(config.pseudonyms.as_ref(), &state_dir)?,

@@ -8,7 +8,6 @@
 //! a spreadsheet formula.
 
 use std::fmt::Write as _;
-use std::net::IpAddr;
 
 use serde::Serialize;
 
@@ -167,13 +166,13 @@ impl Report {
         telemetry: &Telemetry,
         inputs: Vec<InputSummary>,
         alerts: &[Alert],
-        clients: Vec<(IpAddr, ClientScope)>,
+        clients: Vec<ClientScope>,
         partner_name: impl Fn(u16) -> Option<String>,
     ) -> Report {
         use std::sync::atomic::Ordering::Relaxed;
         let mut rows: Vec<(u8, ClientRow)> = clients
             .into_iter()
-            .map(|(ip, s)| {
+            .map(|s| {
                 let class = s.class.unwrap_or(crate::classify::client::ClientClass::UNKNOWN);
                 let order = match class.kind {
                     ClientKind::Unknown => 0,
@@ -182,7 +181,7 @@ impl Report {
                 };
                 let partner = (class.kind == ClientKind::Partner).then(|| partner_name(class.partner)).flatten();
                 let row = ClientRow {
-                    client: ip.to_string(),
+                    client: s.client,
                     kind: class.kind.as_str(),
                     partner,
                     requests: s.requests,

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
 use crate::classify::path::PathClass;
-use crate::parse::SkipReason;
+use crate::parse::{SkipReason, Wrapper};
 
 /// Status classes of responses to sensitive paths, as exported (`status_class` label).
 pub const STATUS_CLASSES: [&str; 5] = ["2xx", "3xx", "4xx", "5xx", "other"];
@@ -89,6 +89,12 @@ pub struct Telemetry {
     /// Lines longer than the bound, judged by their head, by configured source name (see
     /// [`Telemetry::lines_truncated`]).
     pub lines_truncated: Mutex<BTreeMap<String, Arc<AtomicU64>>>,
+    /// Lines that arrived behind a header (syslog) the parser removed; indexed like
+    /// [`Wrapper::ALL`].
+    pub lines_unwrapped: [AtomicU64; Wrapper::ALL.len()],
+    /// Lines whose quoted request was no HTTP request (TLS handshakes on the plain port,
+    /// scanners' binary probes): parsed for client, time and status, counted as probing.
+    pub junk_requests: AtomicU64,
     /// Requests to any path under a sensitive prefix.
     pub sensitive_requests: AtomicU64,
     /// Requests classified as recordings (prefix and extension).
@@ -211,6 +217,8 @@ impl Default for Telemetry {
             read_errors: AtomicU64::new(0),
             lines_parsed: AtomicU64::new(0),
             lines_skipped: Default::default(),
+            lines_unwrapped: Default::default(),
+            junk_requests: AtomicU64::new(0),
             sensitive_requests: AtomicU64::new(0),
             recording_requests: AtomicU64::new(0),
             sensitive_outcomes: Default::default(),
@@ -243,6 +251,8 @@ pub struct LineTally {
     pub bytes: u64,
     pub parsed: u64,
     pub skipped: [u64; SkipReason::ALL.len()],
+    pub unwrapped: [u64; Wrapper::ALL.len()],
+    pub junk_requests: u64,
     pub sensitive: u64,
     pub recordings: u64,
     pub outcomes: OutcomeCounts<u64>,
@@ -274,6 +284,14 @@ impl Telemetry {
                 counter.fetch_add(n, Relaxed);
             }
         }
+        for (counter, n) in self.lines_unwrapped.iter().zip(t.unwrapped) {
+            if n > 0 {
+                counter.fetch_add(n, Relaxed);
+            }
+        }
+        if t.junk_requests > 0 {
+            self.junk_requests.fetch_add(t.junk_requests, Relaxed);
+        }
         self.sensitive_requests.fetch_add(t.sensitive, Relaxed);
         self.recording_requests.fetch_add(t.recordings, Relaxed);
         for (counters, counts) in self.sensitive_outcomes.iter().zip(t.outcomes) {
@@ -288,6 +306,10 @@ impl Telemetry {
 
     pub fn skipped(&self, reason: SkipReason) -> u64 {
         self.lines_skipped[reason as usize].load(Relaxed)
+    }
+
+    pub fn unwrapped(&self, wrapper: Wrapper) -> u64 {
+        self.lines_unwrapped[wrapper as usize].load(Relaxed)
     }
 
     /// Pre-registers every configured rule at 0 (alerts by rule, open alerts), so dashboards

@@ -1,10 +1,61 @@
-//! Client classification: internal, a named partner, or unknown, by longest-prefix CIDR match.
-//! Owns the prefix table (IPv4 and IPv6 in one IPv6-mapped space). The one place that decides
-//! "is this client internal". Never allocates on lookup.
+//! Client identity and classification: which hop of a line is the client (X-Forwarded-For
+//! believed only from trusted proxies), what identifies it (an address or a host name), and
+//! whether it is internal, a named partner, or unknown, by longest-prefix CIDR match.
+//! Owns the prefix tables (IPv4 and IPv6 in one IPv6-mapped space) and the trusted-proxy set.
+//! The one place that decides "is this client internal" and "who is the client behind a proxy".
+//! Never allocates on lookup.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::OnceLock;
+
+use crate::parse::{client_hops, is_host_name, parse_client_ip, parse_forwarded_ip};
+
+/// Who made a request, as detection keys it: an address, or a host name (Apache
+/// `HostnameLookups On`, an obfuscated proxy hop) by a keyed hash of its lower-cased text.
+/// `Copy` and small, so the IP path pays nothing for names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ClientId {
+    Ip(IpAddr),
+    /// Keyed 128-bit hash of the lower-cased name (see [`ClientId::of_name`]); the text
+    /// travels beside it where it is shown.
+    Name(u128),
+}
+
+impl ClientId {
+    /// The identity of a host-name client: DNS names are case-insensitive, so `Monitor` and
+    /// `monitor` are one client. The hash is keyed per process, so names cannot be crafted to
+    /// collide; identities never leave the process (alerts store the text).
+    pub fn of_name(name: &[u8]) -> ClientId {
+        static SEED: OnceLock<u64> = OnceLock::new();
+        let seed = *SEED.get_or_init(|| {
+            std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), "client-name")
+        });
+        let mut lower = [0u8; 256];
+        let len = name.len().min(lower.len());
+        for (out, byte) in lower.iter_mut().zip(&name[..len]) {
+            *out = byte.to_ascii_lowercase();
+        }
+        ClientId::Name(xxhash_rust::xxh3::xxh3_128_with_seed(&lower[..len], seed))
+    }
+
+    /// The identity of a client as alerts show it (an address or a host name); `None` for
+    /// anything else.
+    pub fn from_text(text: &str) -> Option<ClientId> {
+        match parse_client_ip(text.as_bytes()) {
+            Some(ip) => Some(ClientId::Ip(ip)),
+            None => is_host_name(text.as_bytes()).then(|| ClientId::of_name(text.as_bytes())),
+        }
+    }
+}
+
+/// The client of one line, borrowed from it: an address, or a host name (as written).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Client<'a> {
+    Ip(IpAddr),
+    Name(&'a [u8]),
+}
 
 /// What kind of client made a request; rules match on it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -120,6 +171,12 @@ fn mask(len: u8) -> u128 {
 pub struct Networks {
     by_len: Vec<(u8, HashMap<u128, ClientClass, ahash::RandomState>)>,
     partner_names: Vec<String>,
+    /// `[networks] trusted_proxies`, by prefix length (longest first): peers whose
+    /// X-Forwarded-For is believed. Empty: no line's X-Forwarded-For is ever believed.
+    trusted_proxies: Vec<(u8, HashSet<u128, ahash::RandomState>)>,
+    /// Host-name clients configured as internal or as a partner's (`internal_hosts`,
+    /// `hosts`); every other name is unknown.
+    hosts: HashMap<ClientId, ClientClass, ahash::RandomState>,
 }
 
 impl Networks {
@@ -138,7 +195,90 @@ impl Networks {
         }
         let mut by_len: Vec<_> = tables.into_iter().collect();
         by_len.sort_by_key(|(len, _)| std::cmp::Reverse(*len));
-        Networks { by_len, partner_names: partners.iter().map(|(n, _)| n.clone()).collect() }
+        Networks {
+            by_len,
+            partner_names: partners.iter().map(|(n, _)| n.clone()).collect(),
+            trusted_proxies: Vec::new(),
+            hosts: HashMap::default(),
+        }
+    }
+
+    /// The same table, knowing host-name clients: `internal` names, and per partner (by its
+    /// index in the `partners` given to [`Networks::new`]) its names. Case-insensitive;
+    /// internal wins over a partner for a name given twice.
+    pub fn with_host_names(mut self, internal: &[String], partners: &[(u16, Vec<String>)]) -> Networks {
+        for name in internal {
+            let class = ClientClass { kind: ClientKind::Internal, partner: 0 };
+            self.hosts.insert(ClientId::of_name(name.as_bytes()), class);
+        }
+        for (partner, names) in partners {
+            let class = ClientClass { kind: ClientKind::Partner, partner: *partner };
+            for name in names {
+                self.hosts.entry(ClientId::of_name(name.as_bytes())).or_insert(class);
+            }
+        }
+        self
+    }
+
+    /// The same table, believing X-Forwarded-For from peers in `proxies` (load balancers,
+    /// reverse proxies in front of the logging server).
+    pub fn with_trusted_proxies(mut self, proxies: &[Cidr]) -> Networks {
+        let mut tables: HashMap<u8, HashSet<u128, ahash::RandomState>> = HashMap::new();
+        for c in proxies {
+            tables.entry(c.len).or_default().insert(c.addr);
+        }
+        self.trusted_proxies = tables.into_iter().collect();
+        self.trusted_proxies.sort_by_key(|(len, _)| std::cmp::Reverse(*len));
+        self
+    }
+
+    /// Whether `ip` is a configured trusted proxy.
+    pub fn is_trusted_proxy(&self, ip: IpAddr) -> bool {
+        let addr = unified(ip);
+        self.trusted_proxies.iter().any(|(len, set)| set.contains(&(addr & mask(*len))))
+    }
+
+    /// The client of a line: its client field (`client_is_list` when it holds several hops)
+    /// and, for formats that log it, the X-Forwarded-For value (`forwarded_for`, asked for
+    /// only when the peer is a trusted proxy).
+    ///
+    /// The hops are X-Forwarded-For's, then the client field's, left to right; the rightmost
+    /// is the peer the server saw. Walking from the right, trusted proxies are passed over:
+    /// the client is the rightmost hop that is not a trusted proxy (the leftmost hop when all
+    /// are). So a hop a client wrote itself is never believed unless every hop to its right is
+    /// a trusted proxy, and with no trusted proxies configured the client is the peer.
+    /// A hop that is no address ends the walk as a host-name client (`None` when it is not a
+    /// host name either).
+    #[inline]
+    pub fn resolve_client<'a>(
+        &self,
+        field: &'a [u8],
+        client_is_list: bool,
+        forwarded_for: impl FnOnce() -> Option<&'a [u8]>,
+    ) -> Option<Client<'a>> {
+        if !client_is_list {
+            let Some(peer) = parse_client_ip(field) else {
+                return is_host_name(field).then_some(Client::Name(field));
+            };
+            if self.trusted_proxies.is_empty() || !self.is_trusted_proxy(peer) {
+                return Some(Client::Ip(peer));
+            }
+        }
+        let forwarded = forwarded_for().unwrap_or(b"");
+        self.rightmost_untrusted(client_hops(forwarded).chain(client_hops(field)).rev())
+    }
+
+    /// The first hop (walking right to left) that is not a trusted proxy.
+    fn rightmost_untrusted<'a>(&self, hops_right_to_left: impl Iterator<Item = &'a [u8]>) -> Option<Client<'a>> {
+        let mut nearest_trusted = None;
+        for hop in hops_right_to_left {
+            match parse_forwarded_ip(hop) {
+                Some(ip) if self.is_trusted_proxy(ip) => nearest_trusted = Some(ip),
+                Some(ip) => return Some(Client::Ip(ip)),
+                None => return is_host_name(hop).then_some(Client::Name(hop)),
+            }
+        }
+        nearest_trusted.map(Client::Ip)
     }
 
     pub fn classify(&self, ip: IpAddr) -> ClientClass {
@@ -149,6 +289,16 @@ impl Networks {
             }
         }
         ClientClass::UNKNOWN
+    }
+
+    /// The class of a client identity: a host name is unknown unless configured by name
+    /// (no network contains a name).
+    #[inline]
+    pub fn classify_client(&self, client: ClientId) -> ClientClass {
+        match client {
+            ClientId::Ip(ip) => self.classify(ip),
+            ClientId::Name(_) => self.hosts.get(&client).copied().unwrap_or(ClientClass::UNKNOWN),
+        }
     }
 
     /// The partner's configured name, for a class of kind Partner.
@@ -206,6 +356,72 @@ mod tests {
         assert_eq!(n.partner_name(c), Some("acme"));
         assert_eq!(kind(&n, "2001:db8:1:ff::1"), ClientKind::Partner);
         assert_eq!(kind(&n, "2001:db8:2::1"), ClientKind::Unknown);
+    }
+
+    fn proxied() -> Networks {
+        nets().with_trusted_proxies(&["10.0.0.0/24", "2001:db8:ff::/48"].map(|c| Cidr::parse(c).unwrap()))
+    }
+
+    fn resolve<'a>(n: &Networks, field: &'a str, forwarded_for: Option<&'a str>) -> Option<Client<'a>> {
+        let is_list = field.contains(',') || field.contains('"') || field.contains(' ');
+        n.resolve_client(field.as_bytes(), is_list, || forwarded_for.map(str::as_bytes))
+    }
+
+    fn ip(text: &str) -> Option<Client<'static>> {
+        Some(Client::Ip(text.parse().unwrap()))
+    }
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let n = proxied();
+        // Untrusted peer: its X-Forwarded-For never counts, whatever it claims.
+        assert_eq!(resolve(&n, "203.0.113.9", Some("10.0.0.1")), ip("203.0.113.9"));
+        assert_eq!(resolve(&nets(), "10.0.0.5", Some("85.181.35.98")), ip("10.0.0.5"));
+        // Trusted peer: the rightmost hop that is not a trusted proxy.
+        assert_eq!(resolve(&n, "10.0.0.5", Some("85.181.35.98")), ip("85.181.35.98"));
+        assert_eq!(resolve(&n, "10.0.0.5", Some("10.0.0.1, 85.181.35.98, 10.0.0.7")), ip("85.181.35.98"));
+        // A spoofed leftmost hop is passed by: the attacker's own address is nearer.
+        assert_eq!(resolve(&n, "10.0.0.5", Some("192.168.1.1, 85.181.35.98")), ip("85.181.35.98"));
+        // Ports and brackets as some proxies write them.
+        assert_eq!(resolve(&n, "10.0.0.5", Some("85.181.35.98:5123")), ip("85.181.35.98"));
+        assert_eq!(resolve(&n, "2001:db8:ff::1", Some("[2a01:4f8::1]:443")), ip("2a01:4f8::1"));
+        // Only trusted hops: the request came from the proxy itself, the farthest one.
+        assert_eq!(resolve(&n, "10.0.0.5", Some("10.0.0.9")), ip("10.0.0.9"));
+        assert_eq!(resolve(&n, "10.0.0.5", None), ip("10.0.0.5"));
+        // A hop that is no address: a named client if it is a host name, else nothing.
+        assert_eq!(resolve(&n, "10.0.0.5", Some("unknown")), Some(Client::Name(b"unknown")));
+        assert_eq!(resolve(&n, "10.0.0.5", Some("1.2.3.4.5.6")), None);
+    }
+
+    #[test]
+    fn client_field_lists_resolve_like_forwarded_for() {
+        let n = proxied();
+        // No proxy trusted by `nets()`: the nearest hop, the peer.
+        assert_eq!(resolve(&nets(), "10.0.0.2, 10.0.0.1, 85.181.35.98", None), ip("85.181.35.98"));
+        assert_eq!(resolve(&nets(), "85.181.35.98, 10.0.0.1", None), ip("10.0.0.1"));
+        assert_eq!(resolve(&n, "85.181.35.98, 10.0.0.1", None), ip("85.181.35.98"));
+        assert_eq!(resolve(&n, "\"10.5.102.222, 199.96.1.1, 204.246.1.1\" 10.0.0.185", None), ip("204.246.1.1"));
+        assert_eq!(resolve(&n, "2a03:0:10ff:f00f::8000, 10.0.0.17 10.0.0.121", None), ip("2a03:0:10ff:f00f::8000"));
+        assert_eq!(resolve(&n, "\"\"", None), None);
+    }
+
+    #[test]
+    fn host_names_are_clients_of_their_own() {
+        let n = nets();
+        assert_eq!(resolve(&n, "monitoring-server", None), Some(Client::Name(b"monitoring-server")));
+        assert_eq!(resolve(&n, "256.1.1.1", None), None);
+        let id = ClientId::of_name(b"Monitoring-Server");
+        assert_eq!(id, ClientId::of_name(b"monitoring-server"));
+        assert_ne!(id, ClientId::of_name(b"monitoring-server2"));
+        assert_eq!(ClientId::from_text("monitoring-server"), Some(id));
+        assert_eq!(ClientId::from_text("::ffff:10.1.2.3"), Some(ClientId::Ip("10.1.2.3".parse().unwrap())));
+        assert_eq!(ClientId::from_text("not a name"), None);
+        assert_eq!(n.classify_client(id), ClientClass::UNKNOWN);
+        let named = nets().with_host_names(&["Monitoring-Server".into()], &[(1, vec!["backup.globex.example".into()])]);
+        assert_eq!(named.classify_client(id).kind, ClientKind::Internal);
+        let partner = named.classify_client(ClientId::of_name(b"BACKUP.globex.example"));
+        assert_eq!(named.partner_name(partner), Some("globex"));
+        assert_eq!(named.classify_client(ClientId::of_name(b"other-server")), ClientClass::UNKNOWN);
     }
 
     #[test]

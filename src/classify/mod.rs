@@ -22,6 +22,12 @@ pub struct ClassifySettings {
     pub internal: Vec<Cidr>,
     /// Partner networks by name; a partner client's `ClientClass::partner` is its position here.
     pub partners: Vec<(String, Vec<Cidr>)>,
+    /// Peers whose X-Forwarded-For is believed (`[networks] trusted_proxies`).
+    pub trusted_proxies: Vec<Cidr>,
+    /// Host-name clients that are internal (`[networks] internal_hosts`).
+    pub internal_hosts: Vec<String>,
+    /// Host-name clients of partners, by the partner's position in `partners`.
+    pub partner_hosts: Vec<(u16, Vec<String>)>,
 }
 
 impl ClassifySettings {
@@ -41,7 +47,29 @@ impl ClassifySettings {
             case_insensitive,
             internal,
             partners,
+            trusted_proxies: Vec::new(),
+            internal_hosts: Vec::new(),
+            partner_hosts: Vec::new(),
         }
+    }
+
+    /// The same settings, believing X-Forwarded-For from `trusted_proxies` and knowing
+    /// host-name clients by name (internal ones, and per partner index its own).
+    pub fn with_proxies_and_hosts(
+        mut self,
+        trusted_proxies: Vec<Cidr>,
+        internal_hosts: Vec<String>,
+        partner_hosts: Vec<(u16, Vec<String>)>,
+    ) -> ClassifySettings {
+        self.networks = Arc::new(
+            Networks::new(&self.internal, &self.partners)
+                .with_trusted_proxies(&trusted_proxies)
+                .with_host_names(&internal_hosts, &partner_hosts),
+        );
+        self.trusted_proxies = trusted_proxies;
+        self.internal_hosts = internal_hosts;
+        self.partner_hosts = partner_hosts;
+        self
     }
 
     /// The partner names, in config order (what alerts show for a partner client).

@@ -20,7 +20,8 @@ use crate::classify::ClassifySettings;
 use crate::detect::rule::{path_class_bit, Aggregate, GroupBy, MethodKind, Rule, Severity, StatusSet, UserMatch};
 use crate::detect::EngineSettings;
 use crate::http::HttpSettings;
-use crate::parse::LogFormat;
+use crate::parse::time::UtcOffset;
+use crate::parse::{is_host_name, parse_client_ip, LogFormat};
 use crate::privacy::Pseudonymizer;
 use crate::source::kafka::{check_client_option, KafkaSettings, PayloadFormat};
 use crate::source::{SourceInput, SourceSettings, TailSettings};
@@ -148,7 +149,37 @@ fn build_classify(
         }
         partners.push((p.name.clone(), cidrs));
     }
-    Ok(ClassifySettings::new(sensitive.prefixes, sensitive.extensions, sensitive.case_insensitive, internal, partners))
+    let mut trusted_proxies = Vec::new();
+    for (i, c) in networks.trusted_proxies.iter().enumerate() {
+        trusted_proxies.push(
+            Cidr::parse(c)
+                .map_err(|e| b.err(&[key("networks"), key("trusted_proxies"), Seg::Index(i)], e.to_string()))?,
+        );
+    }
+    let host_name = |path: Vec<Seg>, name: &String| {
+        if is_host_name(name.as_bytes()) && parse_client_ip(name.as_bytes()).is_none() {
+            Ok(name.clone())
+        } else {
+            Err(b.err(&path, format!("{name:?} is not a host name (letters, digits, '-', '.', '_')")))
+        }
+    };
+    let mut internal_hosts = Vec::new();
+    for (i, name) in networks.internal_hosts.iter().enumerate() {
+        internal_hosts.push(host_name(vec![key("networks"), key("internal_hosts"), Seg::Index(i)], name)?);
+    }
+    let mut partner_hosts = Vec::new();
+    for (i, p) in networks.partner.iter().enumerate() {
+        let mut names = Vec::new();
+        for (j, name) in p.hosts.iter().enumerate() {
+            names.push(host_name(
+                vec![key("networks"), key("partner"), Seg::Index(i), key("hosts"), Seg::Index(j)],
+                name,
+            )?);
+        }
+        partner_hosts.push((i as u16, names));
+    }
+    Ok(ClassifySettings::new(sensitive.prefixes, sensitive.extensions, sensitive.case_insensitive, internal, partners)
+        .with_proxies_and_hosts(trusted_proxies, internal_hosts, partner_hosts))
 }
 
 fn build_sources(b: &Builder<'_>, sources: Vec<RawSource>) -> Result<Vec<SourceSettings>, ConfigError> {
@@ -163,6 +194,10 @@ fn build_sources(b: &Builder<'_>, sources: Vec<RawSource>) -> Result<Vec<SourceS
             PathSemantics::from_name,
             &PathSemantics::ALL.map(|p| p.as_str()),
         )?;
+        let timezone = match &s.timezone {
+            Some(text) => UtcOffset::parse(text).map_err(|e| b.err(&at("timezone"), e.to_string()))?,
+            None => UtcOffset::UTC,
+        };
         let (input, default_name) = match s.kind.as_str() {
             "file" => {
                 if s.kafka.is_some() {
@@ -190,7 +225,7 @@ fn build_sources(b: &Builder<'_>, sources: Vec<RawSource>) -> Result<Vec<SourceS
         if built.iter().any(|o| o.name == name) {
             return Err(b.err(&at("name"), format!("source name {name:?} is used twice")));
         }
-        built.push(SourceSettings { name, format, path_semantics, input });
+        built.push(SourceSettings { name, format, path_semantics, timezone, input });
     }
     Ok(built)
 }

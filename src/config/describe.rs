@@ -5,6 +5,7 @@
 use std::fmt;
 
 use super::Config;
+use crate::parse::time::UtcOffset;
 use crate::source::SourceInput;
 
 impl Config {
@@ -28,16 +29,27 @@ impl Config {
             let c: Vec<String> = cidrs.iter().map(|c| c.to_string()).collect();
             s += &format!("partner {name}: {}\n", c.join(", "));
         }
+        if !self.classify.trusted_proxies.is_empty() {
+            let c: Vec<String> = self.classify.trusted_proxies.iter().map(|c| c.to_string()).collect();
+            s += &format!("trusted proxies (X-Forwarded-For believed from): {}\n", c.join(", "));
+        }
+        if !self.classify.internal_hosts.is_empty() {
+            s += &format!("internal host names: {}\n", self.classify.internal_hosts.join(", "));
+        }
         for src in &self.sources {
             match &src.input {
                 SourceInput::File { path } => {
                     s += &format!(
-                        "source {}: {} ({}, {} paths)\n",
+                        "source {}: {} ({}, {} paths",
                         src.name,
                         path,
                         src.format.as_str(),
                         src.path_semantics.as_str()
                     );
+                    if src.timezone != UtcOffset::UTC {
+                        s += &format!(", zone-less timestamps at {}", src.timezone);
+                    }
+                    s += ")\n";
                 }
                 SourceInput::Kafka(k) => {
                     s += &format!(

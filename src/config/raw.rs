@@ -104,13 +104,21 @@ impl Default for RawSensitive {
 pub(super) struct RawNetworks {
     pub internal: Vec<String>,
     pub partner: Vec<RawPartner>,
+    /// Peers whose X-Forwarded-For is believed (load balancers, reverse proxies).
+    pub trusted_proxies: Vec<String>,
+    /// Host-name clients (Apache `HostnameLookups On`) that are internal.
+    pub internal_hosts: Vec<String>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawPartner {
     pub name: String,
+    #[serde(default)]
     pub cidrs: Vec<String>,
+    /// The partner's host-name clients.
+    #[serde(default)]
+    pub hosts: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -126,6 +134,8 @@ pub(super) struct RawSource {
     /// How the server behind this log resolves paths: "linux" (nginx, Apache) or "windows"
     /// (IIS, Samba, NAS shares).
     pub path_semantics: String,
+    /// Offset of timestamps written without a zone: "UTC" (None) or e.g. "+02:00".
+    pub timezone: Option<String>,
     /// Kafka sources: `[source.kafka]`.
     pub kafka: Option<RawKafka>,
 }
@@ -138,6 +148,7 @@ impl Default for RawSource {
             path: None,
             format: "combined".into(),
             path_semantics: "linux".into(),
+            timezone: None,
             kafka: None,
         }
     }

@@ -293,6 +293,7 @@ fn listen_override_moves_the_default_external_url_with_it() {
             name: "extra".into(),
             format: crate::parse::LogFormat::Common,
             path_semantics: Default::default(),
+            timezone: Default::default(),
             input: SourceInput::File { path: "/var/log/x.log".into() },
         }],
     };

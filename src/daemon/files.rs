@@ -121,7 +121,12 @@ fn file_pipeline(
 ) -> Pipeline {
     let specs = file_sources(config)
         .iter()
-        .map(|(s, _)| SourceSpec { name: s.name.clone(), format: s.format, path_semantics: s.path_semantics })
+        .map(|(s, _)| SourceSpec {
+            name: s.name.clone(),
+            format: s.format,
+            path_semantics: s.path_semantics,
+            timezone: s.timezone,
+        })
         .collect();
     start_pipeline(config, specs, store, telemetry, control, pseudonyms)
 }

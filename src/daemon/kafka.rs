@@ -181,7 +181,12 @@ fn kafka_loop(
     let KafkaLoopIo { store, telemetry, control, pseudonyms } = io;
     let SourceInput::Kafka(kafka) = &source.input else { anyhow::bail!("{} is not a Kafka source", source.name) };
     let mut consumer = KafkaSource::connect(kafka, telemetry.kafka_source(&source.name))?;
-    let spec = SourceSpec { name: source.name.clone(), format: source.format, path_semantics: source.path_semantics };
+    let spec = SourceSpec {
+        name: source.name.clone(),
+        format: source.format,
+        path_semantics: source.path_semantics,
+        timezone: source.timezone,
+    };
     let mut pipeline = start_pipeline(config, vec![spec], store, telemetry, control, pseudonyms);
     pipeline.resume(open_episodes(store, pipeline.memory_secs()));
     tracing::info!(source = %source.name, topics = ?kafka.topics, group = %kafka.group_id, "consuming");

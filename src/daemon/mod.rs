@@ -134,6 +134,7 @@ fn load_config(opts: &RunOptions) -> anyhow::Result<Config> {
                 name: path.display().to_string(),
                 format: detect_format(path),
                 path_semantics: Default::default(),
+                timezone: Default::default(),
                 input: SourceInput::File { path: path.display().to_string() },
             })
             .collect(),

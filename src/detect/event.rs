@@ -2,16 +2,17 @@
 //! Owns the batch layout (fixed-size events plus one byte arena, recycled). Never holds a
 //! reference into the source's read buffer: bytes a rule or alert needs are copied into the arena.
 
-use std::net::IpAddr;
 use std::ops::Range;
 
-use crate::classify::client::ClientClass;
+use crate::classify::client::{ClientClass, ClientId};
 use crate::classify::path::PathClass;
 
 /// One request to a sensitive resource, classified.
 #[derive(Clone, Debug)]
 pub struct Event {
-    pub client: IpAddr,
+    pub client: ClientId,
+    /// A host-name client's name as logged, in the batch arena; empty for an address.
+    pub client_name: Range<u32>,
     pub client_class: ClientClass,
     /// Event time from the log line, Unix seconds (windows use event time, never wall time).
     /// For a [`Event::future`] event, the reading side's latest trusted time instead.

@@ -3,8 +3,8 @@
 //! sources. Passes changed alerts and then each barrier on to the store writer, so a barrier
 //! never overtakes an alert caused before it. Never parses and never writes to the store.
 
+use crate::classify::client::ClientId;
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Instant;
@@ -43,7 +43,7 @@ pub(crate) enum WorkerMsg {
 }
 
 /// What a worker thread hands back when its queue closes.
-pub(crate) type WorkerResult = (WorkerStats, HashMap<IpAddr, ClientScope, ahash::RandomState>);
+pub(crate) type WorkerResult = (WorkerStats, HashMap<ClientId, ClientScope, ahash::RandomState>);
 
 /// Runs one detection worker until its inbox closes; returns its totals and (when kept) the per-client scope.
 pub(crate) fn run_worker(

@@ -4,14 +4,13 @@
 //! the end of each batch and written by the store stage.
 
 use std::collections::{HashMap, HashSet};
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use super::alert::{Alert, AlertStatus, MAX_SAMPLE_PATHS, MAX_USER_AGENTS};
 use super::event::{Event, EventBatch};
 use super::rule::{Aggregate, Facts, GroupBy, Rule};
 use super::window::Window;
-use crate::classify::client::ClientClass;
+use crate::classify::client::{ClientClass, ClientId};
 use crate::classify::path::PathClass;
 use crate::privacy::Pseudonymizer;
 
@@ -74,7 +73,7 @@ impl DetectConfig {
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 enum GroupKey {
-    Client(IpAddr),
+    Client(ClientId),
     Source(u16),
 }
 
@@ -105,6 +104,8 @@ struct Episode {
 /// Totals per client over a whole replay: the scope report's "who fetched what".
 #[derive(Clone, Debug, Default)]
 pub struct ClientScope {
+    /// How the client is shown: its address, or its host name as first logged.
+    pub client: String,
     pub class: Option<ClientClass>,
     /// Requests to any sensitive path.
     pub requests: u64,
@@ -134,7 +135,7 @@ pub struct Worker {
     source_names: Vec<String>,
     groups: FastMap<GroupKey, GroupState>,
     dirty: Vec<(GroupKey, usize)>,
-    scope: FastMap<IpAddr, ClientScope>,
+    scope: FastMap<ClientId, ClientScope>,
     latest_time: i64,
     events_since_sweep: u64,
     /// Changed alerts of groups evicted, or of episodes closed (a new one replaced them),
@@ -214,7 +215,7 @@ impl Worker {
                 &facts,
             );
             if cfg.keep_scope {
-                record_scope(&mut self.scope, ev);
+                record_scope(&mut self.scope, ev, batch);
             }
         }
         if ev.route.source_rules {
@@ -324,7 +325,7 @@ impl Worker {
                 let i = self.source_names.iter().position(|n| *n == alert.source)?;
                 (&cfg.source_rules, GroupKey::Source(i as u16))
             }
-            _ => (&cfg.client_rules, GroupKey::Client(alert.client.parse::<IpAddr>().ok()?)),
+            _ => (&cfg.client_rules, GroupKey::Client(ClientId::from_text(&alert.client)?)),
         };
         let slot = slots.iter().position(|&i| cfg.rules[i].id == alert.rule_id)?;
         Some((key, slot, slots.len()))
@@ -336,22 +337,31 @@ impl Worker {
         alert: &Alert,
         source_names: &[String],
         workers: usize,
-        route: impl Fn(IpAddr) -> usize,
+        route: impl Fn(ClientId) -> usize,
     ) -> Option<usize> {
         match alert.group_by.as_str() {
             "source" => source_names.iter().position(|n| *n == alert.source).map(|i| i % workers),
-            _ => alert.client.parse::<IpAddr>().ok().map(route),
+            _ => ClientId::from_text(&alert.client).map(route),
         }
     }
 
     /// Per-client totals of this worker (clients are partitioned, so workers' maps are disjoint).
-    pub fn take_scope(&mut self) -> FastMap<IpAddr, ClientScope> {
+    pub fn take_scope(&mut self) -> FastMap<ClientId, ClientScope> {
         std::mem::take(&mut self.scope)
     }
 }
 
-fn record_scope(scope: &mut FastMap<IpAddr, ClientScope>, ev: &Event) {
+/// How an event's client is shown in alerts and reports: its address, or its host name.
+fn client_text(ev: &Event, batch: &EventBatch) -> String {
+    match ev.client {
+        ClientId::Ip(ip) => ip.to_string(),
+        ClientId::Name(_) => String::from_utf8_lossy(batch.bytes(&ev.client_name)).into_owned(),
+    }
+}
+
+fn record_scope(scope: &mut FastMap<ClientId, ClientScope>, ev: &Event, batch: &EventBatch) {
     let s = scope.entry(ev.client).or_insert_with(|| ClientScope {
+        client: client_text(ev, batch),
         class: Some(ev.client_class),
         first_seen: ev.time,
         last_seen: ev.time,
@@ -483,7 +493,7 @@ impl Episode {
         success_bytes: u64,
         window: Option<&Window>,
     ) -> Episode {
-        let client = ev.client.to_string();
+        let client = client_text(ev, batch);
         let source = source_names.get(usize::from(ev.source)).cloned().unwrap_or_default();
         let group_key = match key {
             GroupKey::Client(_) => client.clone(),
@@ -636,8 +646,10 @@ mod tests {
         let p = batch.push_bytes(path.as_bytes());
         let method = batch.push_bytes(b"GET");
         let user_agent = batch.push_bytes(b"curl/8");
+        let client_name = batch.push_bytes(b"");
         batch.events.push(Event {
-            client: client.parse().unwrap(),
+            client: ClientId::Ip(client.parse().unwrap()),
+            client_name,
             client_class: ClientClass { kind, partner: 0 },
             time,
             future: false,

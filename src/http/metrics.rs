@@ -14,7 +14,7 @@ use prometheus::proto::{Bucket, Counter, Gauge, Histogram, LabelPair, Metric, Me
 use prometheus::TextEncoder;
 
 use crate::classify::path::PathClass;
-use crate::parse::SkipReason;
+use crate::parse::{SkipReason, Wrapper};
 use crate::store::{PendingStats, Store};
 use crate::telemetry::{self, ReceiverCounters, Telemetry};
 
@@ -116,6 +116,17 @@ pub fn families(
         "Lines longer than the line bound, judged by their head (the rest dropped), by source.",
         &["source"],
         truncated,
+    );
+    f.counter_vec(
+        "recwatch_lines_unwrapped_total",
+        "Lines that arrived behind a header the parser removed (syslog), by wrapper.",
+        &["wrapper"],
+        Wrapper::ALL.iter().map(|w| (vec![w.as_str().to_string()], t.unwrapped(*w) as f64)),
+    );
+    f.counter(
+        "recwatch_junk_requests_total",
+        "Lines whose request was no HTTP request (TLS handshakes, binary probes): a prober's traces.",
+        n(&t.junk_requests),
     );
     f.counter(
         "recwatch_sensitive_requests_total",
@@ -463,6 +474,8 @@ mod tests {
         for r in SkipReason::ALL {
             assert!(text.contains(&format!("recwatch_lines_skipped_total{{reason=\"{}\"}} 0\n", r.as_str())), "{text}");
         }
+        assert!(text.contains("recwatch_lines_unwrapped_total{wrapper=\"syslog\"} 0\n"), "{text}");
+        assert!(text.contains("recwatch_junk_requests_total 0\n"), "{text}");
         assert!(text.contains("recwatch_config_reloads_total{result=\"failure\"} 0\n"), "{text}");
         assert!(text.contains("recwatch_build_info{version=\""), "{text}");
         // No alert yet: the labelled alert families are absent, not empty (which is invalid).

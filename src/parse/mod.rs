@@ -1,13 +1,21 @@
-//! Tokenizes one nginx/Apache access-log line (combined, common and their vhost variants) into
-//! borrowed fields, strictly left to right so a quote inside a header cannot fake a request.
-//! Owns the line grammar, the skip reasons, client-IP parsing and log-escape decoding.
-//! Never allocates, locks or syscalls on the per-line path, and never decides what is sensitive.
+//! Tokenizes one nginx/Apache access-log line (combined, common, nginx `main` and the vhost
+//! variants) into borrowed fields, strictly left to right so a quote inside a header cannot
+//! fake a request. Real-world lines are judged, not dropped: a syslog header in front is
+//! unwrapped, a client field holding an X-Forwarded-For list is kept as a list, a junk
+//! request line (a TLS handshake on the plain port) keeps client, time and status, a timestamp
+//! without a zone is kept for the source's configured offset, and a line cut at the length
+//! bound is judged by its head.
+//! Owns the line grammar, the skip reasons, client-IP and forwarded-hop parsing and
+//! log-escape decoding. Never allocates, locks or syscalls on the per-line path, never decides
+//! what is sensitive and never decides which hop is the client (that needs the trusted
+//! proxies: [`crate::classify::client`]).
 
 use std::net::IpAddr;
 
 use memchr::{memchr, memchr2, memrchr};
 
 mod escape;
+mod syslog;
 pub mod time;
 
 #[cfg(test)]
@@ -24,6 +32,9 @@ pub const MAX_LINE_LEN: usize = 16 * 1024;
 pub enum LogFormat {
     /// `%h %l %u [%t] "%r" %>s %b "%{Referer}i" "%{User-Agent}i"` (also nginx's default).
     Combined,
+    /// nginx's `main` (the default `log_format` of nginx.org's packages): combined plus
+    /// `"$http_x_forwarded_for"`.
+    Main,
     /// `%h %l %u [%t] "%r" %>s %b`.
     Common,
     /// `%v:%p ` followed by `combined`.
@@ -34,13 +45,14 @@ pub enum LogFormat {
 
 impl LogFormat {
     /// Every format, for config validation messages and tests.
-    pub const ALL: [LogFormat; 4] =
-        [LogFormat::Combined, LogFormat::Common, LogFormat::VhostCombined, LogFormat::VhostCommon];
+    pub const ALL: [LogFormat; 5] =
+        [LogFormat::Combined, LogFormat::Main, LogFormat::Common, LogFormat::VhostCombined, LogFormat::VhostCommon];
 
     /// The configuration name of the format.
     pub fn as_str(self) -> &'static str {
         match self {
             LogFormat::Combined => "combined",
+            LogFormat::Main => "main",
             LogFormat::Common => "common",
             LogFormat::VhostCombined => "vhost_combined",
             LogFormat::VhostCommon => "vhost_common",
@@ -57,7 +69,27 @@ impl LogFormat {
     }
 
     fn has_referer_and_user_agent(self) -> bool {
-        matches!(self, LogFormat::Combined | LogFormat::VhostCombined)
+        matches!(self, LogFormat::Combined | LogFormat::Main | LogFormat::VhostCombined)
+    }
+}
+
+/// A header in front of the access-log line that the parser removed; label values of
+/// `recwatch_lines_unwrapped_total`, so a closed set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Wrapper {
+    /// An RFC 3164 or RFC 5424 syslog header (nginx `access_log syslog:`, rsyslog files).
+    Syslog,
+}
+
+impl Wrapper {
+    /// Every wrapper, so metrics can pre-register all label values.
+    pub const ALL: [Wrapper; 1] = [Wrapper::Syslog];
+
+    /// Metric label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Wrapper::Syslog => "syslog",
+        }
     }
 }
 
@@ -66,18 +98,21 @@ impl LogFormat {
 pub enum SkipReason {
     /// Nothing but whitespace.
     Empty,
-    /// Longer than [`MAX_LINE_LEN`].
+    /// Longer than [`MAX_LINE_LEN`], or a truncated head cut before its bytes field
+    /// ([`parse_line_head`]).
     TooLong,
     /// Generic structure error: a field separator or quote is missing.
     Malformed,
     /// No `[...]` of the timestamp's shape where one was expected.
     BadTimestamp,
-    /// The quoted request is unterminated or has no space (e.g. a TLS handshake sent to a
-    /// plain-HTTP port, logged as `"\x16\x03\x01..."`).
+    /// The quoted request is unterminated. (A request that is junk but quoted, such as a TLS
+    /// handshake sent to a plain-HTTP port, `"\x16\x03\x01..."`, parses: see
+    /// [`AccessLine::junk_request`].)
     BadRequestLine,
     /// Status is not three digits in 100..=599.
     BadStatus,
-    /// The client token is empty, `-`, or contains bytes no address or hostname has.
+    /// The client token is empty, `-`, or contains bytes no address or hostname has; or
+    /// (found by the pipeline) no hop of it names a client.
     BadClient,
     /// The line contains a NUL byte (binary garbage, a truncated or preallocated file).
     Binary,
@@ -116,8 +151,13 @@ impl SkipReason {
 pub struct AccessLine<'a> {
     /// `host:port` token of the `vhost_*` formats: which site served the file.
     pub vhost: Option<&'a [u8]>,
-    /// `%h` as written (IP text, maybe a hostname); see [`parse_client_ip`].
+    /// `%h` as written (IP text, maybe a hostname); see [`parse_client_ip`]. When
+    /// `client_is_list`, the whole field of an X-Forwarded-For style list, quotes included:
+    /// `10.0.0.2, 10.0.0.1, 85.181.35.98`, `"10.5.102.222, 199.96.1.1" 10.2.1.185` (the
+    /// address after a list is the peer); iterate it with [`client_hops`].
     pub client: &'a [u8],
+    /// The client field is a list of hops rather than one address or name.
+    pub client_is_list: bool,
     /// `%u`, the authenticated user; `None` when `-` (or empty). Still log-escaped.
     pub user: Option<&'a [u8]>,
     /// The 26 bytes inside `[...]`, e.g. `18/Feb/2019:10:00:01 +0100`. Only its shape is
@@ -129,14 +169,20 @@ pub struct AccessLine<'a> {
     /// Request target exactly as logged (still log-escaped, still percent-encoded); empty if
     /// the request was `-`. Normalise it before comparing it with anything.
     pub target: &'a [u8],
+    /// The quoted request line is no HTTP request (a TLS handshake or other binary sent to
+    /// the plain port, `""`, `"Gh0st\xad"`): method and target are empty, client, time and
+    /// status are kept, because these are a prober's traces.
+    pub junk_request: bool,
     /// `%>s`, 100..=599.
     pub status: u16,
+    /// The header removed from in front of the line, if any.
+    pub wrapper: Option<Wrapper>,
     /// Everything after the status (bytes, referer, user agent): parsed lazily by the
     /// accessors, because most lines are dropped before anyone asks for these.
     tail: &'a [u8],
-    /// Whether the format carries referer and user agent; `common` lines never report them
-    /// even if a custom format appended quoted fields.
-    has_referer_and_user_agent: bool,
+    /// Which fields follow the bytes: `common` lines never report referer or user agent even
+    /// if a custom format appended quoted fields; only `main` reports X-Forwarded-For.
+    format: LogFormat,
 }
 
 impl<'a> AccessLine<'a> {
@@ -172,14 +218,27 @@ impl<'a> AccessLine<'a> {
         dash_is_none(&self.tail[start..end])
     }
 
-    /// The timestamp as Unix seconds, or `None` when its values are out of range.
+    /// `"$http_x_forwarded_for"` of nginx's `main` format, raw (still log-escaped); `None`
+    /// for other formats, `-`, `""` or absent. Believe it only from a trusted proxy.
+    pub fn forwarded_for(&self) -> Option<&'a [u8]> {
+        if self.format != LogFormat::Main {
+            return None;
+        }
+        let (_, referer_end) = self.referer_span()?;
+        let (_, user_agent_end) = quoted_after_space(self.tail, referer_end + 1)?;
+        let (start, end) = quoted_after_space(self.tail, user_agent_end + 1)?;
+        dash_is_none(&self.tail[start..end])
+    }
+
+    /// The timestamp as Unix seconds (a zone-less one taken as UTC), or `None` when its values
+    /// are out of range.
     pub fn unix_time(&self) -> Option<i64> {
         time::parse_clf_time(self.time)
     }
 
     /// Byte range of the referer's contents within `tail`.
     fn referer_span(&self) -> Option<(usize, usize)> {
-        if !self.has_referer_and_user_agent {
+        if !self.format.has_referer_and_user_agent() {
             return None;
         }
         let bytes_end = memchr(b' ', self.tail)?;
@@ -201,13 +260,34 @@ pub fn parse_line(format: LogFormat, line: &[u8]) -> Result<AccessLine<'_>, Skip
     if line.iter().all(u8::is_ascii_whitespace) {
         return Err(SkipReason::Empty);
     }
+    // A line that cannot start with a client address is looked at for a syslog header.
+    let (line, wrapper) = match syslog::may_be_wrapped(line).then(|| syslog::unwrap(line)).flatten() {
+        Some(message) => (message, Some(Wrapper::Syslog)),
+        None => (line, None),
+    };
     // NUL bytes are looked for only where they matter, never in a full pass over every
     // line: in the request line (never legitimate there), and in a line that failed to parse
     // (to tell binary junk from a malformed text line). One in the user agent is tolerated.
     match parse_fields(format, line) {
         Ok(access) if memchr(0, access.target).is_some() => Err(SkipReason::Binary),
-        Ok(access) => Ok(access),
+        Ok(access) => Ok(AccessLine { wrapper, ..access }),
         Err(_) if memchr(0, line).is_some() => Err(SkipReason::Binary),
+        Err(reason) => Err(reason),
+    }
+}
+
+/// Parses the head of a line that was longer than the framer's bound (its first
+/// `max_line_len` bytes; the rest was discarded and counted as truncated).
+///
+/// The fields up to and including the bytes field (client, ident, user, time, request,
+/// status, bytes) are judged as in [`parse_line`]; a head cut inside Referer, User-Agent or
+/// X-Forwarded-For is accepted with those fields absent (an unterminated quote) or partial.
+/// Only a head cut before the bytes field ends (at a space) is skipped, as `TooLong`: its
+/// bytes count, or more, would be a guess.
+pub fn parse_line_head(format: LogFormat, head: &[u8]) -> Result<AccessLine<'_>, SkipReason> {
+    match parse_line(format, head) {
+        Ok(access) if memchr(b' ', access.tail).is_some() => Ok(access),
+        Ok(_) | Err(SkipReason::BadRequestLine | SkipReason::BadStatus) => Err(SkipReason::TooLong),
         Err(reason) => Err(reason),
     }
 }
@@ -225,7 +305,7 @@ fn parse_fields(format: LogFormat, line: &[u8]) -> Result<AccessLine<'_>, SkipRe
         None
     };
 
-    let client_len = client_token_len(&line[cursor..])?;
+    let (client_len, client_is_list) = client_field_len(&line[cursor..])?;
     let client = &line[cursor..cursor + client_len];
     let ident_start = cursor + client_len + 1;
     let ident = &line[ident_start..];
@@ -233,29 +313,87 @@ fn parse_fields(format: LogFormat, line: &[u8]) -> Result<AccessLine<'_>, SkipRe
     let ident_len = if ident.starts_with(b"- ") { 1 } else { memchr(b' ', ident).ok_or(SkipReason::Malformed)? };
     let user_start = ident_start + ident_len + 1;
 
-    let open_bracket = find_timestamp_bracket(line, user_start)?;
+    let (open_bracket, time_len) = find_timestamp_bracket(line, user_start)?;
     // `open_bracket > user_start` and `line[open_bracket - 1] == b' '` were checked.
     let user = dash_is_none(&line[user_start..open_bracket - 1]);
-    let time = &line[open_bracket + 1..open_bracket + 1 + time::CLF_TIME_LEN];
+    let time = &line[open_bracket + 1..open_bracket + 1 + time_len];
 
-    // `[` + 26 + `] "` = 30 bytes, all checked present.
-    let request_start = open_bracket + 30;
+    // `[` + time + `] "`, all checked present.
+    let request_start = open_bracket + time_len + 4;
     let request_end = find_closing_quote(line, request_start).ok_or(SkipReason::BadRequestLine)?;
-    let (method, target) = split_request(&line[request_start..request_end])?;
+    let (method, target, junk_request) = request_or_junk(&line[request_start..request_end]);
 
     let (status, tail) = parse_status(&line[request_end + 1..])?;
 
     Ok(AccessLine {
         vhost,
         client,
+        client_is_list,
         user,
         time,
         method,
         target,
+        junk_request,
         status,
+        wrapper: None,
         tail,
-        has_referer_and_user_agent: format.has_referer_and_user_agent(),
+        format,
     })
+}
+
+/// Method and target of a quoted request line, or (`junk_request`) empty fields when it is no
+/// HTTP request: no space, an empty target, or a method that is not an HTTP token (a TLS
+/// ClientHello logged as `\x16\x03\x01…`, `Gh0st\xad`, `""`).
+fn request_or_junk(request: &[u8]) -> (&[u8], &[u8], bool) {
+    match split_request(request) {
+        Ok((method, target)) if method.iter().all(|&b| is_token_byte(b)) => (method, target, false),
+        _ => (b"", b"", true),
+    }
+}
+
+/// An RFC 9110 `tchar`: what a method may be made of.
+fn is_token_byte(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)
+}
+
+/// The hops of a client field or an X-Forwarded-For value, left (farthest from the server) to
+/// right (nearest): split on commas, blanks and quotes, empty pieces dropped.
+pub fn client_hops(field: &[u8]) -> impl DoubleEndedIterator<Item = &[u8]> {
+    field.split(|&b| matches!(b, b',' | b' ' | b'"')).filter(|hop| !hop.is_empty())
+}
+
+/// One hop of an X-Forwarded-For list as an address: what [`parse_client_ip`] accepts, and
+/// also with a port (`203.0.113.7:5123`, `[2001:db8::1]:443`), as some proxies write it.
+pub fn parse_forwarded_ip(hop: &[u8]) -> Option<IpAddr> {
+    if let Some(ip) = parse_client_ip(hop) {
+        return Some(ip);
+    }
+    let (host, port) = match hop {
+        [b'[', inner @ ..] => {
+            let close = memchr(b']', inner)?;
+            (&inner[..close], inner[close + 1..].strip_prefix(b":")?)
+        }
+        _ => {
+            let colon = memchr(b':', hop)?;
+            if memchr(b':', &hop[colon + 1..]).is_some() {
+                return None;
+            }
+            (&hop[..colon], &hop[colon + 1..])
+        }
+    };
+    if port.is_empty() || port.len() > 5 || !port.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    parse_client_ip(host)
+}
+
+/// Whether a client token that is no address is a host name (Apache `HostnameLookups On`,
+/// `monitoring-server`, `crawl-66-249-66-1.googlebot.com`, a zone-scoped `fe80::1%eth0`):
+/// 1..=253 bytes of letters, digits, `-`, `.`, `_`, `:`, `%`, at least one letter.
+pub fn is_host_name(text: &[u8]) -> bool {
+    (1..=253).contains(&text.len())
+        && text.iter().any(u8::is_ascii_alphabetic)
+        && text.iter().all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b':' | b'%'))
 }
 
 /// Parses a client token as an IP address: IPv4 or IPv6 text, optional `[...]` brackets;
@@ -281,11 +419,18 @@ pub fn parse_client_ip(text: &[u8]) -> Option<IpAddr> {
 }
 
 /// The Kafka message key of a log line: its client's address in canonical text (IPv4-mapped
-/// IPv6 as IPv4, IPv6 compressed), so every line of one client lands in one partition and
-/// its windows live in one consumer. `None` when the line does not parse or has no IP client.
+/// IPv6 as IPv4, IPv6 compressed), or its host name, so every line of one client lands in one
+/// partition and its windows live in one consumer. For a client field that is a list, the
+/// nearest hop (the peer): which hop is the client depends on the consumer's trusted proxies,
+/// and every line of one peer still lands in one partition. `None` when the line does not
+/// parse or has no client.
 pub fn client_key(format: LogFormat, line: &[u8]) -> Option<String> {
     let access = parse_line(format, line).ok()?;
-    parse_client_ip(access.client).map(|ip| ip.to_string())
+    let peer = client_hops(access.client).next_back()?;
+    match parse_forwarded_ip(peer) {
+        Some(ip) => Some(ip.to_string()),
+        None => is_host_name(peer).then(|| String::from_utf8_lossy(peer).into_owned()),
+    }
 }
 
 fn dash_is_none(field: &[u8]) -> Option<&[u8]> {
@@ -295,31 +440,85 @@ fn dash_is_none(field: &[u8]) -> Option<&[u8]> {
     }
 }
 
-/// Length of `%h` at the start of `rest`, which must end at a space: non-empty, not `-`,
-/// printable ASCII without quotes (one pass finds the end and checks the bytes). Deeper
+/// Length of the client field at the start of `rest`, which must end at a space, and whether
+/// it is a list of hops. The common case is one token: non-empty, not `-`, printable ASCII
+/// without quotes (one pass finds the end and checks the bytes). A token ending in `,` or a
+/// field opening with `"` is an X-Forwarded-For list ([`client_list_len`]). Deeper
 /// interpretation (IP or hostname) is left to [`parse_client_ip`].
-fn client_token_len(rest: &[u8]) -> Result<usize, SkipReason> {
+fn client_field_len(rest: &[u8]) -> Result<(usize, bool), SkipReason> {
     // The token ends at the first space (vectorised search); then every byte must be
     // printable, non-space and not a quote. The check is branchless so it vectorises too:
     // this runs on every line.
     let len = memchr(b' ', rest).ok_or(SkipReason::Malformed)?;
     let token = &rest[..len];
-    let printable = token.iter().fold(true, |ok, &b| ok & (b.wrapping_sub(0x21) < 0x5e) & (b != b'"'));
-    if len == 0 || !printable || token == b"-" {
+    if len == 0 || token == b"-" {
         return Err(SkipReason::BadClient);
     }
-    Ok(len)
+    if !is_printable_token(token) || token[len - 1] == b',' {
+        return client_list_len(rest).map(|len| (len, true));
+    }
+    Ok((len, false))
 }
 
-/// Finds the `[` that opens the timestamp, searching left to right from `user_start`.
+/// Printable ASCII, no blank, no quote.
+fn is_printable_token(token: &[u8]) -> bool {
+    token.iter().fold(true, |ok, &b| ok & (b.wrapping_sub(0x21) < 0x5e) & (b != b'"'))
+}
+
+/// Longest client field holding a list of hops; longer is no proxy chain.
+const MAX_CLIENT_LIST_LEN: usize = 1024;
+
+/// Length of a client field that is a list: `a, b, c` (tokens ending in `,` continue it) or
+/// `"a, b, c"`, either optionally followed by one more address, the peer (an ident is never
+/// an address). Every hop must be a printable token.
+fn client_list_len(rest: &[u8]) -> Result<usize, SkipReason> {
+    let mut end = if rest.first() == Some(&b'"') {
+        let close = find_closing_quote(rest, 1).ok_or(SkipReason::BadClient)?;
+        if !client_hops(&rest[1..close]).all(is_printable_token) {
+            return Err(SkipReason::BadClient);
+        }
+        close + 1
+    } else {
+        let mut end = 0;
+        loop {
+            let len = memchr(b' ', &rest[end..]).ok_or(SkipReason::Malformed)?;
+            let token = &rest[end..end + len];
+            if len == 0 || !is_printable_token(token) || end + len > MAX_CLIENT_LIST_LEN {
+                return Err(SkipReason::BadClient);
+            }
+            end += len;
+            if token[len - 1] != b',' {
+                break end;
+            }
+            end += 1;
+        }
+    };
+    if rest.get(end) != Some(&b' ') {
+        return Err(SkipReason::Malformed);
+    }
+    let after = &rest[end + 1..];
+    if let Some(len) = memchr(b' ', after) {
+        if parse_client_ip(&after[..len]).is_some() {
+            end += 1 + len;
+        }
+    }
+    if end > MAX_CLIENT_LIST_LEN {
+        return Err(SkipReason::BadClient);
+    }
+    Ok(end)
+}
+
+/// Finds the `[` that opens the timestamp, searching left to right from `user_start`, and
+/// the timestamp's length.
 ///
 /// A candidate counts only if it follows a space, is not the first byte of the user field,
-/// and is followed by a timestamp-shaped 26 bytes, `]`, space and `"`; otherwise the `[`
-/// belongs to the user name and the search goes on.
-fn find_timestamp_bracket(line: &[u8], user_start: usize) -> Result<usize, SkipReason> {
+/// and is followed by a timestamp-shaped 26 bytes (or a zone-less one, see
+/// [`zone_less_timestamp_len`]), `]`, space and `"`; otherwise the `[` belongs to the user
+/// name and the search goes on.
+fn find_timestamp_bracket(line: &[u8], user_start: usize) -> Result<(usize, usize), SkipReason> {
     // Fast path: no user (`- [`), by far the most common case.
     if line.get(user_start..user_start + 2) == Some(b"- ") && is_timestamp_at(line, user_start + 2) {
-        return Ok(user_start + 2);
+        return Ok((user_start + 2, time::CLF_TIME_LEN));
     }
     let mut search_from = user_start;
     let mut saw_candidate = false;
@@ -328,12 +527,40 @@ fn find_timestamp_bracket(line: &[u8], user_start: usize) -> Result<usize, SkipR
         if bracket > user_start && line[bracket - 1] == b' ' {
             saw_candidate = true;
             if is_timestamp_at(line, bracket) {
-                return Ok(bracket);
+                return Ok((bracket, time::CLF_TIME_LEN));
+            }
+            if let Some(len) = zone_less_timestamp_len(line, bracket) {
+                return Ok((bracket, len));
             }
         }
         search_from = bracket + 1;
     }
     Err(if saw_candidate { SkipReason::BadTimestamp } else { SkipReason::Malformed })
+}
+
+/// The length of a timestamp at `line[bracket..]` written without a numeric zone:
+/// `[dd/Mon/yyyy:HH:MM:SS]` (the source's configured `timezone` applies) or the same with
+/// ` GMT` or ` UTC`, then `] "`. The slow path: tried only when the usual shape failed.
+fn zone_less_timestamp_len(line: &[u8], bracket: usize) -> Option<usize> {
+    const TEMPLATE: &[u8; time::CLF_LOCAL_TIME_LEN] = b"00/Aaa/0000:00:00:00";
+    let start = bracket + 1;
+    let local = line.get(start..start + time::CLF_LOCAL_TIME_LEN)?;
+    let shaped = local.iter().zip(TEMPLATE).all(|(&byte, &want)| match want {
+        b'0' => byte.is_ascii_digit(),
+        b'A' | b'a' => byte.is_ascii_alphabetic(),
+        literal => byte == literal,
+    });
+    if !shaped {
+        return None;
+    }
+    let after = &line[start + time::CLF_LOCAL_TIME_LEN..];
+    if after.starts_with(b"] \"") {
+        return Some(time::CLF_LOCAL_TIME_LEN);
+    }
+    match after.get(..7)? {
+        b" GMT] \"" | b" UTC] \"" => Some(time::CLF_LOCAL_TIME_LEN + 4),
+        _ => None,
+    }
 }
 
 /// Whether `line[bracket..]` starts with `[`, a timestamp-shaped 26 bytes, `]`, space, `"`.

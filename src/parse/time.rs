@@ -1,25 +1,118 @@
 //! Converts the access log's `[%t]` timestamp (`18/Feb/2019:10:00:01 +0100`) to Unix seconds,
 //! and Unix seconds back to RFC 3339 text for reports.
-//! Owns the calendar arithmetic (integer days-from-civil, no tables, no allocation on the parse side).
-//! Never consults the system clock or time zone database: the offset written in the log is the truth.
+//! Owns the calendar arithmetic (integer days-from-civil, no tables, no allocation on the parse
+//! side) and the source's fixed [`UtcOffset`] for timestamps written without a zone.
+//! Never consults the system clock or time zone database: the offset written in the log is the
+//! truth; only a zone-less timestamp takes the source's configured offset.
+
+use std::fmt;
 
 /// Length of a CLF timestamp: `dd/Mon/yyyy:HH:MM:SS ±hhmm`.
 pub const CLF_TIME_LEN: usize = 26;
 
-/// Parses `dd/Mon/yyyy:HH:MM:SS ±hhmm` into Unix seconds (UTC).
+/// Length of a CLF timestamp without a zone: `dd/Mon/yyyy:HH:MM:SS`.
+pub const CLF_LOCAL_TIME_LEN: usize = 20;
+
+/// A fixed offset from UTC, for logs whose timestamps carry no zone (`[27/Jun/2013:11:55:44]`).
+/// A source's `timezone` setting; UTC unless configured.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UtcOffset {
+    /// Seconds east of UTC, within ±23:59.
+    seconds: i32,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("invalid time zone {0:?} (expected UTC, GMT, Z or a fixed offset like +02:00 or -0530)")]
+pub struct UtcOffsetError(pub String);
+
+impl UtcOffset {
+    pub const UTC: UtcOffset = UtcOffset { seconds: 0 };
+
+    /// `UTC`, `GMT`, `Z` (any case), or `±hh:mm` / `±hhmm` / `±hh` up to ±23:59.
+    pub fn parse(text: &str) -> Result<UtcOffset, UtcOffsetError> {
+        let err = || UtcOffsetError(text.to_string());
+        let trimmed = text.trim();
+        if ["utc", "gmt", "z"].iter().any(|name| trimmed.eq_ignore_ascii_case(name)) {
+            return Ok(UtcOffset::UTC);
+        }
+        let (sign, digits) = match trimmed.as_bytes() {
+            [b'+', rest @ ..] => (1, rest),
+            [b'-', rest @ ..] => (-1, rest),
+            _ => return Err(err()),
+        };
+        let (hours, minutes) = match digits {
+            [h1, h2] => (two_digits(*h1, *h2), Some(0)),
+            [h1, h2, m1, m2] | [h1, h2, b':', m1, m2] => (two_digits(*h1, *h2), two_digits(*m1, *m2)),
+            _ => return Err(err()),
+        };
+        match (hours, minutes) {
+            (Some(h), Some(m)) if h <= 23 && m <= 59 => Ok(UtcOffset { seconds: sign * (h * 3_600 + m * 60) as i32 }),
+            _ => Err(err()),
+        }
+    }
+
+    /// Seconds east of UTC.
+    pub fn seconds(self) -> i32 {
+        self.seconds
+    }
+}
+
+impl fmt::Display for UtcOffset {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.seconds == 0 {
+            return f.write_str("UTC");
+        }
+        let sign = if self.seconds < 0 { '-' } else { '+' };
+        let abs = self.seconds.unsigned_abs();
+        write!(f, "{sign}{:02}:{:02}", abs / 3_600, abs / 60 % 60)
+    }
+}
+
+/// Parses `dd/Mon/yyyy:HH:MM:SS ±hhmm` into Unix seconds (UTC); a timestamp without a zone,
+/// or with `GMT`/`UTC` instead of an offset, is taken as UTC (see [`parse_clf_time_in`]).
 ///
 /// Validates every field: month names are the exact English abbreviations (`Feb`, not `feb`),
 /// the day must exist in that month (leap years included), hour < 24, minute < 60,
 /// second <= 60 (a leap second counts as the next minute's first second). The offset may have
 /// either sign and any size up to `±2359`. Returns `None` on anything else.
 pub fn parse_clf_time(s: &[u8]) -> Option<i64> {
+    parse_clf_time_in(s, UtcOffset::UTC)
+}
+
+/// Like [`parse_clf_time`], but a timestamp written without a zone (`dd/Mon/yyyy:HH:MM:SS`)
+/// is local time at `zone`, the source's configured offset. `GMT` and `UTC` after the time
+/// are zero offsets.
+pub fn parse_clf_time_in(s: &[u8], zone: UtcOffset) -> Option<i64> {
     if s.len() != CLF_TIME_LEN {
-        return None;
-    }
-    if s[2] != b'/' || s[6] != b'/' || s[11] != b':' || s[14] != b':' || s[17] != b':' {
-        return None;
+        let local = parse_clf_local_time(s.get(..CLF_LOCAL_TIME_LEN)?)?;
+        return match &s[CLF_LOCAL_TIME_LEN..] {
+            b"" => Some(local - i64::from(zone.seconds)),
+            b" GMT" | b" UTC" => Some(local),
+            _ => None,
+        };
     }
     if s[20] != b' ' {
+        return None;
+    }
+    let local = parse_clf_local_time(&s[..CLF_LOCAL_TIME_LEN])?;
+    let offset_sign: i64 = match s[21] {
+        b'+' => 1,
+        b'-' => -1,
+        _ => return None,
+    };
+    let offset_hours = two_digits(s[22], s[23])?;
+    let offset_minutes = two_digits(s[24], s[25])?;
+    if offset_hours > 23 || offset_minutes > 59 {
+        return None;
+    }
+    let offset = i64::from(offset_hours) * 3_600 + i64::from(offset_minutes) * 60;
+    Some(local - offset_sign * offset)
+}
+
+/// `dd/Mon/yyyy:HH:MM:SS` → seconds since the epoch of that wall-clock time, as if UTC.
+fn parse_clf_local_time(s: &[u8]) -> Option<i64> {
+    if s.len() != CLF_LOCAL_TIME_LEN || s[2] != b'/' || s[6] != b'/' || s[11] != b':' || s[14] != b':' || s[17] != b':'
+    {
         return None;
     }
     let day = two_digits(s[0], s[1])?;
@@ -28,26 +121,18 @@ pub fn parse_clf_time(s: &[u8]) -> Option<i64> {
     let hour = two_digits(s[12], s[13])?;
     let minute = two_digits(s[15], s[16])?;
     let second = two_digits(s[18], s[19])?;
-    let offset_sign: i64 = match s[21] {
-        b'+' => 1,
-        b'-' => -1,
-        _ => return None,
-    };
-    let offset_hours = two_digits(s[22], s[23])?;
-    let offset_minutes = two_digits(s[24], s[25])?;
-
     if day == 0 || day > days_in_month(year, month) {
         return None;
     }
-    if hour > 23 || minute > 59 || second > 60 || offset_hours > 23 || offset_minutes > 59 {
+    if hour > 23 || minute > 59 || second > 60 {
         return None;
     }
-    let local = days_from_civil(year, month, day) * 86_400
-        + i64::from(hour) * 3_600
-        + i64::from(minute) * 60
-        + i64::from(second);
-    let offset = i64::from(offset_hours) * 3_600 + i64::from(offset_minutes) * 60;
-    Some(local - offset_sign * offset)
+    Some(
+        days_from_civil(year, month, day) * 86_400
+            + i64::from(hour) * 3_600
+            + i64::from(minute) * 60
+            + i64::from(second),
+    )
 }
 
 /// Formats Unix seconds as `2019-02-18T09:00:01Z` (UTC, second precision).
@@ -246,10 +331,46 @@ mod tests {
             "18/Feb/19:10:00:01 +0100",
             "1/Feb/2019:10:00:01 +0100",
             "18/Feb/2019:10:00:01+0100 ",
+            "18/Feb/2019:10:00:01 CET",
+            "18/Feb/2019:10:00:01 gmt",
+            "18/Feb/2019:10:00:01 ",
+            "18/Feb/2019:10:00:0",
             "",
         ];
         for text in cases {
             assert_eq!(parse_clf_time(text.as_bytes()), None, "{text}");
+        }
+    }
+
+    #[test]
+    fn zone_less_timestamps_take_the_source_offset_and_gmt_utc_are_zero() {
+        let plus_two = UtcOffset::parse("+02:00").unwrap();
+        assert_eq!(parse_clf_time(b"27/Jun/2013:11:55:44"), Some(1_372_334_144));
+        assert_eq!(parse_clf_time_in(b"27/Jun/2013:11:55:44", plus_two), Some(1_372_334_144 - 7_200));
+        assert_eq!(parse_clf_time_in(b"27/Jun/2013:11:55:44 GMT", plus_two), Some(1_372_334_144));
+        assert_eq!(parse_clf_time_in(b"27/Jun/2013:11:55:44 UTC", plus_two), Some(1_372_334_144));
+        // A written offset always wins over the configured one.
+        assert_eq!(parse_clf_time_in(b"27/Jun/2013:11:55:44 +0000", plus_two), Some(1_372_334_144));
+        assert_eq!(parse_clf_time_in(b"31/Jun/2013:11:55:44", plus_two), None);
+    }
+
+    #[test]
+    fn utc_offsets_parse_and_display() {
+        for (text, seconds, shown) in [
+            ("UTC", 0, "UTC"),
+            ("gmt", 0, "UTC"),
+            ("Z", 0, "UTC"),
+            ("+02:00", 7_200, "+02:00"),
+            ("+0200", 7_200, "+02:00"),
+            ("-05:30", -19_800, "-05:30"),
+            ("+01", 3_600, "+01:00"),
+            ("-00:00", 0, "UTC"),
+        ] {
+            let offset = UtcOffset::parse(text).unwrap();
+            assert_eq!((offset.seconds(), offset.to_string().as_str()), (seconds, shown), "{text}");
+        }
+        for bad in ["", "CET", "Europe/Stockholm", "+24:00", "+02:60", "2:00", "+2", "+02:0", "+02:00:00"] {
+            assert!(UtcOffset::parse(bad).is_err(), "{bad}");
         }
     }
 

@@ -12,10 +12,11 @@ use crossbeam_channel::{Receiver, Sender};
 use xxhash_rust::xxh3::xxh3_128_with_seed;
 
 use super::{worker_for, SourceSpec, MAX_SOURCES};
-use crate::classify::client::Networks;
+use crate::classify::client::{Client, ClientId, Networks};
 use crate::classify::path::{PathSemantics, SensitivePaths};
 use crate::detect::event::{Event, EventBatch, Route};
 use crate::detect::thread::{Barrier, WorkerMsg};
+use crate::parse::time::UtcOffset;
 use crate::parse::{self, LogFormat, SkipReason};
 use crate::source::tail::LineSink;
 use crate::telemetry::{LineTally, Telemetry};
@@ -109,23 +110,32 @@ impl Ingest {
     pub fn line(&mut self, source: u16, line: &[u8]) {
         self.tally.lines += 1;
         self.tally.bytes += line.len() as u64 + 1;
-        let (format, path_semantics) = match self.sources.get(usize::from(source)) {
-            Some(s) => (s.format, s.path_semantics),
-            None => (LogFormat::Combined, PathSemantics::default()),
+        let (format, path_semantics, timezone) = match self.sources.get(usize::from(source)) {
+            Some(s) => (s.format, s.path_semantics, s.timezone),
+            None => (LogFormat::Combined, PathSemantics::default(), UtcOffset::UTC),
         };
         let access = match parse::parse_line(format, line) {
             Ok(a) => a,
             Err(reason) => return self.tally.skip(reason),
         };
+        if let Some(wrapper) = access.wrapper {
+            self.tally.unwrapped[wrapper as usize] += 1;
+        }
+        if access.junk_request {
+            self.tally.junk_requests += 1;
+        }
         let Some(path_class) = self.paths.classify(access.target, path_semantics, &mut self.path_scratch) else {
             self.tally.parsed += 1;
             return;
         };
-        let Some(time) = self.event_time(access.time) else {
+        let Some(time) = self.event_time(access.time, timezone) else {
             return self.tally.skip(SkipReason::BadTimestamp);
         };
-        let Some(client) = parse::parse_client_ip(access.client) else {
-            return self.tally.skip(SkipReason::BadClient);
+        let resolved = self.networks.resolve_client(access.client, access.client_is_list, || access.forwarded_for());
+        let (client, client_name) = match resolved {
+            Some(Client::Ip(ip)) => (ClientId::Ip(ip), &b""[..]),
+            Some(Client::Name(name)) => (ClientId::of_name(name), name),
+            None => return self.tally.skip(SkipReason::BadClient),
         };
         self.tally.parsed += 1;
         self.tally.sensitive(path_class, access.status);
@@ -134,7 +144,7 @@ impl Ingest {
         if self.downstream_failed {
             return;
         }
-        let client_class = self.networks.classify(client);
+        let client_class = self.networks.classify_client(client);
         let path_key = xxh3_128_with_seed(&self.path_scratch, self.path_seed);
         let user_agent = access.user_agent().unwrap_or(b"");
         let user_agent: &[u8] = if memchr::memchr(b'\\', user_agent).is_some() {
@@ -152,8 +162,11 @@ impl Ingest {
             let path = batch.push_bytes(&self.path_scratch);
             let method = batch.push_bytes(access.method);
             let user_agent = batch.push_bytes(user_agent);
+            let client_name = batch.push_bytes(client_name);
+            batch.arena[client_name.start as usize..client_name.end as usize].make_ascii_lowercase();
             batch.events.push(Event {
                 client,
+                client_name,
                 client_class,
                 time,
                 future,
@@ -192,13 +205,16 @@ impl Ingest {
         self.line(source, head);
     }
 
-    fn event_time(&mut self, text: &[u8]) -> Option<i64> {
+    /// A timestamp's Unix seconds; `timezone` applies only to one written without a zone.
+    fn event_time(&mut self, text: &[u8], timezone: UtcOffset) -> Option<i64> {
         let (cached, len, value) = &mut self.time_cache;
         if text.len() == *len && &cached[..*len] == text {
             return Some(*value);
         }
-        let t = parse::time::parse_clf_time(text)?;
-        if text.len() <= cached.len() {
+        let t = parse::time::parse_clf_time_in(text, timezone)?;
+        // Only timestamps with their own offset are cached: a zone-less one means different
+        // instants in sources of different time zones.
+        if text.len() == parse::time::CLF_TIME_LEN {
             cached[..text.len()].copy_from_slice(text);
             *len = text.len();
             *value = t;
@@ -322,8 +338,9 @@ impl Ingest {
         let index = self.sources.len() as u16;
         // A source named by a Kafka envelope is a host behind the configured source: same
         // kind of server.
-        let path_semantics = self.sources.first().map_or_else(PathSemantics::default, |s| s.path_semantics);
-        self.sources.push(SourceSpec { name: name.to_string(), format, path_semantics });
+        let (path_semantics, timezone) =
+            self.sources.first().map_or_else(Default::default, |s| (s.path_semantics, s.timezone));
+        self.sources.push(SourceSpec { name: name.to_string(), format, path_semantics, timezone });
         self.source_index.insert(name.to_string(), index);
         for tx in &self.to_workers {
             if tx.send(WorkerMsg::AddSource(name.to_string())).is_err() {

@@ -13,20 +13,20 @@
 mod ingest;
 pub mod replay;
 
-use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{bounded, unbounded};
 
-use crate::classify::client::unified;
+use crate::classify::client::{unified, ClientId};
 use crate::classify::path::PathSemantics;
 use crate::config::Config;
 use crate::detect::alert::Alert;
 use crate::detect::event::EventBatch;
 use crate::detect::thread::{run_worker, WorkerMsg, WorkerOutput, WorkerResult};
 use crate::detect::worker::{ClientScope, DetectConfig, Worker, WorkerStats};
+use crate::parse::time::UtcOffset;
 use crate::parse::LogFormat;
 use crate::privacy::Pseudonymizer;
 use crate::store::writer::StoreWriter;
@@ -49,6 +49,8 @@ pub struct SourceSpec {
     pub name: String,
     pub format: LogFormat,
     pub path_semantics: PathSemantics,
+    /// The offset of timestamps written without a zone (`[27/Jun/2013:11:55:44]`).
+    pub timezone: UtcOffset,
 }
 
 /// Sources a pipeline accepts in all, configured ones included: registered names (Kafka
@@ -60,7 +62,7 @@ pub struct RunOutcome {
     /// Latest state of every alert opened or updated in this run, as stored.
     pub alerts: Vec<Alert>,
     /// Per-client totals (only when the scope was kept).
-    pub clients: Vec<(IpAddr, ClientScope)>,
+    pub clients: Vec<ClientScope>,
     pub workers: Vec<WorkerStats>,
 }
 
@@ -175,7 +177,7 @@ impl Pipeline {
         let names: Vec<String> = self.ingest.sources.iter().map(|s| s.name.clone()).collect();
         let mut per_worker: Vec<Vec<Alert>> = (0..n).map(|_| Vec::new()).collect();
         for a in alerts {
-            if let Some(w) = Worker::owner_of(&a, &names, n, |ip| worker_for(ip, n)) {
+            if let Some(w) = Worker::owner_of(&a, &names, n, |client| worker_for(client, n)) {
                 per_worker[w].push(a);
             }
         }
@@ -217,16 +219,19 @@ impl Pipeline {
         for h in self.workers {
             let (s, scope) = h.join().map_err(|_| PipelineError::Thread("a detection worker panicked".into()))?;
             stats.push(s);
-            clients.extend(scope);
+            clients.extend(scope.into_values());
         }
         let alerts = self.store.join().map_err(|_| PipelineError::Thread("the store thread panicked".into()))??;
         Ok(RunOutcome { alerts, clients, workers: stats })
     }
 }
 
-/// Which worker owns a client: a multiplicative hash of its address.
-fn worker_for(ip: IpAddr, workers: usize) -> usize {
-    let a = unified(ip);
+/// Which worker owns a client: a multiplicative hash of its address (or name hash).
+fn worker_for(client: ClientId, workers: usize) -> usize {
+    let a = match client {
+        ClientId::Ip(ip) => unified(ip),
+        ClientId::Name(hash) => hash,
+    };
     let x = (a as u64) ^ ((a >> 64) as u64);
     ((x.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) % workers as u64) as usize
 }

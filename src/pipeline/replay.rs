@@ -13,6 +13,7 @@ use crate::classify::path::PathSemantics;
 use crate::config::Config;
 use crate::detect::event::EventBatch;
 use crate::detect::thread::WorkerMsg;
+use crate::parse::time::UtcOffset;
 use crate::parse::{LogFormat, MAX_LINE_LEN};
 use crate::privacy::Pseudonymizer;
 use crate::report::InputSummary;
@@ -31,6 +32,8 @@ pub struct ReplayOptions {
     pub format: LogFormat,
     /// How the server that wrote the logs resolves paths.
     pub path_semantics: PathSemantics,
+    /// The offset of timestamps written without a zone.
+    pub timezone: UtcOffset,
     pub workers: usize,
     /// Parser threads; events still reach the workers in input order.
     pub parsers: usize,
@@ -57,8 +60,12 @@ pub fn run(
     on_bytes: impl Fn(u64) + Clone + Send + 'static,
     mut on_error: impl FnMut(&str),
 ) -> Result<ReplayOutcome, PipelineError> {
-    let sources =
-        vec![SourceSpec { name: options.source_name, format: options.format, path_semantics: options.path_semantics }];
+    let sources = vec![SourceSpec {
+        name: options.source_name,
+        format: options.format,
+        path_semantics: options.path_semantics,
+        timezone: options.timezone,
+    }];
     let pipeline_options = PipelineOptions {
         workers: options.workers,
         keep_scope: true,

@@ -10,6 +10,7 @@ pub mod tail;
 use std::time::Duration;
 
 use crate::classify::path::PathSemantics;
+use crate::parse::time::UtcOffset;
 use crate::parse::LogFormat;
 
 /// One configured log source (`[[source]]`).
@@ -21,6 +22,8 @@ pub struct SourceSettings {
     pub format: LogFormat,
     /// How the server that wrote the log resolves request paths to files.
     pub path_semantics: PathSemantics,
+    /// Offset of timestamps the log writes without a zone.
+    pub timezone: UtcOffset,
     pub input: SourceInput,
 }
 
