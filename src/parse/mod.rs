@@ -281,7 +281,8 @@ pub fn parse_line(format: LogFormat, line: &[u8]) -> Result<AccessLine<'_>, Skip
 ///
 /// The fields up to and including the bytes field (client, ident, user, time, request,
 /// status, bytes) are judged as in [`parse_line`]; a head cut inside Referer, User-Agent or
-/// X-Forwarded-For is accepted with those fields absent (an unterminated quote) or partial.
+/// X-Forwarded-For is accepted, the cut field and those after it absent (an unterminated
+/// quote is never read as a value), so a cut X-Forwarded-For is never believed.
 /// Only a head cut before the bytes field ends (at a space) is skipped, as `TooLong`: its
 /// bytes count, or more, would be a guess.
 pub fn parse_line_head(format: LogFormat, head: &[u8]) -> Result<AccessLine<'_>, SkipReason> {
