@@ -255,6 +255,8 @@ fn list_filters_show_ack_and_resolve_work_and_persist() {
     let (limited, total) = list("?limit=2");
     assert_eq!((ids(&limited), total), (vec![all[1].id.clone(), all[3].id.clone()], 4), "the most recent two");
     assert_eq!(ids(&list("?status=open&rule=&client=").0).len(), 4);
+    // Host-name clients (Apache HostnameLookups On) are clients too: none here.
+    assert!(ids(&list("?client=Host.Example").0).is_empty());
 
     for bad in [
         "?status=closed",
@@ -263,7 +265,8 @@ fn list_filters_show_ack_and_resolve_work_and_persist() {
         "?limit=0",
         "?limit=10001",
         "?limit=-1",
-        "?client=host.example",
+        "?client=host%20example",
+        "?client=a/b",
         "?stauts=open",
         "?rule=a&rule=b",
     ] {

@@ -167,11 +167,12 @@ impl ListQuery {
         }
         let client = match nonempty(self.client) {
             None => None,
-            Some(c) => Some(
-                crate::parse::parse_client_ip(c.as_bytes())
-                    .ok_or_else(|| bad("client must be an IPv4 or IPv6 address"))?
-                    .to_string(),
-            ),
+            // Alerts show an address canonically and a host-name client in lower case.
+            Some(c) => Some(match crate::parse::parse_client_ip(c.as_bytes()) {
+                Some(ip) => ip.to_string(),
+                None if crate::parse::is_host_name(c.as_bytes()) => c.to_ascii_lowercase(),
+                None => return Err(bad("client must be an IPv4 or IPv6 address or a host name")),
+            }),
         };
         let status = match nonempty(self.status).as_deref() {
             None => None,
