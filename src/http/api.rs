@@ -353,7 +353,9 @@ mod tests {
             (filter.client.as_deref(), filter.status, filter.rule, limit),
             (Some("10.1.2.3"), Some(AlertStatus::Acked), None, DEFAULT_LIMIT)
         );
-        assert!(q(|q| q.client = Some("host.example".into())).is_err());
+        assert!(q(|q| q.client = Some("host example".into())).is_err());
+        let named = q(|q| q.client = Some("Host.Example".into())).unwrap().0;
+        assert_eq!(named.client.as_deref(), Some("host.example"));
         assert!(q(|q| q.status = Some("closed".into())).is_err());
         assert!(q(|q| q.limit = Some("0".into())).is_err());
         assert!(q(|q| q.limit = Some("10001".into())).is_err());
