@@ -1,5 +1,6 @@
 //! Real-world lines through a real nginx: what nginx itself writes for a spoofed
-//! X-Forwarded-For (its `main` format), replayed by the real `recwatch replay`. Owns the nginx it starts (a unix socket in a temp dir: no TCP port;
+//! X-Forwarded-For (its `main` format) and for a 64 KiB User-Agent, replayed by the real
+//! `recwatch replay`. Owns the nginx it starts (a unix socket in a temp dir: no TCP port;
 //! `realip` gives every request its own client address from a test header). Never contacts
 //! anything but that socket.
 
@@ -168,6 +169,23 @@ fn spoofed_x_forwarded_for_from_an_untrusted_client_does_not_make_it_internal() 
     let dir2 = tempfile::tempdir().unwrap();
     let report = replay(dir2.path(), "internal = [\"10.0.0.0/8\"]", "main", &nginx.log);
     assert_eq!(alerted(&report), [r1("203.0.113.9")], "{report:#}");
+}
+
+#[test]
+fn recording_fetch_with_a_64_kib_user_agent_raises_r1() {
+    let dir = tempfile::tempdir().unwrap();
+    let nginx = Nginx::start(dir.path(), "combined");
+    // `\xFF` bytes are logged as `\xFF` text, four bytes each: the line is far over the bound.
+    let user_agent = "Mozilla/5.0 ".to_string() + &"\u{FF}".repeat(32 * 1024);
+    let mut stream_headers = vec![("User-Agent", user_agent.as_str())];
+    assert_eq!(nginx.get("/recordings/call-1.wav", "203.0.113.20", &stream_headers), 200);
+    stream_headers.clear();
+    assert_eq!(nginx.get("/recordings/call-1.wav", "10.0.0.20", &stream_headers), 200);
+    let log = nginx.log_with(2);
+    assert!(log.lines().next().unwrap().len() > 64 * 1024, "nginx logged the whole user agent");
+
+    let report = replay(dir.path(), "internal = [\"10.0.0.0/8\"]", "combined", &nginx.log);
+    assert_eq!(alerted(&report), [("R1".to_string(), "203.0.113.20".to_string())], "{report:#}");
 }
 
 #[test]

@@ -108,13 +108,21 @@ impl Ingest {
     /// One framed line from source `source`. The hot path.
     #[inline]
     pub fn line(&mut self, source: u16, line: &[u8]) {
+        self.judge(source, line, false);
+    }
+
+    /// Parses, classifies and routes one line; `is_head` for the head of an over-long line
+    /// ([`parse::parse_line_head`]: judged when cut after its bytes field).
+    #[inline]
+    fn judge(&mut self, source: u16, line: &[u8], is_head: bool) {
         self.tally.lines += 1;
         self.tally.bytes += line.len() as u64 + 1;
         let (format, path_semantics, timezone) = match self.sources.get(usize::from(source)) {
             Some(s) => (s.format, s.path_semantics, s.timezone),
             None => (LogFormat::Combined, PathSemantics::default(), UtcOffset::UTC),
         };
-        let access = match parse::parse_line(format, line) {
+        let parsed = if is_head { parse::parse_line_head(format, line) } else { parse::parse_line(format, line) };
+        let access = match parsed {
             Ok(a) => a,
             Err(reason) => return self.tally.skip(reason),
         };
@@ -196,13 +204,14 @@ impl Ingest {
     }
 
     /// The head of a line longer than the bound (the framer dropped the rest): counted as
-    /// truncated, then judged like any line.
+    /// truncated, then judged by its head (skipped as `too_long` only when cut before the
+    /// end of its bytes field).
     pub fn truncated(&mut self, source: u16, head: &[u8]) {
         let counter = self.truncated_lines.get(usize::from(source)).or(self.truncated_lines.first());
         if let Some(counter) = counter {
             counter.fetch_add(1, Relaxed);
         }
-        self.line(source, head);
+        self.judge(source, head, true);
     }
 
     /// A timestamp's Unix seconds; `timezone` applies only to one written without a zone.
