@@ -11,7 +11,7 @@
 //! consumer loop (`recwatch::daemon::run_kafka_source`) on them with the reference rules and
 //! times it from the first message consumed to the last one evaluated and committed.
 
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -90,7 +90,7 @@ fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.store.dir)?;
     let store = Store::open_state_dir(&config.store.dir)?;
     let telemetry = Arc::new(Telemetry::default());
-    let stop = Arc::new(AtomicBool::new(false));
+    let stop = tokio_util::sync::CancellationToken::new();
     let consumer = {
         let (store, telemetry, stop) = (store.clone(), telemetry.clone(), stop.clone());
         std::thread::spawn(move || recwatch::daemon::run_kafka_source(&config, "bench", &store, &telemetry, &stop))
@@ -119,7 +119,7 @@ fn main() -> anyhow::Result<()> {
     }
     let took = last_change.duration_since(first);
     let stopping = Instant::now();
-    stop.store(true, Relaxed);
+    stop.cancel();
     consumer.join().map_err(|_| anyhow::anyhow!("the consumer panicked"))??;
     eprintln!(
         "final drain (queued events evaluated, alerts durable, offsets committed, group left): {:.1?}",

@@ -33,12 +33,12 @@ pub mod sender;
 use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Sender};
+use tokio_util::sync::CancellationToken;
 
 use crate::detect::alert::{Alert, AlertStatus};
 use crate::detect::rule::{Rule, Severity};
@@ -222,7 +222,9 @@ fn hostname() -> String {
 
 /// The running notifier threads.
 pub struct Notifier {
-    stop: Arc<AtomicBool>,
+    /// Its own token (not the daemon's): the notifier keeps delivering during the drain and
+    /// is stopped after it, or alone by a reload.
+    stop: CancellationToken,
     wakers: Vec<Sender<()>>,
     threads: Vec<JoinHandle<()>>,
     store: Store,
@@ -245,7 +247,7 @@ impl Notifier {
             Err(e) => tracing::error!(error = %e, "cannot clean up deliveries of removed receivers"),
         }
         let context = Arc::new(Context::new(&settings.external_url, rules));
-        let stop = Arc::new(AtomicBool::new(false));
+        let stop = CancellationToken::new();
         let mut wakers = Vec::new();
         let mut threads = Vec::new();
         let mut sender_wakers = Vec::new();
@@ -285,7 +287,7 @@ impl Notifier {
     /// Stops every thread; waits for a request in flight at most [`STOP_GRACE`] (what it was
     /// sending stays pending and is sent after the next start).
     pub fn stop(&mut self) {
-        self.stop.store(true, Relaxed);
+        self.stop.cancel();
         for w in &self.wakers {
             let _ = w.try_send(());
         }
@@ -317,8 +319,8 @@ struct Dispatcher {
 }
 
 impl Dispatcher {
-    fn run(self, stop: &AtomicBool) {
-        while !stop.load(Relaxed) {
+    fn run(self, stop: &CancellationToken) {
+        while !stop.is_cancelled() {
             let moved = match self.pass() {
                 Ok(n) => n,
                 Err(e) => {

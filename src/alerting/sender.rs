@@ -4,11 +4,12 @@
 //! After a failure the whole receiver pauses for that back-off, so a dead receiver sees one
 //! attempt per back-off period, not one per pending alert. Never touches another receiver.
 
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crossbeam_channel::Receiver;
+use tokio_util::sync::CancellationToken;
 
 use super::payload::{self, State, SIGNATURE_HEADER};
 use super::{Context, ReceiverKind, ReceiverSettings};
@@ -144,8 +145,8 @@ impl Sender {
         }
     }
 
-    pub fn run(mut self, wake: &Receiver<()>, stop: &AtomicBool) {
-        while !stop.load(Relaxed) {
+    pub fn run(mut self, wake: &Receiver<()>, stop: &CancellationToken) {
+        while !stop.is_cancelled() {
             let next = match self.round(stop) {
                 Ok(next) => next,
                 Err(e) => {
@@ -159,7 +160,7 @@ impl Sender {
     }
 
     /// Sends what is due; returns when to look again (Unix ms).
-    fn round(&mut self, stop: &AtomicBool) -> Result<i64, crate::store::StoreError> {
+    fn round(&mut self, stop: &CancellationToken) -> Result<i64, crate::store::StoreError> {
         let now = now_ms();
         let mut next = now + LOOK_EVERY_MS;
         let mut due = Vec::new();
@@ -196,7 +197,7 @@ impl Sender {
             ReceiverKind::Webhook => 1,
         };
         for chunk in due.chunks(batch) {
-            if stop.load(Relaxed) {
+            if stop.is_cancelled() {
                 break;
             }
             let outcome = self.send(chunk);

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use tokio_util::sync::CancellationToken;
 
 use super::{open_episodes, start_pipeline, Control, BARRIER_EVERY};
 use crate::config::Config;
@@ -39,7 +40,7 @@ pub(super) struct KafkaStatus {
 /// A running Kafka consumer loop (one per Kafka source).
 pub(super) struct KafkaLoop {
     pub(super) name: String,
-    stop: Arc<AtomicBool>,
+    stop: CancellationToken,
     pub(super) status: Arc<KafkaStatus>,
     pub(super) thread: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
     beats_seen: u64,
@@ -72,7 +73,8 @@ pub(super) fn start_kafka_loops(
 ) -> Vec<KafkaLoop> {
     let mut loops = Vec::new();
     for source in config.sources.iter().filter(|s| matches!(s.input, SourceInput::Kafka(_))) {
-        let stop = Arc::new(AtomicBool::new(false));
+        // Cancelled with the daemon, or alone when a reload restarts the loops.
+        let stop = control.shutdown.child_token();
         let status = Arc::new(KafkaStatus::default());
         let (config, source_config, store, telemetry, control, stop_flag, status_flag, pseudonyms) = (
             config.clone(),
@@ -100,7 +102,7 @@ pub(super) fn start_kafka_loops(
 /// Tells every loop to stop, waits for their final commits; the first error, if any.
 pub(super) fn stop_kafka_loops(mut loops: Vec<KafkaLoop>) -> anyhow::Result<()> {
     for k in &loops {
-        k.stop.store(true, Relaxed);
+        k.stop.cancel();
     }
     let mut first_error = None;
     for k in &mut loops {
@@ -120,7 +122,7 @@ pub fn run_kafka_source(
     source_name: &str,
     store: &Store,
     telemetry: &Arc<Telemetry>,
-    stop: &AtomicBool,
+    stop: &CancellationToken,
 ) -> anyhow::Result<()> {
     let source = config
         .sources
@@ -128,7 +130,8 @@ pub fn run_kafka_source(
         .find(|s| s.name == source_name && matches!(s.input, SourceInput::Kafka(_)))
         .with_context(|| format!("no Kafka source named {source_name:?} in {}", config.file.display()))?;
     let pseudonyms = Pseudonymizer::resolve(config.pseudonyms.as_ref(), &config.store.dir)?;
-    let io = KafkaLoopIo { store, telemetry, control: &Control::default(), pseudonyms: &pseudonyms };
+    let control = Control { shutdown: stop.clone(), ..Control::default() };
+    let io = KafkaLoopIo { store, telemetry, control: &control, pseudonyms: &pseudonyms };
     kafka_loop(source, config, io, stop, &KafkaStatus::default())
 }
 
@@ -175,7 +178,7 @@ fn kafka_loop(
     source: &SourceSettings,
     config: &Config,
     io: KafkaLoopIo<'_>,
-    stop: &AtomicBool,
+    stop: &CancellationToken,
     status: &KafkaStatus,
 ) -> anyhow::Result<()> {
     let KafkaLoopIo { store, telemetry, control, pseudonyms } = io;
@@ -193,7 +196,7 @@ fn kafka_loop(
     let mut last_marker = Instant::now();
     // When the oldest message not yet under a barrier was read (detection latency).
     let mut unsealed_since: Option<Instant> = None;
-    while !stop.load(Relaxed) && !control.stop.load(Relaxed) {
+    while !stop.is_cancelled() {
         status.beats.fetch_add(1, Relaxed);
         while let Some(rebalance) = consumer.take_rebalance() {
             match rebalance {

@@ -1,6 +1,7 @@
 //! `recwatch run`: the long-running process. Owns the runtime and the lifecycle: start (config,
 //! state directory, the store or its quarantine), the HTTP server, signals (SIGTERM/SIGINT
-//! stop with a final flush, SIGHUP reloads), systemd notifications (READY, WATCHDOG,
+//! cancel the one shutdown token every loop watches, then a final flush within
+//! [`DRAIN_GRACE`]; SIGHUP reloads), systemd notifications (READY, WATCHDOG,
 //! STOPPING) and the notifier threads. The loops live beside it: [`files`] (the tail loop and
 //! its checkpoints), [`kafka`] (one consumer loop per Kafka source), [`reload`] and
 //! [`retention`]. Never parses, detects or stores by itself.
@@ -24,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use sd_notify::NotifyState;
+use tokio_util::sync::CancellationToken;
 
 use crate::alerting::Notifier;
 use crate::config::{Config, Overrides};
@@ -59,14 +61,17 @@ pub(super) const BARRIER_EVERY: Duration = Duration::from_millis(10);
 /// Grace for the HTTP server to finish in-flight requests at shutdown.
 const HTTP_GRACE: Duration = Duration::from_secs(2);
 
-/// Flags set by the signal task, read by the tail loop and the store stage.
+/// How long the drain after SIGTERM/SIGINT may take before the process exits anyway (below
+/// systemd's `TimeoutStopSec=30s`): lines after the last durable checkpoint are read again at
+/// the next start, so leaving late costs re-reading, never loss.
+pub const DRAIN_GRACE: Duration = Duration::from_secs(25);
+
+/// What the signal task sets. `shutdown` is the one stop value: every loop (tail loop, Kafka
+/// loops through child tokens, store writers' retries, retention) watches it.
 #[derive(Default)]
 struct Control {
-    stop: AtomicBool,
+    shutdown: CancellationToken,
     reload: AtomicBool,
-    /// Shared with every pipeline's store stage: set with `stop`, so a store that cannot
-    /// write (full disk) gives up instead of blocking the shutdown.
-    stop_retrying: Arc<AtomicBool>,
 }
 
 pub fn run(opts: RunOptions) -> anyhow::Result<()> {
@@ -100,23 +105,30 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", config.http.listen))?;
     let _bound = http::announce(listener.local_addr()?, &state_dir)
         .with_context(|| format!("cannot report the HTTP address in {}", state_dir.display()))?;
-    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    // The server keeps answering (/readyz says draining) until the drain is over.
+    let http_stop = CancellationToken::new();
     let state = HttpState { store: store.clone(), telemetry: telemetry.clone(), api_token, ready: ready.clone() };
     let limits = http::Limits { max_connections: config.http.max_connections, ..http::Limits::default() };
-    let server = runtime.spawn(http::serve_with(listener, state, limits, async move {
-        let _ = http_stopped.await;
-    }));
+    let server = runtime.spawn(http::serve_with(listener, state, limits, http_stop.clone().cancelled_owned()));
     runtime.spawn(watch_signals(control.clone()));
-    runtime.spawn(retention::retention_sweeps(store.clone(), config.store.retention_days, telemetry.clone()));
+    let drained = CancellationToken::new();
+    runtime.spawn(drain_deadline(control.shutdown.clone(), drained.clone()));
+    runtime.spawn(retention::retention_sweeps(
+        store.clone(),
+        config.store.retention_days,
+        telemetry.clone(),
+        control.shutdown.clone(),
+    ));
     // Pending deliveries from before a restart start going out at once.
     let mut notifier = Notifier::start(&config.alerting, &config.rules, store.clone(), telemetry.clone());
 
     let result = tail_loop(Arc::new(config), fingerprint, &opts, store, telemetry, &ready, &control, &mut notifier);
+    drained.cancel();
     ready.set_draining();
     notifier.stop();
 
     let _ = sd_notify::notify(false, &[NotifyState::Stopping]);
-    let _ = stop_http.send(());
+    http_stop.cancel();
     let _ = runtime.block_on(async { tokio::time::timeout(HTTP_GRACE, server).await });
     runtime.shutdown_timeout(HTTP_GRACE);
     result
@@ -197,8 +209,19 @@ async fn watch_signals(control: Arc<Control>) {
 
 impl Control {
     fn request_stop(&self) {
-        self.stop.store(true, Relaxed);
-        self.stop_retrying.store(true, Relaxed);
+        self.shutdown.cancel();
+    }
+}
+
+/// Once shutdown is asked for, gives the drain [`DRAIN_GRACE`]; past it the process exits.
+async fn drain_deadline(shutdown: CancellationToken, drained: CancellationToken) {
+    shutdown.cancelled().await;
+    tokio::select! {
+        _ = drained.cancelled() => {}
+        _ = tokio::time::sleep(DRAIN_GRACE) => {
+            tracing::error!(grace = ?DRAIN_GRACE, "the final flush did not finish in time: exiting; lines after the last durable checkpoint are read again at the next start");
+            std::process::exit(1);
+        }
     }
 }
 
@@ -214,7 +237,7 @@ fn start_pipeline(
         workers: config.engine.workers,
         keep_scope: false,
         on_store_error: OnStoreError::Retry,
-        stop_retrying: control.stop_retrying.clone(),
+        shutdown: control.shutdown.clone(),
         notify: Notify::Queue,
         pseudonyms: pseudonyms.clone(),
     };
@@ -263,7 +286,7 @@ fn tail_loop(
     let mut sent_barrier = 0u64;
     let mut unsent = false;
 
-    while !control.stop.load(Relaxed) {
+    while !control.shutdown.is_cancelled() {
         for k in &mut running.kafka_loops {
             if k.thread.as_ref().is_some_and(|t| t.is_finished()) {
                 let result = k.join();

@@ -6,6 +6,8 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio_util::sync::CancellationToken;
+
 use crate::store::Store;
 use crate::telemetry::Telemetry;
 
@@ -16,11 +18,19 @@ const RETENTION_SWEEP_EVERY_SECS: i64 = 3600;
 /// never later than the newest log event read (so replaying old logs into a store does not
 /// expire them on the spot); it sweeps whenever that clock has moved an hour since the last
 /// sweep (hourly when live; at once when logs jump ahead).
-pub(super) async fn retention_sweeps(store: Store, retention_days: u32, telemetry: Arc<Telemetry>) {
+pub(super) async fn retention_sweeps(
+    store: Store,
+    retention_days: u32,
+    telemetry: Arc<Telemetry>,
+    shutdown: CancellationToken,
+) {
     let mut check = tokio::time::interval(Duration::from_secs(1));
     let mut last_sweep = i64::MIN;
     loop {
-        check.tick().await;
+        tokio::select! {
+            _ = check.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
         let newest_event = telemetry.newest_event_unix.load(Relaxed);
         let wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
         let clock = wall.min(newest_event);

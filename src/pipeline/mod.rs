@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{bounded, unbounded};
+use tokio_util::sync::CancellationToken;
 
 use crate::classify::client::{unified, ClientId};
 use crate::classify::path::PathSemantics;
@@ -90,9 +91,10 @@ pub struct PipelineOptions {
     /// Keep per-client totals for the scope report (replay).
     pub keep_scope: bool,
     pub on_store_error: OnStoreError,
-    /// Set at shutdown: a failing store stops retrying, so a full disk cannot hold the
-    /// process past its stop timeout (unflushed lines are read again at the next start).
-    pub stop_retrying: Arc<std::sync::atomic::AtomicBool>,
+    /// The daemon's shutdown: once cancelled, a failing store stops retrying, so a full disk
+    /// cannot hold the process past its stop timeout (unflushed lines are read again at the
+    /// next start).
+    pub shutdown: CancellationToken,
     /// Whether stored alert changes are queued for the notifiers (daemon) or not (replay).
     pub notify: Notify,
     /// Keys the pseudonyms of personnummer and phone numbers in alert samples.
@@ -142,7 +144,7 @@ impl Pipeline {
             store,
             workers,
             on_error: options.on_store_error,
-            stop_retrying: options.stop_retrying.clone(),
+            shutdown: options.shutdown.clone(),
             notify: options.notify,
             telemetry: telemetry.clone(),
             durable: durable.clone(),

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crossbeam_channel::bounded;
+use tokio_util::sync::CancellationToken;
 
 use super::{OnStoreError, Pipeline, PipelineError, PipelineOptions, RunOutcome, SourceSpec};
 use crate::classify::path::PathSemantics;
@@ -70,7 +71,8 @@ pub fn run(
         workers: options.workers,
         keep_scope: true,
         on_store_error: OnStoreError::Fail,
-        stop_retrying: Default::default(),
+        // A replay stops when its input ends; a failing store fails it at once.
+        shutdown: CancellationToken::new(),
         // A replay is read by the person who ran it: its alerts page nobody.
         notify: Notify::Skip,
         pseudonyms: options.pseudonyms,

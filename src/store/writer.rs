@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
+use tokio_util::sync::CancellationToken;
 
 use crate::detect::alert::Alert;
 use crate::detect::thread::{Barrier, WorkerOutput};
@@ -54,7 +55,8 @@ pub(crate) struct StoreWriter<S: AlertStore = Store> {
     pub(crate) store: S,
     pub(crate) workers: usize,
     pub(crate) on_error: OnStoreError,
-    pub(crate) stop_retrying: Arc<std::sync::atomic::AtomicBool>,
+    /// Once cancelled, a failed write is not retried (the daemon is stopping).
+    pub(crate) shutdown: CancellationToken,
     pub(crate) notify: Notify,
     pub(crate) telemetry: Arc<Telemetry>,
     pub(crate) durable: Arc<AtomicU64>,
@@ -144,7 +146,7 @@ impl<S: AlertStore> StoreWriter<S> {
                 }
                 Err(e) => {
                     self.telemetry.store_errors.fetch_add(1, Relaxed);
-                    if self.on_error == OnStoreError::Fail || self.stop_retrying.load(Relaxed) {
+                    if self.on_error == OnStoreError::Fail || self.shutdown.is_cancelled() {
                         return Err(e);
                     }
                     tracing::error!(error = %e, "alert store write failed; reading pauses, retrying");
@@ -166,7 +168,7 @@ fn merge_into(map: &mut HashMap<String, Alert>, a: Alert) {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicBool, AtomicU32};
+    use std::sync::atomic::AtomicU32;
 
     use crossbeam_channel::unbounded;
 
@@ -203,7 +205,7 @@ mod tests {
             store,
             workers,
             on_error,
-            stop_retrying: Arc::new(AtomicBool::new(false)),
+            shutdown: CancellationToken::new(),
             notify: Notify::Skip,
             telemetry: Arc::new(Telemetry::default()),
             durable: Arc::new(AtomicU64::new(0)),
@@ -333,7 +335,7 @@ mod tests {
         let (_dir, store) = store();
         let failing = FailingFlush { store: store.clone(), failures: AtomicU32::new(u32::MAX) };
         let w = writer(failing, 1, OnStoreError::Retry);
-        w.stop_retrying.store(true, Relaxed);
+        w.shutdown.cancel();
         let msgs = vec![WorkerOutput::Barrier(barrier(1, Some("one")))];
         let (result, durable, _) = run(w, msgs);
         assert!(result.is_err());
