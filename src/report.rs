@@ -401,7 +401,7 @@ mod tests {
         assert_eq!(skipped_lines_warning(LogFormat::Combined, 10, 5, &[]), None, "half is not more than half");
         let none = skipped_lines_warning(LogFormat::Combined, 4, 3, &[]).unwrap();
         assert!(
-            none.ends_with("no known format fits them (formats: combined, common, vhost_combined, vhost_common)"),
+            none.ends_with("no known format fits them (formats: combined, main, common, vhost_combined, vhost_common)"),
             "{none}"
         );
     }
