@@ -34,7 +34,8 @@ pub fn line_parser(line: &[u8]) {
 /// pass, as a proxy might make, cannot reveal a different path). Exempt, by design: a path cut
 /// at the length bound, one holding a decoded `?` or `#` (read as a query by a second pass),
 /// and one still holding a `%XX` escape (double encoding is decoded once, as nginx and Apache
-/// do). Both path semantics (Linux, Windows), with and without case folding.
+/// do), or a `\` (undone as log escaping by a second pass). Both path semantics (Linux,
+/// Windows), with and without case folding.
 pub fn path_normaliser(target: &[u8]) {
     for semantics in PathSemantics::ALL {
         for case_fold in [false, true] {
@@ -45,7 +46,10 @@ pub fn path_normaliser(target: &[u8]) {
             let cut = once.len() == MAX_NORMALIZED_LEN;
             let still_encoded =
                 once.windows(3).any(|w| w[0] == b'%' && w[1].is_ascii_hexdigit() && w[2].is_ascii_hexdigit());
-            if cut || still_encoded || once.contains(&b'?') || once.contains(&b'#') {
+            // A `\` in the result would be read as log escaping by a second pass (found by this
+            // target: `\\` halves on every pass), like `%XX` as percent escaping.
+            let log_escape = once.contains(&b'\\');
+            if cut || still_encoded || log_escape || once.contains(&b'?') || once.contains(&b'#') {
                 continue;
             }
             let mut twice = Vec::new();
