@@ -60,7 +60,8 @@ pub const MAX_SOURCES: usize = 1024;
 
 /// What a finished run produced.
 pub struct RunOutcome {
-    /// Latest state of every alert opened or updated in this run, as stored.
+    /// Latest state of every alert opened or updated in this run, as stored (only with
+    /// `keep_scope`: the daemon's alerts live in the store, not in memory).
     pub alerts: Vec<Alert>,
     /// Per-client totals (only when the scope was kept).
     pub clients: Vec<ClientScope>,
@@ -88,7 +89,7 @@ pub struct Pipeline {
 #[derive(Clone, Debug)]
 pub struct PipelineOptions {
     pub workers: usize,
-    /// Keep per-client totals for the scope report (replay).
+    /// Keep per-client totals and the run's alert ids for the scope report (replay).
     pub keep_scope: bool,
     pub on_store_error: OnStoreError,
     /// The daemon's shutdown: once cancelled, a failing store stops retrying, so a full disk
@@ -148,6 +149,7 @@ impl Pipeline {
             notify: options.notify,
             telemetry: telemetry.clone(),
             durable: durable.clone(),
+            report: options.keep_scope,
         };
         let store_handle = std::thread::Builder::new()
             .name("store".into())

@@ -2,8 +2,9 @@
 //! counting (a checkpoint is written only once every worker has passed its barrier, in the
 //! same flush as the alerts before it) and the coalescing of alert updates by id. Never
 //! detects; what a write failure means (stop, or wait and retry) is the caller's choice.
+//! Keeps no alert beyond the write it is in, except the ids a replay reports at its end.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -60,6 +61,9 @@ pub(crate) struct StoreWriter<S: AlertStore = Store> {
     pub(crate) notify: Notify,
     pub(crate) telemetry: Arc<Telemetry>,
     pub(crate) durable: Arc<AtomicU64>,
+    /// Whether [`StoreWriter::run`] returns the run's alerts (replay's report). Off in the
+    /// daemon, whose alerts live in the store only: memory does not grow with them.
+    pub(crate) report: bool,
 }
 
 impl<S: AlertStore> StoreWriter<S> {
@@ -67,9 +71,9 @@ impl<S: AlertStore> StoreWriter<S> {
     const RETRY_DELAY: Duration = Duration::from_millis(500);
 
     pub(crate) fn run(self, rx: Receiver<WorkerOutput>) -> Result<Vec<Alert>, StoreError> {
-        // Every alert of this run in its latest state; and the coalescing buffer: whatever
-        // queued up while the last write ran is merged by id and written once.
-        let mut latest: HashMap<String, Alert> = HashMap::new();
+        // The ids of this run's alerts (only when reporting them); and the coalescing buffer:
+        // whatever queued up while the last write ran is merged by id and written once.
+        let mut reported: Option<HashSet<String>> = self.report.then(HashSet::new);
         let mut pending: HashMap<String, Alert> = HashMap::new();
         // Barrier seq → workers that passed it.
         let mut arrivals: BTreeMap<u64, usize> = BTreeMap::new();
@@ -99,8 +103,8 @@ impl<S: AlertStore> StoreWriter<S> {
             }
             let batch: Vec<Alert> = pending.drain().map(|(_, a)| a).collect();
             self.write(&batch, complete.as_deref())?;
-            for a in batch {
-                merge_into(&mut latest, a);
+            if let Some(ids) = &mut reported {
+                ids.extend(batch.into_iter().map(|a| a.id));
             }
             if let Some(b) = complete {
                 self.telemetry.detection_latency_seconds.observe(b.read_at.elapsed().as_secs_f64());
@@ -109,8 +113,9 @@ impl<S: AlertStore> StoreWriter<S> {
         }
         self.write(&[], None)?;
         // Report what the store holds (it may carry an ack or counts from an earlier run).
-        let mut out = Vec::with_capacity(latest.len());
-        for id in latest.keys() {
+        let ids = reported.unwrap_or_default();
+        let mut out = Vec::with_capacity(ids.len());
+        for id in &ids {
             if let Some(a) = self.store.get(id)? {
                 out.push(a);
             }
@@ -209,6 +214,7 @@ mod tests {
             notify: Notify::Skip,
             telemetry: Arc::new(Telemetry::default()),
             durable: Arc::new(AtomicU64::new(0)),
+            report: true,
         }
     }
 
@@ -293,6 +299,15 @@ mod tests {
         assert_eq!(durable, 1);
         assert_eq!(store.get(&alert(0).id).unwrap().map(|a| a.requests), Some(5));
         assert_eq!(telemetry.alert_writes.load(Relaxed), 1, "coalesced into one write");
+    }
+
+    #[test]
+    fn the_daemons_writer_keeps_no_alert_once_written() {
+        let (_dir, store) = store();
+        let msgs = vec![WorkerOutput::Alerts(vec![alert(2)]), WorkerOutput::Alerts(vec![alert(4)])];
+        let (result, _, _) = run(StoreWriter { report: false, ..writer(store.clone(), 1, OnStoreError::Fail) }, msgs);
+        assert!(result.unwrap().is_empty(), "nothing held for a report");
+        assert_eq!(store.get(&alert(0).id).unwrap().map(|a| a.requests), Some(4), "but everything stored");
     }
 
     #[test]
