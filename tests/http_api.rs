@@ -258,6 +258,21 @@ fn list_filters_show_ack_and_resolve_work_and_persist() {
     // Host-name clients (Apache HostnameLookups On) are clients too: none here.
     assert!(ids(&list("?client=Host.Example").0).is_empty());
 
+    // Paging: each page names the cursor of the page before it; the pages tile the list.
+    let page = |query: &str| {
+        let r = authed(c.get(server.url(&format!("/api/v1/alerts{query}")))).send().unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{query}");
+        let next = r.headers().get("x-next-cursor").map(|v| v.to_str().unwrap().to_string());
+        (ids(&json(r)), next)
+    };
+    let (newest, cursor) = page("?limit=3");
+    assert_eq!(newest, [all[0].id.as_str(), all[1].id.as_str(), all[3].id.as_str()]);
+    let (older, last) = page(&format!("?limit=3&cursor={}", cursor.unwrap()));
+    assert_eq!((older, last), (vec![all[2].id.clone()], None));
+    let (r1_newest, cursor) = page("?limit=1&rule=R1");
+    assert_eq!(r1_newest, [all[3].id.as_str()]);
+    assert_eq!(page(&format!("?limit=1&rule=R1&cursor={}", cursor.unwrap())), (vec![all[0].id.clone()], None));
+
     for bad in [
         "?status=closed",
         "?since=yesterday",
@@ -267,6 +282,8 @@ fn list_filters_show_ack_and_resolve_work_and_persist() {
         "?limit=-1",
         "?client=host%20example",
         "?client=a/b",
+        "?cursor=xyz",
+        "?cursor=00",
         "?stauts=open",
         "?rule=a&rule=b",
     ] {

@@ -22,7 +22,7 @@ use subtle::ConstantTimeEq;
 use super::HttpState;
 use crate::detect::alert::AlertStatus;
 use crate::report::AlertRow;
-use crate::store::{AlertFilter, StoreError};
+use crate::store::{AlertFilter, PageCursor, StoreError};
 
 /// `limit` when the query has none.
 pub const DEFAULT_LIMIT: usize = 1000;
@@ -30,6 +30,8 @@ pub const DEFAULT_LIMIT: usize = 1000;
 pub const MAX_LIMIT: usize = 10_000;
 /// Header carrying how many alerts matched the filters before `limit` was applied.
 pub const TOTAL_COUNT_HEADER: &str = "x-total-count";
+/// Header carrying the `cursor` of the page before this one, when older alerts match.
+pub const NEXT_CURSOR_HEADER: &str = "x-next-cursor";
 
 /// The `/api/v1` routes, every one behind the bearer token.
 pub fn router(state: HttpState) -> Router<HttpState> {
@@ -154,6 +156,8 @@ pub struct ListQuery {
     pub since: Option<String>,
     /// At most this many alerts (the most recent ones), 1..=MAX_LIMIT.
     pub limit: Option<String>,
+    /// Continue before this point: the `x-next-cursor` of the previous page.
+    pub cursor: Option<String>,
 }
 
 impl ListQuery {
@@ -200,16 +204,31 @@ impl ListQuery {
 }
 
 /// Alerts matching the filters, in first-seen order; when more than `limit` match, the most
-/// recent `limit` of them. `X-Total-Count` says how many matched.
+/// recent `limit` of them, and `X-Next-Cursor` for the page before (`?cursor=`): a page costs
+/// its own size. `X-Total-Count` says how many matched (a count of the index without filters,
+/// a scan with them).
 async fn list(State(state): State<HttpState>, query: Result<Query<ListQuery>, QueryRejection>) -> Response {
     let result = async {
         let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+        let cursor = match query.cursor.as_deref().filter(|c| !c.is_empty()) {
+            None => None,
+            Some(c) => Some(PageCursor::from_hex(c).ok_or_else(|| {
+                ApiError::BadRequest("cursor must be the x-next-cursor of a previous page".to_string())
+            })?),
+        };
         let (filter, limit) = query.build()?;
         let store = state.store.clone();
-        let alerts = blocking(move || store.list(&filter)).await?;
-        let total = alerts.len();
-        let rows: Vec<AlertRow> = alerts[total.saturating_sub(limit)..].iter().map(AlertRow::from).collect();
-        Ok::<_, ApiError>(([(TOTAL_COUNT_HEADER, total.to_string())], SafeJson(rows)).into_response())
+        let (page, next, total) = blocking(move || {
+            let (page, next) = store.list_page(&filter, cursor.as_ref(), limit)?;
+            Ok((page, next, store.count(&filter)?))
+        })
+        .await?;
+        let rows: Vec<AlertRow> = page.iter().map(AlertRow::from).collect();
+        let mut response = ([(TOTAL_COUNT_HEADER, total.to_string())], SafeJson(rows)).into_response();
+        if let Some(next) = next.and_then(|n| HeaderValue::from_str(&n.to_hex()).ok()) {
+            response.headers_mut().insert(NEXT_CURSOR_HEADER, next);
+        }
+        Ok::<_, ApiError>(response)
     };
     result.await.unwrap_or_else(IntoResponse::into_response)
 }

@@ -275,6 +275,48 @@ impl Db {
         Ok(out)
     }
 
+    /// The newest `limit` alerts matching `filter` whose index key is before `before` (all when
+    /// None), oldest first, and the index key of the oldest one returned when more match
+    /// before it. Reads only as far back as the page needs.
+    pub(super) fn list_page(
+        &self,
+        filter: &AlertFilter,
+        before: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<(Vec<Alert>, Option<Vec<u8>>), StoreError> {
+        let range = match before {
+            Some(k) => self.by_time.range(..k),
+            None => self.by_time.iter(),
+        };
+        let mut page = Vec::new();
+        let mut oldest_key = None;
+        let mut more = false;
+        for item in range.rev() {
+            let (key, _) = item?;
+            let id = String::from_utf8_lossy(key.get(8..).unwrap_or_default()).into_owned();
+            let Some(a) = self.get(&id)? else { continue };
+            if !filter.accepts(&a) {
+                continue;
+            }
+            if page.len() == limit {
+                more = true;
+                break;
+            }
+            page.push(a);
+            oldest_key = Some(key.to_vec());
+        }
+        page.reverse();
+        Ok((page, oldest_key.filter(|_| more)))
+    }
+
+    /// How many alerts match `filter`; without a filter only the index keys are counted.
+    pub(super) fn count(&self, filter: &AlertFilter) -> Result<usize, StoreError> {
+        if filter.is_empty() {
+            return Ok(self.by_time.len());
+        }
+        Ok(self.list(filter)?.len())
+    }
+
     pub(super) fn set_status(&self, id: &str, status: AlertStatus) -> Result<(Alert, bool), StoreError> {
         let now = now_ms();
         let (updated, changed) = (&self.alerts, &self.outbox).transaction(|(tx_alerts, tx_outbox)| {

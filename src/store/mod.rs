@@ -185,7 +185,32 @@ pub struct AlertFilter {
     pub since: Option<i64>,
 }
 
+/// Where a page of [`Store::list_page`] starts (exclusive): an alert's place in the time
+/// index. Opaque outside the store; travels as hex.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PageCursor(Vec<u8>);
+
+impl PageCursor {
+    pub fn to_hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// None unless `s` is hex of a plausible index key (8 bytes of time, then an id).
+    pub fn from_hex(s: &str) -> Option<PageCursor> {
+        if s.len() % 2 != 0 || s.len() < 18 || s.len() > 2 * (8 + 64) {
+            return None;
+        }
+        let bytes: Option<Vec<u8>> =
+            (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect();
+        bytes.map(PageCursor)
+    }
+}
+
 impl AlertFilter {
+    fn is_empty(&self) -> bool {
+        self.rule.is_none() && self.client.is_none() && self.status.is_none() && self.since.is_none()
+    }
+
     fn accepts(&self, a: &Alert) -> bool {
         self.rule.as_ref().is_none_or(|r| *r == a.rule || *r == a.rule_id)
             && self.client.as_ref().is_none_or(|c| *c == a.client)
@@ -381,6 +406,26 @@ impl Store {
     pub fn list(&self, filter: &AlertFilter) -> Result<Vec<Alert>, StoreError> {
         let filter = filter.clone();
         self.call("list", move |db| db.list(&filter))
+    }
+
+    /// One page of alerts in first-seen order: the newest `limit` matching `filter` before
+    /// `cursor` (from the start: the newest of all). Costs the page, not the store. The
+    /// returned cursor leads to the page before this one, if any.
+    pub fn list_page(
+        &self,
+        filter: &AlertFilter,
+        cursor: Option<&PageCursor>,
+        limit: usize,
+    ) -> Result<(Vec<Alert>, Option<PageCursor>), StoreError> {
+        let (filter, before) = (filter.clone(), cursor.map(|c| c.0.clone()));
+        let (page, next) = self.call("list_page", move |db| db.list_page(&filter, before.as_deref(), limit))?;
+        Ok((page, next.map(PageCursor)))
+    }
+
+    /// How many alerts match `filter` (without a filter: the index length, no alert decoded).
+    pub fn count(&self, filter: &AlertFilter) -> Result<usize, StoreError> {
+        let filter = filter.clone();
+        self.call("count", move |db| db.count(&filter))
     }
 
     /// Sets an alert's status (ack, resolve) durably; a change is queued for the notifiers
