@@ -8,6 +8,10 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
+mod events;
+
+pub use events::{FileOp, RescanReason};
+
 use crate::classify::path::PathClass;
 use crate::parse::{SkipReason, Wrapper};
 

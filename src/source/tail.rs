@@ -17,7 +17,7 @@ use tracing::{debug, info, warn};
 use xxhash_rust::xxh3::xxh3_64;
 
 use crate::source::framing::{Frame, Framer};
-use crate::telemetry::Telemetry;
+use crate::telemetry::{FileOp, RescanReason, Telemetry};
 
 /// Bytes of a file's head hashed into its fingerprint.
 pub const FINGERPRINT_MAX: usize = 1024;
@@ -437,8 +437,7 @@ impl Tailer {
                 Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
             }
         }
-        warn!("inotify watcher stopped: polling only");
-        self.telemetry.rescans.fetch_add(1, Relaxed);
+        self.telemetry.rescan(RescanReason::WatcherStopped);
         self.watch = None;
         std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
     }
@@ -509,8 +508,7 @@ impl Tailer {
             if !f.at_pattern && !f.rotated {
                 f.rotated = true;
                 f.last_growth = now;
-                self.telemetry.rotations.fetch_add(1, Relaxed);
-                info!(source = f.source, path = %f.origin.display(), "file rotated or deleted: draining it");
+                self.telemetry.file_rotated(f.source, &f.origin);
             }
         }
         waiting
@@ -534,8 +532,7 @@ impl Tailer {
                 Ok(s) => s,
                 Err(e) => {
                     if e.kind() != io::ErrorKind::NotFound {
-                        self.telemetry.read_errors.fetch_add(1, Relaxed);
-                        warn!(path = %cp.path.display(), error = %e, "cannot list the directory of a checkpointed file");
+                        self.telemetry.file_read_failed(cp.source, &cp.path, FileOp::ListDirectory, &e);
                     }
                     self.pending.push(cp);
                     continue;
@@ -595,8 +592,7 @@ impl Tailer {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
             Err(e) => {
-                self.telemetry.read_errors.fetch_add(1, Relaxed);
-                warn!(source, path = %path.display(), error = %e, "cannot open log file");
+                self.telemetry.file_read_failed(source, path, FileOp::Open, &e);
                 return None;
             }
         };
@@ -604,8 +600,7 @@ impl Tailer {
             Ok(m) if m.is_file() => m,
             Ok(_) => return None,
             Err(e) => {
-                self.telemetry.read_errors.fetch_add(1, Relaxed);
-                warn!(source, path = %path.display(), error = %e, "cannot stat log file");
+                self.telemetry.file_read_failed(source, path, FileOp::Stat, &e);
                 return None;
             }
         };
@@ -620,8 +615,7 @@ impl Tailer {
         let head_len = match read_full_at(&file, &mut head[..(size.min(FINGERPRINT_MAX as u64) as usize)], 0) {
             Ok(n) => n,
             Err(e) => {
-                self.telemetry.read_errors.fetch_add(1, Relaxed);
-                warn!(source, path = %path.display(), error = %e, "cannot read log file");
+                self.telemetry.file_read_failed(source, path, FileOp::ReadHead, &e);
                 return None;
             }
         };
@@ -656,7 +650,7 @@ impl Tailer {
             }
         }
         if !at_pattern {
-            self.telemetry.rotations.fetch_add(1, Relaxed);
+            self.telemetry.rotated_file_followed(source, path, offset);
         }
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -700,8 +694,7 @@ impl Tailer {
             let size = match f.file.metadata() {
                 Ok(m) => m.len(),
                 Err(e) => {
-                    self.telemetry.read_errors.fetch_add(1, Relaxed);
-                    warn!(source = f.source, path = %f.origin.display(), error = %e, "cannot stat followed file");
+                    self.telemetry.file_read_failed(f.source, &f.origin, FileOp::StatFollowed, &e);
                     f.hit_eof = true;
                     continue;
                 }
@@ -710,8 +703,7 @@ impl Tailer {
                 && match refresh_fingerprint(f, &mut head, size) {
                     Ok(ok) => ok,
                     Err(e) => {
-                        self.telemetry.read_errors.fetch_add(1, Relaxed);
-                        warn!(source = f.source, path = %f.origin.display(), error = %e, "cannot read followed file");
+                        self.telemetry.file_read_failed(f.source, &f.origin, FileOp::ReadFollowed, &e);
                         f.hit_eof = true;
                         continue;
                     }
@@ -724,18 +716,11 @@ impl Tailer {
                 f.verified_at = SystemTime::now();
                 continue;
             }
-            self.telemetry.truncations.fetch_add(1, Relaxed);
             let copy =
                 if f.offset > 0 && f.anchor_len > 0 { find_copy(&self.files[i], &self.files, now) } else { None };
             let f = &mut self.files[i];
-            match &copy {
-                Some(c) => {
-                    info!(source = f.source, path = %f.origin.display(), copy = %c.real.display(), offset = f.offset,
-                    "file truncated (copytruncate): reading the rest of the old generation from its copy")
-                }
-                None => warn!(source = f.source, path = %f.origin.display(), offset = f.offset, scanned = f.scanned_to,
-                    "file truncated or rewritten: reading the new generation from 0; unread lines of the old one are lost"),
-            }
+            let copy_path = copy.as_ref().map(|c| c.real.as_path());
+            self.telemetry.file_truncated(f.source, &f.origin, f.offset, f.scanned_to, copy_path);
             if let Some(mut c) = copy {
                 c.seq = f.seq;
                 f.seq = self.next_seq;
@@ -752,8 +737,7 @@ impl Tailer {
             f.fp = xxh3_64(&[]);
             f.last_growth = now;
             if let Err(e) = refresh_fingerprint(f, &mut head, size) {
-                self.telemetry.read_errors.fetch_add(1, Relaxed);
-                warn!(source = f.source, path = %f.origin.display(), error = %e, "cannot read followed file");
+                self.telemetry.file_read_failed(f.source, &f.origin, FileOp::ReadFollowed, &e);
             }
             f.verified_at = SystemTime::now();
         }
@@ -800,8 +784,7 @@ impl Tailer {
                         progressed |= got > 0;
                     }
                     Err(e) => {
-                        self.telemetry.read_errors.fetch_add(1, Relaxed);
-                        warn!(source = f.source, path = %f.origin.display(), error = %e, "read failed");
+                        self.telemetry.file_read_failed(f.source, &f.origin, FileOp::Read, &e);
                         f.hit_eof = true;
                     }
                 }
@@ -854,14 +837,12 @@ impl Tailer {
                 match read_full_at(&f.file, &mut self.buf[..len.min(self.opts.max_line_len)], f.offset) {
                     Ok(n) if n > 0 => {
                         sink.partial_line(f.source, &self.buf[..n]);
-                        self.telemetry.partial_lines.fetch_add(1, Relaxed);
-                        info!(source = f.source, path = %f.origin.display(), bytes = n, "flushed an incomplete last line of a rotated file");
+                        self.telemetry.partial_line_flushed(f.source, &f.origin, n);
                         f.offset += n as u64;
                     }
                     Ok(_) => {}
                     Err(e) => {
-                        self.telemetry.read_errors.fetch_add(1, Relaxed);
-                        warn!(source = f.source, path = %f.origin.display(), error = %e, "cannot read the last line of a rotated file");
+                        self.telemetry.file_read_failed(f.source, &f.origin, FileOp::ReadLastLine, &e);
                     }
                 }
             }
@@ -905,8 +886,7 @@ impl Tailer {
         let ev = match ev {
             Ok(ev) if !ev.need_rescan() => ev,
             _ => {
-                self.telemetry.rescans.fetch_add(1, Relaxed);
-                warn!("inotify asked for a rescan (queue overflow or error): full scan now");
+                self.telemetry.rescan(RescanReason::QueueOverflow);
                 return true;
             }
         };
@@ -919,9 +899,8 @@ impl Tailer {
                 let before = w.watched.len();
                 w.watched.retain(|(dir, _)| !ev.paths.contains(dir));
                 if w.watched.len() != before {
-                    self.telemetry.rescans.fetch_add(1, Relaxed);
+                    self.telemetry.rescan(RescanReason::WatchedDirectoryRemoved);
                     self.wake_now = true;
-                    info!("a watched directory was removed or renamed: rescanning");
                     return true;
                 }
             }
@@ -967,11 +946,11 @@ impl Tailer {
             keep
         });
         if lost {
-            self.telemetry.rescans.fetch_add(1, Relaxed);
+            self.telemetry.rescan(RescanReason::WatchedDirectoryVanished);
             self.wake_now = true;
-            info!("a watched directory vanished or was replaced: rescanning");
         }
-        let mut failed = false;
+        let mut first_failure: Option<(PathBuf, notify::Error)> = None;
+        let mut failures = 0;
         for d in desired {
             if w.watched.iter().any(|(p, _)| *p == d) {
                 continue;
@@ -980,16 +959,15 @@ impl Tailer {
             match notify::Watcher::watch(&mut w.watcher, &d, notify::RecursiveMode::NonRecursive) {
                 Ok(()) => w.watched.push((d, (m.dev(), m.ino()))),
                 Err(e) => {
-                    failed = true;
-                    if !w.failing {
-                        warn!(dir = %d.display(), error = %e, "cannot watch directory (inotify watch limit?): relying on the stat scan");
-                    }
+                    failures += 1;
+                    first_failure.get_or_insert((d, e));
                 }
             }
         }
-        if failed {
+        let failed = first_failure.is_some();
+        if let Some((dir, e)) = first_failure {
             if !w.failing {
-                self.telemetry.rescans.fetch_add(1, Relaxed);
+                self.telemetry.directories_unwatchable(&dir, &e, failures);
             }
             self.wake_now = true;
         }
@@ -1220,8 +1198,7 @@ fn start_watch(telemetry: &Telemetry) -> Option<Watch> {
             inject,
         }),
         Err(e) => {
-            telemetry.rescans.fetch_add(1, Relaxed);
-            warn!(error = %e, "inotify unavailable: polling only");
+            telemetry.inotify_unavailable(&e);
             None
         }
     }
