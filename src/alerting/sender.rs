@@ -4,7 +4,6 @@
 //! After a failure the whole receiver pauses for that back-off, so a dead receiver sees one
 //! attempt per back-off period, not one per pending alert. Never touches another receiver.
 
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -259,21 +258,19 @@ impl Sender {
         let now = now_ms();
         let n = chunk.len() as u64;
         let retries = chunk.iter().filter(|d| d.read.failures > 0).count() as u64;
-        self.counters.retries.fetch_add(retries, Relaxed);
+        self.counters.notifications_retried(retries);
         let delivered = match &outcome {
-            Outcome::Delivered => true,
+            Outcome::Delivered => {
+                self.counters.notifications_sent(n);
+                true
+            }
             Outcome::Rejected(why) => {
-                tracing::error!(receiver = %self.receiver.name, alerts = n, reason = %why, "receiver refused the notification; it is not retried");
+                self.counters.notifications_refused(&self.receiver.name, n, why);
                 true
             }
             Outcome::Failed(_) => false,
         };
         if delivered {
-            if matches!(outcome, Outcome::Delivered) {
-                self.counters.sent.fetch_add(n, Relaxed);
-            } else {
-                self.counters.failed.fetch_add(n, Relaxed);
-            }
             for d in chunk {
                 self.store.update_delivery(&self.receiver.name, &d.id, |cur| {
                     let mut r = cur?;
@@ -297,14 +294,15 @@ impl Sender {
             return Ok(true);
         }
         let Outcome::Failed(why) = outcome else { unreachable!("handled above") };
-        self.counters.failed.fetch_add(n, Relaxed);
         let initial = self.receiver.retry_initial.as_millis() as i64;
         let max = self.receiver.retry_max.as_millis() as i64;
-        let mut pause = 0;
-        for d in chunk {
-            let failures = d.read.failures.saturating_add(1);
-            let delay = backoff_ms(failures, initial, max);
-            pause = pause.max(delay);
+        // Drawn once per record (jitter): the pause is the longest of them.
+        let delays: Vec<i64> =
+            chunk.iter().map(|d| backoff_ms(d.read.failures.saturating_add(1), initial, max)).collect();
+        let pause = delays.iter().copied().max().unwrap_or(0);
+        let first = chunk.iter().any(|d| d.read.failures == 0);
+        self.counters.notifications_failed(&self.receiver.name, n, &why, pause, first);
+        for (d, delay) in chunk.iter().zip(delays) {
             self.store.update_delivery(&self.receiver.name, &d.id, |cur| {
                 let mut r = cur?;
                 r.failures = r.failures.saturating_add(1);
@@ -317,11 +315,6 @@ impl Sender {
             })?;
         }
         self.paused_until = now + pause;
-        if chunk.iter().any(|d| d.read.failures == 0) {
-            tracing::warn!(receiver = %self.receiver.name, alerts = n, error = %why, retry_in_ms = pause, "notification failed; retrying");
-        } else {
-            tracing::debug!(receiver = %self.receiver.name, alerts = n, error = %why, retry_in_ms = pause, "notification failed again");
-        }
         Ok(false)
     }
 }

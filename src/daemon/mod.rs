@@ -185,8 +185,7 @@ fn open_or_quarantine(state_dir: &Path, telemetry: &Telemetry) -> anyhow::Result
     let quarantine = state_dir.join(format!("db.corrupt-{now}"));
     std::fs::rename(state_dir.join("db"), &quarantine)
         .with_context(|| format!("cannot move the unreadable store aside ({failure})"))?;
-    telemetry.store_quarantines.fetch_add(1, Relaxed);
-    tracing::error!(error = %failure, moved_to = %quarantine.display(), "alert store unreadable: quarantined it and started a fresh one; sources are read again from the start");
+    telemetry.store_quarantined(&failure, &quarantine);
     Ok(Store::open_state_dir(state_dir)?)
 }
 

@@ -12,7 +12,6 @@
 //! (the signal task does) nor what a config means.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -84,8 +83,7 @@ pub(super) fn reload(
     let (new, key) = match reloaded {
         Ok(loaded) => loaded,
         Err(e) => {
-            telemetry.config_reload_failures.fetch_add(1, Relaxed);
-            tracing::error!(error = %e, "reload failed: keeping the running configuration");
+            telemetry.config_reload_failed(&e);
             return Ok((running, false));
         }
     };
@@ -101,9 +99,7 @@ pub(super) fn reload(
             *notifier = Notifier::start(&config.alerting, &config.rules, store.clone(), telemetry.clone());
         }
         running.config = config;
-        telemetry.config_reloads.fetch_add(1, Relaxed);
-        let what = if receivers_same { "nothing changed" } else { "receivers restarted; sources and pipelines kept" };
-        tracing::info!(changes = what, "configuration reloaded");
+        telemetry.config_reloaded_in_place(!receivers_same);
         return Ok((running, false));
     }
     let event_time = running.pipeline.ingest.latest_event_time();
@@ -118,7 +114,6 @@ pub(super) fn reload(
     *notifier = Notifier::start(&config.alerting, &config.rules, store.clone(), telemetry.clone());
     // Like a restart: re-read from the rewind point (see [`Running::start`]).
     let next = Running::start(config, key, checkpoint.rewind, event_time, store, telemetry, control);
-    telemetry.config_reloads.fetch_add(1, Relaxed);
-    tracing::info!(rules = next.config.rules.len(), sources = next.config.sources.len(), "configuration reloaded");
+    telemetry.config_reloaded(next.config.rules.len(), next.config.sources.len());
     Ok((next, true))
 }

@@ -43,12 +43,10 @@ pub(super) async fn retention_sweeps(
         match tokio::task::spawn_blocking(move || store.remove_last_seen_before(cutoff)).await {
             Ok(Ok(0)) => {}
             Ok(Ok(n)) => {
-                telemetry.alerts_expired.fetch_add(n as u64, Relaxed);
-                tracing::info!(removed = n, retention_days, "retention sweep removed expired alerts");
+                telemetry.alerts_expired(n, retention_days);
             }
             Ok(Err(e)) => {
-                telemetry.store_errors.fetch_add(1, Relaxed);
-                tracing::warn!(error = %e, "retention sweep failed; retried in an hour");
+                telemetry.retention_sweep_failed(&e);
             }
             Err(e) => tracing::warn!(error = %e, "retention sweep task failed"),
         }

@@ -489,8 +489,7 @@ impl ClientContext for KafkaContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        self.telemetry.consumer_errors.fetch_add(1, Relaxed);
-        tracing::warn!(source = %self.telemetry.source, error = %error, "Kafka client error (retried): {reason}");
+        self.telemetry.client_error(&error, reason);
     }
 }
 
@@ -523,12 +522,10 @@ impl ConsumerContext for KafkaContext {
             // Nothing new was stored since the last commit: not a failure.
             Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
             Err(e) => {
-                self.telemetry.commit_failures.fetch_add(1, Relaxed);
-                tracing::warn!(source = %self.telemetry.source, error = %e, "offset commit failed; the stored offsets are committed again");
+                self.telemetry.commit_failed(Some(&e));
             }
             Ok(()) if partition_failed => {
-                self.telemetry.commit_failures.fetch_add(1, Relaxed);
-                tracing::warn!(source = %self.telemetry.source, "offset commit failed for some partitions; retried");
+                self.telemetry.commit_failed(None);
             }
             Ok(()) => {}
         }
@@ -631,8 +628,7 @@ impl KafkaSource {
             let m = match result {
                 Ok(m) => m,
                 Err(e) => {
-                    self.telemetry.consumer_errors.fetch_add(1, Relaxed);
-                    tracing::warn!(source = %self.telemetry.source, error = %e, "Kafka consumer error (retried)");
+                    self.telemetry.consumer_error(&e);
                     continue;
                 }
             };
@@ -666,12 +662,11 @@ impl KafkaSource {
     }
 
     pub fn assign(&mut self, partitions: BTreeSet<(String, i32)>) {
-        self.telemetry.rebalance_assigns.fetch_add(1, Relaxed);
         let event = Rebalance::Assign(partitions.clone());
         if let Err(e) = apply_rebalance(&self.consumer, &event) {
             tracing::error!(source = %self.telemetry.source, error = %e, "cannot apply the partition assignment");
         }
-        tracing::info!(source = %self.telemetry.source, partitions = ?partitions, "partitions assigned");
+        self.telemetry.partitions_assigned(&partitions);
         self.assigned.extend(partitions);
         self.joined = true;
         self.telemetry.assigned_partitions.store(self.assigned.len() as i64, Relaxed);
@@ -684,19 +679,17 @@ impl KafkaSource {
     /// [`store_durable`]: KafkaSource::store_durable
     /// [`commit_sync`]: KafkaSource::commit_sync
     pub fn revoke(&mut self, partitions: BTreeSet<(String, i32)>) {
-        self.telemetry.rebalance_revokes.fetch_add(1, Relaxed);
         let eager = !matches!(self.consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
         // The eager protocol takes the whole assignment, whatever the list says.
         let revoked = if eager { std::mem::take(&mut self.assigned) } else { partitions };
         let dropped = self.tracker.forget(&revoked);
         if dropped > 0 {
-            self.telemetry.dropped_in_flight.fetch_add(dropped, Relaxed);
-            tracing::warn!(source = %self.telemetry.source, messages = dropped, "revoked partitions had work not yet durable: their next owner reads it again");
+            self.telemetry.dropped_in_flight(dropped);
         }
         if let Err(e) = apply_rebalance(&self.consumer, &Rebalance::Revoke(revoked.clone())) {
             tracing::error!(source = %self.telemetry.source, error = %e, "cannot give up revoked partitions");
         }
-        tracing::info!(source = %self.telemetry.source, partitions = ?revoked, "partitions revoked");
+        self.telemetry.partitions_revoked(&revoked);
         for p in &revoked {
             self.assigned.remove(p);
         }
@@ -736,8 +729,7 @@ impl KafkaSource {
         for (topic, partition, last) in self.tracker.take_durable(durable) {
             // rd_kafka_offset_store stores last + 1: the next message to read.
             if let Err(e) = self.consumer.store_offset(&topic, partition, last) {
-                self.telemetry.offset_store_errors.fetch_add(1, Relaxed);
-                tracing::debug!(source = %self.telemetry.source, topic = %topic, partition, error = %e, "offset not stored (partition no longer assigned)");
+                self.telemetry.offset_not_stored(&topic, partition, &e);
             }
         }
     }
@@ -747,7 +739,7 @@ impl KafkaSource {
         match self.consumer.commit_consumer_state(CommitMode::Sync) {
             Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => Ok(()),
             Err(e) => {
-                self.telemetry.commit_failures.fetch_add(1, Relaxed);
+                self.telemetry.commit_sync_failed(&e);
                 Err(e)
             }
             Ok(()) => Ok(()),

@@ -150,11 +150,11 @@ impl<S: AlertStore> StoreWriter<S> {
                     return Ok(());
                 }
                 Err(e) => {
-                    self.telemetry.store_errors.fetch_add(1, Relaxed);
-                    if self.on_error == OnStoreError::Fail || self.shutdown.is_cancelled() {
+                    let retrying = self.on_error != OnStoreError::Fail && !self.shutdown.is_cancelled();
+                    self.telemetry.store_write_failed(&e, retrying);
+                    if !retrying {
                         return Err(e);
                     }
-                    tracing::error!(error = %e, "alert store write failed; reading pauses, retrying");
                     std::thread::sleep(Self::RETRY_DELAY);
                 }
             }

@@ -310,12 +310,102 @@ impl ReceiverCounters {
 
     /// An attempt to deliver `alerts` notifications failed; they are retried in `retry_in_ms`.
     /// `first`: the first failure of at least one of them (later ones log at debug).
-    pub fn notifications_failed(&self, receiver: &str, alerts: u64, error: &dyn Display, retry_in_ms: i64, first: bool) {
+    pub fn notifications_failed(
+        &self,
+        receiver: &str,
+        alerts: u64,
+        error: &dyn Display,
+        retry_in_ms: i64,
+        first: bool,
+    ) {
         self.failed.fetch_add(alerts, Relaxed);
         if first {
             warn!(receiver, alerts, error = %error, retry_in_ms, "notification failed; retrying");
         } else {
             debug!(receiver, alerts, error = %error, retry_in_ms, "notification failed again");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::http::metrics::render;
+
+    fn series(text: &str) -> usize {
+        text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()).count()
+    }
+
+    #[test]
+    fn a_file_event_counts_once_and_its_path_never_becomes_a_label() {
+        let t = Telemetry::default();
+        let before = render(&t, None, None);
+        let error = io::Error::from(io::ErrorKind::PermissionDenied);
+        let mut n = 0;
+        for i in 0..1000u32 {
+            let path = PathBuf::from(format!("/var/log/nginx/client-{i}.log"));
+            let op = FileOp::ALL[i as usize % FileOp::ALL.len()];
+            t.file_read_failed((i % 7) as u16, &path, op, &error);
+            t.file_rotated((i % 7) as u16, &path);
+            n += 1;
+        }
+        assert_eq!(t.read_errors.load(Relaxed), n);
+        assert_eq!(t.rotations.load(Relaxed), n);
+        let after = render(&t, None, None);
+        assert_eq!(series(&before), series(&after), "a thousand paths added no series");
+        assert!(!after.contains("client-"), "no path in any label");
+        assert!(after.contains("1000"), "the counters are exported");
+    }
+
+    #[test]
+    fn every_rescan_reason_counts_one_rescan() {
+        let t = Telemetry::default();
+        for reason in RescanReason::ALL {
+            t.rescan(reason);
+        }
+        t.inotify_unavailable(&"no inotify instances left");
+        t.directories_unwatchable(Path::new("/var/log/a"), &"watch limit", 3);
+        assert_eq!(t.rescans.load(Relaxed), RescanReason::ALL.len() as u64 + 2);
+    }
+
+    #[test]
+    fn kafka_and_receiver_events_count_what_they_say() {
+        let t = Telemetry::default();
+        let k = t.kafka_source("clicks");
+        k.commit_failed(Some(&"broker down"));
+        k.commit_failed(None);
+        k.commit_sync_failed(&"broker down");
+        k.dropped_in_flight(5);
+        k.partitions_assigned(&[("calls", 0)]);
+        k.partitions_revoked(&[("calls", 0)]);
+        assert_eq!(k.commit_failures.load(Relaxed), 3);
+        assert_eq!(k.dropped_in_flight.load(Relaxed), 5);
+        assert_eq!((k.rebalance_assigns.load(Relaxed), k.rebalance_revokes.load(Relaxed)), (1, 1));
+
+        let r = t.receiver("hook");
+        r.notifications_sent(2);
+        r.notifications_refused("hook", 3, &"HTTP 422");
+        r.notifications_failed("hook", 4, &"HTTP 503", 1000, true);
+        r.notifications_retried(4);
+        assert_eq!((r.sent.load(Relaxed), r.failed.load(Relaxed), r.retries.load(Relaxed)), (2, 7, 4));
+    }
+
+    #[test]
+    fn reload_and_store_events_count_what_they_say() {
+        let t = Telemetry::default();
+        t.config_reloaded_in_place(false);
+        t.config_reloaded(3, 2);
+        t.config_reload_failed(&"recwatch.toml:3: rules[0].name: missing");
+        t.store_write_failed(&"disk full", true);
+        t.retention_sweep_failed(&"disk full");
+        t.alerts_expired(12, 30);
+        t.store_quarantined(&"corrupt", Path::new("/var/lib/recwatch/db.corrupt-1"));
+        assert_eq!((t.config_reloads.load(Relaxed), t.config_reload_failures.load(Relaxed)), (2, 1));
+        assert_eq!(t.store_errors.load(Relaxed), 2);
+        assert_eq!(t.alerts_expired.load(Relaxed), 12);
+        assert_eq!(t.store_quarantines.load(Relaxed), 1);
     }
 }
