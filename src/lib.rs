@@ -26,7 +26,7 @@
 //! - [`config`]: raw TOML → validated, compiled [`config::Config`], made of the settings type
 //!   each stage defines (`StoreSettings`, `KafkaSettings`, `AlertingSettings`, …); errors say
 //!   file:line: key. Only the wiring (`pipeline`, `daemon`, the CLI) imports it.
-//! - [`telemetry`]: lock-free counters every stage adds to.
+//! - [`telemetry`]: lock-free counters every stage adds to; its events count and log in one call.
 //! - [`http`]: `/metrics`, health and readiness probes, and the token-protected alerts API.
 #![forbid(unsafe_code)]
 

@@ -1,4 +1,5 @@
-//! Lock-free counters every stage adds to; the one place that knows what is counted.
+//! Lock-free counters every stage adds to; the one place that knows what is counted. A counter
+//! that goes with a log line is bumped only by its event method (`events`), never by hand.
 //! Owns the counter set. Never blocks and never formats on the hot path: stages keep local
 //! tallies and publish them here once per chunk or batch. Rendering to Prometheus text is
 //! `http::metrics`' job; label values here come from closed enums or the config, never from

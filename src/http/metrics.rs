@@ -587,4 +587,30 @@ mod tests {
         sorted.sort();
         assert_eq!(names, sorted);
     }
+
+    fn series(text: &str) -> usize {
+        text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()).count()
+    }
+
+    #[test]
+    fn a_file_event_is_exported_once_and_its_path_never_becomes_a_label() {
+        let t = Telemetry::default();
+        let before = render(&t, None, None);
+        let error = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        let mut n = 0;
+        for i in 0..1000u32 {
+            let path = std::path::PathBuf::from(format!("/var/log/nginx/client-{i}.log"));
+            let op = crate::telemetry::FileOp::ALL[i as usize % crate::telemetry::FileOp::ALL.len()];
+            t.file_read_failed((i % 7) as u16, &path, op, &error);
+            t.file_rotated((i % 7) as u16, &path);
+            n += 1;
+        }
+        assert_eq!(t.read_errors.load(Relaxed), n);
+        assert_eq!(t.rotations.load(Relaxed), n);
+        let after = render(&t, None, None);
+        assert_eq!(series(&before), series(&after), "a thousand paths added no series");
+        assert!(!after.contains("client-"), "no path in any label");
+        assert!(after.contains("\nrecwatch_read_errors_total 1000\n"), "{after}");
+        assert!(after.contains("\nrecwatch_file_rotations_total 1000\n"), "{after}");
+    }
 }
