@@ -88,6 +88,7 @@ fn detect(c: &mut Criterion) {
             body_bytes: 4096,
             path_class: recwatch::classify::path::PathClass::Recording,
             user_present: false,
+            transport: recwatch::parse::Transport::Unknown,
             source: 0,
             path_key: u128::from(i % 30),
             path,

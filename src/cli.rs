@@ -12,7 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use recwatch::config::Config;
 use recwatch::detect::alert::AlertStatus;
 use recwatch::escape;
-use recwatch::parse::{LogFormat, MAX_LINE_LEN};
+use recwatch::parse::{LineFormat, LogFormat, MAX_LINE_LEN};
 use recwatch::pipeline::replay::{self, ReplayOptions, ReplayOutcome};
 use recwatch::privacy::Pseudonymizer;
 use recwatch::report::{skipped_lines_warning, AlertRow, Report, ReportFormat};
@@ -74,11 +74,16 @@ pub enum Command {
         #[arg(long)]
         workers: Option<usize>,
     },
-    /// Validate a config file and print the effective settings and rules.
+    /// Validate a config file and print the effective settings and rules; with --sample,
+    /// guess a log's format instead.
     Check {
         /// Configuration file.
         #[arg(long, short, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
+        /// A log file: try every known format on its first 1000 lines, print the share each
+        /// parses and a [[source]] snippet for the best one (no config is read).
+        #[arg(long, value_name = "FILE")]
+        sample: Option<PathBuf>,
     },
     /// Read access logs (plain, .gz or stdin), store the alerts they raise, print a scope report.
     Replay(ReplayArgs),
@@ -213,7 +218,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             recwatch::daemon::run(recwatch::daemon::RunOptions { config, watch, listen, state_dir, workers })?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Check { config } => {
+        Command::Check { sample: Some(file), .. } => check_sample(&file),
+        Command::Check { config, sample: None } => {
             let c = load_config(&config)?;
             // What `run` refuses, `check` refuses: the same loader for the API token.
             if let Some(token_file) = &c.http.token_file {
@@ -237,6 +243,34 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             command.build();
             write_manpages(&command, "recwatch", &out_dir)?;
             Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// `recwatch check --sample FILE`: each format's share of the first lines, and a snippet.
+fn check_sample(file: &Path) -> anyhow::Result<ExitCode> {
+    const SAMPLE_LINES: usize = 1000;
+    let text = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let lines: Vec<&[u8]> =
+        text.split(|&b| b == b'\n').filter(|l| !l.iter().all(u8::is_ascii_whitespace)).take(SAMPLE_LINES).collect();
+    if lines.is_empty() {
+        bail!("{}: no lines to sample", file.display());
+    }
+    let ranked = recwatch::parse::sample::rank(&lines);
+    println!("{} lines sampled from {}", lines.len(), file.display());
+    for c in &ranked {
+        println!("{:>5.1}%  {}", 100.0 * c.complete as f64 / lines.len() as f64, c.config_line);
+    }
+    match ranked.first().filter(|c| c.complete > 0) {
+        Some(best) => {
+            println!("\n[[source]]\npath = {:?}\n{}", file.display().to_string(), best.config_line);
+            Ok(ExitCode::SUCCESS)
+        }
+        None => {
+            println!(
+                "\nno known format fits: give the server's own format string as nginx_log_format or apache_log_format (README \"Your own log format\")"
+            );
+            Ok(ExitCode::from(1))
         }
     }
 }
@@ -382,10 +416,10 @@ fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let report_format = ReportFormat::from_name(&args.report)
         .with_context(|| format!("--report {:?}: expected json, csv or md", args.report))?;
     let format = match &args.format {
-        Some(f) => LogFormat::from_name(f).with_context(|| {
+        Some(f) => LineFormat::Named(LogFormat::from_name(f).with_context(|| {
             format!("--format {f:?}: expected one of {}", LogFormat::ALL.map(|f| f.as_str()).join(", "))
-        })?,
-        None => config.sources.first().map_or(LogFormat::Combined, |s| s.format),
+        })?),
+        None => config.sources.first().map_or(LineFormat::Named(LogFormat::Combined), |s| s.format.clone()),
     };
     let inputs: Vec<Input> = if args.files.is_empty() {
         if std::io::stdin().is_terminal() {
@@ -403,7 +437,7 @@ fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let telemetry = Arc::new(Telemetry::default());
     let options = ReplayOptions {
         source_name: args.source_name.clone(),
-        format,
+        format: format.clone(),
         path_semantics: config.sources.first().map(|s| s.path_semantics).unwrap_or_default(),
         // Zone-less timestamps are read in the first configured source's time zone.
         timezone: config.sources.first().map(|s| s.timezone).unwrap_or_default(),
@@ -427,7 +461,16 @@ fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     for (summary, input) in summaries.iter_mut().zip(&inputs) {
         if summary.skipped * 2 > summary.lines {
             let sample = first_lines(input, 200);
-            summary.warning = skipped_lines_warning(format, summary.lines, summary.skipped, &sample);
+            summary.warning = match &format {
+                LineFormat::Named(named) => skipped_lines_warning(*named, summary.lines, summary.skipped, &sample),
+                // A format string or JSON map is the operator's own: `check --sample` compares.
+                other => Some(format!(
+                    "{} of {} lines were skipped as not {} (recwatch check --sample FILE tries every known format)",
+                    summary.skipped,
+                    summary.lines,
+                    other.describe()
+                )),
+            };
             if let Some(w) = &summary.warning {
                 eprintln!("recwatch: warning: {}: {}", escape::text(&summary.input), escape::text(w));
             }

@@ -5,6 +5,7 @@
 //! message. Never writes a default (those are in [`super::raw`]) and never reads logs.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::error::{key, ConfigError, Locator, Seg};
@@ -17,11 +18,14 @@ use crate::alerting::{AlertingSettings, ReceiverKind, ReceiverSettings, Secret};
 use crate::classify::client::{Cidr, ClientKind};
 use crate::classify::path::{PathClass, PathSemantics};
 use crate::classify::ClassifySettings;
-use crate::detect::rule::{path_class_bit, Aggregate, GroupBy, MethodKind, Rule, Severity, StatusSet, UserMatch};
+use crate::detect::rule::{
+    path_class_bit, Aggregate, GroupBy, MethodKind, Rule, Severity, StatusSet, TransportMatch, UserMatch,
+};
 use crate::detect::EngineSettings;
 use crate::http::HttpSettings;
+use crate::parse::json::{JsonPlan, JsonProducer};
 use crate::parse::time::UtcOffset;
-use crate::parse::{is_host_name, parse_client_ip, LogFormat};
+use crate::parse::{is_host_name, parse_client_ip, FieldPlan, LineFormat, LogFormat};
 use crate::privacy::Pseudonymizer;
 use crate::source::kafka::{check_client_option, KafkaSettings, PayloadFormat};
 use crate::source::{SourceInput, SourceSettings, TailSettings};
@@ -186,7 +190,46 @@ fn build_sources(b: &Builder<'_>, sources: Vec<RawSource>) -> Result<Vec<SourceS
     let mut built: Vec<SourceSettings> = Vec::new();
     for (i, s) in sources.into_iter().enumerate() {
         let at = |k: &str| [key("source"), Seg::Index(i), key(k)];
-        let format = one_of(b, &at("format"), &s.format, LogFormat::from_name, &LogFormat::ALL.map(|f| f.as_str()))?;
+        let json_producer = s.format.as_deref().and_then(JsonProducer::from_name);
+        if s.json_fields.is_some() && json_producer.is_none() {
+            return Err(
+                b.err(&at("json_fields"), "only for the JSON formats (json, caddy_json, traefik_json, nginx_json)")
+            );
+        }
+        let format = match (&s.format, &s.nginx_log_format, &s.apache_log_format) {
+            (Some(_), None, None) if json_producer.is_some() => {
+                let overrides: Vec<(String, String)> = s.json_fields.clone().unwrap_or_default().into_iter().collect();
+                let plan = JsonPlan::new(json_producer.unwrap_or(JsonProducer::Custom), &overrides);
+                let key = if s.json_fields.is_some() { "json_fields" } else { "format" };
+                LineFormat::Json(Arc::new(plan.map_err(|e| b.err(&at(key), e.to_string()))?))
+            }
+            (named, None, None) => {
+                let names: Vec<&str> = LogFormat::ALL
+                    .map(|f| f.as_str())
+                    .into_iter()
+                    .chain(JsonProducer::ALL.map(|(_, name)| name))
+                    .collect();
+                LineFormat::Named(one_of(
+                    b,
+                    &at("format"),
+                    named.as_deref().unwrap_or("combined"),
+                    LogFormat::from_name,
+                    &names,
+                )?)
+            }
+            (None, Some(text), None) => LineFormat::Plan(Arc::new(
+                FieldPlan::nginx(text).map_err(|e| b.err(&at("nginx_log_format"), e.to_string()))?,
+            )),
+            (None, None, Some(text)) => LineFormat::Plan(Arc::new(
+                FieldPlan::apache(text).map_err(|e| b.err(&at("apache_log_format"), e.to_string()))?,
+            )),
+            (Some(_), _, _) => {
+                return Err(b.err(&at("format"), "give either format or a log format string, not both"));
+            }
+            (None, Some(_), Some(_)) => {
+                return Err(b.err(&at("apache_log_format"), "give either nginx_log_format or apache_log_format"));
+            }
+        };
         let path_semantics = one_of(
             b,
             &at("path_semantics"),
@@ -527,6 +570,8 @@ fn build_rule(b: &Builder<'_>, i: usize, r: RawRule) -> Result<Rule, ConfigError
     let user = one_of(b, &at("user"), &r.user, UserMatch::from_name, &["any", "present", "absent"])?;
     let method_kind =
         one_of(b, &at("method_kind"), &r.method_kind, MethodKind::from_name, &MethodKind::ALL.map(|k| k.as_str()))?;
+    let transport =
+        one_of(b, &at("transport"), &r.transport, TransportMatch::from_name, &TransportMatch::ALL.map(|t| t.as_str()))?;
     let user_agent = match &r.user_agent {
         None => None,
         Some(re) => Some(
@@ -564,6 +609,7 @@ fn build_rule(b: &Builder<'_>, i: usize, r: RawRule) -> Result<Rule, ConfigError
         method_kind,
         client_kinds,
         user,
+        transport,
         user_agent,
         aggregate,
         window_secs: r.window_secs,

@@ -6,6 +6,7 @@ use std::fmt;
 
 use super::Config;
 use crate::parse::time::UtcOffset;
+use crate::parse::LineFormat;
 use crate::source::SourceInput;
 
 impl Config {
@@ -43,7 +44,7 @@ impl Config {
                         "source {}: {} ({}, {} paths",
                         src.name,
                         path,
-                        src.format.as_str(),
+                        src.format.describe(),
                         src.path_semantics.as_str()
                     );
                     if src.timezone != UtcOffset::UTC {
@@ -59,9 +60,18 @@ impl Config {
                         k.brokers.join(","),
                         k.group_id,
                         k.payload.as_str(),
-                        src.format.as_str(),
+                        src.format.describe(),
                         src.path_semantics.as_str(),
                         k.options.len()
+                    );
+                }
+            }
+            if let LineFormat::Plan(plan) = &src.format {
+                if !plan.unknown_fields().is_empty() {
+                    s += &format!(
+                        "warning: source {}: {} unknown to recwatch, read as opaque fields\n",
+                        src.name,
+                        plan.unknown_fields().join(", ")
                     );
                 }
             }

@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use super::error::{key_text, ConfigError, Locator, Seg};
 
-/// The rules used when a config has no `[[rule]]` table: R1, R2, R3, R5 and R6 of DESIGN.md.
+/// The rules used when a config has no `[[rule]]` table: R1 to R6 of DESIGN.md.
 /// Also shipped, with comments, in `config/recwatch.toml`.
 pub const DEFAULT_RULES_TOML: &str = include_str!("default_rules.toml");
 
@@ -130,7 +130,14 @@ pub(super) struct RawSource {
     pub kind: String,
     /// File sources: a path or a glob.
     pub path: Option<String>,
-    pub format: String,
+    /// A named format; None: "combined" (unless a format string below is given).
+    pub format: Option<String>,
+    /// The source's nginx `log_format` string (optionally led by `escape=json|default|none`).
+    pub nginx_log_format: Option<String>,
+    /// The source's Apache `LogFormat` string.
+    pub apache_log_format: Option<String>,
+    /// JSON formats: field name → dotted key path, replacing the producer's default paths.
+    pub json_fields: Option<std::collections::BTreeMap<String, String>>,
     /// How the server behind this log resolves paths: "linux" (nginx, Apache) or "windows"
     /// (IIS, Samba, NAS shares).
     pub path_semantics: String,
@@ -146,7 +153,10 @@ impl Default for RawSource {
             name: None,
             kind: "file".into(),
             path: None,
-            format: "combined".into(),
+            format: None,
+            nginx_log_format: None,
+            apache_log_format: None,
+            json_fields: None,
             path_semantics: "linux".into(),
             timezone: None,
             kafka: None,
@@ -238,6 +248,9 @@ pub(super) struct RawRule {
     pub client_kind: Vec<String>,
     #[serde(default = "rule_user")]
     pub user: String,
+    /// "any", "plain" or "tls": what the line must say about the transport.
+    #[serde(default = "rule_transport")]
+    pub transport: String,
     pub user_agent: Option<String>,
     #[serde(default = "rule_aggregate")]
     pub aggregate: String,
@@ -260,6 +273,9 @@ fn rule_path_class() -> Vec<String> {
     vec!["recording".into()]
 }
 fn rule_method_kind() -> String {
+    "any".into()
+}
+fn rule_transport() -> String {
     "any".into()
 }
 fn rule_user() -> String {

@@ -17,7 +17,7 @@ fn load(text: &str) -> Result<Config, ConfigError> {
 fn empty_config_gets_the_default_rules() {
     let c = load("").unwrap();
     let ids: Vec<&str> = c.rules.iter().map(|r| r.id.as_str()).collect();
-    assert_eq!(ids, ["R1", "R2", "R3", "R5", "R6"]);
+    assert_eq!(ids, ["R1", "R2", "R3", "R4", "R5", "R6"]);
     assert_eq!(c.store.dir, Path::new("/var/lib/recwatch"));
     assert!(c.engine.workers >= 1);
 }
@@ -68,6 +68,7 @@ fn path_semantics_and_method_kind_are_read() {
         ("R1", MethodKind::Body),
         ("R2", MethodKind::Any),
         ("R3", MethodKind::Body),
+        ("R4", MethodKind::Body),
         ("R5", MethodKind::Any),
         ("R6", MethodKind::Body),
     ];
@@ -291,7 +292,7 @@ fn listen_override_moves_the_default_external_url_with_it() {
         workers: Some(0),
         sources: vec![crate::source::SourceSettings {
             name: "extra".into(),
-            format: crate::parse::LogFormat::Common,
+            format: crate::parse::LineFormat::Named(crate::parse::LogFormat::Common),
             path_semantics: Default::default(),
             timezone: Default::default(),
             input: SourceInput::File { path: "/var/log/x.log".into() },
@@ -308,4 +309,30 @@ fn listen_override_moves_the_default_external_url_with_it() {
     let text = format!("{text}[http]\nexternal_url = \"http://recwatch.example\"\n");
     let c = Config::from_toml_with(Path::new("/etc/recwatch/recwatch.toml"), &text, &overrides).unwrap();
     assert_eq!(c.alerting.external_url, "http://recwatch.example", "a configured URL is kept");
+}
+
+#[test]
+fn log_format_strings_compile_into_plans_and_errors_name_their_key() {
+    let text = "[[source]]\npath = \"/a.log\"\nnginx_log_format = '$remote_addr [$time_local] \"$request\" $status $geo_city'\n";
+    let c = load(text).unwrap();
+    assert!(matches!(c.sources[0].format, crate::parse::LineFormat::Plan(_)));
+    let described = c.describe();
+    assert!(described.contains("warning: source /a.log: $geo_city unknown to recwatch"), "{described}");
+    let e = load("[[source]]\npath = \"/a.log\"\n\napache_log_format = '%h %t \"%r\"'\n").unwrap_err();
+    assert_eq!((e.line, e.key.as_str()), (Some(4), "source[0].apache_log_format"), "{e}");
+    assert!(e.message.contains("status"), "{e}");
+    let e = load("[[source]]\npath = \"/a.log\"\nformat = \"combined\"\nnginx_log_format = '$status'\n").unwrap_err();
+    assert_eq!(e.key, "source[0].format", "{e}");
+    let c = load(
+        "[[source]]\npath = \"/a.log\"\nformat = \"caddy_json\"\njson_fields = { client = \"request.remote_ip\" }\n",
+    )
+    .unwrap();
+    assert!(matches!(c.sources[0].format, crate::parse::LineFormat::Json(_)));
+    let e = load("[[source]]\npath = \"/a.log\"\nformat = \"json\"\njson_fields = { client = \"ip\" }\n").unwrap_err();
+    assert_eq!(e.key, "source[0].json_fields", "{e}");
+    assert!(e.message.contains("time"), "{e}");
+    let e = load("[[source]]\npath = \"/a.log\"\njson_fields = { client = \"ip\" }\n").unwrap_err();
+    assert_eq!(e.key, "source[0].json_fields", "{e}");
+    let e = load("[[source]]\npath = \"/a.log\"\nformat = \"jsn\"\n").unwrap_err();
+    assert!(e.message.contains("caddy_json"), "{e}");
 }

@@ -123,7 +123,7 @@ fn file_pipeline(
         .iter()
         .map(|(s, _)| SourceSpec {
             name: s.name.clone(),
-            format: s.format,
+            format: s.format.clone(),
             path_semantics: s.path_semantics,
             timezone: s.timezone,
         })

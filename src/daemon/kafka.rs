@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{open_episodes, start_pipeline, Control, BARRIER_EVERY};
 use crate::config::Config;
-use crate::parse::LogFormat;
+use crate::parse::LineFormat;
 use crate::pipeline::{Ingest, Pipeline, SourceSpec};
 use crate::privacy::Pseudonymizer;
 use crate::source::kafka::{KafkaSink, KafkaSource, Rebalance};
@@ -139,7 +139,7 @@ pub fn run_kafka_source(
 /// alert's source (registered on first sight, bounded); otherwise the Kafka source's name.
 struct KafkaIngest<'a> {
     ingest: &'a mut Ingest,
-    format: LogFormat,
+    format: LineFormat,
 }
 
 impl KafkaIngest<'_> {
@@ -147,7 +147,7 @@ impl KafkaIngest<'_> {
         if origin.is_empty() {
             0
         } else {
-            self.ingest.source_named(origin, self.format).unwrap_or(0)
+            self.ingest.source_named(origin, &self.format).unwrap_or(0)
         }
     }
 }
@@ -186,7 +186,7 @@ fn kafka_loop(
     let mut consumer = KafkaSource::connect(kafka, telemetry.kafka_source(&source.name))?;
     let spec = SourceSpec {
         name: source.name.clone(),
-        format: source.format,
+        format: source.format.clone(),
         path_semantics: source.path_semantics,
         timezone: source.timezone,
     };
@@ -209,7 +209,7 @@ fn kafka_loop(
             status.joined.store(consumer.joined(), Relaxed);
         }
         let polled_at = Instant::now();
-        let mut sink = KafkaIngest { ingest: &mut pipeline.ingest, format: source.format };
+        let mut sink = KafkaIngest { ingest: &mut pipeline.ingest, format: source.format.clone() };
         let handed = consumer.poll(&mut sink, KAFKA_POLL_WAIT, KAFKA_POLL_BUDGET);
         if handed > 0 {
             unsealed_since.get_or_insert(polled_at);

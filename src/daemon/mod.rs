@@ -31,7 +31,7 @@ use crate::alerting::Notifier;
 use crate::config::{Config, Overrides};
 use crate::detect::alert::Alert;
 use crate::http::{self, HttpState, Readiness};
-use crate::parse::{parse_line, LogFormat};
+use crate::parse::{parse_line, LineFormat, LogFormat};
 use crate::pipeline::{OnStoreError, Pipeline, PipelineOptions, SourceSpec};
 use crate::privacy::Pseudonymizer;
 use crate::source::{SourceInput, SourceSettings};
@@ -144,7 +144,7 @@ fn load_config(opts: &RunOptions) -> anyhow::Result<Config> {
             .iter()
             .map(|path| SourceSettings {
                 name: path.display().to_string(),
-                format: detect_format(path),
+                format: LineFormat::Named(detect_format(path)),
                 path_semantics: Default::default(),
                 timezone: Default::default(),
                 input: SourceInput::File { path: path.display().to_string() },

@@ -6,6 +6,7 @@ use std::ops::Range;
 
 use crate::classify::client::{ClientClass, ClientId};
 use crate::classify::path::PathClass;
+use crate::parse::Transport;
 
 /// One request to a sensitive resource, classified.
 #[derive(Clone, Debug)]
@@ -25,6 +26,8 @@ pub struct Event {
     pub body_bytes: u64,
     pub path_class: PathClass,
     pub user_present: bool,
+    /// Plain or TLS, when the line's format says (R4).
+    pub transport: Transport,
     /// Index of the source (file, topic) the line came from.
     pub source: u16,
     /// Keyed 128-bit hash of the normalised path: the distinct-count key.

@@ -8,6 +8,7 @@ use regex::bytes::Regex;
 
 use crate::classify::client::ClientKind;
 use crate::classify::path::PathClass;
+use crate::parse::Transport;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -75,6 +76,40 @@ impl GroupBy {
     }
     pub fn from_name(s: &str) -> Option<GroupBy> {
         [GroupBy::Client, GroupBy::Source].into_iter().find(|v| v.as_str() == s)
+    }
+}
+
+/// Which transport a rule counts, as the line says it ([`Transport`]): R4 counts `plain`.
+/// A line whose format carries no scheme, port or TLS field is `unknown` and matches only
+/// `any`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TransportMatch {
+    Any,
+    Plain,
+    Tls,
+}
+
+impl TransportMatch {
+    pub const ALL: [TransportMatch; 3] = [TransportMatch::Any, TransportMatch::Plain, TransportMatch::Tls];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransportMatch::Any => "any",
+            TransportMatch::Plain => "plain",
+            TransportMatch::Tls => "tls",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<TransportMatch> {
+        TransportMatch::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+
+    fn admits(self, transport: Transport) -> bool {
+        match self {
+            TransportMatch::Any => true,
+            TransportMatch::Plain => transport == Transport::Plain,
+            TransportMatch::Tls => transport == Transport::Tls,
+        }
     }
 }
 
@@ -217,6 +252,8 @@ pub struct Rule {
     /// Bit mask over [`ClientKind`].
     pub client_kinds: u8,
     pub user: UserMatch,
+    /// The transport the line must say (R4: plain).
+    pub transport: TransportMatch,
     pub user_agent: Option<Regex>,
     pub aggregate: Aggregate,
     pub window_secs: i64,
@@ -244,6 +281,7 @@ impl Rule {
             method_kind: MethodKind::Any,
             client_kinds: ClientKind::ALL.iter().fold(0, |m, k| m | k.bit()),
             user: UserMatch::Any,
+            transport: TransportMatch::Any,
             user_agent: None,
             aggregate: Aggregate::None,
             window_secs: 60,
@@ -270,6 +308,7 @@ pub struct Facts<'a> {
     pub client_kind: ClientKind,
     pub user_present: bool,
     pub user_agent: &'a [u8],
+    pub transport: Transport,
 }
 
 impl Rule {
@@ -284,6 +323,7 @@ impl Rule {
             }
             && (self.methods.is_empty() || self.methods.iter().any(|m| m.eq_ignore_ascii_case(f.method)))
             && self.method_kind.admits(f.method)
+            && self.transport.admits(f.transport)
             && self.user_agent.as_ref().is_none_or(|re| re.is_match(f.user_agent))
     }
 
@@ -316,6 +356,9 @@ impl Rule {
         }
         if self.method_kind != MethodKind::Any {
             s += &format!(" method_kind={}", self.method_kind.as_str());
+        }
+        if self.transport != TransportMatch::Any {
+            s += &format!(" transport={}", self.transport.as_str());
         }
         if let Some(re) = &self.user_agent {
             s += &format!(" user_agent=/{}/", re.as_str());

@@ -197,6 +197,7 @@ impl Worker {
             client_kind: ev.client_class.kind,
             user_present: ev.user_present,
             user_agent: batch.bytes(&ev.user_agent),
+            transport: ev.transport,
         };
         let cfg = &*self.cfg;
         if ev.route.client_rules {
@@ -657,6 +658,7 @@ mod tests {
             body_bytes,
             path_class: PathClass::Recording,
             user_present: user,
+            transport: crate::parse::Transport::Unknown,
             source: 0,
             path_key: xxhash_rust::xxh3::xxh3_128(path.as_bytes()),
             path: p,

@@ -15,6 +15,10 @@ use std::net::IpAddr;
 use memchr::{memchr, memchr2, memrchr};
 
 mod escape;
+mod format;
+pub mod json;
+pub mod plan;
+pub mod sample;
 mod syslog;
 pub mod time;
 
@@ -22,6 +26,8 @@ pub mod time;
 mod tests;
 
 pub use escape::unescape_log_field;
+pub use format::LineFormat;
+pub use plan::{FieldPlan, PlannedTail, TimeKind, Transport};
 
 /// Longest line accepted, in bytes (without the line ending). Real request lines are far
 /// shorter; anything longer is noise or an attack on the parser and is skipped as `TooLong`.
@@ -183,12 +189,18 @@ pub struct AccessLine<'a> {
     /// Which fields follow the bytes: `common` lines never report referer or user agent even
     /// if a custom format appended quoted fields; only `main` reports X-Forwarded-For.
     format: LogFormat,
+    /// What a compiled plan or JSON map read after the status (its fields are found in one
+    /// pass, not lazily); `None` for the named formats, whose tail is read lazily.
+    planned: Option<PlannedTail<'a>>,
 }
 
 impl<'a> AccessLine<'a> {
     /// `%b` / `$body_bytes_sent`; `-` (nothing sent) and anything unparsable are 0, huge
     /// values saturate.
     pub fn body_bytes(&self) -> u64 {
+        if let Some(planned) = &self.planned {
+            return planned.body_bytes;
+        }
         let token = match memchr(b' ', self.tail) {
             Some(space) => &self.tail[..space],
             None => self.tail,
@@ -206,6 +218,9 @@ impl<'a> AccessLine<'a> {
     /// `%{Referer}i` for combined formats, raw (still log-escaped); `None` for `-`, `""` or
     /// absent.
     pub fn referer(&self) -> Option<&'a [u8]> {
+        if let Some(planned) = &self.planned {
+            return planned.referer;
+        }
         let (start, end) = self.referer_span()?;
         dash_is_none(&self.tail[start..end])
     }
@@ -213,14 +228,21 @@ impl<'a> AccessLine<'a> {
     /// `%{User-Agent}i` for combined formats, raw (still log-escaped); `None` for `-`, `""`
     /// or absent.
     pub fn user_agent(&self) -> Option<&'a [u8]> {
+        if let Some(planned) = &self.planned {
+            return planned.user_agent;
+        }
         let (_, referer_end) = self.referer_span()?;
         let (start, end) = quoted_after_space(self.tail, referer_end + 1)?;
         dash_is_none(&self.tail[start..end])
     }
 
-    /// `"$http_x_forwarded_for"` of nginx's `main` format, raw (still log-escaped); `None`
-    /// for other formats, `-`, `""` or absent. Believe it only from a trusted proxy.
+    /// `"$http_x_forwarded_for"` of nginx's `main` format (or the X-Forwarded-For field of a
+    /// plan or JSON map), raw (still log-escaped); `None` for other formats, `-`, `""` or
+    /// absent. Believe it only from a trusted proxy.
     pub fn forwarded_for(&self) -> Option<&'a [u8]> {
+        if let Some(planned) = &self.planned {
+            return planned.forwarded_for;
+        }
         if self.format != LogFormat::Main {
             return None;
         }
@@ -233,7 +255,19 @@ impl<'a> AccessLine<'a> {
     /// The timestamp as Unix seconds (a zone-less one taken as UTC), or `None` when its values
     /// are out of range.
     pub fn unix_time(&self) -> Option<i64> {
-        time::parse_clf_time(self.time)
+        plan::parse_time(self.time_kind(), self.time)
+    }
+
+    /// How [`AccessLine::time`] is written: CLF for the named formats, whatever the plan's
+    /// variable writes otherwise.
+    pub fn time_kind(&self) -> TimeKind {
+        self.planned.map_or(TimeKind::Clf, |planned| planned.time_kind)
+    }
+
+    /// Whether the line says the response went over plain HTTP or TLS (scheme, `$https`,
+    /// port or TLS protocol fields of a plan); `Unknown` for the named formats.
+    pub fn transport(&self) -> Transport {
+        self.planned.map_or(Transport::Unknown, |planned| planned.transport)
     }
 
     /// Byte range of the referer's contents within `tail`.
@@ -339,6 +373,7 @@ fn parse_fields(format: LogFormat, line: &[u8]) -> Result<AccessLine<'_>, SkipRe
         wrapper: None,
         tail,
         format,
+        planned: None,
     })
 }
 

@@ -17,7 +17,7 @@ use crate::classify::path::{PathSemantics, SensitivePaths};
 use crate::detect::event::{Event, EventBatch, Route};
 use crate::detect::thread::{Barrier, WorkerMsg};
 use crate::parse::time::UtcOffset;
-use crate::parse::{self, LogFormat, SkipReason};
+use crate::parse::{self, LineFormat, LogFormat, SkipReason, TimeKind};
 use crate::source::tail::LineSink;
 use crate::telemetry::{LineTally, Telemetry};
 
@@ -37,7 +37,7 @@ pub struct Ingest {
     /// Reused buffer for the unescaped user agent of the current line.
     ua_scratch: Vec<u8>,
     /// Last timestamp text and its value: consecutive lines mostly share a second.
-    time_cache: ([u8; 32], usize, i64),
+    time_cache: ([u8; 32], usize, TimeKind, i64),
     /// Keys the distinct-path hash per process, so crafted paths cannot aim for collisions.
     path_seed: u64,
     pub(super) batches: Vec<EventBatch>,
@@ -87,7 +87,7 @@ impl Ingest {
             truncated_lines,
             path_scratch: Vec::with_capacity(4096),
             ua_scratch: Vec::with_capacity(1024),
-            time_cache: ([0; 32], 0, 0),
+            time_cache: ([0; 32], 0, TimeKind::Clf, 0),
             path_seed: std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), 0u8),
             batches: (0..to_workers.len()).map(|_| EventBatch::with_capacity()).collect(),
             to_workers,
@@ -117,13 +117,20 @@ impl Ingest {
     fn judge(&mut self, source: u16, line: &[u8], is_head: bool) {
         self.tally.lines += 1;
         self.tally.bytes += line.len() as u64 + 1;
-        let (format, path_semantics, timezone) = match self.sources.get(usize::from(source)) {
-            Some(s) => (s.format, s.path_semantics, s.timezone),
-            None => (LogFormat::Combined, PathSemantics::default(), UtcOffset::UTC),
+        let parsed = match self.sources.get(usize::from(source)) {
+            Some(s) => {
+                let parsed = if is_head { s.format.parse_head(line) } else { s.format.parse(line) };
+                parsed.map(|access| (access, s.path_semantics, s.timezone))
+            }
+            None => {
+                let format = LogFormat::Combined;
+                let parsed =
+                    if is_head { parse::parse_line_head(format, line) } else { parse::parse_line(format, line) };
+                parsed.map(|access| (access, PathSemantics::default(), UtcOffset::UTC))
+            }
         };
-        let parsed = if is_head { parse::parse_line_head(format, line) } else { parse::parse_line(format, line) };
-        let access = match parsed {
-            Ok(a) => a,
+        let (access, path_semantics, timezone) = match parsed {
+            Ok(parsed) => parsed,
             Err(reason) => return self.tally.skip(reason),
         };
         if let Some(wrapper) = access.wrapper {
@@ -136,7 +143,7 @@ impl Ingest {
             self.tally.parsed += 1;
             return;
         };
-        let Some(time) = self.event_time(access.time, timezone) else {
+        let Some(time) = self.event_time(access.time, access.time_kind(), timezone) else {
             return self.tally.skip(SkipReason::BadTimestamp);
         };
         let resolved = self.networks.resolve_client(access.client, access.client_is_list, || access.forwarded_for());
@@ -182,6 +189,7 @@ impl Ingest {
                 body_bytes: access.body_bytes(),
                 path_class,
                 user_present: access.user.is_some(),
+                transport: access.transport(),
                 source,
                 path_key,
                 path,
@@ -214,18 +222,23 @@ impl Ingest {
         self.judge(source, head, true);
     }
 
-    /// A timestamp's Unix seconds; `timezone` applies only to one written without a zone.
-    fn event_time(&mut self, text: &[u8], timezone: UtcOffset) -> Option<i64> {
-        let (cached, len, value) = &mut self.time_cache;
-        if text.len() == *len && &cached[..*len] == text {
+    /// A timestamp's Unix seconds, read as `kind` says; `timezone` applies only to a CLF one
+    /// written without a zone.
+    fn event_time(&mut self, text: &[u8], kind: TimeKind, timezone: UtcOffset) -> Option<i64> {
+        let (cached, len, cached_kind, value) = &mut self.time_cache;
+        if text.len() == *len && *cached_kind == kind && &cached[..*len] == text {
             return Some(*value);
         }
-        let t = parse::time::parse_clf_time_in(text, timezone)?;
+        let t = match kind {
+            TimeKind::Clf => parse::time::parse_clf_time_in(text, timezone)?,
+            other => parse::plan::parse_time(other, text)?,
+        };
         // Only timestamps with their own offset are cached: a zone-less one means different
         // instants in sources of different time zones.
-        if text.len() == parse::time::CLF_TIME_LEN {
+        if (kind != TimeKind::Clf || text.len() == parse::time::CLF_TIME_LEN) && text.len() <= cached.len() {
             cached[..text.len()].copy_from_slice(text);
             *len = text.len();
+            *cached_kind = kind;
             *value = t;
         }
         Some(t)
@@ -273,7 +286,7 @@ impl Ingest {
             truncated_lines: self.truncated_lines.clone(),
             path_scratch: Vec::with_capacity(4096),
             ua_scratch: Vec::with_capacity(1024),
-            time_cache: ([0; 32], 0, 0),
+            time_cache: ([0; 32], 0, TimeKind::Clf, 0),
             path_seed: self.path_seed,
             batches: (0..self.batches.len()).map(|_| EventBatch::with_capacity()).collect(),
             to_workers: Vec::new(),
@@ -337,7 +350,7 @@ impl Ingest {
     /// The index of the source called `name`, registering it (with `format`) when it is new;
     /// None once [`MAX_SOURCES`] are known. A registered source reaches every worker before
     /// any event of it (queues are FIFO), so alerts can name it.
-    pub fn source_named(&mut self, name: &str, format: LogFormat) -> Option<u16> {
+    pub fn source_named(&mut self, name: &str, format: &LineFormat) -> Option<u16> {
         if let Some(&i) = self.source_index.get(name) {
             return Some(i);
         }
@@ -349,7 +362,7 @@ impl Ingest {
         // kind of server.
         let (path_semantics, timezone) =
             self.sources.first().map_or_else(Default::default, |s| (s.path_semantics, s.timezone));
-        self.sources.push(SourceSpec { name: name.to_string(), format, path_semantics, timezone });
+        self.sources.push(SourceSpec { name: name.to_string(), format: format.clone(), path_semantics, timezone });
         self.source_index.insert(name.to_string(), index);
         for tx in &self.to_workers {
             if tx.send(WorkerMsg::AddSource(name.to_string())).is_err() {

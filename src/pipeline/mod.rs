@@ -28,7 +28,7 @@ use crate::detect::event::EventBatch;
 use crate::detect::thread::{run_worker, WorkerMsg, WorkerOutput, WorkerResult};
 use crate::detect::worker::{ClientScope, DetectConfig, Worker, WorkerStats};
 use crate::parse::time::UtcOffset;
-use crate::parse::LogFormat;
+use crate::parse::{LineFormat, LogFormat};
 use crate::privacy::Pseudonymizer;
 use crate::store::writer::StoreWriter;
 use crate::store::{Notify, Store, StoreError};
@@ -48,7 +48,7 @@ const STORE_QUEUE: usize = 256;
 #[derive(Clone, Debug)]
 pub struct SourceSpec {
     pub name: String,
-    pub format: LogFormat,
+    pub format: LineFormat,
     pub path_semantics: PathSemantics,
     /// The offset of timestamps written without a zone (`[27/Jun/2013:11:55:44]`).
     pub timezone: UtcOffset,
@@ -174,9 +174,9 @@ impl Pipeline {
     /// registers that source first, so its episode is found again.
     pub fn resume(&mut self, alerts: Vec<Alert>) {
         let n = self.ingest.to_workers.len();
-        let format = self.ingest.sources.first().map_or(LogFormat::Combined, |s| s.format);
+        let format = self.ingest.sources.first().map_or(LineFormat::Named(LogFormat::Combined), |s| s.format.clone());
         for a in alerts.iter().filter(|a| a.group_by == "source") {
-            self.ingest.source_named(&a.source, format);
+            self.ingest.source_named(&a.source, &format);
         }
         let names: Vec<String> = self.ingest.sources.iter().map(|s| s.name.clone()).collect();
         let mut per_worker: Vec<Vec<Alert>> = (0..n).map(|_| Vec::new()).collect();

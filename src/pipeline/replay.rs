@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::detect::event::EventBatch;
 use crate::detect::thread::WorkerMsg;
 use crate::parse::time::UtcOffset;
-use crate::parse::{LogFormat, MAX_LINE_LEN};
+use crate::parse::{LineFormat, MAX_LINE_LEN};
 use crate::privacy::Pseudonymizer;
 use crate::report::InputSummary;
 use crate::source::framing::{Chunk, Frame, LineChunks};
@@ -30,7 +30,7 @@ const CHUNK_BYTES: usize = 1 << 20;
 pub struct ReplayOptions {
     /// The `source` its alerts carry.
     pub source_name: String,
-    pub format: LogFormat,
+    pub format: LineFormat,
     /// How the server that wrote the logs resolves paths.
     pub path_semantics: PathSemantics,
     /// The offset of timestamps written without a zone.

@@ -11,15 +11,16 @@ use std::time::Duration;
 
 use crate::classify::path::PathSemantics;
 use crate::parse::time::UtcOffset;
-use crate::parse::LogFormat;
+use crate::parse::LineFormat;
 
 /// One configured log source (`[[source]]`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct SourceSettings {
     /// What alerts show as their source (Kafka envelopes that name a host or file override it).
     pub name: String,
-    /// Format of the log lines (for Kafka: of each message's line).
-    pub format: LogFormat,
+    /// Format of the log lines (for Kafka: of each message's line): a named one or a plan
+    /// compiled from the operator's `log_format`/`LogFormat` string.
+    pub format: LineFormat,
     /// How the server that wrote the log resolves request paths to files.
     pub path_semantics: PathSemantics,
     /// Offset of timestamps the log writes without a zone.

@@ -1,0 +1,268 @@
+//! The formats operators actually run, written by the real programs: nginx with a custom
+//! `log_format` (X-Forwarded-For, scheme, request time) and an `escape=json` template (read
+//! both as a compiled format string and as JSON by the `nginx_json` field map), and
+//! Apache with a custom `LogFormat` (`%D`, `%H`, `%{X-Forwarded-For}i`). Each serves a
+//! recording to a client recwatch does not know; `recwatch replay`, given the server's own
+//! format string, must raise R1, R3 and R4 (plain HTTP) for it and nothing for a public page.
+//! Owns the servers' configs for these formats; never contacts any address but 127.0.0.1,
+//! never leaves a server running (each is killed on drop).
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// nginx's custom format: client, host, scheme, time, request, status, bytes, request time,
+/// the forwarded-for list and the user agent.
+const NGINX_CUSTOM: &str = r#"$remote_addr $host $scheme [$time_local] "$request" $status $body_bytes_sent rt=$request_time "$http_x_forwarded_for" "$http_user_agent""#;
+
+/// nginx's JSON template, as an operator writes it after `log_format json escape=json`; its
+/// keys are the variables' names, which is what `format = "nginx_json"` expects.
+const NGINX_JSON: &str = r#"{"time_iso8601":"$time_iso8601","remote_addr":"$remote_addr","request":"$request","status":$status,"body_bytes_sent":$body_bytes_sent,"request_time":$request_time,"scheme":"$scheme","http_user_agent":"$http_user_agent","http_x_forwarded_for":"$http_x_forwarded_for"}"#;
+
+/// Apache's custom format, as written inside the LogFormat directive's quotes.
+/// `%{HTTPS}e` is mod_ssl's always-set flag: `-` here, where no TLS is configured.
+const APACHE_CUSTOM: &str = r#"%h %l %u %t \"%r\" %>s %b %D %H %{HTTPS}e \"%{X-Forwarded-For}i\" \"%{User-Agent}i\""#;
+
+/// A server process, killed and reaped on drop.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts a server on a free loopback port (retried if the port was taken in between);
+/// returns once it accepts connections.
+fn start_server(name: &str, error_log: &Path, mut spawn: impl FnMut(u16) -> Child) -> (Server, SocketAddr) {
+    for _attempt in 0..5 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let mut server = Server(spawn(port));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = server.0.try_wait() {
+                break;
+            }
+            if TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok() {
+                return (server, addr);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    panic!("{name} did not start; its error log:\n{}", std::fs::read_to_string(error_log).unwrap_or_default());
+}
+
+/// A doc root with one recording and one public page, readable by Apache's worker user.
+fn write_doc_root(dir: &Path) -> PathBuf {
+    let www = dir.join("www");
+    std::fs::create_dir_all(www.join("recordings")).unwrap();
+    std::fs::write(www.join("recordings/call.wav"), vec![0x80u8; 600]).unwrap();
+    std::fs::write(www.join("index.html"), "public page\n").unwrap();
+    for path in [dir, &www, &www.join("recordings")] {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    for file in ["recordings/call.wav", "index.html"] {
+        std::fs::set_permissions(www.join(file), std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    www
+}
+
+/// Sends one GET and reads the reply to the end; returns the status line.
+fn get(server: SocketAddr, path: &str, headers: &str) -> String {
+    let mut stream = TcpStream::connect_timeout(&server, Duration::from_secs(10)).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: files.example\r\n{headers}Connection: close\r\n\r\n").unwrap();
+    let mut reply = Vec::new();
+    stream.read_to_end(&mut reply).unwrap();
+    String::from_utf8_lossy(&reply).lines().next().unwrap_or_default().to_string()
+}
+
+/// The fetch every producer serves: a recording to 127.0.0.1 (unknown: only 10/8 is
+/// internal) with a forged X-Forwarded-For and a quote in the user agent, then a public page.
+/// Waits until both are logged in every file of `logs`.
+fn fetch_recording(server: SocketAddr, logs: &[&Path]) {
+    let status = get(server, "/recordings/call.wav", "X-Forwarded-For: 10.0.0.9\r\nUser-Agent: grab \"it\" 404\r\n");
+    assert!(status.contains(" 200 "), "the recording was not served: {status}");
+    assert!(get(server, "/index.html", "").contains(" 200 "));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for log in logs {
+        while std::fs::read_to_string(log).unwrap_or_default().lines().count() < 2 {
+            assert!(Instant::now() < deadline, "{} never got both lines", log.display());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// `recwatch replay` of `log` with a source configured by `format_key = 'format'`: the rule
+/// names raised, with their client.
+fn replay_rules(dir: &Path, name: &str, format_line: &str, log: &Path) -> Vec<(String, String)> {
+    let config = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &config,
+        format!(
+            "[store]\npath = \"state-{name}\"\n[sensitive]\nprefixes = [\"/recordings/\"]\nextensions = [\"wav\"]\n\
+             [networks]\ninternal = [\"10.0.0.0/8\"]\n[[source]]\nname = \"{name}\"\npath = \"{}\"\n{format_line}\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    let check =
+        Command::new(env!("CARGO_BIN_EXE_recwatch")).arg("check").arg("--config").arg(&config).output().unwrap();
+    assert!(check.status.success(), "check refused {name}: {}", String::from_utf8_lossy(&check.stderr));
+    let out = Command::new(env!("CARGO_BIN_EXE_recwatch"))
+        .arg("replay")
+        .arg("--config")
+        .arg(&config)
+        .args(["--no-progress", "--report", "json"])
+        .arg(log)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "replay failed: {}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut rules: Vec<(String, String)> = report["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["rule"].as_str().unwrap().to_string(), a["client"].as_str().unwrap_or("").to_string()))
+        .collect();
+    rules.sort();
+    rules
+}
+
+/// What a recording served over plain HTTP to 127.0.0.1 must raise: R1 for the client, R3
+/// and R4 for the source (their alerts name the first client they saw).
+fn expected() -> Vec<(String, String)> {
+    ["plaintext-exposure", "unauthenticated-exposure", "unknown-client-fetch"]
+        .map(|rule| (rule.to_string(), "127.0.0.1".to_string()))
+        .to_vec()
+}
+
+#[test]
+fn real_nginx_custom_log_format_and_escape_json_raise_r1_r3_and_r4() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let www = write_doc_root(dir);
+    let state = dir.join("nginx");
+    std::fs::create_dir_all(state.join("tmp")).unwrap();
+    let (custom_log, json_log) = (state.join("custom.log"), state.join("json.log"));
+    let (server, addr) = start_server("nginx", &state.join("error.log"), |port| {
+        let conf = format!(
+            "user root;
+master_process off;
+daemon off;
+pid {s}/nginx.pid;
+error_log {s}/error.log;
+events {{ worker_connections 64; }}
+http {{
+  log_format custom '{NGINX_CUSTOM}';
+  log_format json escape=json '{NGINX_JSON}';
+  access_log {s}/custom.log custom;
+  access_log {s}/json.log json;
+  client_body_temp_path {s}/tmp;
+  proxy_temp_path {s}/tmp;
+  fastcgi_temp_path {s}/tmp;
+  uwsgi_temp_path {s}/tmp;
+  scgi_temp_path {s}/tmp;
+  server {{ listen 127.0.0.1:{port}; root {www}; }}
+}}
+",
+            s = state.display(),
+            www = www.display(),
+        );
+        std::fs::write(state.join("nginx.conf"), conf).unwrap();
+        Command::new("/usr/sbin/nginx")
+            .arg("-c")
+            .arg(state.join("nginx.conf"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nginx is installed by scripts/test")
+    });
+    fetch_recording(addr, &[&custom_log, &json_log]);
+    drop(server);
+
+    let custom = replay_rules(dir, "custom", &format!("nginx_log_format = '{NGINX_CUSTOM}'"), &custom_log);
+    assert_eq!(custom, expected(), "custom log_format:\n{}", std::fs::read_to_string(&custom_log).unwrap());
+    let json = replay_rules(dir, "json", &format!("nginx_log_format = '''escape=json '{NGINX_JSON}' '''"), &json_log);
+    assert_eq!(json, expected(), "escape=json log_format:\n{}", std::fs::read_to_string(&json_log).unwrap());
+    // The same JSON read as JSON, by the nginx_json default map (keys named as the variables).
+    let json_map = replay_rules(dir, "json-map", "format = \"nginx_json\"", &json_log);
+    assert_eq!(json_map, expected(), "nginx_json map:\n{}", std::fs::read_to_string(&json_log).unwrap());
+
+    // `check --sample` names nginx_json for the JSON log, and says no known format fits the
+    // custom one (only its format string can read it).
+    let sample = |log: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_recwatch")).arg("check").arg("--sample").arg(log).output().unwrap()
+    };
+    let out = sample(&json_log);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.ends_with("format = \"nginx_json\"\n"), "{text}");
+    let out = sample(&custom_log);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success() && text.contains("no known format fits"), "{text}");
+}
+
+#[test]
+fn real_apache_custom_logformat_raises_r1_r3_and_r4() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let www = write_doc_root(dir);
+    let state = dir.join("apache");
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let log = state.join("access.log");
+    let modules = "/usr/lib/apache2/modules";
+    let (server, addr) = start_server("apache2", &state.join("error.log"), |port| {
+        let conf = format!(
+            r#"ServerRoot "{s}"
+DefaultRuntimeDir "{s}"
+PidFile "{s}/httpd.pid"
+Mutex file:{s} default
+Listen 127.0.0.1:{port}
+ServerName localhost
+LoadModule mpm_event_module {modules}/mod_mpm_event.so
+LoadModule authz_core_module {modules}/mod_authz_core.so
+User www-data
+Group www-data
+ErrorLog "{s}/error.log"
+LogFormat "{APACHE_CUSTOM}" custom
+CustomLog "{s}/access.log" custom
+DocumentRoot "{www}"
+<Directory />
+  Require all denied
+</Directory>
+<Directory "{www}">
+  Require all granted
+</Directory>
+"#,
+            s = state.display(),
+            www = www.display(),
+        );
+        std::fs::write(state.join("httpd.conf"), conf).unwrap();
+        Command::new("/usr/sbin/apache2")
+            .arg("-X")
+            .arg("-d")
+            .arg(&state)
+            .arg("-f")
+            .arg(state.join("httpd.conf"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("apache2 is installed by scripts/test")
+    });
+    fetch_recording(addr, &[&log]);
+    drop(server);
+
+    let rules = replay_rules(dir, "apache", &format!("apache_log_format = '{APACHE_CUSTOM}'"), &log);
+    assert_eq!(rules, expected(), "custom LogFormat:\n{}", std::fs::read_to_string(&log).unwrap());
+}
