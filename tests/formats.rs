@@ -1,9 +1,10 @@
 //! The formats operators actually run, written by the real programs: nginx with a custom
 //! `log_format` (X-Forwarded-For, scheme, request time) and an `escape=json` template (read
 //! both as a compiled format string and as JSON by the `nginx_json` field map), and
-//! Apache with a custom `LogFormat` (`%D`, `%H`, `%{X-Forwarded-For}i`). Each serves a
+//! Apache with a custom `LogFormat` (`%D`, `%H`, `%{X-Forwarded-For}i`), and vsftpd writing
+//! `xferlog` for an anonymous FTP download (curl as the client). Each serves a
 //! recording to a client recwatch does not know; `recwatch replay`, given the server's own
-//! format string, must raise R1, R3 and R4 (plain HTTP) for it and nothing for a public page.
+//! format string, must raise R1, R3 and R4 (plain HTTP or FTP) for it, and nothing for a public page.
 //! Owns the servers' configs for these formats; never contacts any address but 127.0.0.1,
 //! never leaves a server running (each is killed on drop).
 
@@ -265,4 +266,66 @@ DocumentRoot "{www}"
 
     let rules = replay_rules(dir, "apache", &format!("apache_log_format = '{APACHE_CUSTOM}'"), &log);
     assert_eq!(rules, expected(), "custom LogFormat:\n{}", std::fs::read_to_string(&log).unwrap());
+}
+
+#[test]
+fn real_vsftpd_anonymous_download_in_xferlog_raises_r1_r3_and_r4() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let www = write_doc_root(dir);
+    let state = dir.join("vsftpd");
+    std::fs::create_dir_all(&state).unwrap();
+    let log = state.join("xferlog");
+    let (server, addr) = start_server("vsftpd", &state.join("vsftpd.log"), |port| {
+        let conf = format!(
+            "listen=YES
+listen_address=127.0.0.1
+listen_port={port}
+background=NO
+anonymous_enable=YES
+no_anon_password=YES
+anon_root={www}
+local_enable=NO
+write_enable=NO
+pasv_enable=YES
+pasv_address=127.0.0.1
+connect_from_port_20=NO
+xferlog_enable=YES
+xferlog_std_format=YES
+xferlog_file={log}
+vsftpd_log_file={s}/vsftpd.log
+use_localtime=NO
+seccomp_sandbox=NO
+secure_chroot_dir=/var/run/vsftpd/empty
+",
+            www = www.display(),
+            log = log.display(),
+            s = state.display(),
+        );
+        std::fs::write(state.join("vsftpd.conf"), conf).unwrap();
+        Command::new("/usr/sbin/vsftpd")
+            .arg(state.join("vsftpd.conf"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("vsftpd is installed by scripts/test")
+    });
+    let fetched = Command::new("curl")
+        .args(["--silent", "--show-error", "--max-time", "60", "--output"])
+        .arg(state.join("fetched.wav"))
+        .arg(format!("ftp://{addr}/recordings/call.wav"))
+        .output()
+        .expect("curl is installed by scripts/test");
+    assert!(fetched.status.success(), "curl: {}", String::from_utf8_lossy(&fetched.stderr));
+    assert_eq!(std::fs::read(state.join("fetched.wav")).unwrap().len(), 600);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::fs::read_to_string(&log).unwrap_or_default().lines().count() < 1 {
+        assert!(Instant::now() < deadline, "vsftpd never logged the transfer");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(server);
+
+    let rules = replay_rules(dir, "ftp", "format = \"xferlog\"", &log);
+    assert_eq!(rules, expected(), "xferlog:\n{}", std::fs::read_to_string(&log).unwrap());
 }

@@ -19,6 +19,8 @@ pub enum LineFormat {
     Plan(Arc<FieldPlan>),
     /// One JSON object per line, read by a field map.
     Json(Arc<JsonPlan>),
+    /// FTP `xferlog` (vsftpd, proftpd): one transfer per line.
+    Xferlog,
 }
 
 impl LineFormat {
@@ -36,6 +38,10 @@ impl LineFormat {
                 let line = prepare(line)?;
                 checked_access_line(line, plan.parse(line))
             }
+            LineFormat::Xferlog => {
+                let line = prepare(line)?;
+                checked_access_line(line, super::xferlog::parse(line))
+            }
         }
     }
 
@@ -45,7 +51,7 @@ impl LineFormat {
     pub fn parse_head<'a>(&self, head: &'a [u8]) -> Result<AccessLine<'a>, SkipReason> {
         match self {
             LineFormat::Named(format) => super::parse_line_head(*format, head),
-            LineFormat::Plan(_) | LineFormat::Json(_) => Err(SkipReason::TooLong),
+            LineFormat::Plan(_) | LineFormat::Json(_) | LineFormat::Xferlog => Err(SkipReason::TooLong),
         }
     }
 
@@ -55,6 +61,7 @@ impl LineFormat {
             LineFormat::Named(format) => format.as_str().to_string(),
             LineFormat::Plan(plan) => plan.describe(),
             LineFormat::Json(plan) => plan.describe(),
+            LineFormat::Xferlog => "xferlog".to_string(),
         }
     }
 }

@@ -21,6 +21,7 @@ pub mod plan;
 pub mod sample;
 mod syslog;
 pub mod time;
+pub mod xferlog;
 
 #[cfg(test)]
 mod tests;

@@ -72,6 +72,8 @@ pub enum TimeKind {
     /// A JSON number since the epoch, its unit told by its size: up to 10 integer digits
     /// seconds, 13 milliseconds, 16 microseconds, more nanoseconds.
     Epoch,
+    /// `Sun Nov 29 21:26:01 2026` (FTP xferlog): local time without a zone.
+    Ctime,
 }
 
 /// What one field of a plan is; `Opaque` fields are matched and skipped.
@@ -693,6 +695,7 @@ pub fn parse_time(kind: TimeKind, text: &[u8]) -> Option<i64> {
         TimeKind::EpochSeconds => parse_epoch(text, 1),
         TimeKind::EpochMillis => parse_epoch(text, 1_000),
         TimeKind::EpochMicros => parse_epoch(text, 1_000_000),
+        TimeKind::Ctime => super::time::parse_ctime(text),
         TimeKind::Epoch => {
             let digits = text.iter().take_while(|b| b.is_ascii_digit()).count();
             let per_second = match digits {

@@ -35,6 +35,7 @@ fn candidates() -> Vec<(String, LineFormat)> {
     for format in [LogFormat::VhostCombined, LogFormat::Combined, LogFormat::VhostCommon, LogFormat::Common] {
         all.push((format!("format = \"{}\"", format.as_str()), LineFormat::Named(format)));
     }
+    all.push(("format = \"xferlog\"".to_string(), LineFormat::Xferlog));
     for (producer, name) in JsonProducer::ALL {
         if let Ok(plan) = JsonPlan::new(producer, &[]) {
             all.push((format!("format = \"{name}\""), LineFormat::Json(Arc::new(plan))));

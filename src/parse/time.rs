@@ -1,5 +1,6 @@
 //! Converts the access log's `[%t]` timestamp (`18/Feb/2019:10:00:01 +0100`) to Unix seconds,
-//! and Unix seconds back to RFC 3339 text for reports.
+//! and xferlog's `ctime` time (`Sun Nov 29 21:26:01 2026`), and Unix seconds back to RFC 3339
+//! text for reports.
 //! Owns the calendar arithmetic (integer days-from-civil, no tables, no allocation on the parse
 //! side) and the source's fixed [`UtcOffset`] for timestamps written without a zone.
 //! Never consults the system clock or time zone database: the offset written in the log is the
@@ -274,6 +275,26 @@ pub fn parse_rfc3339(s: &[u8]) -> Option<i64> {
         return None;
     }
     Some(days_from_civil(year, month as u32, day as u32) * 86_400 + hour * 3600 + minute * 60 + second.min(59) - offset)
+}
+
+/// `Sun Nov 29 21:26:01 2026` (FTP xferlog, C `ctime`): 24 bytes.
+pub const CTIME_LEN: usize = 24;
+
+/// `Www Mmm dd HH:MM:SS yyyy` (day padded with a blank) as Unix seconds, read as UTC.
+pub fn parse_ctime(text: &[u8]) -> Option<i64> {
+    let text: &[u8; CTIME_LEN] = text.try_into().ok()?;
+    if text[3] != b' ' || text[7] != b' ' || text[10] != b' ' || text[19] != b' ' {
+        return None;
+    }
+    let day_tens = if text[8] == b' ' { b'0' } else { text[8] };
+    // Reuse the CLF reader: `dd/Mon/yyyy:HH:MM:SS +0000`.
+    let mut clf = *b"00/Jan/0000:00:00:00 +0000";
+    clf[0] = day_tens;
+    clf[1] = text[9];
+    clf[3..6].copy_from_slice(&text[4..7]);
+    clf[7..11].copy_from_slice(&text[20..24]);
+    clf[12..20].copy_from_slice(&text[11..19]);
+    parse_clf_time(&clf)
 }
 
 #[cfg(test)]

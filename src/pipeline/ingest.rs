@@ -231,11 +231,18 @@ impl Ingest {
         }
         let t = match kind {
             TimeKind::Clf => parse::time::parse_clf_time_in(text, timezone)?,
+            // Local time without a zone: the source's offset applies.
+            TimeKind::Ctime => parse::plan::parse_time(kind, text)? - i64::from(timezone.seconds()),
             other => parse::plan::parse_time(other, text)?,
         };
         // Only timestamps with their own offset are cached: a zone-less one means different
         // instants in sources of different time zones.
-        if (kind != TimeKind::Clf || text.len() == parse::time::CLF_TIME_LEN) && text.len() <= cached.len() {
+        let own_zone = match kind {
+            TimeKind::Clf => text.len() == parse::time::CLF_TIME_LEN,
+            TimeKind::Ctime => false,
+            _ => true,
+        };
+        if own_zone && text.len() <= cached.len() {
             cached[..text.len()].copy_from_slice(text);
             *len = text.len();
             *cached_kind = kind;
