@@ -328,4 +328,7 @@ secure_chroot_dir=/var/run/vsftpd/empty
 
     let rules = replay_rules(dir, "ftp", "format = \"xferlog\"", &log);
     assert_eq!(rules, expected(), "xferlog:\n{}", std::fs::read_to_string(&log).unwrap());
+    let sample = Command::new(env!("CARGO_BIN_EXE_recwatch")).arg("check").arg("--sample").arg(&log).output().unwrap();
+    let text = String::from_utf8_lossy(&sample.stdout);
+    assert!(sample.status.success() && text.ends_with("format = \"xferlog\"\n"), "{text}");
 }
