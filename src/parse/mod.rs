@@ -425,12 +425,22 @@ pub fn parse_forwarded_ip(hop: &[u8]) -> Option<IpAddr> {
 }
 
 /// Whether a client token that is no address is a host name (Apache `HostnameLookups On`,
-/// `monitoring-server`, `crawl-66-249-66-1.googlebot.com`, a zone-scoped `fe80::1%eth0`):
-/// 1..=253 bytes of letters, digits, `-`, `.`, `_`, `:`, `%`, at least one letter.
+/// `monitoring-server`, `crawl-66-249-66-1.googlebot.com`) or a zone-scoped IPv6 address
+/// (`fe80::1%eth0`): 1..=253 bytes of letters, digits, `-`, `.`, `_`, at least one letter;
+/// a `:` only in a zone-scoped address (an IPv6 address before the `%`). So a `host:port`
+/// token — the server name of a `vhost_combined` line read as `combined` — is no client.
 pub fn is_host_name(text: &[u8]) -> bool {
-    (1..=253).contains(&text.len())
-        && text.iter().any(u8::is_ascii_alphabetic)
-        && text.iter().all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b':' | b'%'))
+    if !(1..=253).contains(&text.len()) {
+        return false;
+    }
+    let name_byte = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_');
+    match memchr(b'%', text) {
+        Some(at) => {
+            let (address, zone) = (&text[..at], &text[at + 1..]);
+            matches!(parse_client_ip(address), Some(IpAddr::V6(_))) && !zone.is_empty() && zone.iter().all(name_byte)
+        }
+        None => text.iter().any(u8::is_ascii_alphabetic) && text.iter().all(name_byte),
+    }
 }
 
 /// Parses a client token as an IP address: IPv4 or IPv6 text, optional `[...]` brackets;

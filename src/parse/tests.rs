@@ -971,7 +971,18 @@ fn forwarded_hops_and_host_names() {
     for name in [&b"monitoring-server"[..], b"crawl-66-249-66-1.googlebot.com", b"fe80::1%eth0", b"WEB_1"] {
         assert!(is_host_name(name), "{}", String::from_utf8_lossy(name));
     }
-    for not_name in [&b""[..], b"256.1.1.1", b"1.2.3", b"a/b", b"a b", b"caf\xc3\xa9"] {
+    for not_name in [
+        &b""[..],
+        b"256.1.1.1",
+        b"1.2.3",
+        b"a/b",
+        b"a b",
+        b"caf\xc3\xa9",
+        b"rec.example:443",
+        b"a:b",
+        b"fe80::1%",
+        b"x%eth0",
+    ] {
         assert!(!is_host_name(not_name), "{}", String::from_utf8_lossy(not_name));
     }
     let key = |line: &[u8]| client_key(LogFormat::Combined, line);
@@ -1025,4 +1036,15 @@ fn sixty_four_kib_user_agent_does_not_hide_a_fetch() {
         (&b"203.0.113.7"[..], &b"/recordings/x.wav"[..], 200, 48000)
     );
     assert_eq!(head.user_agent(), None);
+}
+
+/// A `vhost_combined` line replayed as `combined` used to parse with the server name
+/// (`rec.example:443`) as a host-name client and the real client as the ident: alerts blamed
+/// the server and replay never warned that the format was wrong.
+#[test]
+fn vhost_combined_line_read_as_combined_is_not_blamed_on_the_server_name() {
+    let line = br#"rec.example:443 203.0.113.9 - - [18/Feb/2019:10:00:01 +0100] "GET /recordings/1.wav HTTP/1.1" 200 5 "-" "curl/8""#;
+    assert_eq!(client_key(LogFormat::Combined, line), None);
+    let access = parse_line(LogFormat::VhostCombined, line).unwrap();
+    assert_eq!(access.client, b"203.0.113.9");
 }
