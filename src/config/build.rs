@@ -198,6 +198,7 @@ fn build_sources(b: &Builder<'_>, sources: Vec<RawSource>) -> Result<Vec<SourceS
         }
         let format = match (&s.format, &s.nginx_log_format, &s.apache_log_format) {
             (Some(name), None, None) if name == "xferlog" => LineFormat::Xferlog,
+            (Some(name), None, None) if name == "s3" => LineFormat::Plan(Arc::new(FieldPlan::s3())),
             (Some(_), None, None) if json_producer.is_some() => {
                 let overrides: Vec<(String, String)> = s.json_fields.clone().unwrap_or_default().into_iter().collect();
                 let plan = JsonPlan::new(json_producer.unwrap_or(JsonProducer::Custom), &overrides);
@@ -209,7 +210,7 @@ fn build_sources(b: &Builder<'_>, sources: Vec<RawSource>) -> Result<Vec<SourceS
                     .map(|f| f.as_str())
                     .into_iter()
                     .chain(JsonProducer::ALL.map(|(_, name)| name))
-                    .chain(["xferlog"])
+                    .chain(["xferlog", "s3"])
                     .collect();
                 LineFormat::Named(one_of(
                     b,

@@ -134,6 +134,9 @@ impl Field {
 /// `2019-02-18T10:00:01+01:00`.
 const ISO8601_LEN: usize = 25;
 
+/// The S3 server access log's fields in nginx variable syntax (see [`FieldPlan::s3`]).
+const S3_ACCESS_LOG: &str = r#"$s3_bucket_owner $s3_bucket [$time_local] $remote_addr $remote_user $request_id $s3_operation $s3_key "$request" $status $s3_error_code $body_bytes_sent $s3_object_size $request_time $s3_turn_around "$http_referer" "$http_user_agent" $s3_version_id $s3_host_id $s3_signature_version $s3_cipher_suite $s3_authentication_type $host $ssl_protocol $s3_later_fields"#;
+
 /// One step of a plan.
 #[derive(Clone, Debug)]
 enum Step {
@@ -383,10 +386,30 @@ impl FieldPlan {
 
     /// `nginx_log_format '…'` or `apache_log_format '…'`, as configured.
     pub fn describe(&self) -> String {
+        if self.is_s3() {
+            return "s3".to_string();
+        }
         match self.dialect {
             Dialect::Nginx(_) => format!("nginx_log_format {:?}", self.text),
             Dialect::Apache => format!("apache_log_format {:?}", self.text),
         }
+    }
+
+    /// The S3 server access log (also MinIO and Ceph RGW), as a plan: bucket owner, bucket,
+    /// `[time]`, remote IP, requester (`-` = anonymous: no user, R3), request id, operation,
+    /// key, `"request-uri"`, status, error code, bytes sent, object size, total time,
+    /// turn-around time, referer, user agent, version id, host id, signature version, cipher
+    /// suite, authentication type, host header, TLS version (`-` = plain HTTP, R4), then the
+    /// fields AWS added later (access point ARN, ACL required, …), read and skipped.
+    pub fn s3() -> FieldPlan {
+        let mut plan = FieldPlan::nginx(S3_ACCESS_LOG).unwrap_or_else(|_| unreachable!("the S3 plan compiles"));
+        plan.unknown.clear();
+        plan
+    }
+
+    /// Whether this is [`FieldPlan::s3`].
+    pub fn is_s3(&self) -> bool {
+        self.text == S3_ACCESS_LOG
     }
 
     /// The dialect the plan was written in.
@@ -875,6 +898,17 @@ mod tests {
         assert_eq!(f.status, 200);
         let apache = FieldPlan::apache("%h %t \"%r\" %>s %Z %{%s}t").unwrap();
         assert_eq!(apache.unknown_fields(), ["%Z", "%{%s}t"]);
+    }
+
+    #[test]
+    fn the_s3_plan_compiles_and_reads_an_anonymous_plain_fetch() {
+        let plan = FieldPlan::s3();
+        assert!(plan.is_s3() && plan.unknown_fields().is_empty());
+        assert_eq!(plan.describe(), "s3");
+        let line = br#"owner bucket1 [06/Feb/2019:00:00:40 +0000] 203.0.113.50 - 891CE47D2EXAMPLE REST.GET.OBJECT a.wav "GET /bucket1/a.wav HTTP/1.1" 200 - 48213 48213 21 20 "-" "curl/7.64.0" - hostid= - - - s3.amazonaws.com - - -"#;
+        let f = plan.parse(line).unwrap();
+        assert_eq!((f.client, f.user, f.target, f.status), (&b"203.0.113.50"[..], None, &b"/bucket1/a.wav"[..], 200));
+        assert_eq!((f.body_bytes, f.transport), (Some(48213), Transport::Plain));
     }
 
     #[test]

@@ -36,6 +36,7 @@ fn candidates() -> Vec<(String, LineFormat)> {
         all.push((format!("format = \"{}\"", format.as_str()), LineFormat::Named(format)));
     }
     all.push(("format = \"xferlog\"".to_string(), LineFormat::Xferlog));
+    all.push(("format = \"s3\"".to_string(), LineFormat::Plan(Arc::new(FieldPlan::s3()))));
     for (producer, name) in JsonProducer::ALL {
         if let Ok(plan) = JsonPlan::new(producer, &[]) {
             all.push((format!("format = \"{name}\""), LineFormat::Json(Arc::new(plan))));
