@@ -552,8 +552,9 @@ impl Broker {
     }
 }
 
-/// SIGHUP with the Kafka settings unchanged (here nothing changed): the consumer keeps its
-/// group membership (the rebalance counter does not move) and reads nothing twice.
+/// SIGHUP with the Kafka settings unchanged (first nothing changed, then a rule): the
+/// consumer keeps its group membership (the rebalance counter does not move), reads nothing
+/// twice, and the changed rule judges exactly the messages consumed after the swap.
 #[test]
 fn a_sighup_with_unchanged_kafka_settings_keeps_the_consumer_in_its_group() {
     let cluster = mock_cluster();
@@ -572,9 +573,22 @@ fn a_sighup_with_unchanged_kafka_settings_keeps_the_consumer_in_its_group() {
         assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
         d.wait_metric("recwatch_config_reloads_total", "", n as f64);
     }
+    // R1's severity changes: swapped into the consumer's pipeline, the consumer stays.
+    let text = std::fs::read_to_string(env.config()).unwrap();
+    std::fs::write(env.config(), text.replacen("severity = \"critical\"", "severity = \"warning\"", 1)).unwrap();
+    assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    d.wait_metric("recwatch_config_reloads_total", "", 4.0);
+    wait_until("the consumer to take the new rules", Duration::from_secs(60), || {
+        d.stderr().contains("rules swapped; consumer kept").then_some(())
+    });
     produce(&producer, second, |_| Wrap::Raw);
     d.wait_metric("recwatch_kafka_messages_total", "", lines.len() as f64);
     assert_eq!(d.metric("recwatch_kafka_rebalances_total", ""), Some(rebalances), "a reload rebalanced the group");
     assert_eq!(d.metric("recwatch_kafka_messages_total", ""), Some(lines.len() as f64), "messages read twice");
     assert!(d.terminate().success());
+    // Every message raised one alert: the first half under the old severity, the second
+    // under the new one; none twice.
+    let alerts = env.stored_alerts();
+    let count = |severity: &str| alerts.iter().filter(|a| a["severity"] == severity).count();
+    assert_eq!((count("critical"), count("warning")), (first.len(), second.len()));
 }

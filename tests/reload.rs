@@ -1,8 +1,9 @@
 //! SIGHUP swaps only what changed: an unchanged config restarts nothing and reads nothing
 //! again; a changed receiver restarts the notifier only (sources keep their place); a changed
-//! rule rebuilds the pipelines with it. A real `recwatch run`, observed through its metrics
-//! and API. The windowed rule makes a rebuild re-read from its rewind point (60 s of event
-//! time back: every line here), so a restart that should not happen shows in the line count.
+//! rule is swapped into the running pipeline: the lines after the reload are judged by it,
+//! none before it, none twice. A real `recwatch run`, observed through its metrics and API.
+//! The windowed rule makes a rebuild re-read from its rewind point (60 s of event time back:
+//! every line here), so a restart that should not happen shows in the line count.
 
 use std::io::Write;
 use std::process::Command;
@@ -65,15 +66,71 @@ fn sighup_restarts_only_what_changed_and_reads_nothing_twice() {
     });
     assert_eq!(d.metric("recwatch_lines_read_total", ""), Some(202.0), "a receiver change re-read lines");
 
-    // a rule changed: the pipelines are rebuilt with it
+    // a rule changed: swapped into the running pipeline, nothing read again
     std::fs::write(&file, config(&log, "warning", &receiver)).unwrap();
     hup(3.0);
     append(&fetch_line("203.0.113.3"));
+    d.wait_metric("recwatch_lines_read_total", "", 203.0);
     let alert = wait_until("the alert under the changed rule", Duration::from_secs(60), || {
         let (status, body) = d.get("/api/v1/alerts?client=203.0.113.3")?;
         let alerts: Vec<serde_json::Value> = serde_json::from_str(&body).ok()?;
         (status == 200).then(|| alerts.into_iter().next()).flatten()
     });
     assert_eq!(alert["severity"], "warning");
+    assert_eq!(d.metric("recwatch_lines_read_total", ""), Some(203.0), "a rule change re-read lines");
+    assert!(d.terminate().success());
+}
+
+fn missing_line(client: &str) -> String {
+    format!(
+        "{client} - - [18/Feb/2019:10:00:01 +0100] \"GET /recordings/gone.wav HTTP/1.1\" 404 153 \"-\" \"curl/8\"\n"
+    )
+}
+
+/// The one alert of `rule` for `client` once its request count reaches `at_least`.
+fn alert_of(d: &Daemon, rule: &str, client: &str, at_least: u64) -> serde_json::Value {
+    wait_until(&format!("{rule} for {client} at {at_least} requests"), Duration::from_secs(60), || {
+        let (status, body) = d.get(&format!("/api/v1/alerts?client={client}"))?;
+        let alerts: Vec<serde_json::Value> = serde_json::from_str(&body).ok()?;
+        let mine: Vec<_> = alerts.into_iter().filter(|a| a["rule_id"] == rule).collect();
+        assert!(mine.len() <= 1, "{rule} for {client} opened twice: {mine:?}");
+        (status == 200).then(|| mine.into_iter().next()).flatten().filter(|a| a["requests"].as_u64() >= Some(at_least))
+    })
+}
+
+/// A rule added by SIGHUP judges exactly the lines read after the reload: the 404s before it
+/// raise nothing under it, the 404s after it are counted once each; R1's open alert goes on
+/// counting across the reload without counting a line twice (its rule counts the same
+/// events, so its episode is kept). A rebuild would re-read the 60 s rewind and count the
+/// earlier 404s too.
+#[test]
+fn a_rule_added_by_sighup_judges_the_next_lines_only_and_reads_none_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("token"), TOKEN).unwrap();
+    let log = dir.path().join("access.log");
+    let file = dir.path().join("recwatch.toml");
+    let before: String =
+        (0..100).map(|_| fetch_line("198.51.100.7")).chain((0..20).map(|_| missing_line("198.51.100.8"))).collect();
+    std::fs::write(&log, before).unwrap();
+    std::fs::write(&file, config(&log, "critical", "")).unwrap();
+    let d = Daemon::spawn(&file, Some(TOKEN));
+    d.wait_ready();
+    d.wait_metric("recwatch_lines_read_total", "", 120.0);
+    alert_of(&d, "R1", "198.51.100.7", 100);
+
+    let r9 = "[[rule]]\nid = \"R9\"\nname = \"missing-recording\"\nseverity = \"info\"\nstatus = [404]\nclient_kind = [\"unknown\"]\n";
+    std::fs::write(&file, config(&log, "critical", r9)).unwrap();
+    d.signal("HUP");
+    d.wait_metric("recwatch_config_reloads_total", "", 1.0);
+    let after: String =
+        (0..30).map(|_| fetch_line("198.51.100.7")).chain((0..5).map(|_| missing_line("198.51.100.8"))).collect();
+    std::fs::OpenOptions::new().append(true).open(&log).unwrap().write_all(after.as_bytes()).unwrap();
+    d.wait_metric("recwatch_lines_read_total", "", 155.0);
+
+    let r9_alert = alert_of(&d, "R9", "198.51.100.8", 5);
+    let r1_alert = alert_of(&d, "R1", "198.51.100.7", 130);
+    assert_eq!(r9_alert["requests"], 5, "R9 judged lines read before the reload");
+    assert_eq!(r1_alert["requests"], 130, "R1 counted a line twice");
+    assert_eq!(d.metric("recwatch_lines_read_total", ""), Some(155.0), "the reload re-read lines");
     assert!(d.terminate().success());
 }

@@ -1,10 +1,11 @@
 //! The Kafka consumer loops, one thread per Kafka source: consumer → a pipeline of its own →
 //! barriers without a checkpoint → offsets stored once the alerts before them are durable;
-//! a revoke drains the revoked partitions' work first. Never frames or parses messages (the
+//! a revoke drains the revoked partitions' work first; a reload's new rules are swapped in
+//! between two polls. Never frames or parses messages (the
 //! source does) and never writes checkpoints: Kafka keeps the offsets.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -35,6 +36,9 @@ pub(super) struct KafkaStatus {
     pub(super) joined: AtomicBool,
     /// Loop iterations, for the watchdog: a loop that stops counting is wedged.
     beats: AtomicU64,
+    /// New rules, sensitive paths and networks from a reload, taken by the loop between two
+    /// polls ([`Pipeline::reconfigure`]): the consumer and its group membership stay.
+    new_config: Mutex<Option<Arc<Config>>>,
 }
 
 /// A running Kafka consumer loop (one per Kafka source).
@@ -53,6 +57,12 @@ impl KafkaLoop {
             None => Ok(()),
             Some(t) => t.join().unwrap_or_else(|_| Err(anyhow::anyhow!("the consumer thread panicked"))),
         }
+    }
+
+    /// Hands the loop the rules, sensitive paths and networks of `config`; it switches to them
+    /// between two polls, keeping its consumer (no rebalance).
+    pub(super) fn reconfigure(&self, config: Arc<Config>) {
+        *self.status.new_config.lock().unwrap_or_else(PoisonError::into_inner) = Some(config);
     }
 
     /// Whether the loop went round since the last call (and its thread is still there).
@@ -198,6 +208,10 @@ fn kafka_loop(
     let mut unsealed_since: Option<Instant> = None;
     while !stop.is_cancelled() {
         status.beats.fetch_add(1, Relaxed);
+        if let Some(new) = status.new_config.lock().unwrap_or_else(PoisonError::into_inner).take() {
+            pipeline.reconfigure(&new);
+            tracing::info!(source = %source.name, rules = new.rules.len(), "rules swapped; consumer kept");
+        }
         while let Some(rebalance) = consumer.take_rebalance() {
             match rebalance {
                 Rebalance::Assign(partitions) => consumer.assign(partitions),

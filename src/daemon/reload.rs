@@ -3,8 +3,14 @@
 //! running, counted and logged); then only what changed is restarted. The receivers alone
 //! (`[[receiver]]`, `http.external_url`, their secret files): the notifier is swapped and
 //! nothing is read again; the sources, the tailer and every Kafka consumer (and its group
-//! membership) stay as they are. Anything the pipelines use (sources, rules, networks,
-//! sensitive paths, engine, tail, the pseudonym key): the running pipeline is drained under a
+//! membership) stay as they are. Rules, sensitive paths and networks (`[[rule]]`,
+//! `[sensitive]`, `[networks]`): swapped into the running pipelines through their queues
+//! ([`crate::pipeline::Pipeline::reconfigure`]), so every line read before the reload is
+//! judged by the old ones and every line after by the new, none read twice; tailer and Kafka
+//! consumers stay; windows and open episodes are kept for rules that count the same events
+//! ([`crate::detect::rule::Rule::counts_like`]) and start empty for new or changed ones; the
+//! notifier restarts (it names the rules). Anything else the pipelines use (sources, engine,
+//! tail, the pseudonym key): the running pipeline is drained under a
 //! final checkpoint, the Kafka loops commit and stop, and everything starts again from the
 //! rewind point with the new config. Nothing changed: nothing restarts. What changed is judged
 //! from the files' text ([`Fingerprint`]), read before the config is built. `[http]`'s own
@@ -30,8 +36,11 @@ use crate::telemetry::Telemetry;
 /// the receivers use, with the bytes of the files those parts name.
 #[derive(Debug)]
 pub(super) struct Fingerprint {
-    /// Everything but `[http]` and `[[receiver]]`, and the pseudonym key file's bytes.
+    /// Everything but `[http]`, `[[receiver]]`, `[[rule]]`, `[sensitive]` and `[networks]`,
+    /// and the pseudonym key file's bytes: what a running pipeline cannot take in place.
     pipelines: (toml::Table, Option<Vec<u8>>),
+    /// `[[rule]]`, `[sensitive]` and `[networks]`: swapped into the running pipelines.
+    swappable: [Option<toml::Value>; 3],
     /// `[[receiver]]`, `http.external_url`, and the bytes of every file a receiver names.
     receivers: (Option<toml::Value>, Option<toml::Value>, Vec<Option<Vec<u8>>>),
 }
@@ -48,6 +57,7 @@ impl Fingerprint {
         let receivers = table.remove("receiver");
         let external_url = table.get_mut("http").and_then(|h| h.as_table_mut()).and_then(|h| h.remove("external_url"));
         table.remove("http");
+        let swappable = [table.remove("rule"), table.remove("sensitive"), table.remove("networks")];
         let mut secrets = Vec::new();
         for r in receivers.as_ref().and_then(|r| r.as_array()).into_iter().flatten() {
             for (name, value) in r.as_table().into_iter().flatten() {
@@ -56,7 +66,7 @@ impl Fingerprint {
                 }
             }
         }
-        Some(Fingerprint { pipelines: (table, key), receivers: (receivers, external_url, secrets) })
+        Some(Fingerprint { pipelines: (table, key), swappable, receivers: (receivers, external_url, secrets) })
     }
 }
 
@@ -87,19 +97,26 @@ pub(super) fn reload(
             return Ok((running, false));
         }
     };
-    let (pipelines_same, receivers_same) = match (running_as.as_ref(), &fresh) {
-        (Some(o), Some(n)) => (o.pipelines == n.pipelines, o.receivers == n.receivers),
-        _ => (false, false),
+    let (pipelines_same, swappable_same, receivers_same) = match (running_as.as_ref(), &fresh) {
+        (Some(o), Some(n)) => (o.pipelines == n.pipelines, o.swappable == n.swappable, o.receivers == n.receivers),
+        _ => (false, false, false),
     };
     *running_as = fresh;
     if pipelines_same {
         let config = Arc::new(new);
-        if !receivers_same {
+        if !swappable_same {
+            running.pipeline.reconfigure(&config);
+            for k in &running.kafka_loops {
+                k.reconfigure(config.clone());
+            }
+        }
+        // The notifier names rules in what it sends: new rules restart it too.
+        if !receivers_same || !swappable_same {
             notifier.stop();
             *notifier = Notifier::start(&config.alerting, &config.rules, store.clone(), telemetry.clone());
         }
         running.config = config;
-        telemetry.config_reloaded_in_place(!receivers_same);
+        telemetry.config_reloaded_in_place(!receivers_same, !swappable_same);
         return Ok((running, false));
     }
     let event_time = running.pipeline.ingest.latest_event_time();

@@ -265,6 +265,26 @@ pub struct Rule {
 }
 
 impl Rule {
+    /// Whether a window and an open episode of `old` stay valid under `self` after a reload:
+    /// same id and grouping, and the same events counted the same way (what matches, the
+    /// aggregate, the window). Threshold, suppression, name, severity and description may
+    /// differ: they judge the counts, they do not make them.
+    pub fn counts_like(&self, old: &Rule) -> bool {
+        self.id == old.id
+            && self.group_by == old.group_by
+            && self.aggregate == old.aggregate
+            && self.window_secs == old.window_secs
+            && self.path_classes == old.path_classes
+            && self.statuses == old.statuses
+            && self.methods == old.methods
+            && self.method_kind == old.method_kind
+            && self.client_kinds == old.client_kinds
+            && self.user == old.user
+            && self.user_agent.as_ref().map(Regex::as_str) == old.user_agent.as_ref().map(Regex::as_str)
+    }
+}
+
+impl Rule {
     /// A rule for stage unit tests, built without a config file: fires on every GET/any
     /// request to a recording from any client, once per hour per client. Tests change what
     /// they need with struct update syntax.

@@ -1,6 +1,6 @@
 //! The detection thread: one per worker. Owns its [`Worker`] (the per-client windows) and
 //! drains the worker's bounded inbox in order: events, barriers, resumed episodes, new
-//! sources. Passes changed alerts and then each barrier on to the store writer, so a barrier
+//! sources, new rules (a reload). Passes changed alerts and then each barrier on to the store writer, so a barrier
 //! never overtakes an alert caused before it. Never parses and never writes to the store.
 
 use crate::classify::client::ClientId;
@@ -40,6 +40,9 @@ pub(crate) enum WorkerMsg {
     Resume(Vec<Alert>),
     /// A source registered after the start, next index (sent before any of its events).
     AddSource(String),
+    /// New rules (a reload): events queued before it are judged by the old ones, events
+    /// after it by these. What changed before it is handed to the store first.
+    Reconfigure(Arc<DetectConfig>),
 }
 
 /// What a worker thread hands back when its queue closes.
@@ -84,6 +87,14 @@ pub(crate) fn run_worker(
             }
             WorkerMsg::AddSource(name) => {
                 worker.add_source(name);
+                continue;
+            }
+            WorkerMsg::Reconfigure(cfg) => {
+                worker.take_changed(&mut changed);
+                if !changed.is_empty() && to_store.send(WorkerOutput::Alerts(std::mem::take(&mut changed))).is_err() {
+                    break;
+                }
+                worker.reconfigure(cfg);
                 continue;
             }
         };

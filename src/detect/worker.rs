@@ -172,6 +172,34 @@ impl Worker {
         self.source_names.push(name);
     }
 
+    /// New rules from a reload, applied between two events. Call after [`Worker::take_changed`]
+    /// (nothing is dirty then). A rule that [`Rule::counts_like`] its old self keeps every
+    /// group's window and open episode; a new or changed rule starts with empty windows and
+    /// no episode (its next alert is judged on events after the reload only); a removed
+    /// rule's state is dropped. Groups, sources and scope are kept.
+    pub fn reconfigure(&mut self, cfg: Arc<DetectConfig>) {
+        debug_assert!(self.dirty.is_empty(), "reconfigure after take_changed");
+        self.dirty.clear();
+        let old = &self.cfg;
+        // For each new slot of each kind, the old slot whose state it keeps.
+        let carry = |old_slots: &[usize], new_slots: &[usize]| -> Vec<Option<usize>> {
+            new_slots.iter().map(|&n| old_slots.iter().position(|&o| cfg.rules[n].counts_like(&old.rules[o]))).collect()
+        };
+        let client = carry(&old.client_rules, &cfg.client_rules);
+        let source = carry(&old.source_rules, &cfg.source_rules);
+        for (key, g) in self.groups.iter_mut() {
+            let map = match key {
+                GroupKey::Client(_) => &client,
+                GroupKey::Source(_) => &source,
+            };
+            let mut windows = std::mem::take(&mut g.windows);
+            let mut episodes = std::mem::take(&mut g.episodes);
+            g.windows = map.iter().map(|o| o.and_then(|o| windows.get_mut(o).and_then(Option::take))).collect();
+            g.episodes = map.iter().map(|o| o.and_then(|o| episodes.get_mut(o).and_then(Option::take))).collect();
+        }
+        self.cfg = cfg;
+    }
+
     /// Applies every event of the batch, then evicts idle groups if due.
     pub fn process_batch(&mut self, batch: &EventBatch) {
         for ev in &batch.events {

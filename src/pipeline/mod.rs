@@ -168,6 +168,34 @@ impl Pipeline {
         Pipeline { ingest, workers: handles, store: store_handle, durable, detect }
     }
 
+    /// Swaps in the rules, sensitive paths and networks of `config` (a reload) without
+    /// stopping anything: what is buffered is sent first, then every worker gets the new
+    /// rules in its queue, so each line read before this call is judged by the old config and
+    /// each line after it by the new one; none is lost or read twice. Sources, engine and
+    /// pseudonym key are the running ones (a change of those rebuilds the pipeline instead).
+    pub fn reconfigure(&mut self, config: &Config) {
+        self.ingest.flush();
+        let old = &self.detect;
+        let detect = Arc::new(DetectConfig::new(
+            config.rules.clone(),
+            config.classify.partner_names(),
+            old.source_names.clone(),
+            config.engine.client_idle_secs,
+            config.engine.max_clients_per_worker,
+            old.keep_scope,
+            old.pseudonyms.clone(),
+        ));
+        for tx in &self.ingest.to_workers {
+            if tx.send(WorkerMsg::Reconfigure(detect.clone())).is_err() {
+                self.ingest.downstream_failed = true;
+            }
+        }
+        self.ingest.paths = config.classify.paths.clone();
+        self.ingest.networks = config.classify.networks.clone();
+        self.ingest.has_source_rules = detect.has_source_rules();
+        self.detect = detect;
+    }
+
     /// Re-opens the episodes of stored alerts that may still be running, so events after a
     /// restart update them instead of opening second alerts. Call before the first line.
     /// A source-grouped alert of a source not configured (a Kafka envelope's host and file)

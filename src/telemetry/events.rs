@@ -217,11 +217,15 @@ impl Telemetry {
     }
 
     /// A reload that kept sources and pipelines running; `receivers_restarted` says whether
-    /// the receivers changed.
-    pub fn config_reloaded_in_place(&self, receivers_restarted: bool) {
+    /// the receivers changed, `rules_swapped` whether rules, sensitive paths or networks were
+    /// swapped into the running pipelines.
+    pub fn config_reloaded_in_place(&self, receivers_restarted: bool, rules_swapped: bool) {
         self.config_reloads.fetch_add(1, Relaxed);
-        let changes =
-            if receivers_restarted { "receivers restarted; sources and pipelines kept" } else { "nothing changed" };
+        let changes = match (rules_swapped, receivers_restarted) {
+            (true, _) => "rules, sensitive paths and networks swapped into the running pipelines; sources kept",
+            (false, true) => "receivers restarted; sources and pipelines kept",
+            (false, false) => "nothing changed",
+        };
         info!(changes, "configuration reloaded");
     }
 
@@ -384,7 +388,7 @@ mod tests {
     #[test]
     fn reload_and_store_events_count_what_they_say() {
         let t = Telemetry::default();
-        t.config_reloaded_in_place(false);
+        t.config_reloaded_in_place(false, false);
         t.config_reloaded(3, 2);
         t.config_reload_failed(&"recwatch.toml:3: rules[0].name: missing");
         t.store_write_failed(&"disk full", true);
