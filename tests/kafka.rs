@@ -564,7 +564,10 @@ fn a_sighup_with_unchanged_kafka_settings_keeps_the_consumer_in_its_group() {
     let producer = producer(&bootstrap);
     produce(&producer, first, |_| Wrap::Raw);
     let env = Env::new(&bootstrap, "reload", FAST_GROUP);
-    let d = env.start();
+    // Logging at info: the consumer's swap is awaited in its log line.
+    let mut command = common::run_command(&env.config());
+    command.env("RECWATCH_LOG", "info");
+    let d = Daemon::start(command, None);
     d.wait_ready();
     d.wait_metric("recwatch_kafka_messages_total", "", first.len() as f64);
     let rebalances = d.metric("recwatch_kafka_rebalances_total", "").unwrap();
