@@ -713,6 +713,43 @@ mod tests {
         assert_eq!(got, [(1000, 2), (2000, 1)]);
     }
 
+    /// 15 distinct recordings, a reload to `new`, then `more` distinct ones: the distinct
+    /// counts of the R2 alerts handed out after the reload.
+    fn distinct_after_reload(new: Rule, more: i64) -> Vec<u64> {
+        let mut w = Worker::new(rules(r2()));
+        let mut batch = EventBatch::with_capacity();
+        for i in 0..15 {
+            push(&mut batch, "198.51.100.1", ClientKind::Unknown, 1000 + i, 200, &format!("/r/{i}.wav"), false);
+        }
+        w.process_batch(&batch);
+        let mut changed = Vec::new();
+        w.take_changed(&mut changed);
+        assert!(changed.is_empty());
+        w.reconfigure(rules(new));
+        batch.clear();
+        for i in 15..15 + more {
+            push(&mut batch, "198.51.100.1", ClientKind::Unknown, 1000 + i, 200, &format!("/r/{i}.wav"), false);
+        }
+        w.process_batch(&batch);
+        w.take_changed(&mut changed);
+        changed.iter().map(|a| a.distinct_resources).collect()
+    }
+
+    #[test]
+    fn a_reload_that_changes_only_the_threshold_keeps_the_window() {
+        // 15 before + 1 after > 10: the window counted across the reload.
+        assert_eq!(distinct_after_reload(Rule { threshold: 10, ..r2() }, 1), [16]);
+    }
+
+    #[test]
+    fn a_reload_that_changes_what_a_rule_counts_starts_its_window_empty() {
+        // A longer window counts differently: the 15 before the reload are dropped, so 10
+        // after it stay at the threshold and the 11th fires.
+        let changed = Rule { threshold: 10, window_secs: 120, ..r2() };
+        assert_eq!(distinct_after_reload(changed.clone(), 10), Vec::<u64>::new());
+        assert_eq!(distinct_after_reload(changed, 11), [11]);
+    }
+
     #[test]
     fn enumeration_fires_on_the_21st_distinct_path_within_the_window() {
         let mut w = Worker::new(rules(r2()));
