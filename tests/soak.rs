@@ -1,6 +1,6 @@
 //! Soak: a real `recwatch run` under everything at once, for minutes: ~10 k lines/s appended
 //! (and the log rotated), SIGHUP every second (every other one after a rule change, so the
-//! pipelines are rebuilt), the alert API listed and acked in a loop, `/metrics` scraped in a
+//! rules are swapped into running pipelines), the alert API listed and acked in a loop, `/metrics` scraped in a
 //! loop, a receiver that always fails (so deliveries retry). The
 //! daemon must never wedge: every request answers within its deadline, reading keeps making
 //! progress, a line written at the end raises its alert, and SIGTERM ends it cleanly.
@@ -147,7 +147,7 @@ fn soak_under_load_sighup_api_metrics_and_a_failing_receiver_never_wedges() {
             }
         }));
     }
-    // SIGHUP every second; every other one after a rule change (the pipelines are rebuilt),
+    // SIGHUP every second; every other one after a rule change (swapped into the running pipelines),
     // the rest with nothing changed
     let hups = Arc::new(AtomicU64::new(0));
     {
