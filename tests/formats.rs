@@ -8,11 +8,13 @@
 //! Owns the servers' configs for these formats; never contacts any address but 127.0.0.1,
 //! never leaves a server running (each is killed on drop).
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -28,37 +30,6 @@ const NGINX_JSON: &str = r#"{"time_iso8601":"$time_iso8601","remote_addr":"$remo
 /// Apache's custom format, as written inside the LogFormat directive's quotes.
 /// `%{HTTPS}e` is mod_ssl's always-set flag: `-` here, where no TLS is configured.
 const APACHE_CUSTOM: &str = r#"%h %l %u %t \"%r\" %>s %b %D %H %{HTTPS}e \"%{X-Forwarded-For}i\" \"%{User-Agent}i\""#;
-
-/// A server process, killed and reaped on drop.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts a server on a free loopback port (retried if the port was taken in between);
-/// returns once it accepts connections.
-fn start_server(name: &str, error_log: &Path, mut spawn: impl FnMut(u16) -> Child) -> (Server, SocketAddr) {
-    for _attempt in 0..5 {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let mut server = Server(spawn(port));
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = server.0.try_wait() {
-                break;
-            }
-            if TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok() {
-                return (server, addr);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-    panic!("{name} did not start; its error log:\n{}", std::fs::read_to_string(error_log).unwrap_or_default());
-}
 
 /// A doc root with one recording and one public page, readable by Apache's worker user.
 fn write_doc_root(dir: &Path) -> PathBuf {
@@ -154,7 +125,7 @@ fn real_nginx_custom_log_format_and_escape_json_raise_r1_r3_and_r4() {
     let state = dir.join("nginx");
     std::fs::create_dir_all(state.join("tmp")).unwrap();
     let (custom_log, json_log) = (state.join("custom.log"), state.join("json.log"));
-    let (server, addr) = start_server("nginx", &state.join("error.log"), |port| {
+    let (server, addr) = common::start_server("nginx", &state.join("error.log"), |port| {
         let conf = format!(
             "user root;
 master_process off;
@@ -222,7 +193,7 @@ fn real_apache_custom_logformat_raises_r1_r3_and_r4() {
     std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o755)).unwrap();
     let log = state.join("access.log");
     let modules = "/usr/lib/apache2/modules";
-    let (server, addr) = start_server("apache2", &state.join("error.log"), |port| {
+    let (server, addr) = common::start_server("apache2", &state.join("error.log"), |port| {
         let conf = format!(
             r#"ServerRoot "{s}"
 DefaultRuntimeDir "{s}"
@@ -276,7 +247,7 @@ fn real_vsftpd_anonymous_download_in_xferlog_raises_r1_r3_and_r4() {
     let state = dir.join("vsftpd");
     std::fs::create_dir_all(&state).unwrap();
     let log = state.join("xferlog");
-    let (server, addr) = start_server("vsftpd", &state.join("vsftpd.log"), |port| {
+    let (server, addr) = common::start_server("vsftpd", &state.join("vsftpd.log"), |port| {
         let conf = format!(
             "listen=YES
 listen_address=127.0.0.1

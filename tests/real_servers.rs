@@ -6,13 +6,15 @@
 //! Owns the servers' configs, the request corpus and the differential; never contacts any
 //! address but 127.0.0.0/8, never leaves a server running (each is killed on drop).
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -362,42 +364,6 @@ fn dechunk(mut rest: &[u8]) -> Vec<u8> {
     out
 }
 
-/// A server process, killed and reaped on drop.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A loopback port that was free a moment ago (the servers cannot bind port 0 and tell us).
-fn candidate_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// Starts a server on some free port: `spawn(port)` starts it; a start that exits (the port
-/// was taken in between) is retried on another port. Returns once it accepts connections.
-fn start_server(name: &str, error_log: &Path, mut spawn: impl FnMut(u16) -> Child) -> (Server, SocketAddr) {
-    for _attempt in 0..5 {
-        let port = candidate_port();
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let mut server = Server(spawn(port));
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = server.0.try_wait() {
-                break;
-            }
-            if TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok() {
-                return (server, addr);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-    panic!("{name} did not start; its error log:\n{}", std::fs::read_to_string(error_log).unwrap_or_default());
-}
-
 fn write_doc_root(www: &Path) -> Vec<Vec<u8>> {
     let mut contents = Vec::new();
     for (index, path) in RECORDINGS.iter().enumerate() {
@@ -428,11 +394,11 @@ fn open_up(dir: &Path) {
     }
 }
 
-fn start_nginx(dir: &Path) -> (Server, SocketAddr, PathBuf) {
+fn start_nginx(dir: &Path) -> (common::Guard, SocketAddr, PathBuf) {
     let state = dir.join("nginx");
     std::fs::create_dir_all(state.join("tmp")).unwrap();
     let log = state.join("access.log");
-    let (server, addr) = start_server("nginx", &state.join("error.log"), |port| {
+    let (server, addr) = common::start_server("nginx", &state.join("error.log"), |port| {
         let conf = format!(
             "user root;
 master_process off;
@@ -468,12 +434,12 @@ http {{
     (server, addr, log)
 }
 
-fn start_apache(dir: &Path) -> (Server, SocketAddr, PathBuf) {
+fn start_apache(dir: &Path) -> (common::Guard, SocketAddr, PathBuf) {
     let state = dir.join("apache");
     std::fs::create_dir_all(&state).unwrap();
     let log = state.join("access.log");
     let modules = "/usr/lib/apache2/modules";
-    let (server, addr) = start_server("apache2", &state.join("error.log"), |port| {
+    let (server, addr) = common::start_server("apache2", &state.join("error.log"), |port| {
         let conf = format!(
             r#"ServerRoot "{s}"
 DefaultRuntimeDir "{s}"

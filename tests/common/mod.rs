@@ -70,6 +70,30 @@ pub fn reserve_port() -> ReservedPort {
     ReservedPort { _socket: socket, port }
 }
 
+/// Starts a third-party server that must be told its port up front (nginx, Apache, vsftpd) on a
+/// [`reserve_port`] port: `spawn(port)` starts it (the server sets `SO_REUSEADDR`, so it can
+/// listen there while the reservation keeps everyone else's port 0 away). Returns once it
+/// accepts connections; fails the test with the server's error log if it exits or never does.
+pub fn start_server(name: &str, error_log: &std::path::Path, spawn: impl FnOnce(u16) -> Child) -> (Guard, SocketAddr) {
+    let reserved = reserve_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], reserved.port));
+    let mut server = Guard(spawn(reserved.port));
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while std::time::Instant::now() < deadline {
+        if let Ok(Some(status)) = server.0.try_wait() {
+            panic!(
+                "{name} exited ({status}); its error log:\n{}",
+                std::fs::read_to_string(error_log).unwrap_or_default()
+            );
+        }
+        if std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok() {
+            return (server, addr);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{name} did not start; its error log:\n{}", std::fs::read_to_string(error_log).unwrap_or_default());
+}
+
 /// Polls `f` every 50 ms until it gives a value; fails the test after `deadline`.
 pub fn wait_until<T>(what: &str, deadline: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let start = std::time::Instant::now();
