@@ -198,3 +198,28 @@ fn root_with_umask_077_on_the_services_store_then_a_service_start_quarantines_no
     assert_eq!(d.alerts()[0]["status"], "resolved");
     assert!(d.terminate().success());
 }
+
+/// `recwatch alerts list` by a user who may not enter the state directory used to list an
+/// empty store (the store looked missing) instead of saying it cannot be read.
+#[test]
+fn a_store_the_user_cannot_reach_is_an_error_not_an_empty_list() {
+    if !Command::new("id").arg("-u").output().unwrap().stdout.starts_with(b"0\n") {
+        panic!("this test needs root (it runs the CLI as nobody)");
+    }
+    let env = Env::new();
+    let d = env.start();
+    d.wait_metric("recwatch_alerts_total", "", 1.0);
+    assert!(d.terminate().success());
+    std::fs::set_permissions(env.path("state"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let before = snapshot(&env.path("state"));
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", env!("CARGO_BIN_EXE_recwatch"), "alerts", "list"])
+        .arg("--config")
+        .arg(env.path("recwatch.toml"))
+        .env("RECWATCH_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "listed: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(stderr(&out).to_lowercase().contains("permission denied"), "{}", stderr(&out));
+    assert_eq!(snapshot(&env.path("state")), before);
+}

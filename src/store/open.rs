@@ -277,13 +277,16 @@ fn copy_tree(from: &Path, to: &Path) -> Result<(), StoreError> {
 /// even by sled's recovery). A missing store reads as an empty one. Returns the database and
 /// the scratch directory holding the copy.
 pub(super) fn open_read_only(dir: &Path) -> Result<(Db, PathBuf), StoreError> {
-    if dir.exists() {
+    // `try_exists`, not `exists`: a store this user cannot reach (a parent it may not enter) is
+    // a permission error, never an empty store.
+    let exists = dir.try_exists().map_err(|e| io_error(dir, e))?;
+    if exists {
         check_unlocked(dir)?;
     }
     let scratch = scratch_dir()?;
     let opened = (|| {
-        let had_data = dir.exists() && db_file_has_data(dir);
-        if dir.exists() {
+        let had_data = exists && db_file_has_data(dir);
+        if exists {
             copy_tree(dir, &scratch)?;
         }
         let db = open_sled(&scratch).map_err(|e| match e {
