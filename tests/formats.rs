@@ -192,46 +192,8 @@ fn real_apache_custom_logformat_raises_r1_r3_and_r4() {
     std::fs::create_dir_all(&state).unwrap();
     std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o755)).unwrap();
     let log = state.join("access.log");
-    let modules = "/usr/lib/apache2/modules";
-    let (server, addr) = common::start_server("apache2", &state.join("error.log"), |port| {
-        let conf = format!(
-            r#"ServerRoot "{s}"
-DefaultRuntimeDir "{s}"
-PidFile "{s}/httpd.pid"
-Mutex file:{s} default
-Listen 127.0.0.1:{port}
-ServerName localhost
-LoadModule mpm_event_module {modules}/mod_mpm_event.so
-LoadModule authz_core_module {modules}/mod_authz_core.so
-User www-data
-Group www-data
-ErrorLog "{s}/error.log"
-LogFormat "{APACHE_CUSTOM}" custom
-CustomLog "{s}/access.log" custom
-DocumentRoot "{www}"
-<Directory />
-  Require all denied
-</Directory>
-<Directory "{www}">
-  Require all granted
-</Directory>
-"#,
-            s = state.display(),
-            www = www.display(),
-        );
-        std::fs::write(state.join("httpd.conf"), conf).unwrap();
-        Command::new("/usr/sbin/apache2")
-            .arg("-X")
-            .arg("-d")
-            .arg(&state)
-            .arg("-f")
-            .arg(state.join("httpd.conf"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("apache2 is installed by scripts/test")
-    });
+    let directives = format!("LogFormat \"{APACHE_CUSTOM}\" custom\nCustomLog \"{}\" custom", log.display());
+    let (server, addr) = common::start_apache(&state, &www, &directives);
     fetch_recording(addr, &[&log]);
     drop(server);
 

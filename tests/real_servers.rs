@@ -438,49 +438,15 @@ fn start_apache(dir: &Path) -> (common::Guard, SocketAddr, PathBuf) {
     let state = dir.join("apache");
     std::fs::create_dir_all(&state).unwrap();
     let log = state.join("access.log");
-    let modules = "/usr/lib/apache2/modules";
-    let (server, addr) = common::start_server("apache2", &state.join("error.log"), |port| {
-        let conf = format!(
-            r#"ServerRoot "{s}"
-DefaultRuntimeDir "{s}"
-PidFile "{s}/httpd.pid"
-Mutex file:{s} default
-Listen 127.0.0.1:{port}
-ServerName localhost
-LoadModule mpm_event_module {modules}/mod_mpm_event.so
-LoadModule authz_core_module {modules}/mod_authz_core.so
-LoadModule remoteip_module {modules}/mod_remoteip.so
-User www-data
-Group www-data
-ErrorLog "{s}/error.log"
+    let directives = format!(
+        r#"LoadModule remoteip_module /usr/lib/apache2/modules/mod_remoteip.so
 LogFormat "%h %l %u %t \"%r\" %>s %O \"%{{Referer}}i\" \"%{{User-Agent}}i\"" combined
-CustomLog "{s}/access.log" combined
+CustomLog "{}" combined
 RemoteIPHeader X-Test-Client
-RemoteIPInternalProxy 127.0.0.0/8
-DocumentRoot "{www}"
-<Directory />
-  Require all denied
-</Directory>
-<Directory "{www}">
-  Require all granted
-</Directory>
-"#,
-            s = state.display(),
-            www = dir.join("www").display(),
-        );
-        std::fs::write(state.join("httpd.conf"), conf).unwrap();
-        Command::new("/usr/sbin/apache2")
-            .arg("-X")
-            .arg("-d")
-            .arg(&state)
-            .arg("-f")
-            .arg(state.join("httpd.conf"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("apache2 is installed by scripts/test")
-    });
+RemoteIPInternalProxy 127.0.0.0/8"#,
+        log.display()
+    );
+    let (server, addr) = common::start_apache(&state, &dir.join("www"), &directives);
     (server, addr, log)
 }
 

@@ -94,6 +94,51 @@ pub fn start_server(name: &str, error_log: &std::path::Path, spawn: impl FnOnce(
     panic!("{name} did not start; its error log:\n{}", std::fs::read_to_string(error_log).unwrap_or_default());
 }
 
+/// Starts real Apache 2.4 (`apache2 -X`, one process) on a reserved loopback port with its
+/// config, pid, lock and error files in `state`, serving `www`; `directives` adds the test's
+/// own lines (log format, modules). Its access log is whatever `directives` says.
+pub fn start_apache(state: &std::path::Path, www: &std::path::Path, directives: &str) -> (Guard, SocketAddr) {
+    let modules = "/usr/lib/apache2/modules";
+    start_server("apache2", &state.join("error.log"), |port| {
+        let conf = format!(
+            r#"ServerRoot "{s}"
+DefaultRuntimeDir "{s}"
+PidFile "{s}/httpd.pid"
+Mutex file:{s} default
+Listen 127.0.0.1:{port}
+ServerName localhost
+LoadModule mpm_event_module {modules}/mod_mpm_event.so
+LoadModule authz_core_module {modules}/mod_authz_core.so
+User www-data
+Group www-data
+ErrorLog "{s}/error.log"
+{directives}
+DocumentRoot "{www}"
+<Directory />
+  Require all denied
+</Directory>
+<Directory "{www}">
+  Require all granted
+</Directory>
+"#,
+            s = state.display(),
+            www = www.display(),
+        );
+        std::fs::write(state.join("httpd.conf"), conf).unwrap();
+        Command::new("/usr/sbin/apache2")
+            .arg("-X")
+            .arg("-d")
+            .arg(state)
+            .arg("-f")
+            .arg(state.join("httpd.conf"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("apache2 is installed by scripts/test")
+    })
+}
+
 /// Polls `f` every 50 ms until it gives a value; fails the test after `deadline`.
 pub fn wait_until<T>(what: &str, deadline: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let start = std::time::Instant::now();
