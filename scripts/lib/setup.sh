@@ -42,17 +42,19 @@ ensure_build_tools() {
     rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup component add rustfmt clippy 2>/dev/null || true
 }
 
-# cargo-deb from the Rust registry, installed once into target/tools (CI caches nothing else).
-# Prints the binary's path.
-CARGO_DEB_VERSION=3.8.0
-ensure_cargo_deb() {
-    local root=$PWD/target/tools/cargo-deb
-    if [ ! -x "$root/bin/cargo-deb" ] || ! "$root/bin/cargo-deb" --version 2>/dev/null | grep -q "$CARGO_DEB_VERSION"; then
-        echo "== installing cargo-deb $CARGO_DEB_VERSION into $root" >&2
-        cargo install --quiet --locked cargo-deb --version "$CARGO_DEB_VERSION" --root "$root" >&2
+# A cargo subcommand NAME at VERSION from the Rust registry, installed once into
+# target/tools/NAME (CI caches nothing else). Prints the binary's path.
+ensure_cargo_tool() {
+    local name=$1 version=$2 root=$PWD/target/tools/$1
+    if [ ! -x "$root/bin/$name" ] || ! "$root/bin/$name" --version 2>/dev/null | grep -q "$version"; then
+        echo "== installing $name $version into $root" >&2
+        cargo install --quiet --locked "$name" --version "$version" --root "$root" >&2
     fi
-    echo "$root/bin/cargo-deb"
+    echo "$root/bin/$name"
 }
+
+# cargo-deb for the package (scripts/package, tests/package.rs). Prints the binary's path.
+ensure_cargo_deb() { ensure_cargo_tool cargo-deb 3.8.0; }
 
 # The tansu Kafka-compatible broker (crates.io, Apache-2.0) for tests/kafka.rs's real-broker
 # test, once into target/tools/tansu (a debug build: about 7 minutes on an idle 2-core machine;
@@ -80,14 +82,5 @@ ensure_nightly() {
     rustup toolchain list 2>/dev/null | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
 }
 
-# cargo-fuzz from the Rust registry, installed once into target/tools (about 2 minutes).
-# Prints the binary's path.
-CARGO_FUZZ_VERSION=0.13.2
-ensure_cargo_fuzz() {
-    local root=$PWD/target/tools/cargo-fuzz
-    if [ ! -x "$root/bin/cargo-fuzz" ] || ! "$root/bin/cargo-fuzz" --version 2>/dev/null | grep -q "$CARGO_FUZZ_VERSION"; then
-        echo "== installing cargo-fuzz $CARGO_FUZZ_VERSION into $root" >&2
-        cargo install --quiet --locked cargo-fuzz --version "$CARGO_FUZZ_VERSION" --root "$root" >&2
-    fi
-    echo "$root/bin/cargo-fuzz"
-}
+# cargo-fuzz for scripts/fuzz (about 2 minutes to install). Prints the binary's path.
+ensure_cargo_fuzz() { ensure_cargo_tool cargo-fuzz 0.13.2; }
