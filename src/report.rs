@@ -80,10 +80,10 @@ impl InputSummary {
     }
 }
 
-/// Lines the parsers skipped so far, except blank ones (a blank line is no sign of a wrong
-/// format).
+/// Lines the parsers skipped so far, except blank ones and lines recording no access (neither
+/// is a sign of a wrong format).
 pub fn unparsed_lines(telemetry: &Telemetry) -> u64 {
-    SkipReason::ALL.iter().filter(|r| **r != SkipReason::Empty).map(|r| telemetry.skipped(*r)).sum()
+    SkipReason::ALL.iter().filter(|r| r.is_unparsed()).map(|r| telemetry.skipped(*r)).sum()
 }
 
 /// The warning for an input of which `skipped` of `lines` (more than half) could not be parsed

@@ -24,6 +24,7 @@ use crate::detect::rule::{
 use crate::detect::EngineSettings;
 use crate::http::HttpSettings;
 use crate::parse::json::{JsonPlan, JsonProducer};
+use crate::parse::samba::{SambaPlan, FORMAT_NAME as SAMBA_FORMAT};
 use crate::parse::time::UtcOffset;
 use crate::parse::{is_host_name, parse_client_ip, FieldPlan, LineFormat, LogFormat};
 use crate::privacy::Pseudonymizer;
@@ -196,8 +197,25 @@ fn build_sources(b: &Builder<'_>, sources: Vec<RawSource>) -> Result<Vec<SourceS
                 b.err(&at("json_fields"), "only for the JSON formats (json, caddy_json, traefik_json, nginx_json)")
             );
         }
+        let samba = s.format.as_deref() == Some(SAMBA_FORMAT);
+        for (k, given) in
+            [("samba_prefix", s.samba_prefix.is_some()), ("samba_guest_account", s.samba_guest_account.is_some())]
+        {
+            if given && !samba {
+                return Err(b.err(&at(k), format!("only for format = \"{SAMBA_FORMAT}\"")));
+            }
+        }
         let format = match (&s.format, &s.nginx_log_format, &s.apache_log_format) {
             (Some(name), None, None) if name == "xferlog" => LineFormat::Xferlog,
+            (Some(_), None, None) if samba => {
+                let prefix = s.samba_prefix.as_deref().unwrap_or(SambaPlan::DEFAULT_PREFIX);
+                let guest = s.samba_guest_account.as_deref().unwrap_or(SambaPlan::DEFAULT_GUEST_ACCOUNT);
+                let plan = SambaPlan::new(prefix, guest).map_err(|e| {
+                    let k = if s.samba_prefix.is_some() { "samba_prefix" } else { "format" };
+                    b.err(&at(k), format!("full_audit:prefix {prefix:?}: {e}"))
+                })?;
+                LineFormat::Samba(Arc::new(plan))
+            }
             (Some(name), None, None) if name == "s3" => LineFormat::Plan(Arc::new(FieldPlan::s3())),
             (Some(_), None, None) if json_producer.is_some() => {
                 let overrides: Vec<(String, String)> = s.json_fields.clone().unwrap_or_default().into_iter().collect();
@@ -210,7 +228,7 @@ fn build_sources(b: &Builder<'_>, sources: Vec<RawSource>) -> Result<Vec<SourceS
                     .map(|f| f.as_str())
                     .into_iter()
                     .chain(JsonProducer::ALL.map(|(_, name)| name))
-                    .chain(["xferlog", "s3"])
+                    .chain(["xferlog", "s3", SAMBA_FORMAT])
                     .collect();
                 LineFormat::Named(one_of(
                     b,

@@ -138,6 +138,10 @@ pub(super) struct RawSource {
     pub apache_log_format: Option<String>,
     /// JSON formats: field name → dotted key path, replacing the producer's default paths.
     pub json_fields: Option<std::collections::BTreeMap<String, String>>,
+    /// `samba_full_audit`: the shares' `full_audit:prefix` (None: Samba's default `%u|%I`).
+    pub samba_prefix: Option<String>,
+    /// `samba_full_audit`: the shares' `guest account` (None: Samba's default `nobody`).
+    pub samba_guest_account: Option<String>,
     /// How the server behind this log resolves paths: "linux" (nginx, Apache) or "windows"
     /// (IIS, Samba, NAS shares).
     pub path_semantics: String,
@@ -157,6 +161,8 @@ impl Default for RawSource {
             nginx_log_format: None,
             apache_log_format: None,
             json_fields: None,
+            samba_prefix: None,
+            samba_guest_account: None,
             path_semantics: "linux".into(),
             timezone: None,
             kafka: None,

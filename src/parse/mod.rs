@@ -18,6 +18,7 @@ mod escape;
 mod format;
 pub mod json;
 pub mod plan;
+pub mod samba;
 pub mod sample;
 mod syslog;
 pub mod time;
@@ -123,11 +124,14 @@ pub enum SkipReason {
     BadClient,
     /// The line contains a NUL byte (binary garbage, a truncated or preallocated file).
     Binary,
+    /// A well-formed line that records no file access (a Samba audit record of `connect`,
+    /// `close`, the opens of a directory scan): never an event, and no sign of a wrong format.
+    NoAccess,
 }
 
 impl SkipReason {
     /// Every reason, so metrics can pre-register all label values.
-    pub const ALL: [SkipReason; 8] = [
+    pub const ALL: [SkipReason; 9] = [
         SkipReason::Empty,
         SkipReason::TooLong,
         SkipReason::Malformed,
@@ -136,6 +140,7 @@ impl SkipReason {
         SkipReason::BadStatus,
         SkipReason::BadClient,
         SkipReason::Binary,
+        SkipReason::NoAccess,
     ];
 
     /// Metric label value (snake_case).
@@ -149,7 +154,13 @@ impl SkipReason {
             SkipReason::BadStatus => "bad_status",
             SkipReason::BadClient => "bad_client",
             SkipReason::Binary => "binary",
+            SkipReason::NoAccess => "no_access",
         }
+    }
+
+    /// Whether the line failed to parse (blank lines and lines recording no access did not).
+    pub fn is_unparsed(self) -> bool {
+        !matches!(self, SkipReason::Empty | SkipReason::NoAccess)
     }
 }
 

@@ -8,10 +8,14 @@ use std::sync::Arc;
 
 use super::json::{looks_like_json, JsonPlan, JsonProducer};
 use super::plan::FieldPlan;
-use super::{LineFormat, LogFormat};
+use super::samba::{SambaPlan, FORMAT_NAME as SAMBA_FORMAT};
+use super::{LineFormat, LogFormat, SkipReason};
 
 /// nginx's `main` (the default `log_format` of nginx.org's packages).
 const NGINX_MAIN: &str = r#"$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent "$http_referer" "$http_user_agent" "$http_x_forwarded_for""#;
+
+/// The `full_audit:prefix` the README recommends: user, client, client machine, share.
+const SAMBA_PREFIX_WITH_SHARE: &str = "%u|%I|%m|%S";
 
 /// One candidate's result on the sample.
 #[derive(Clone, Debug, PartialEq)]
@@ -37,6 +41,15 @@ fn candidates() -> Vec<(String, LineFormat)> {
     }
     all.push(("format = \"xferlog\"".to_string(), LineFormat::Xferlog));
     all.push(("format = \"s3\"".to_string(), LineFormat::Plan(Arc::new(FieldPlan::s3()))));
+    // Samba's default `full_audit:prefix`, and the one the README recommends.
+    for (prefix, config_line) in [
+        (SambaPlan::DEFAULT_PREFIX, format!("format = \"{SAMBA_FORMAT}\"")),
+        (SAMBA_PREFIX_WITH_SHARE, format!("format = \"{SAMBA_FORMAT}\"\nsamba_prefix = \"{SAMBA_PREFIX_WITH_SHARE}\"")),
+    ] {
+        if let Ok(plan) = SambaPlan::new(prefix, SambaPlan::DEFAULT_GUEST_ACCOUNT) {
+            all.push((config_line, LineFormat::Samba(Arc::new(plan))));
+        }
+    }
     for (producer, name) in JsonProducer::ALL {
         if let Ok(plan) = JsonPlan::new(producer, &[]) {
             all.push((format!("format = \"{name}\""), LineFormat::Json(Arc::new(plan))));
@@ -54,15 +67,18 @@ pub fn rank(lines: &[&[u8]]) -> Vec<Candidate> {
         .map(|(config_line, format)| {
             let mut candidate = Candidate { config_line, parsed: 0, complete: 0 };
             for line in lines {
-                if let Ok(access) = format.parse(line) {
-                    candidate.parsed += 1;
-                    let complete = match &format {
+                let complete = match format.parse(line) {
+                    Ok(access) => match &format {
                         LineFormat::Named(LogFormat::Combined | LogFormat::VhostCombined) => tail_is(access.tail, 2),
                         LineFormat::Named(LogFormat::Common | LogFormat::VhostCommon) => tail_is(access.tail, 0),
                         _ => true,
-                    };
-                    candidate.complete += usize::from(complete);
-                }
+                    },
+                    // Read whole, and recording no access (a Samba `connect`, `close`, …).
+                    Err(SkipReason::NoAccess) => true,
+                    Err(_) => continue,
+                };
+                candidate.parsed += 1;
+                candidate.complete += usize::from(complete);
             }
             candidate
         })
@@ -116,6 +132,11 @@ mod tests {
         let custom =
             "1.2.3.4 files.example http [18/Feb/2019:10:00:01 +0100] \"GET /a HTTP/1.1\" 200 5 rt=0.1 \"-\" \"x\"\n";
         assert_eq!(best(custom).complete, 0);
+        let samba = "2026-11-29T22:20:09.22+00:00 nas smbd[21760]:   nobody|127.0.0.1|vm|rec|connect|ok|rec\n\
+                     2026-11-29T22:20:09.23+00:00 nas smbd[21760]:   nobody|127.0.0.1|vm|rec|pread_recv|ok|/r/x.wav\n";
+        assert_eq!(best(samba).config_line, "format = \"samba_full_audit\"\nsamba_prefix = \"%u|%I|%m|%S\"");
+        let samba_default = "2026-11-29T22:20:09Z nas smbd_audit: alice|10.1.2.3|pread_recv|ok|/r/x.wav\n";
+        assert_eq!(best(samba_default).config_line, "format = \"samba_full_audit\"");
         let neither = "Nov 29 20:49:00 host kernel: nothing to see\n";
         assert_eq!(best(neither).parsed, 0);
     }

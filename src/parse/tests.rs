@@ -496,7 +496,17 @@ fn names_and_labels_are_stable() {
     let labels: Vec<&str> = SkipReason::ALL.iter().map(|r| r.as_str()).collect();
     assert_eq!(
         labels,
-        ["empty", "too_long", "malformed", "bad_timestamp", "bad_request_line", "bad_status", "bad_client", "binary"]
+        [
+            "empty",
+            "too_long",
+            "malformed",
+            "bad_timestamp",
+            "bad_request_line",
+            "bad_status",
+            "bad_client",
+            "binary",
+            "no_access"
+        ]
     );
 }
 

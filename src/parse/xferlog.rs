@@ -44,9 +44,16 @@ pub fn parse(line: &[u8]) -> Result<(PlannedFields<'_>, TimeKind), SkipReason> {
     }
     let filename = tail.next().filter(|name| !name.is_empty()).ok_or(SkipReason::BadRequestLine)?;
     let [_kind, _action, direction, access_mode, username, _service, _auth, _auth_user, completion] = fixed;
-    let (method, status): (&[u8], u16) = match (direction, completion) {
-        (b"o", b"c") => (b"RETR", 200),
-        (b"o", _) => (b"RETR", 206),
+    // completion-status is `c` (complete) or `i` (incomplete); anything else is a cut or
+    // garbled line, never a transfer.
+    let complete = match completion {
+        b"c" => true,
+        b"i" => false,
+        _ => return Err(SkipReason::Malformed),
+    };
+    let (method, status): (&[u8], u16) = match (direction, complete) {
+        (b"o", true) => (b"RETR", 200),
+        (b"o", false) => (b"RETR", 206),
         (b"i", _) => (b"STOR", 201),
         (b"d", _) => (b"DELE", 204),
         _ => return Err(SkipReason::BadStatus),
