@@ -1,12 +1,15 @@
 //! The formats operators actually run, written by the real programs: nginx with a custom
 //! `log_format` (X-Forwarded-For, scheme, request time) and an `escape=json` template (read
 //! both as a compiled format string and as JSON by the `nginx_json` field map), and
-//! Apache with a custom `LogFormat` (`%D`, `%H`, `%{X-Forwarded-For}i`), and vsftpd writing
-//! `xferlog` for an anonymous FTP download (curl as the client). Each serves a
+//! Apache with a custom `LogFormat` (`%D`, `%H`, `%{X-Forwarded-For}i`), vsftpd writing
+//! `xferlog` for an anonymous FTP download (curl as the client), and Samba's smbd writing
+//! `vfs_full_audit` records for a guest download (smbclient as the client). Each serves a
 //! recording to a client recwatch does not know; `recwatch replay`, given the server's own
-//! format string, must raise R1, R3 and R4 (plain HTTP or FTP) for it, and nothing for a public page.
+//! format string, must raise R1, R3 and R4 (plain HTTP or FTP; SMB does not say) for it, and
+//! nothing for a public page.
 //! Owns the servers' configs for these formats; never contacts any address but 127.0.0.1,
-//! never leaves a server running (each is killed on drop).
+//! never touches system-wide state (every server's dirs are under the test's temp dir), never
+//! leaves a server running (each is killed on drop).
 
 mod common;
 
@@ -264,4 +267,175 @@ secure_chroot_dir=/var/run/vsftpd/empty
     let sample = Command::new(env!("CARGO_BIN_EXE_recwatch")).arg("check").arg("--sample").arg(&log).output().unwrap();
     let text = String::from_utf8_lossy(&sample.stdout);
     assert!(sample.status.success() && text.ends_with("format = \"xferlog\"\n"), "{text}");
+}
+
+/// smbd and every process it forked (it leads its own process group): SIGTERM to the group,
+/// then SIGKILL if it lingers; the parent's [`common::Guard`] reaps it.
+struct SmbdGroup(common::Guard);
+
+impl Drop for SmbdGroup {
+    fn drop(&mut self) {
+        let group = format!("-{}", self.0 .0.id());
+        let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline && matches!(self.0 .0.try_wait(), Ok(None)) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).stderr(Stdio::null()).status();
+    }
+}
+
+#[test]
+fn real_smbd_guest_download_in_full_audit_raises_r1_and_r3() {
+    if !Command::new("id").arg("-u").output().unwrap().stdout.starts_with(b"0\n") {
+        eprintln!("SKIPPED real_smbd_guest_download_in_full_audit_raises_r1_and_r3: smbd needs root (scripts/test runs as root)");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let www = write_doc_root(dir);
+    std::fs::write(www.join("recordings/locked.wav"), b"not for guests").unwrap();
+    std::fs::set_permissions(www.join("recordings/locked.wav"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    let state = dir.join("samba");
+    for sub in ["private", "lock", "state", "cache", "pid", "ncalrpc", "bind-dns", "log"] {
+        std::fs::create_dir_all(state.join(sub)).unwrap();
+    }
+    let audit_log = state.join("log/audit.log");
+    let conf = state.join("smb.conf");
+    let (server, addr) = common::start_server("smbd", &state.join("log/log.smbd"), |port| {
+        std::fs::write(
+            &conf,
+            format!(
+                "[global]
+  smb ports = {port}
+  interfaces = 127.0.0.1
+  bind interfaces only = yes
+  server role = standalone server
+  disable netbios = yes
+  rpc start on demand helpers = no
+  load printers = no
+  printcap name = /dev/null
+  disable spoolss = yes
+  private dir = {s}/private
+  lock directory = {s}/lock
+  state directory = {s}/state
+  cache directory = {s}/cache
+  pid directory = {s}/pid
+  ncalrpc dir = {s}/ncalrpc
+  binddns dir = {s}/bind-dns
+  passdb backend = tdbsam:{s}/private/passdb.tdb
+  map to guest = Bad User
+  guest account = nobody
+  logging = file
+  log file = {s}/log/log.smbd
+  log level = 0 full_audit:1@{audit}
+  debug syslog format = yes
+[rec]
+  path = {www}
+  guest ok = yes
+  read only = yes
+  vfs objects = full_audit
+  full_audit:syslog = false
+  full_audit:prefix = %u|%I|%m|%S
+  full_audit:success = connect create_file openat pread_recv
+  full_audit:failure = create_file openat
+",
+                s = state.display(),
+                audit = audit_log.display(),
+                www = www.display(),
+            ),
+        )
+        .unwrap();
+        Command::new("/usr/sbin/smbd")
+            .arg("--foreground")
+            .arg("--configfile")
+            .arg(&conf)
+            .arg("--log-basename")
+            .arg(state.join("log"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("smbd is installed by scripts/test (Debian samba)")
+    });
+    let server = SmbdGroup(server);
+    let smbclient = |commands: &str| {
+        Command::new("timeout")
+            .args(["60", "smbclient", &format!("//{}/rec", addr.ip()), "-p", &addr.port().to_string(), "-N"])
+            .arg("--configfile")
+            .arg(&conf)
+            .arg("-c")
+            .arg(commands)
+            .current_dir(&state)
+            .output()
+            .expect("smbclient is installed by scripts/test")
+    };
+    let fetched = smbclient("get recordings/call.wav fetched.wav; get index.html index.html");
+    assert!(fetched.status.success(), "smbclient: {}", String::from_utf8_lossy(&fetched.stderr));
+    assert_eq!(std::fs::read(state.join("fetched.wav")).unwrap().len(), 600);
+    // Refused: the guest (nobody) may not read a 0600 file of root's.
+    let refused = smbclient("get recordings/locked.wav locked.wav");
+    assert!(String::from_utf8_lossy(&refused.stdout).contains("NT_STATUS_ACCESS_DENIED"), "{refused:?}");
+    let reads = |text: &str| text.lines().filter(|l| l.contains("|pread_recv|ok|")).count();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while reads(&std::fs::read_to_string(&audit_log).unwrap_or_default()) < 2 {
+        assert!(Instant::now() < deadline, "smbd never logged both reads");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(server);
+    let log_text = std::fs::read_to_string(&audit_log).unwrap();
+
+    // The share's root on the server is what Samba logs: the sensitive prefix is the
+    // recordings directory there.
+    let source = format!("format = \"samba_full_audit\"\nsamba_prefix = \"%u|%I|%m|%S\"");
+    let config = dir.join("smb.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[store]\npath = \"state-smb\"\n[sensitive]\nprefixes = [\"{www}/recordings/\"]\nextensions = [\"wav\"]\n\
+             [networks]\ninternal = [\"10.0.0.0/8\"]\n[[source]]\nname = \"smb\"\npath = \"{log}\"\n{source}\n",
+            www = www.display(),
+            log = audit_log.display(),
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_recwatch"))
+        .arg("replay")
+        .arg("--config")
+        .arg(&config)
+        .args(["--no-progress", "--report", "json"])
+        .arg(&audit_log)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "replay failed: {}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut rules: Vec<(String, String)> = report["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["rule"].as_str().unwrap().to_string(), a["client"].as_str().unwrap_or("").to_string()))
+        .collect();
+    rules.sort();
+    let want: Vec<(String, String)> = ["unauthenticated-exposure", "unknown-client-fetch"]
+        .map(|rule| (rule.to_string(), "127.0.0.1".to_string()))
+        .to_vec();
+    assert_eq!(rules, want, "full_audit log:\n{log_text}\nreport: {report}");
+    // Every line was read: the records of other operations (connect, the opens of a path
+    // lookup) are lines recording no access, none is unparsed; the refused open of
+    // locked.wav is one more request for a recording.
+    let skipped = report["skipped"].as_object().unwrap();
+    for (reason, count) in skipped {
+        assert!(reason == "no_access" || count == 0, "{reason}: {count}\n{log_text}");
+    }
+    assert!(skipped["no_access"].as_u64().unwrap() > 0, "{report}");
+    assert_eq!(report["lines"].as_u64(), Some(log_text.lines().count() as u64), "{report}");
+    assert!(report["inputs"][0].get("warning").is_none(), "{report}");
+    assert!(log_text.contains("|create_file|fail ("), "{log_text}");
+    assert!(report["recording_requests"].as_u64().unwrap() >= 3, "{report}");
+
+    let sample =
+        Command::new(env!("CARGO_BIN_EXE_recwatch")).arg("check").arg("--sample").arg(&audit_log).output().unwrap();
+    let text = String::from_utf8_lossy(&sample.stdout);
+    assert!(sample.status.success() && text.ends_with(&format!("{source}\n")), "{text}");
 }

@@ -132,6 +132,10 @@ mod tests {
         let custom =
             "1.2.3.4 files.example http [18/Feb/2019:10:00:01 +0100] \"GET /a HTTP/1.1\" 200 5 rt=0.1 \"-\" \"x\"\n";
         assert_eq!(best(custom).complete, 0);
+        let xferlog = "Sun Nov 29 21:26:01 2026 1 127.0.0.1 600 /recordings/call.wav b _ o a anon@ ftp 0 * c\n";
+        assert_eq!(best(xferlog).config_line, "format = \"xferlog\"");
+        let s3 = r#"79a59df900b949e5 BUCKET [06/Feb/2019:00:00:40 +0000] 203.0.113.50 - 891CE47D2EXAMPLE REST.GET.OBJECT recordings/call-1.wav "GET /BUCKET/recordings/call-1.wav HTTP/1.1" 200 - 48213 48213 21 20 "-" "curl/7.64.0" - Ah3uDhT0z9= - - - s3.us-west-1.amazonaws.com - - -"#;
+        assert_eq!(best(s3).config_line, "format = \"s3\"");
         let samba = "2026-11-29T22:20:09.22+00:00 nas smbd[21760]:   nobody|127.0.0.1|vm|rec|connect|ok|rec\n\
                      2026-11-29T22:20:09.23+00:00 nas smbd[21760]:   nobody|127.0.0.1|vm|rec|pread_recv|ok|/r/x.wav\n";
         assert_eq!(best(samba).config_line, "format = \"samba_full_audit\"\nsamba_prefix = \"%u|%I|%m|%S\"");
