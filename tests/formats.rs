@@ -387,7 +387,7 @@ fn real_smbd_guest_download_in_full_audit_raises_r1_and_r3() {
 
     // The share's root on the server is what Samba logs: the sensitive prefix is the
     // recordings directory there.
-    let source = format!("format = \"samba_full_audit\"\nsamba_prefix = \"%u|%I|%m|%S\"");
+    let source = "format = \"samba_full_audit\"\nsamba_prefix = \"%u|%I|%m|%S\"";
     let config = dir.join("smb.toml");
     std::fs::write(
         &config,

@@ -336,3 +336,18 @@ fn log_format_strings_compile_into_plans_and_errors_name_their_key() {
     let e = load("[[source]]\npath = \"/a.log\"\nformat = \"jsn\"\n").unwrap_err();
     assert!(e.message.contains("caddy_json"), "{e}");
 }
+
+#[test]
+fn samba_full_audit_sources_take_the_shares_prefix_and_errors_name_the_key() {
+    let c =
+        load("[[source]]\npath = \"/a.log\"\nformat = \"samba_full_audit\"\nsamba_prefix = \"%u|%I|%m|%S\"\n").unwrap();
+    assert_eq!(c.sources[0].format.describe(), "samba_full_audit (full_audit:prefix %u|%I|%m|%S)");
+    let c = load("[[source]]\npath = \"/a.log\"\nformat = \"samba_full_audit\"\n").unwrap();
+    assert_eq!(c.sources[0].format.describe(), "samba_full_audit (full_audit:prefix %u|%I)");
+    let e =
+        load("[[source]]\npath = \"/a.log\"\nformat = \"samba_full_audit\"\nsamba_prefix = \"%u|%m\"\n").unwrap_err();
+    assert_eq!((e.line, e.key.as_str()), (Some(4), "source[0].samba_prefix"), "{e}");
+    assert!(e.to_string().contains("no %I field"), "{e}");
+    let e = load("[[source]]\npath = \"/a.log\"\nsamba_guest_account = \"smbguest\"\n").unwrap_err();
+    assert_eq!((e.line, e.key.as_str()), (Some(3), "source[0].samba_guest_account"), "{e}");
+}
