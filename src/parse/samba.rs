@@ -315,4 +315,23 @@ mod tests {
         let (f, _) = plan.parse(line.as_bytes()).unwrap();
         assert_eq!((f.client, f.user), (&b"10.1.2.3"[..], None));
     }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_bytes_and_records_never_panic(
+            record in proptest::collection::vec(proptest::prop_oneof![
+                proptest::prelude::Just(b'|'), proptest::prelude::Just(b'('), proptest::prelude::Just(b')'),
+                proptest::prelude::Just(b' '), proptest::prelude::any::<u8>(),
+            ], 0..200),
+        ) {
+            let plan = plan();
+            let _ = plan.parse(&record);
+            let mut line = HEADER.as_bytes().to_vec();
+            line.extend_from_slice(&record);
+            if let Ok((f, kind)) = plan.parse(&line) {
+                proptest::prop_assert!(!f.target.is_empty() && !f.client.is_empty());
+                proptest::prop_assert!(parse_time(kind, f.time).is_some());
+            }
+        }
+    }
 }
