@@ -105,4 +105,10 @@ mod tests {
             assert!(parse(bad).is_err());
         }
     }
+
+    #[test]
+    fn a_line_cut_before_its_completion_status_is_no_incomplete_download() {
+        let cut = b"Sun Nov 29 21:26:01 2026 1 127.0.0.1 600 /recordings/call.wav b _ o a anon@ ftp 0 * ";
+        assert_eq!(parse(cut).map(|_| ()), Err(SkipReason::Malformed));
+    }
 }
