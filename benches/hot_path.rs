@@ -90,6 +90,7 @@ fn detect(c: &mut Criterion) {
             user_present: false,
             transport: recwatch::parse::Transport::Unknown,
             source: 0,
+            reread: false,
             path_key: u128::from(i % 30),
             path,
             method,
@@ -101,11 +102,12 @@ fn detect(c: &mut Criterion) {
     g.throughput(Throughput::Elements(batch.events.len() as u64));
     g.bench_function("worker_batch_r1_r2", |b| {
         let mut worker = Worker::new(cfg.clone());
-        let mut changed = Vec::new();
+        let (mut changed, mut evidence) = (Vec::new(), Vec::new());
         b.iter(|| {
             worker.process_batch(black_box(&batch));
-            worker.take_changed(&mut changed);
+            worker.take_changed(&mut changed, &mut evidence);
             changed.clear();
+            evidence.clear();
         })
     });
     g.finish();

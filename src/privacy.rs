@@ -176,6 +176,16 @@ impl Pseudonymizer {
         out
     }
 
+    /// A 64-bit seed derived from the key, for keyed hashes that must agree across restarts
+    /// (the evidence ledger's path and client keys) yet cannot be aimed at by crafted paths
+    /// (the key is secret). Never a pseudonym itself: hashes keyed with it stay in the store.
+    pub fn stable_seed(&self) -> u64 {
+        let mut mac = self.mac.clone();
+        mac.update(b"recwatch stable hash seed");
+        let digest = mac.finalize().into_bytes();
+        u64::from_be_bytes(digest[..8].try_into().expect("SHA-256 has 32 bytes"))
+    }
+
     /// `text` with every recognised token replaced by its pseudonym; borrowed (no work
     /// beyond a digit count) when there is none.
     pub fn pseudonymize<'a>(&self, text: &'a str) -> Cow<'a, str> {

@@ -47,11 +47,12 @@ fn tail_options(config: &Config) -> TailOptions {
 /// What the daemon persists with every barrier.
 #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub(super) struct DaemonCheckpoint {
-    /// Where every followed file was when the barrier was sent: all lines before are done.
-    files: Vec<FileCheckpoint>,
+    /// Where every followed file was when the barrier was sent: all lines before are done,
+    /// and counted (alerts and evidence ledger) in the same store transaction as this.
+    pub(super) files: Vec<FileCheckpoint>,
     /// Where a restart resumes: far enough back (event time) that every rule window is
-    /// rebuilt. Lines between `rewind` and `files` are read twice; their alerts have the same
-    /// ids (episodes are resumed from the store), so this costs counts, not duplicates.
+    /// rebuilt. Lines between `rewind` and `files` are read twice, flagged as re-reads by
+    /// position ([`Tailer::counted_through`]): they rebuild windows and count nowhere.
     pub(super) rewind: Vec<FileCheckpoint>,
     /// Newest sensitive event time at `files`.
     pub(super) event_time: i64,
@@ -140,19 +141,21 @@ pub(super) struct Running {
 }
 
 impl Running {
-    /// Starts the file pipeline (tailer at `rewind`, stored episodes resumed, the newest event
-    /// time seeded) and one consumer loop per Kafka source: like a restart, so new workers
-    /// rebuild every window; resumed episodes keep re-read lines from counting twice.
+    /// Starts the file pipeline (tailer at the checkpoint's `rewind`, lines up to its `files`
+    /// flagged as re-reads, stored episodes resumed, the newest event time seeded) and one
+    /// consumer loop per Kafka source: like a restart, so new workers rebuild every window;
+    /// re-read lines count nowhere, so nothing is counted twice.
     pub(super) fn start(
         config: Arc<Config>,
         pseudonyms: Pseudonymizer,
-        rewind: Vec<FileCheckpoint>,
-        event_time: i64,
+        checkpoint: DaemonCheckpoint,
         store: &Store,
         telemetry: &Arc<Telemetry>,
         control: &Arc<Control>,
     ) -> Running {
-        let tailer = Tailer::new(tail_sources(&config), tail_options(&config), rewind, telemetry.clone());
+        let DaemonCheckpoint { files, rewind, event_time } = checkpoint;
+        let mut tailer = Tailer::new(tail_sources(&config), tail_options(&config), rewind, telemetry.clone());
+        tailer.counted_through(files);
         let mut pipeline = file_pipeline(&config, store, telemetry, control, &pseudonyms);
         pipeline.resume(open_episodes(store, pipeline.memory_secs()));
         pipeline.ingest.seed_latest_event_time(event_time);

@@ -272,7 +272,7 @@ fn tail_loop(
     let start = load_checkpoint(&store);
     let mut history = RewindHistory::new(&start);
     let pseudonyms = Pseudonymizer::resolve(config.pseudonyms.as_ref(), &config.store.dir)?;
-    let mut running = Running::start(config, pseudonyms, start.rewind, start.event_time, &store, &telemetry, control);
+    let mut running = Running::start(config, pseudonyms, start, &store, &telemetry, control);
     // Ready once state is loaded, the files were scanned (first poll: until then the lag
     // gauge knows no file and would say 0) and every Kafka consumer has joined its group.
     let _ = sd_notify::notify(false, &[NotifyState::Ready]);

@@ -119,7 +119,6 @@ pub(super) fn reload(
         telemetry.config_reloaded_in_place(!receivers_same, !swappable_same);
         return Ok((running, false));
     }
-    let event_time = running.pipeline.ingest.latest_event_time();
     let checkpoint = running.checkpoint(history);
     let Running { mut pipeline, kafka_loops, .. } = running;
     pipeline.ingest.barrier(serde_json::to_vec(&checkpoint)?, Instant::now());
@@ -130,7 +129,7 @@ pub(super) fn reload(
     notifier.stop();
     *notifier = Notifier::start(&config.alerting, &config.rules, store.clone(), telemetry.clone());
     // Like a restart: re-read from the rewind point (see [`Running::start`]).
-    let next = Running::start(config, key, checkpoint.rewind, event_time, store, telemetry, control);
+    let next = Running::start(config, key, checkpoint, store, telemetry, control);
     telemetry.config_reloaded(next.config.rules.len(), next.config.sources.len());
     Ok((next, true))
 }

@@ -94,14 +94,21 @@ impl Alert {
     /// (a re-read after a crash may see only part of an episode), samples are unioned within
     /// their bounds, and what a person did (ack, resolve) is kept.
     pub fn merge_from(&mut self, newer: &Alert) {
-        debug_assert_eq!(self.id, newer.id);
-        self.first_seen = self.first_seen.min(newer.first_seen);
-        self.last_seen = self.last_seen.max(newer.last_seen);
+        self.merge_meta_from(newer);
         self.requests = self.requests.max(newer.requests);
         self.distinct_resources = self.distinct_resources.max(newer.distinct_resources);
         self.bytes = self.bytes.max(newer.bytes);
-        union_bounded(&mut self.sample, &newer.sample, MAX_SAMPLE_PATHS);
-        union_bounded(&mut self.user_agents, &newer.user_agents, MAX_USER_AGENTS);
+    }
+
+    /// Folds what is not a count of another snapshot of the same alert into this one: times
+    /// widen, samples are unioned within their bounds, the status stays. Counts are the
+    /// caller's (the store adds deltas: [`super::evidence::AlertChange`]).
+    pub fn merge_meta_from(&mut self, other: &Alert) {
+        debug_assert_eq!(self.id, other.id);
+        self.first_seen = self.first_seen.min(other.first_seen);
+        self.last_seen = self.last_seen.max(other.last_seen);
+        union_bounded(&mut self.sample, &other.sample, MAX_SAMPLE_PATHS);
+        union_bounded(&mut self.user_agents, &other.user_agents, MAX_USER_AGENTS);
     }
 }
 

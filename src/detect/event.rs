@@ -30,7 +30,11 @@ pub struct Event {
     pub transport: Transport,
     /// Index of the source (file, topic) the line came from.
     pub source: u16,
-    /// Keyed 128-bit hash of the normalised path: the distinct-count key.
+    /// The line was counted before a restart (its position is before the durable
+    /// checkpoint): read again only to rebuild windows, it changes no count.
+    pub reread: bool,
+    /// Keyed 128-bit hash of the normalised path: the distinct-count key, stable across
+    /// restarts (keyed with [`crate::privacy::Pseudonymizer::stable_seed`]).
     pub path_key: u128,
     /// Normalised path, in the batch arena.
     pub path: Range<u32>,

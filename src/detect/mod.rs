@@ -5,6 +5,7 @@
 
 pub mod alert;
 pub mod event;
+pub mod evidence;
 pub mod rule;
 pub mod thread;
 pub mod window;

@@ -13,6 +13,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 use crate::detect::alert::Alert;
 use crate::detect::event::EventBatch;
+use crate::detect::evidence::{AlertChange, Evidence};
 use crate::detect::worker::{ClientScope, DetectConfig, Worker, WorkerStats};
 use crate::telemetry::Telemetry;
 
@@ -28,8 +29,24 @@ pub struct Barrier {
 
 /// What a detection thread passes on to the store writer, in order.
 pub(crate) enum WorkerOutput {
-    Alerts(Vec<Alert>),
+    Changes(Changes),
     Barrier(Arc<Barrier>),
+}
+
+/// What one worker counted between two of its barriers.
+#[derive(Debug, Default)]
+pub(crate) struct Changes {
+    /// The sequence number of the next barrier this worker passes (the last one + 1): the
+    /// changes belong in that barrier's write, with its checkpoint, and in no earlier one.
+    pub(crate) epoch: u64,
+    pub(crate) alerts: Vec<AlertChange>,
+    pub(crate) evidence: Vec<Evidence>,
+}
+
+impl Changes {
+    fn is_empty(&self) -> bool {
+        self.alerts.is_empty() && self.evidence.is_empty()
+    }
 }
 
 /// What a detection thread receives, in order.
@@ -58,8 +75,17 @@ pub(crate) fn run_worker(
     telemetry: Arc<Telemetry>,
 ) -> WorkerResult {
     let mut worker = Worker::new(cfg);
-    let mut changed = Vec::new();
+    let mut changed = Changes { epoch: 1, ..Changes::default() };
     let mut published = WorkerStats::default();
+    // Hands out what changed (if anything) as the current epoch's changes.
+    let hand_out = |worker: &mut Worker, changed: &mut Changes| -> bool {
+        worker.take_changed(&mut changed.alerts, &mut changed.evidence);
+        if changed.is_empty() {
+            return true;
+        }
+        let next = Changes { epoch: changed.epoch, ..Changes::default() };
+        to_store.send(WorkerOutput::Changes(std::mem::replace(changed, next))).is_ok()
+    };
     for msg in rx {
         // Resolves made before this message was queued close their episodes before it is
         // applied: a line read after the API answered opens a new alert.
@@ -70,10 +96,10 @@ pub(crate) fn run_worker(
             WorkerMsg::Events(batch) => batch,
             WorkerMsg::Barrier(b) => {
                 // The alerts changed before the marker go first; the marker follows them.
-                worker.take_changed(&mut changed);
-                if !changed.is_empty() && to_store.send(WorkerOutput::Alerts(std::mem::take(&mut changed))).is_err() {
+                if !hand_out(&mut worker, &mut changed) {
                     break;
                 }
+                changed.epoch = b.seq + 1;
                 if to_store.send(WorkerOutput::Barrier(b)).is_err() {
                     break;
                 }
@@ -90,8 +116,7 @@ pub(crate) fn run_worker(
                 continue;
             }
             WorkerMsg::Reconfigure(cfg) => {
-                worker.take_changed(&mut changed);
-                if !changed.is_empty() && to_store.send(WorkerOutput::Alerts(std::mem::take(&mut changed))).is_err() {
+                if !hand_out(&mut worker, &mut changed) {
                     break;
                 }
                 worker.reconfigure(cfg);
@@ -109,10 +134,7 @@ pub(crate) fn run_worker(
     }
     // The queue closed: hand out what changed since the last barrier (the store is still
     // listening: it stops only when every worker has dropped its sender).
-    worker.take_changed(&mut changed);
-    if !changed.is_empty() {
-        let _ = to_store.send(WorkerOutput::Alerts(changed));
-    }
+    let _ = hand_out(&mut worker, &mut changed);
     telemetry.groups_tracked.fetch_sub(published.groups_tracked as i64, Relaxed);
     (worker.stats, worker.take_scope())
 }

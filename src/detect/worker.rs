@@ -1,16 +1,22 @@
 //! One detection worker: owns the state of the groups (clients, sources) routed to it, applies
 //! every rule to each event, opens and updates alert episodes, evicts idle groups.
-//! Single-threaded by construction (no lock); never does I/O: changed alerts are handed out at
-//! the end of each batch and written by the store stage.
+//! Single-threaded by construction (no lock); never does I/O: changed alerts (as deltas) and
+//! the evidence ledger's deltas are handed out at each barrier and written by the store stage.
+//!
+//! Memory per group is bounded whatever arrives: a window holds at most
+//! [`Window::MAX_ENTRIES`] entries, an episode's distinct-path set at most the rule's
+//! threshold + 1 keys (the store keeps each alert's full distinct set), and a worker at most
+//! `max_groups` groups (the least recently seen are evicted, counted).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use super::alert::{Alert, AlertStatus, MAX_SAMPLE_PATHS, MAX_USER_AGENTS};
 use super::event::{Event, EventBatch};
+use super::evidence::{AlertChange, Evidence};
 use super::rule::{Aggregate, Facts, GroupBy, Rule};
 use super::window::Window;
-use crate::classify::client::{ClientClass, ClientId};
+use crate::classify::client::{unified, ClientClass, ClientId, ClientKind};
 use crate::classify::path::PathClass;
 use crate::privacy::Pseudonymizer;
 
@@ -38,6 +44,8 @@ pub struct DetectConfig {
     /// Paths and user agents become alert text only through this: personnummer and phone
     /// numbers are pseudonymised where they enter an alert, so every output sees pseudonyms.
     pub pseudonyms: Pseudonymizer,
+    /// Keys the ledger's client hash of host-name clients (stable across restarts).
+    pub stable_seed: u64,
 }
 
 impl DetectConfig {
@@ -62,6 +70,7 @@ impl DetectConfig {
             max_groups: max_groups.max(1),
             keep_scope,
             memory_secs: longest,
+            stable_seed: pseudonyms.stable_seed(),
             pseudonyms,
         }
     }
@@ -88,12 +97,19 @@ struct GroupState {
 
 struct Episode {
     alert: Alert,
-    /// Exact distinct set behind `alert.distinct_resources`.
+    /// Path keys known to be counted in the alert, at most `path_cap`: a cache that spares
+    /// the store most look-ups, never the truth (the store keeps the alert's distinct set).
     seen_paths: FastSet<u128>,
+    path_cap: usize,
+    /// Counted since the last hand-out (the store adds them): requests, 2xx bytes, and the
+    /// keys of paths that may be new to the alert.
+    pending_requests: u64,
+    pending_bytes: u64,
+    pending_paths: Vec<u128>,
     /// Changed since it was last handed to the store.
     dirty: bool,
-    /// For an episode resumed after a restart: events at or before this time were counted
-    /// before the restart (re-read lines), so they are not counted again.
+    /// For a resolved (closed) episode: events at or before this time were counted in the
+    /// resolved alert (late or re-read lines), so they are not counted again.
     counted_through: i64,
     /// Resolved by a person: closed for good. Only its `counted_through` matters: events up to
     /// it were counted in the resolved alert (re-reads); the first match after it opens a new
@@ -140,7 +156,9 @@ pub struct Worker {
     events_since_sweep: u64,
     /// Changed alerts of groups evicted, or of episodes closed (a new one replaced them),
     /// before their changes were handed out.
-    evicted_changes: Vec<Alert>,
+    evicted_changes: Vec<AlertChange>,
+    /// The evidence ledger's deltas since the last hand-out, per (client, path key).
+    evidence: FastMap<(ClientId, u128), Evidence>,
     pub stats: WorkerStats,
 }
 
@@ -162,6 +180,7 @@ impl Worker {
             latest_time: i64::MIN,
             events_since_sweep: 0,
             evicted_changes: Vec::new(),
+            evidence: FastMap::default(),
             stats: WorkerStats::default(),
         }
     }
@@ -246,6 +265,9 @@ impl Worker {
             if cfg.keep_scope {
                 record_scope(&mut self.scope, ev, batch);
             }
+            if !ev.reread && ev.client_class.kind != ClientKind::Internal {
+                record_evidence(cfg, &self.source_names, &mut self.evidence, ev, batch);
+            }
         }
         if ev.route.source_rules {
             let key = GroupKey::Source(ev.source);
@@ -265,17 +287,18 @@ impl Worker {
         }
     }
 
-    /// Hands out every alert changed since the last call (the store stage writes them; the
-    /// pipeline calls this at each barrier and at the end, when durability is needed).
-    pub fn take_changed(&mut self, changed: &mut Vec<Alert>) {
+    /// Hands out what every alert counted since the last call, and the evidence since then
+    /// (the store stage writes them; the pipeline calls this at each barrier and at the end,
+    /// when durability is needed).
+    pub fn take_changed(&mut self, changed: &mut Vec<AlertChange>, evidence: &mut Vec<Evidence>) {
         changed.append(&mut self.evicted_changes);
         for (key, slot) in self.dirty.drain(..) {
             let Some(state) = self.groups.get_mut(&key) else { continue };
             if let Some(ep) = state.episodes[slot].as_mut().filter(|ep| ep.dirty) {
-                ep.dirty = false;
-                changed.push(ep.alert.clone());
+                changed.push(ep.take_change());
             }
         }
+        evidence.extend(self.evidence.drain().map(|(_, e)| e));
     }
 
     fn sweep(&mut self) {
@@ -283,9 +306,9 @@ impl Worker {
         let before = self.groups.len();
         let cutoff = self.latest_time.saturating_sub(self.cfg.idle_secs);
         let evicted_changes = &mut self.evicted_changes;
-        let mut retain = |g: &GroupState, keep: bool| {
+        let mut retain = |g: &mut GroupState, keep: bool| {
             if !keep {
-                evicted_changes.extend(g.episodes.iter().flatten().filter(|ep| ep.dirty).map(|ep| ep.alert.clone()));
+                evicted_changes.extend(g.episodes.iter_mut().flatten().filter(|ep| ep.dirty).map(Episode::take_change));
             }
             keep
         };
@@ -314,6 +337,7 @@ impl Worker {
     /// ignored by the caller's routing.
     pub fn resume(&mut self, alert: Alert) {
         let Some((key, slot, n)) = self.locate(&alert) else { return };
+        let path_cap = path_cap(rule_of(&self.cfg, key, slot));
         let g = self.groups.entry(key).or_insert_with(|| GroupState {
             last_seen: alert.last_seen,
             windows: (0..n).map(|_| None).collect(),
@@ -323,10 +347,9 @@ impl Worker {
         self.latest_time = self.latest_time.max(alert.last_seen);
         let newer = g.episodes[slot].as_ref().is_none_or(|ep| ep.alert.last_seen < alert.last_seen);
         if newer {
-            let counted_through = alert.last_seen;
             let closed = alert.status == AlertStatus::Resolved;
-            g.episodes[slot] =
-                Some(Episode { alert, seen_paths: FastSet::default(), dirty: false, counted_through, closed });
+            let counted_through = if closed { alert.last_seen } else { i64::MIN };
+            g.episodes[slot] = Some(Episode { counted_through, closed, ..Episode::empty(alert, path_cap) });
         }
     }
 
@@ -339,8 +362,7 @@ impl Worker {
         let Some(g) = self.groups.get_mut(&key) else { return };
         let Some(ep) = g.episodes[slot].as_mut().filter(|ep| ep.alert.id == alert.id && !ep.closed) else { return };
         if ep.dirty {
-            ep.dirty = false;
-            self.evicted_changes.push(ep.alert.clone());
+            self.evicted_changes.push(ep.take_change());
         }
         ep.close(alert.last_seen);
         g.windows[slot] = None;
@@ -415,7 +437,7 @@ fn apply_rules(
     key: GroupKey,
     groups: &mut FastMap<GroupKey, GroupState>,
     dirty: &mut Vec<(GroupKey, usize)>,
-    closed_changes: &mut Vec<Alert>,
+    closed_changes: &mut Vec<AlertChange>,
     stats: &mut WorkerStats,
     ev: &Event,
     batch: &EventBatch,
@@ -471,13 +493,15 @@ fn apply_rules(
             if ev.time - ep.alert.last_seen <= rule.suppress_secs {
                 if ev.time > ep.counted_through {
                     ep.record(ev, batch, success_bytes, &cfg.pseudonyms);
-                    mark_dirty(ep, key, slot, dirty);
+                    if !ev.reread {
+                        mark_dirty(ep, key, slot, dirty);
+                    }
                 }
                 continue;
             }
             // The episode is over; changes not handed out yet must still reach the store.
-            if let Some(ep) = episode.take().filter(|ep| ep.dirty) {
-                closed_changes.push(ep.alert);
+            if let Some(mut ep) = episode.take().filter(|ep| ep.dirty) {
+                closed_changes.push(ep.take_change());
             }
         }
         let fired = match rule.aggregate {
@@ -496,9 +520,68 @@ fn apply_rules(
                 g.windows[slot].as_ref(),
             ));
             stats.alerts_opened += 1;
-            mark_dirty(ep, key, slot, dirty);
+            // Opened by a line counted before a restart: the alert is in the store already.
+            if !ev.reread {
+                mark_dirty(ep, key, slot, dirty);
+            }
         }
     }
+}
+
+/// How many path keys an episode of `rule` keeps in memory: enough for the rule to decide
+/// (threshold + 1), never more; the store keeps the alert's whole distinct set.
+fn path_cap(rule: &Rule) -> usize {
+    usize::try_from(rule.threshold).unwrap_or(usize::MAX).saturating_add(1).min(Window::MAX_ENTRIES)
+}
+
+/// The rule of slot `slot` of a group of `key`'s kind.
+fn rule_of(cfg: &DetectConfig, key: GroupKey, slot: usize) -> &Rule {
+    match key {
+        GroupKey::Client(_) => &cfg.rules[cfg.client_rules[slot]],
+        GroupKey::Source(_) => &cfg.rules[cfg.source_rules[slot]],
+    }
+}
+
+/// Ledger key of a client: its address (IPv6-mapped), or a hash of its lower-cased name keyed
+/// with the stable seed (so it agrees across restarts and with a report computing it later).
+pub fn ledger_client_key(client: ClientId, name: &[u8], stable_seed: u64) -> u128 {
+    match client {
+        ClientId::Ip(ip) => unified(ip),
+        ClientId::Name(_) => {
+            let lower: Vec<u8> = name.iter().map(u8::to_ascii_lowercase).collect();
+            xxhash_rust::xxh3::xxh3_128_with_seed(&lower, stable_seed) | 1 << 127
+        }
+    }
+}
+
+/// Counts a non-internal client's request to a sensitive path into the ledger's deltas.
+fn record_evidence(
+    cfg: &DetectConfig,
+    source_names: &[String],
+    evidence: &mut FastMap<(ClientId, u128), Evidence>,
+    ev: &Event,
+    batch: &EventBatch,
+) {
+    let e = evidence.entry((ev.client, ev.path_key)).or_insert_with(|| Evidence {
+        client: client_text(ev, batch),
+        client_kind: ev.client_class.kind.as_str().to_string(),
+        partner: match ev.client_class.kind {
+            ClientKind::Partner => cfg.partner_names.get(usize::from(ev.client_class.partner)).cloned(),
+            _ => None,
+        },
+        path: cfg.pseudonyms.pseudonymize_bytes(batch.bytes(&ev.path)).into_owned(),
+        path_class: ev.path_class.as_str().to_string(),
+        source: source_names.get(usize::from(ev.source)).cloned().unwrap_or_default(),
+        first_seen: ev.time,
+        last_seen: ev.time,
+        requests: 0,
+        ok: 0,
+        bytes: 0,
+        statuses: Vec::new(),
+        key: (ledger_client_key(ev.client, batch.bytes(&ev.client_name), cfg.stable_seed), ev.path_key),
+        hours: Vec::new(),
+    });
+    e.count(ev.time, ev.status, ev.body_bytes);
 }
 
 fn mark_dirty(ep: &mut Episode, key: GroupKey, slot: usize, dirty: &mut Vec<(GroupKey, usize)>) {
@@ -528,17 +611,18 @@ impl Episode {
             GroupKey::Client(_) => client.clone(),
             GroupKey::Source(_) => source.clone(),
         };
-        let mut seen_paths = FastSet::default();
+        let mut paths: FastSet<u128> = FastSet::default();
         let (first_seen, requests, bytes) = match window {
             Some(w) if !w.is_empty() => {
-                seen_paths.extend(w.path_keys());
+                paths.extend(w.path_keys());
                 (w.oldest_time().unwrap_or(ev.time), w.len() as u64, w.sum_bytes())
             }
             _ => {
-                seen_paths.insert(ev.path_key);
+                paths.insert(ev.path_key);
                 (ev.time, 1, success_bytes)
             }
         };
+        let path_cap = path_cap(rule);
         let kind = ev.client_class.kind;
         let partner = match kind {
             crate::classify::client::ClientKind::Partner => {
@@ -559,15 +643,48 @@ impl Episode {
             first_seen,
             last_seen: ev.time.max(first_seen),
             requests,
-            distinct_resources: seen_paths.len() as u64,
+            distinct_resources: paths.len() as u64,
             bytes,
             sample: vec![cfg.pseudonyms.pseudonymize_bytes(batch.bytes(&ev.path)).into_owned()],
             user_agents: Vec::new(),
             status: AlertStatus::Open,
         };
-        let mut ep = Episode { alert, seen_paths, dirty: false, counted_through: i64::MIN, closed: false };
+        let mut ep = Episode::empty(alert, path_cap);
+        if !ev.reread {
+            // What the window holds is why the rule fired: all of it is counted at the opening.
+            ep.pending_requests = requests;
+            ep.pending_bytes = bytes;
+            ep.pending_paths.extend(paths.iter().copied());
+        }
+        ep.seen_paths.extend(paths.into_iter().take(path_cap));
         ep.note_user_agent(batch.bytes(&ev.user_agent), &cfg.pseudonyms);
         ep
+    }
+
+    /// An episode of `alert` that has counted nothing yet.
+    fn empty(alert: Alert, path_cap: usize) -> Episode {
+        Episode {
+            alert,
+            seen_paths: FastSet::default(),
+            path_cap,
+            pending_requests: 0,
+            pending_bytes: 0,
+            pending_paths: Vec::new(),
+            dirty: false,
+            counted_through: i64::MIN,
+            closed: false,
+        }
+    }
+
+    /// What it counted since the last hand-out, for the store.
+    fn take_change(&mut self) -> AlertChange {
+        self.dirty = false;
+        AlertChange {
+            alert: self.alert.clone(),
+            requests: std::mem::take(&mut self.pending_requests),
+            bytes: std::mem::take(&mut self.pending_bytes),
+            paths: std::mem::take(&mut self.pending_paths),
+        }
     }
 
     /// Turns a running episode into a closed one that remembers only how far it counted.
@@ -575,25 +692,35 @@ impl Episode {
         self.closed = true;
         self.counted_through = self.alert.last_seen.max(resolved_last_seen);
         self.seen_paths = FastSet::default();
+        self.pending_paths = Vec::new();
     }
 
     /// Counts `ev` into the open alert. Distinct counting uses the raw path's key; only what
     /// is kept for output (sample, user agents) is pseudonymised, and only when it is kept.
+    /// A re-read line (counted before a restart) moves the episode's times and nothing else.
     fn record(&mut self, ev: &Event, batch: &EventBatch, success_bytes: u64, pseudonyms: &Pseudonymizer) {
         if ev.time <= self.counted_through {
             return;
         }
         let a = &mut self.alert;
+        a.first_seen = a.first_seen.min(ev.time);
+        a.last_seen = a.last_seen.max(ev.time);
+        if ev.reread {
+            return;
+        }
         // Sums of logged values saturate: `%b` is attacker-influenced and may be u64::MAX.
         a.requests = a.requests.saturating_add(1);
         a.bytes = a.bytes.saturating_add(success_bytes);
-        a.first_seen = a.first_seen.min(ev.time);
-        a.last_seen = a.last_seen.max(ev.time);
-        if self.seen_paths.insert(ev.path_key) {
-            // A resumed episode (after a restart) starts with an empty set and its stored
-            // count: the count is max(stored, seen since), so re-read lines never count twice.
-            if self.seen_paths.len() as u64 > a.distinct_resources {
-                a.distinct_resources += 1;
+        self.pending_requests = self.pending_requests.saturating_add(1);
+        self.pending_bytes = self.pending_bytes.saturating_add(success_bytes);
+        if !self.seen_paths.contains(&ev.path_key) {
+            // Maybe new to the alert: the store decides (it keeps the alert's distinct set).
+            self.pending_paths.push(ev.path_key);
+            if self.seen_paths.len() < self.path_cap {
+                self.seen_paths.insert(ev.path_key);
+                // The worker's own view (a lower bound once the cache is full or after a
+                // restart); the store's count is exact.
+                a.distinct_resources = a.distinct_resources.saturating_add(1);
             }
             if a.sample.len() < MAX_SAMPLE_PATHS {
                 let path = pseudonyms.pseudonymize_bytes(batch.bytes(&ev.path));
@@ -622,9 +749,46 @@ impl Episode {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::classify::client::ClientKind;
     use crate::detect::event::Route;
     use crate::detect::rule::{Aggregate, StatusSet, UserMatch};
+
+    /// What the store holds, per test thread: alerts by id and their distinct sets, changed
+    /// as [`crate::store`] changes them (deltas added, path keys unioned).
+    type Model = (HashMap<String, Alert>, HashSet<(String, u128)>);
+    thread_local! {
+        static STORE: std::cell::RefCell<Model> = std::cell::RefCell::default();
+    }
+
+    /// Takes the worker's changes, applies them to the test thread's store model, and pushes
+    /// each changed alert as stored onto `out`.
+    fn reset_store() {
+        STORE.with(|store| *store.borrow_mut() = Model::default());
+    }
+
+    fn take(w: &mut Worker, out: &mut Vec<Alert>) {
+        let (mut changes, mut evidence) = (Vec::new(), Vec::new());
+        w.take_changed(&mut changes, &mut evidence);
+        STORE.with(|store| {
+            let (alerts, paths) = &mut *store.borrow_mut();
+            for c in changes {
+                let a = alerts.entry(c.alert.id.clone()).or_insert_with(|| Alert {
+                    requests: 0,
+                    bytes: 0,
+                    distinct_resources: 0,
+                    ..c.alert.clone()
+                });
+                a.merge_meta_from(&c.alert);
+                a.requests = a.requests.saturating_add(c.requests);
+                a.bytes = a.bytes.saturating_add(c.bytes);
+                for p in c.paths {
+                    if paths.insert((a.id.clone(), p)) {
+                        a.distinct_resources += 1;
+                    }
+                }
+                out.push(a.clone());
+            }
+        });
+    }
 
     fn test_key() -> Pseudonymizer {
         Pseudonymizer::new(b"worker test key, 32 bytes long!!")
@@ -688,6 +852,7 @@ mod tests {
             user_present: user,
             transport: crate::parse::Transport::Unknown,
             source: 0,
+            reread: false,
             path_key: xxhash_rust::xxh3::xxh3_128(path.as_bytes()),
             path: p,
             method,
@@ -707,7 +872,7 @@ mod tests {
         push(&mut batch, "198.51.100.1", ClientKind::Unknown, 2000, 200, "/r/c.wav", false);
         w.process_batch(&batch);
         let mut changed = Vec::new();
-        w.take_changed(&mut changed);
+        take(&mut w, &mut changed);
         let mut got: Vec<(i64, u64)> = changed.iter().map(|a| (a.first_seen, a.requests)).collect();
         got.sort();
         assert_eq!(got, [(1000, 2), (2000, 1)]);
@@ -723,7 +888,7 @@ mod tests {
         }
         w.process_batch(&batch);
         let mut changed = Vec::new();
-        w.take_changed(&mut changed);
+        take(&mut w, &mut changed);
         assert!(changed.is_empty());
         w.reconfigure(rules(new));
         batch.clear();
@@ -731,7 +896,7 @@ mod tests {
             push(&mut batch, "198.51.100.1", ClientKind::Unknown, 1000 + i, 200, &format!("/r/{i}.wav"), false);
         }
         w.process_batch(&batch);
-        w.take_changed(&mut changed);
+        take(&mut w, &mut changed);
         changed.iter().map(|a| a.distinct_resources).collect()
     }
 
@@ -761,24 +926,24 @@ mod tests {
         }
         let mut changed = Vec::new();
         w.process_batch(&batch);
-        w.take_changed(&mut changed);
+        take(&mut w, &mut changed);
         assert!(changed.is_empty());
         // the 21st distinct path, but 60 s after the first: the first has left (t-60, t]
         batch.clear();
         push(&mut batch, "198.51.100.1", ClientKind::Unknown, 1060, 200, "/r/20.wav", false);
         w.process_batch(&batch);
-        w.take_changed(&mut changed);
+        take(&mut w, &mut changed);
         assert!(changed.is_empty());
         // one more distinct path at 1061 while 19 older ones (1002..=1019) + 2 new are in the window
         batch.clear();
         push(&mut batch, "198.51.100.1", ClientKind::Unknown, 1061, 200, "/r/21.wav", false);
         w.process_batch(&batch);
-        w.take_changed(&mut changed);
+        take(&mut w, &mut changed);
         assert!(changed.is_empty(), "1002..=1019 is 18 paths + 2 = 20, not more than 20");
         batch.clear();
         push(&mut batch, "198.51.100.1", ClientKind::Unknown, 1061, 200, "/r/22.wav", false);
         w.process_batch(&batch);
-        w.take_changed(&mut changed);
+        take(&mut w, &mut changed);
         assert_eq!(changed.len(), 1);
         let a = &changed[0];
         assert_eq!((a.rule.as_str(), a.distinct_resources), ("enumeration", 21));
@@ -796,7 +961,7 @@ mod tests {
         }
         let mut changed = Vec::new();
         w.process_batch(&batch);
-        w.take_changed(&mut changed);
+        take(&mut w, &mut changed);
         let a = changed.pop().unwrap();
         assert_eq!((a.requests, a.distinct_resources), (4, 3), "two spellings of one person are two files");
         let key = test_key();
@@ -824,7 +989,7 @@ mod tests {
         push(&mut batch, "2001:db8::7", ClientKind::Unknown, 150, 404, "/r/y.wav", false);
         let mut changed = Vec::new();
         w.process_batch(&batch);
-        w.take_changed(&mut changed);
+        take(&mut w, &mut changed);
         assert_eq!(changed.len(), 1);
         let a = changed.pop().unwrap();
         assert_eq!((a.requests, a.distinct_resources, a.bytes, a.first_seen, a.last_seen), (5, 3, 5000, 100, 500));
@@ -832,7 +997,7 @@ mod tests {
         batch.clear();
         push(&mut batch, "2001:db8::7", ClientKind::Unknown, 1101, 200, "/r/0.wav", false);
         w.process_batch(&batch);
-        w.take_changed(&mut changed);
+        take(&mut w, &mut changed);
         let b = changed.pop().unwrap();
         assert_ne!(a.id, b.id, "601 s of quiet: a new alert");
         assert_eq!((b.requests, b.first_seen), (1, 1101));
@@ -847,26 +1012,29 @@ mod tests {
         let mut changed = Vec::new();
         let mut before_crash = Worker::new(rules(r1(&["200"])));
         before_crash.process_batch(&batch);
-        before_crash.take_changed(&mut changed);
+        take(&mut before_crash, &mut changed);
         let stored = changed.pop().unwrap();
         assert_eq!(stored.requests, 4);
-        // restart: the stored alert is resumed, the last two lines are read again, then a new one
+        // restart: the stored alert is resumed, the last two lines are read again (flagged by
+        // their position, before the checkpoint), then a new one in the same second
         let mut after = Worker::new(rules(r1(&["200"])));
         after.resume(stored.clone());
         let mut reread = EventBatch::with_capacity();
         push(&mut reread, "198.51.100.9", ClientKind::Unknown, 102, 200, "/r/2.wav", false);
         push(&mut reread, "198.51.100.9", ClientKind::Unknown, 103, 200, "/r/3.wav", false);
+        reread.events.iter_mut().for_each(|e| e.reread = true);
         after.process_batch(&reread);
-        after.take_changed(&mut changed);
+        take(&mut after, &mut changed);
         assert!(changed.is_empty(), "re-read lines change nothing");
         let mut fresh = EventBatch::with_capacity();
-        push(&mut fresh, "198.51.100.9", ClientKind::Unknown, 104, 200, "/r/4.wav", false);
+        push(&mut fresh, "198.51.100.9", ClientKind::Unknown, 103, 200, "/r/4.wav", false);
+        push(&mut fresh, "198.51.100.9", ClientKind::Unknown, 103, 200, "/r/0.wav", false);
         after.process_batch(&fresh);
-        after.take_changed(&mut changed);
+        take(&mut after, &mut changed);
         let a = changed.pop().unwrap();
         assert_eq!(a.id, stored.id, "the same alert continues");
-        // distinct after a restart is max(stored, seen since): a lower bound (4, truly 5)
-        assert_eq!((a.requests, a.distinct_resources, a.last_seen), (5, 4, 104));
+        // a new line in an already-seen second counts; the store's distinct set is exact
+        assert_eq!((a.requests, a.distinct_resources, a.last_seen), (6, 5, 103));
     }
 
     #[test]
@@ -877,7 +1045,7 @@ mod tests {
         push(&mut batch, "198.51.100.5", ClientKind::Unknown, 100, 200, "/r/0.wav", false);
         w.process_batch(&batch);
         let mut changed = Vec::new();
-        w.take_changed(&mut changed);
+        take(&mut w, &mut changed);
         let mut first = changed.pop().unwrap();
         first.status = AlertStatus::Resolved;
         w.close(&first);
@@ -886,7 +1054,7 @@ mod tests {
             push(&mut batch, "198.51.100.5", ClientKind::Unknown, 100 + i * 600, 200, &format!("/r/{i}.wav"), false);
             w.process_batch(&batch);
         }
-        w.take_changed(&mut changed);
+        take(&mut w, &mut changed);
         assert_eq!(changed.len(), 1, "{changed:?}");
         let second = &changed[0];
         assert_ne!(second.id, first.id);
@@ -903,7 +1071,7 @@ mod tests {
         }
         w.process_batch(&batch);
         let mut changed = Vec::new();
-        w.take_changed(&mut changed);
+        take(&mut w, &mut changed);
         let mut first = changed.pop().unwrap();
         first.status = AlertStatus::Resolved;
         w.close(&first);
@@ -913,12 +1081,12 @@ mod tests {
             push(&mut batch, "198.51.100.6", ClientKind::Unknown, 1000 + i, 200, &format!("/r/{i}.wav"), false);
         }
         w.process_batch(&batch);
-        w.take_changed(&mut changed);
+        take(&mut w, &mut changed);
         assert!(changed.is_empty(), "{changed:?}");
         batch.clear();
         push(&mut batch, "198.51.100.6", ClientKind::Unknown, 1041, 200, "/r/41.wav", false);
         w.process_batch(&batch);
-        w.take_changed(&mut changed);
+        take(&mut w, &mut changed);
         let second = changed.pop().unwrap();
         assert_ne!(second.id, first.id);
         assert_eq!((second.distinct_resources, second.first_seen), (21, 1021));
@@ -933,18 +1101,18 @@ mod tests {
         let mut changed = Vec::new();
         let mut before = Worker::new(rules(r1(&["200"])));
         before.process_batch(&batch);
-        before.take_changed(&mut changed);
+        take(&mut before, &mut changed);
         let mut stored = changed.pop().unwrap();
         stored.status = AlertStatus::Resolved;
         let mut after = Worker::new(rules(r1(&["200"])));
         after.resume(stored.clone());
         after.process_batch(&batch);
-        after.take_changed(&mut changed);
+        take(&mut after, &mut changed);
         assert!(changed.is_empty(), "re-read lines of the resolved alert open nothing: {changed:?}");
         batch.clear();
         push(&mut batch, "198.51.100.8", ClientKind::Unknown, 103, 200, "/r/3.wav", false);
         after.process_batch(&batch);
-        after.take_changed(&mut changed);
+        take(&mut after, &mut changed);
         let new = changed.pop().unwrap();
         assert_ne!(new.id, stored.id);
         assert_eq!((new.requests, new.first_seen, new.status), (1, 103, AlertStatus::Open));
@@ -965,6 +1133,7 @@ mod tests {
                 1..80,
             )
         ) {
+            reset_store();
             let sum_rule = Rule {
                 aggregate: Aggregate::SumBytes,
                 threshold: u64::MAX - 1,
@@ -995,7 +1164,7 @@ mod tests {
             }
             let expected = u64::try_from(truth).unwrap_or(u64::MAX);
             let mut changed = Vec::new();
-            w.take_changed(&mut changed);
+            take(&mut w, &mut changed);
             let r1_alert = changed.iter().find(|a| a.rule_id == "R1").unwrap();
             proptest::prop_assert_eq!(r1_alert.bytes, expected);
             proptest::prop_assert_eq!(r1_alert.requests, lines.len() as u64);
@@ -1036,7 +1205,7 @@ mod tests {
         }
         w.process_batch(&batch);
         let mut changed = Vec::new();
-        w.take_changed(&mut changed);
+        take(&mut w, &mut changed);
         let r1 = changed.iter().filter(|a| a.rule_id == "R1").collect::<Vec<_>>();
         assert_eq!(r1.len(), 1, "R1 not split: {changed:?}");
         assert_eq!((r1[0].requests, r1[0].distinct_resources, r1[0].last_seen), (31, 31, 1029));
@@ -1061,7 +1230,7 @@ mod tests {
         push(&mut batch, "198.51.100.3", ClientKind::Unknown, 12, 200, "/r/c.wav", true);
         let mut changed = Vec::new();
         w.process_batch(&batch);
-        w.take_changed(&mut changed);
+        take(&mut w, &mut changed);
         assert_eq!(changed.len(), 1);
         assert_eq!((changed[0].source.as_str(), changed[0].requests), ("web1", 2));
         assert_eq!(changed[0].group_by, "source");
@@ -1086,7 +1255,7 @@ mod tests {
                 );
             }
             w.process_batch(&batch);
-            w.take_changed(&mut changed);
+            take(&mut w, &mut changed);
             assert!(w.groups.len() <= 50 + 40, "cap exceeded: {}", w.groups.len());
         }
         assert!(w.stats.groups_evicted >= 300, "{:?}", w.stats);

@@ -38,8 +38,13 @@ pub struct Ingest {
     ua_scratch: Vec<u8>,
     /// Last timestamp text and its value: consecutive lines mostly share a second.
     time_cache: ([u8; 32], usize, TimeKind, i64),
-    /// Keys the distinct-path hash per process, so crafted paths cannot aim for collisions.
-    path_seed: u64,
+    /// Keys the distinct-path hash with a secret, so crafted paths cannot aim for collisions;
+    /// set from the pseudonym key by [`Pipeline::start`], so keys agree across restarts (the
+    /// evidence ledger stores them).
+    pub(super) path_seed: u64,
+    /// Lines now coming in were counted before a restart (the tailer re-reads them to rebuild
+    /// windows): their events fill windows but count nowhere ([`LineSink::rereading`]).
+    rereading: bool,
     pub(super) batches: Vec<EventBatch>,
     pub(super) to_workers: Vec<Sender<WorkerMsg>>,
     pub(super) recycled: Receiver<EventBatch>,
@@ -89,6 +94,7 @@ impl Ingest {
             ua_scratch: Vec::with_capacity(1024),
             time_cache: ([0; 32], 0, TimeKind::Clf, 0),
             path_seed: std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), 0u8),
+            rereading: false,
             batches: (0..to_workers.len()).map(|_| EventBatch::with_capacity()).collect(),
             to_workers,
             recycled,
@@ -191,6 +197,7 @@ impl Ingest {
                 user_present: access.user.is_some(),
                 transport: access.transport(),
                 source,
+                reread: self.rereading,
                 path_key,
                 path,
                 method,
@@ -295,6 +302,7 @@ impl Ingest {
             ua_scratch: Vec::with_capacity(1024),
             time_cache: ([0; 32], 0, TimeKind::Clf, 0),
             path_seed: self.path_seed,
+            rereading: false,
             batches: (0..self.batches.len()).map(|_| EventBatch::with_capacity()).collect(),
             to_workers: Vec::new(),
             recycled: self.recycled.clone(),
@@ -400,5 +408,8 @@ impl LineSink for Ingest {
     fn partial_line(&mut self, source: u16, line: &[u8]) {
         // Flagged and counted by the tailer; still parsed: a cut line may hold a real fetch.
         Ingest::line(self, source, line);
+    }
+    fn rereading(&mut self, _source: u16, rereading: bool) {
+        self.rereading = rereading;
     }
 }

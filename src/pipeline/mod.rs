@@ -150,6 +150,9 @@ impl Pipeline {
             telemetry: telemetry.clone(),
             durable: durable.clone(),
             report: options.keep_scope,
+            // The daemon (which keeps no scope) resumes from checkpoints: its counts must
+            // agree with them. A replay has none.
+            hold_until_barrier: !options.keep_scope,
         };
         let store_handle = std::thread::Builder::new()
             .name("store".into())
@@ -165,6 +168,8 @@ impl Pipeline {
             telemetry,
         );
         ingest.future_tolerance = config.engine.future_tolerance_secs;
+        // Path keys agree across restarts: the store keeps them (alerts' distinct sets, ledger).
+        ingest.path_seed = options.pseudonyms.stable_seed();
         Pipeline { ingest, workers: handles, store: store_handle, durable, detect }
     }
 

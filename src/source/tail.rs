@@ -93,6 +93,10 @@ pub trait LineSink {
     /// The incomplete last line of a rotated or deleted file, flushed once when the file is
     /// released (flagged so the consumer can tell it may be cut).
     fn partial_line(&mut self, source: u16, line: &[u8]);
+    /// The lines handed out from now on were already counted before a restart
+    /// ([`Tailer::counted_through`]): read again only to rebuild windows. Called with `true`
+    /// before such a run of lines and with `false` right after it.
+    fn rereading(&mut self, _source: u16, _rereading: bool) {}
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -206,6 +210,9 @@ struct Followed {
     /// Hash of the (up to [`ANCHOR_MAX`]) bytes just before `offset`: recognises a copytruncate copy.
     anchor_len: u32,
     anchor: u64,
+    /// Lines before this offset were counted before a restart (the durable checkpoint's
+    /// position of this file): read again only to rebuild windows, flagged to the sink.
+    counted_to: u64,
     /// Generation order within the lineage (`source`, `origin`): older generations are read first.
     seq: u64,
     /// Seen at a pattern path by the current scan.
@@ -326,6 +333,8 @@ pub struct Tailer {
     files: Vec<Followed>,
     /// `resume` checkpoints not matched yet (their directory does not exist right now).
     pending: Vec<FileCheckpoint>,
+    /// Positions up to which lines were counted before a restart, not matched to a file yet.
+    counted: Vec<FileCheckpoint>,
     released: VecDeque<Released>,
     /// The one read buffer (`read_chunk` bytes); lines handed out borrow it.
     buf: Vec<u8>,
@@ -374,6 +383,7 @@ impl Tailer {
             opts,
             files: Vec::new(),
             pending,
+            counted: Vec::new(),
             released: VecDeque::new(),
             telemetry,
             next_seq: 0,
@@ -404,6 +414,14 @@ impl Tailer {
         self.publish(waiting);
         self.last_more_pending = more_pending;
         PollResult { bytes_read, more_pending }
+    }
+
+    /// Where lines were counted through before a restart (the durable checkpoint's files,
+    /// while `resume` is further back so windows are rebuilt): lines of those files before
+    /// these offsets are handed out between [`LineSink::rereading`] `true` and `false`.
+    /// Matched by identity and head fingerprint, like `resume`. Call before the first poll.
+    pub fn counted_through(&mut self, files: Vec<FileCheckpoint>) {
+        self.counted = files;
     }
 
     /// Positions of every followed file right now (and of `resume` checkpoints whose directory
@@ -652,6 +670,13 @@ impl Tailer {
         if !at_pattern {
             self.telemetry.rotated_file_followed(source, path, offset);
         }
+        let mut counted_to = 0;
+        if let Some(k) = self.counted.iter().position(|c| (c.source, c.dev, c.ino) == (source, id.0, id.1)) {
+            let c = self.counted.swap_remove(k);
+            if same(c.fingerprint_len, c.fingerprint, c.offset) && c.offset > offset {
+                counted_to = c.offset;
+            }
+        }
         let seq = self.next_seq;
         self.next_seq += 1;
         self.files.push(Followed {
@@ -671,6 +696,7 @@ impl Tailer {
             hit_eof: false,
             anchor_len: 0,
             anchor: 0,
+            counted_to,
             seq,
             at_pattern,
             rotated: !at_pattern,
@@ -729,6 +755,7 @@ impl Tailer {
             }
             f.offset = 0;
             f.read_pos = 0;
+            f.counted_to = 0;
             f.scanned_to = 0;
             f.framer = Framer::new(f.framer.max_line_len());
             f.anchor_len = 0;
@@ -1012,6 +1039,16 @@ impl std::fmt::Debug for Tailer {
 /// tail included).
 fn read_lines<S: LineSink>(f: &mut Followed, buf: &mut [u8], sink: &mut S) -> io::Result<usize> {
     let start = f.read_pos;
+    // Lines counted before a restart are read in reads of their own that end at the counted
+    // position (a line boundary), flagged to the sink.
+    let rereading = f.counted_to > start;
+    let buf = match rereading {
+        true => {
+            let len = buf.len().min((f.counted_to - start).try_into().unwrap_or(usize::MAX));
+            &mut buf[..len]
+        }
+        false => buf,
+    };
     let n = read_full_at(&f.file, buf, start)?;
     if n < buf.len() {
         f.hit_eof = true;
@@ -1021,10 +1058,19 @@ fn read_lines<S: LineSink>(f: &mut Followed, buf: &mut [u8], sink: &mut S) -> io
     f.size = f.size.max(f.scanned_to);
     let data = &buf[..n];
     let source = f.source;
+    if rereading {
+        sink.rereading(source, true);
+    }
     let framed = f.framer.frame(data, false, |frame| match frame {
         Frame::Line(line) => sink.line(source, line),
         Frame::Truncated(head) => sink.truncated(source, head),
     });
+    if rereading {
+        sink.rereading(source, false);
+        if start + n as u64 >= f.counted_to || n == 0 {
+            f.counted_to = 0;
+        }
+    }
     if framed.lines_end > 0 {
         // Just after the last `\n` read: a truncated line's dropped rest included.
         f.offset = start + framed.lines_end as u64;
@@ -1102,6 +1148,7 @@ fn find_copy(f: &Followed, followed: &[Followed], now: Instant) -> Option<Follow
                 hit_eof: false,
                 anchor_len: f.anchor_len,
                 anchor: f.anchor,
+                counted_to: f.counted_to,
                 seq: f.seq,
                 at_pattern: false,
                 rotated: true,

@@ -10,10 +10,14 @@ use std::path::Path;
 
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 
-use super::{now_ms, AlertFilter, Delivery, Notify, OutboxMarker, PendingStats, StoreError};
+use super::ledger::{self, add_alert_paths, add_evidence};
+use super::{now_ms, AlertFilter, Delivery, Notify, OutboxMarker, PendingStats, StoreError, StoreWrite};
 use crate::detect::alert::{Alert, AlertStatus};
+use crate::detect::evidence::Evidence;
 
 const CHECKPOINT_KEY: &[u8] = b"source_checkpoint";
+/// The id of the last write applied: a write retried after a failed flush is not added twice.
+const LAST_WRITE_KEY: &[u8] = b"last_write";
 /// Written once when a store is created and flushed with it: a store whose `db` file exists
 /// but holds no marker and no data was not written by recwatch (or was zeroed).
 pub(super) const FORMAT_KEY: &[u8] = b"store_format";
@@ -65,6 +69,15 @@ fn time_key(a: &Alert) -> Vec<u8> {
     let mut k = ((a.first_seen as u64) ^ (1 << 63)).to_be_bytes().to_vec();
     k.extend_from_slice(a.id.as_bytes());
     k
+}
+
+/// One row of the ledger's time index: hour, client key, path key, counts.
+pub type LedgerHour = (i64, u128, u128, crate::detect::evidence::HourCounts);
+
+/// The (client, path) keys of a ledger key (zeros where it is short).
+fn key_pair(key: &[u8]) -> (u128, u128) {
+    let at = |i: usize| key.get(i..i + 16).and_then(|b| b.try_into().ok()).map_or(0, u128::from_be_bytes);
+    (at(0), at(16))
 }
 
 /// What the owner read for a fan-out: the marker's bytes and each receiver's record's bytes.
@@ -146,6 +159,10 @@ pub(super) struct Db {
     meta: sled::Tree,
     outbox: sled::Tree,
     deliveries: sled::Tree,
+    /// The evidence ledger and the alerts' distinct sets ([`super::ledger`]).
+    ledger: sled::Tree,
+    ledger_by_hour: sled::Tree,
+    alert_paths: sled::Tree,
     tallies: RefCell<Tallies>,
 }
 
@@ -159,6 +176,9 @@ impl Db {
         let meta = db.open_tree("meta")?;
         let outbox = db.open_tree("outbox")?;
         let deliveries = db.open_tree("deliveries")?;
+        let ledger = db.open_tree("ledger")?;
+        let ledger_by_hour = db.open_tree("ledger_by_hour")?;
+        let alert_paths = db.open_tree("alert_paths")?;
         let mut tallies = Tallies::default();
         for item in alerts.iter() {
             tallies.alert(Some(&item?.1), true);
@@ -167,7 +187,18 @@ impl Db {
             let (key, value) = item?;
             tallies.delivery(&key, Some(&value), true);
         }
-        Ok(Db { db, alerts, by_time, meta, outbox, deliveries, tallies: RefCell::new(tallies) })
+        Ok(Db {
+            db,
+            alerts,
+            by_time,
+            meta,
+            outbox,
+            deliveries,
+            ledger,
+            ledger_by_hour,
+            alert_paths,
+            tallies: RefCell::new(tallies),
+        })
     }
 
     /// Whether the store carries the format marker or any record (a store from before the
@@ -237,6 +268,103 @@ impl Db {
             tallies.alert_changed(old.as_deref(), Some(new));
         }
         Ok(created)
+    }
+
+    /// Adds one write of the store writer in one transaction: each alert's deltas (its
+    /// distinct set grows by the path keys not in it yet), the evidence deltas, and the
+    /// checkpoint of the lines they came from. Nothing is added when the last write applied
+    /// has the same id (a retry after a failed flush). Returns the indices of new alerts.
+    pub(super) fn apply(&self, write: &StoreWrite, notify: Notify) -> Result<Vec<usize>, StoreError> {
+        let now = now_ms();
+        let trees =
+            (&self.alerts, &self.by_time, &self.outbox, &self.alert_paths, &self.ledger, &self.ledger_by_hour, &self.meta);
+        let (created, changes) = trees.transaction(|(tx_alerts, tx_index, tx_outbox, tx_paths, tx_ledger, tx_hours, tx_meta)| {
+            let mut created = Vec::new();
+            let mut changes = Vec::new();
+            if tx_meta.get(LAST_WRITE_KEY)?.as_deref() == Some(&write.id[..]) {
+                return Ok((created, changes));
+            }
+            for (i, change) in write.alerts.iter().enumerate() {
+                let id = change.alert.id.as_bytes();
+                let old = tx_alerts.get(id)?;
+                let stored = old.as_ref().and_then(|bytes| serde_json::from_slice::<Alert>(bytes).ok());
+                let mut merged = match &stored {
+                    Some(stored) => {
+                        let mut merged = stored.clone();
+                        merged.merge_meta_from(&change.alert);
+                        merged
+                    }
+                    // New, or an unreadable record: counted from here.
+                    None => Alert { requests: 0, bytes: 0, distinct_resources: 0, ..change.alert.clone() },
+                };
+                merged.requests = merged.requests.saturating_add(change.requests);
+                merged.bytes = merged.bytes.saturating_add(change.bytes);
+                let added = add_alert_paths(tx_paths, &change.alert.id, &change.paths)?;
+                merged.distinct_resources = merged.distinct_resources.saturating_add(added);
+                if old.is_none() {
+                    created.push(i);
+                }
+                let bytes = match serde_json::to_vec(&merged) {
+                    Ok(b) => b,
+                    Err(source) => return abort(StoreError::Corrupt { id: change.alert.id.clone(), source }),
+                };
+                if old.as_deref() == Some(bytes.as_slice()) {
+                    continue;
+                }
+                if let Some(stored) = &stored {
+                    if stored.first_seen != merged.first_seen {
+                        tx_index.remove(time_key(stored))?;
+                    }
+                }
+                tx_alerts.insert(id, bytes.as_slice())?;
+                changes.push((old.clone(), bytes));
+                tx_index.insert(time_key(&merged), &[])?;
+                if notify == Notify::Queue {
+                    let marker = fold_marker(tx_outbox.get(id)?.as_deref(), old.is_none(), now);
+                    tx_outbox.insert(id, marker)?;
+                }
+            }
+            for e in &write.evidence {
+                add_evidence(tx_ledger, tx_hours, e)?;
+            }
+            if let Some(checkpoint) = &write.checkpoint {
+                tx_meta.insert(CHECKPOINT_KEY, checkpoint.as_slice())?;
+            }
+            tx_meta.insert(LAST_WRITE_KEY, &write.id[..])?;
+            Ok((created, changes))
+        })?;
+        let mut tallies = self.tallies.borrow_mut();
+        for (old, new) in &changes {
+            tallies.alert_changed(old.as_deref(), Some(new));
+        }
+        Ok(created)
+    }
+
+    /// Ledger entries of one client (all when `client` is None), in key order.
+    pub(super) fn ledger_entries(&self, client: Option<u128>) -> Result<Vec<Evidence>, StoreError> {
+        let prefix = client.map(|c| c.to_be_bytes().to_vec()).unwrap_or_default();
+        let mut out = Vec::new();
+        for item in self.ledger.scan_prefix(prefix) {
+            let (key, value) = item?;
+            if let Ok(mut e) = serde_json::from_slice::<Evidence>(&value) {
+                e.key = key_pair(&key);
+                out.push(e);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Hourly counts of every (client, resource) between hours `since` and `until` (exclusive):
+    /// (hour, client key, path key, counts), in time order.
+    pub(super) fn ledger_hours(&self, since: i64, until: i64) -> Result<Vec<LedgerHour>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.ledger_by_hour.range(ledger::hour_start(since)..ledger::hour_start(until)) {
+            let (key, value) = item?;
+            let hour = key.get(..8).and_then(|b| b.try_into().ok()).map_or(0, |b| (u64::from_be_bytes(b) ^ (1 << 63)) as i64);
+            let (client, path) = key_pair(key.get(8..).unwrap_or_default());
+            out.push((hour, client, path, ledger::decode_hour(&value)));
+        }
+        Ok(out)
     }
 
     pub(super) fn save_checkpoint(&self, checkpoint: &[u8]) -> Result<(), StoreError> {
@@ -496,10 +624,17 @@ impl Db {
                 self.tallies.borrow_mut().alert(stored.as_deref(), false);
                 self.by_time.remove(&key)?;
                 self.outbox.remove(id)?;
+                for item in self.alert_paths.scan_prefix(id) {
+                    self.alert_paths.remove(item?.0)?;
+                }
                 removed_ids.insert(id.to_vec());
             }
         }
+        let ledger_removed = self.remove_ledger_before(cutoff)?;
         if removed_ids.is_empty() {
+            if ledger_removed > 0 {
+                self.flush()?;
+            }
             return Ok(0);
         }
         for item in self.deliveries.iter() {
@@ -512,6 +647,25 @@ impl Db {
         }
         self.flush()?;
         Ok(removed_ids.len())
+    }
+
+    /// Removes the ledger's hours before the cutoff's hour, and the entries last seen before
+    /// the cutoff; returns how many entries went.
+    fn remove_ledger_before(&self, cutoff: i64) -> Result<usize, StoreError> {
+        let end = ledger::hour_start(cutoff.div_euclid(3600));
+        let mut removed = 0;
+        for item in self.ledger_by_hour.range(..end.as_slice()) {
+            let (key, _) = item?;
+            self.ledger_by_hour.remove(&key)?;
+            let entry = key.get(8..).unwrap_or_default();
+            let expired = self.ledger.get(entry)?.is_some_and(|bytes| {
+                serde_json::from_slice::<Evidence>(&bytes).map_or(true, |e| e.last_seen < cutoff)
+            });
+            if expired && self.ledger.remove(entry)?.is_some() {
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 
     pub(super) fn len(&self) -> usize {

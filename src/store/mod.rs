@@ -21,6 +21,7 @@
 //! ([`StoreSettings`]).
 
 mod db;
+pub mod ledger;
 pub mod open;
 mod owner;
 pub mod resolved;
@@ -37,7 +38,9 @@ use crossbeam_channel::{RecvTimeoutError, SendTimeoutError, Sender};
 use serde::{Deserialize, Serialize};
 
 use crate::detect::alert::{Alert, AlertStatus};
+use crate::detect::evidence::{AlertChange, Evidence};
 use db::Db;
+pub use db::LedgerHour;
 use owner::{Health, Job, Owner};
 
 /// Where the store lives and how long it keeps alerts (`[store]`).
@@ -254,6 +257,17 @@ impl Drop for Shared {
     }
 }
 
+/// One write of the store writer: applied in one transaction by [`Store::apply`].
+#[derive(Debug, Default)]
+pub struct StoreWrite {
+    /// Unique per write (a retry of the same write keeps it): see [`ledger`].
+    pub id: [u8; 16],
+    pub alerts: Vec<AlertChange>,
+    pub evidence: Vec<Evidence>,
+    /// The position of the lines these changes came from (None: keep the stored one).
+    pub checkpoint: Option<Vec<u8>>,
+}
+
 /// Cheap to clone: every clone is a handle on the same owner.
 #[derive(Clone)]
 pub struct Store {
@@ -379,6 +393,38 @@ impl Store {
             self.shared.signal.ring();
         }
         Ok(created)
+    }
+
+    /// Adds one write (alert deltas, evidence deltas, checkpoint) in one transaction, so the
+    /// counts and the position of the lines they came from become durable together (with the
+    /// next [`Store::flush`]). With [`Notify::Queue`] each changed alert is queued for the
+    /// notifiers. Returns the indices (in `write.alerts`) of the alerts that were new.
+    pub fn apply(&self, write: Arc<StoreWrite>, notify: Notify) -> Result<Vec<usize>, StoreError> {
+        let created = self.call("apply", move |db| db.apply(&write, notify))?;
+        if notify == Notify::Queue {
+            self.shared.signal.ring();
+        }
+        Ok(created)
+    }
+
+    /// The evidence ledger's entries of `client` (as alerts show it; all clients when None),
+    /// with their keys. `stable_seed` keys host-name clients
+    /// ([`crate::privacy::Pseudonymizer::stable_seed`]).
+    pub fn ledger_entries(&self, client: Option<&str>, stable_seed: u64) -> Result<Vec<Evidence>, StoreError> {
+        let key = match client {
+            None => None,
+            Some(text) => match crate::classify::client::ClientId::from_text(text) {
+                Some(id) => Some(crate::detect::worker::ledger_client_key(id, text.as_bytes(), stable_seed)),
+                None => return Ok(Vec::new()),
+            },
+        };
+        self.call("ledger_entries", move |db| db.ledger_entries(key))
+    }
+
+    /// The ledger's hourly counts from hour `since` to hour `until` (exclusive; hours are
+    /// Unix seconds / 3600), in time order.
+    pub fn ledger_hours(&self, since: i64, until: i64) -> Result<Vec<LedgerHour>, StoreError> {
+        self.call("ledger_hours", move |db| db.ledger_hours(since, until))
     }
 
     /// Replaces the source checkpoint (opaque to the store: the tailer's serialised

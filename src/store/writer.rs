@@ -1,10 +1,18 @@
-//! The store writer: the single thread that writes alerts and checkpoints. Owns the barrier
-//! counting (a checkpoint is written only once every worker has passed its barrier, in the
-//! same flush as the alerts before it) and the coalescing of alert updates by id. Never
-//! detects; what a write failure means (stop, or wait and retry) is the caller's choice.
-//! Keeps no alert beyond the write it is in, except the ids a replay reports at its end.
+//! The store writer: the single thread that writes alerts, the evidence ledger and
+//! checkpoints. Owns the barrier counting (a checkpoint is written only once every worker has
+//! passed its barrier, in the same transaction as the counts of the lines before it) and the
+//! coalescing of deltas by alert id and by (client, resource). Never detects; what a write
+//! failure means (stop, or wait and retry) is the caller's choice. Keeps no alert beyond the
+//! write it is in, except the ids a replay reports at its end.
+//!
+//! In the daemon (`hold_until_barrier`) a worker's changes made after its barrier `n` wait
+//! for barrier `n + 1`, even when other workers' changes are written earlier: so the store
+//! holds exactly the counts of the lines before its checkpoint, which is what makes counts
+//! exact across a crash (see [`crate::store::ledger`]). A replay has no checkpoint to agree
+//! with and writes whatever has arrived.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,8 +21,9 @@ use crossbeam_channel::Receiver;
 use tokio_util::sync::CancellationToken;
 
 use crate::detect::alert::Alert;
-use crate::detect::thread::{Barrier, WorkerOutput};
-use crate::store::{Notify, Store, StoreError};
+use crate::detect::evidence::{AlertChange, Evidence};
+use crate::detect::thread::{Barrier, Changes, WorkerOutput};
+use crate::store::{Notify, Store, StoreError, StoreWrite};
 use crate::telemetry::Telemetry;
 
 /// What the store stage does when a write fails.
@@ -31,18 +40,14 @@ pub enum OnStoreError {
 /// What the writer writes to: the alert store. A trait only so that the writer's handling of
 /// failed writes can be tested against a store that fails on demand.
 pub(crate) trait AlertStore: Send + 'static {
-    fn upsert(&self, alerts: &[Alert], notify: Notify) -> Result<Vec<usize>, StoreError>;
-    fn save_checkpoint(&self, checkpoint: &[u8]) -> Result<(), StoreError>;
+    fn apply(&self, write: Arc<StoreWrite>, notify: Notify) -> Result<Vec<usize>, StoreError>;
     fn flush(&self) -> Result<usize, StoreError>;
     fn get(&self, id: &str) -> Result<Option<Alert>, StoreError>;
 }
 
 impl AlertStore for Store {
-    fn upsert(&self, alerts: &[Alert], notify: Notify) -> Result<Vec<usize>, StoreError> {
-        Store::upsert(self, alerts, notify)
-    }
-    fn save_checkpoint(&self, checkpoint: &[u8]) -> Result<(), StoreError> {
-        Store::save_checkpoint(self, checkpoint)
+    fn apply(&self, write: Arc<StoreWrite>, notify: Notify) -> Result<Vec<usize>, StoreError> {
+        Store::apply(self, write, notify)
     }
     fn flush(&self) -> Result<usize, StoreError> {
         Store::flush(self)
@@ -64,6 +69,49 @@ pub(crate) struct StoreWriter<S: AlertStore = Store> {
     /// Whether [`StoreWriter::run`] returns the run's alerts (replay's report). Off in the
     /// daemon, whose alerts live in the store only: memory does not grow with them.
     pub(crate) report: bool,
+    /// Write a worker's changes only with the barrier that follows them (the daemon: counts
+    /// and checkpoints agree); else as they arrive (replay).
+    pub(crate) hold_until_barrier: bool,
+}
+
+/// Changes waiting for their write, coalesced.
+#[derive(Default)]
+struct Pending {
+    alerts: HashMap<String, AlertChange>,
+    evidence: HashMap<(u128, u128), Evidence>,
+}
+
+impl Pending {
+    fn add(&mut self, changes: Changes) {
+        for c in changes.alerts {
+            match self.alerts.get_mut(&c.alert.id) {
+                Some(prev) => prev.fold(c),
+                None => {
+                    self.alerts.insert(c.alert.id.clone(), c);
+                }
+            }
+        }
+        for e in changes.evidence {
+            match self.evidence.get_mut(&e.key) {
+                Some(prev) => prev.fold(&e),
+                None => {
+                    self.evidence.insert(e.key, e);
+                }
+            }
+        }
+    }
+
+    fn absorb(&mut self, other: Pending) {
+        self.add(Changes {
+            epoch: 0,
+            alerts: other.alerts.into_values().collect(),
+            evidence: other.evidence.into_values().collect(),
+        });
+    }
+
+    fn is_empty(&self) -> bool {
+        self.alerts.is_empty() && self.evidence.is_empty()
+    }
 }
 
 impl<S: AlertStore> StoreWriter<S> {
@@ -71,20 +119,29 @@ impl<S: AlertStore> StoreWriter<S> {
     const RETRY_DELAY: Duration = Duration::from_millis(500);
 
     pub(crate) fn run(self, rx: Receiver<WorkerOutput>) -> Result<Vec<Alert>, StoreError> {
-        // The ids of this run's alerts (only when reporting them); and the coalescing buffer:
-        // whatever queued up while the last write ran is merged by id and written once.
+        // The ids of this run's alerts (only when reporting them); and the coalescing buffer
+        // by epoch (the barrier the changes belong before; all 0 without holding): whatever
+        // queued up while the last write ran is merged and written once.
         let mut reported: Option<HashSet<String>> = self.report.then(HashSet::new);
-        let mut pending: HashMap<String, Alert> = HashMap::new();
+        let mut pending: BTreeMap<u64, Pending> = BTreeMap::new();
         // Barrier seq → workers that passed it.
         let mut arrivals: BTreeMap<u64, usize> = BTreeMap::new();
+        let nonce = std::collections::hash_map::RandomState::new().hash_one(std::process::id());
+        let mut writes = 0u64;
+        let mut next_id = || {
+            writes += 1;
+            let mut id = [0u8; 16];
+            id[..8].copy_from_slice(&nonce.to_be_bytes());
+            id[8..].copy_from_slice(&writes.to_be_bytes());
+            id
+        };
         while let Ok(first) = rx.recv() {
             let mut complete: Option<Arc<Barrier>> = None;
             for msg in std::iter::once(first).chain(rx.try_iter()) {
                 match msg {
-                    WorkerOutput::Alerts(alerts) => {
-                        for a in alerts {
-                            merge_into(&mut pending, a);
-                        }
+                    WorkerOutput::Changes(changes) => {
+                        let epoch = if self.hold_until_barrier { changes.epoch } else { 0 };
+                        pending.entry(epoch).or_default().add(changes);
                     }
                     WorkerOutput::Barrier(b) => {
                         let n = arrivals.entry(b.seq).or_insert(0);
@@ -92,26 +149,48 @@ impl<S: AlertStore> StoreWriter<S> {
                         if *n == self.workers {
                             arrivals.remove(&b.seq);
                             complete = Some(b);
-                            // Alerts after this marker are written in this flush too, which
-                            // is harmless: durability only runs ahead of the checkpoint.
                         }
                     }
                 }
             }
-            if pending.is_empty() && complete.is_none() {
+            // What may be written now: without holding, everything; else the epochs up to
+            // the barrier every worker has passed.
+            let ready = match (&complete, self.hold_until_barrier) {
+                (_, false) => std::mem::take(&mut pending),
+                (Some(b), true) => {
+                    let later = pending.split_off(&(b.seq + 1));
+                    std::mem::replace(&mut pending, later)
+                }
+                (None, true) => continue,
+            };
+            let mut changes = Pending::default();
+            for (_, p) in ready {
+                changes.absorb(p);
+            }
+            if changes.is_empty() && complete.is_none() {
                 continue;
             }
-            let batch: Vec<Alert> = pending.drain().map(|(_, a)| a).collect();
-            self.write(&batch, complete.as_deref())?;
+            let write = into_write(next_id(), changes, complete.as_ref().and_then(|b| b.checkpoint.clone()));
+            self.write(&write)?;
             if let Some(ids) = &mut reported {
-                ids.extend(batch.into_iter().map(|a| a.id));
+                ids.extend(write.alerts.iter().map(|c| c.alert.id.clone()));
             }
             if let Some(b) = complete {
                 self.telemetry.detection_latency_seconds.observe(b.read_at.elapsed().as_secs_f64());
                 self.durable.store(b.seq, Relaxed);
             }
         }
-        self.write(&[], None)?;
+        // Every worker has stopped: what is left (the daemon's last barrier came after its
+        // last line, so nothing counted is left but what no line caused).
+        let mut changes = Pending::default();
+        for (_, p) in std::mem::take(&mut pending) {
+            changes.absorb(p);
+        }
+        let write = into_write(next_id(), changes, None);
+        self.write(&write)?;
+        if let Some(ids) = &mut reported {
+            ids.extend(write.alerts.iter().map(|c| c.alert.id.clone()));
+        }
         // Report what the store holds (it may carry an ack or counts from an earlier run).
         let ids = reported.unwrap_or_default();
         let mut out = Vec::with_capacity(ids.len());
@@ -124,28 +203,30 @@ impl<S: AlertStore> StoreWriter<S> {
         Ok(out)
     }
 
-    /// Writes alerts and (if any) a checkpoint, then flushes: retried per `on_error`.
-    fn write(&self, alerts: &[Alert], barrier: Option<&Barrier>) -> Result<(), StoreError> {
+    /// Writes changes and (if any) a checkpoint in one transaction, then flushes: retried per
+    /// `on_error` (with the same write id, so a write that reached the disk is not added twice).
+    fn write(&self, write: &Arc<StoreWrite>) -> Result<(), StoreError> {
+        if write.alerts.is_empty() && write.evidence.is_empty() && write.checkpoint.is_none() {
+            return Ok(());
+        }
         loop {
             let started = Instant::now();
             let result = (|| {
-                let created = self.store.upsert(alerts, self.notify)?;
-                if let Some(checkpoint) = barrier.and_then(|b| b.checkpoint.as_ref()) {
-                    self.store.save_checkpoint(checkpoint)?;
-                }
+                let created = self.store.apply(write.clone(), self.notify)?;
                 self.store.flush()?;
                 Ok::<Vec<usize>, StoreError>(created)
             })();
             match result {
                 Ok(created) => {
                     self.telemetry.store_write_seconds.observe(started.elapsed().as_secs_f64());
-                    self.telemetry.alert_writes.fetch_add(alerts.len() as u64, Relaxed);
-                    if barrier.is_some_and(|b| b.checkpoint.is_some()) {
+                    self.telemetry.alert_writes.fetch_add(write.alerts.len() as u64, Relaxed);
+                    if write.checkpoint.is_some() {
                         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
                         self.telemetry.last_checkpoint_unix.store(now.map_or(0, |d| d.as_secs() as i64), Relaxed);
                     }
                     for i in created {
-                        self.telemetry.alert_opened(&alerts[i].rule, alerts[i].severity.as_str());
+                        let a = &write.alerts[i].alert;
+                        self.telemetry.alert_opened(&a.rule, a.severity.as_str());
                     }
                     return Ok(());
                 }
@@ -162,13 +243,14 @@ impl<S: AlertStore> StoreWriter<S> {
     }
 }
 
-fn merge_into(map: &mut HashMap<String, Alert>, a: Alert) {
-    match map.get_mut(&a.id) {
-        Some(prev) => prev.merge_from(&a),
-        None => {
-            map.insert(a.id.clone(), a);
-        }
+/// One write of `changes`: each alert's path keys sorted and deduplicated.
+fn into_write(id: [u8; 16], changes: Pending, checkpoint: Option<Vec<u8>>) -> Arc<StoreWrite> {
+    let mut alerts: Vec<AlertChange> = changes.alerts.into_values().collect();
+    for c in &mut alerts {
+        c.paths.sort_unstable();
+        c.paths.dedup();
     }
+    Arc::new(StoreWrite { id, alerts, evidence: changes.evidence.into_values().collect(), checkpoint })
 }
 
 #[cfg(test)]
@@ -187,11 +269,8 @@ mod tests {
     }
 
     impl AlertStore for FailingFlush {
-        fn upsert(&self, alerts: &[Alert], notify: Notify) -> Result<Vec<usize>, StoreError> {
-            self.store.upsert(alerts, notify)
-        }
-        fn save_checkpoint(&self, checkpoint: &[u8]) -> Result<(), StoreError> {
-            self.store.save_checkpoint(checkpoint)
+        fn apply(&self, write: Arc<StoreWrite>, notify: Notify) -> Result<Vec<usize>, StoreError> {
+            self.store.apply(write, notify)
         }
         fn flush(&self) -> Result<usize, StoreError> {
             if self.failures.load(Relaxed) > 0 {
@@ -215,7 +294,18 @@ mod tests {
             telemetry: Arc::new(Telemetry::default()),
             durable: Arc::new(AtomicU64::new(0)),
             report: true,
+            hold_until_barrier: false,
         }
+    }
+
+    /// Worker output: `alert` counted `requests` more requests (of paths 0..requests) in `epoch`.
+    fn counted(epoch: u64, requests: u64) -> WorkerOutput {
+        let a = alert(requests);
+        WorkerOutput::Changes(Changes {
+            epoch,
+            alerts: vec![AlertChange { requests, bytes: a.bytes, paths: (0..u128::from(requests)).collect(), alert: a }],
+            evidence: Vec::new(),
+        })
     }
 
     fn barrier(seq: u64, checkpoint: Option<&str>) -> Arc<Barrier> {
@@ -274,7 +364,7 @@ mod tests {
             // Two of three workers passed barrier 2: its checkpoint must not be written.
             WorkerOutput::Barrier(b2.clone()),
             WorkerOutput::Barrier(b2.clone()),
-            WorkerOutput::Alerts(vec![alert(3)]),
+            counted(3, 3),
         ];
         let (result, durable, _) = run(writer(store.clone(), 3, OnStoreError::Fail), msgs);
         assert_eq!(result.unwrap().len(), 1, "the alert after the markers is still written");
@@ -287,15 +377,15 @@ mod tests {
         let (_dir, store) = store();
         let b1 = barrier(1, Some("one"));
         let msgs = vec![
-            WorkerOutput::Alerts(vec![alert(2)]),
+            counted(1, 2),
             WorkerOutput::Barrier(b1.clone()),
-            WorkerOutput::Alerts(vec![alert(5)]),
+            counted(1, 3),
             WorkerOutput::Barrier(b1.clone()),
         ];
         let (result, durable, telemetry) = run(writer(store.clone(), 2, OnStoreError::Fail), msgs);
         let alerts = result.unwrap();
-        assert_eq!(alerts.len(), 1, "two snapshots of one alert are one alert");
-        assert_eq!(alerts[0].requests, 5);
+        assert_eq!(alerts.len(), 1, "two changes of one alert are one alert");
+        assert_eq!((alerts[0].requests, alerts[0].distinct_resources), (5, 3), "2 + 3 requests of paths 0..3");
         assert_eq!(durable, 1);
         assert_eq!(store.get(&alert(0).id).unwrap().map(|a| a.requests), Some(5));
         assert_eq!(telemetry.alert_writes.load(Relaxed), 1, "coalesced into one write");
@@ -304,7 +394,7 @@ mod tests {
     #[test]
     fn the_daemons_writer_keeps_no_alert_once_written() {
         let (_dir, store) = store();
-        let msgs = vec![WorkerOutput::Alerts(vec![alert(2)]), WorkerOutput::Alerts(vec![alert(4)])];
+        let msgs = vec![counted(1, 2), counted(1, 2)];
         let (result, _, _) = run(StoreWriter { report: false, ..writer(store.clone(), 1, OnStoreError::Fail) }, msgs);
         assert!(result.unwrap().is_empty(), "nothing held for a report");
         assert_eq!(store.get(&alert(0).id).unwrap().map(|a| a.requests), Some(4), "but everything stored");
@@ -326,7 +416,7 @@ mod tests {
     fn a_failed_write_in_fail_mode_stops_without_reporting_the_barrier_durable() {
         let (_dir, store) = store();
         let failing = FailingFlush { store: store.clone(), failures: AtomicU32::new(1) };
-        let msgs = vec![WorkerOutput::Alerts(vec![alert(1)]), WorkerOutput::Barrier(barrier(1, Some("one")))];
+        let msgs = vec![counted(1, 1), WorkerOutput::Barrier(barrier(1, Some("one")))];
         let (result, durable, telemetry) = run(writer(failing, 1, OnStoreError::Fail), msgs);
         assert!(matches!(result, Err(StoreError::Db(_))));
         assert_eq!(durable, 0);
@@ -337,7 +427,7 @@ mod tests {
     fn a_failed_write_in_retry_mode_is_retried_until_the_store_recovers() {
         let (_dir, store) = store();
         let failing = FailingFlush { store: store.clone(), failures: AtomicU32::new(2) };
-        let msgs = vec![WorkerOutput::Alerts(vec![alert(1)]), WorkerOutput::Barrier(barrier(1, Some("one")))];
+        let msgs = vec![counted(1, 1), WorkerOutput::Barrier(barrier(1, Some("one")))];
         let (result, durable, telemetry) = run(writer(failing, 1, OnStoreError::Retry), msgs);
         assert_eq!(result.unwrap().len(), 1);
         assert_eq!(durable, 1);
@@ -355,5 +445,113 @@ mod tests {
         let (result, durable, _) = run(w, msgs);
         assert!(result.is_err());
         assert_eq!(durable, 0);
+    }
+}
+
+#[cfg(test)]
+mod exactly_once {
+    use std::sync::atomic::AtomicU32;
+
+    use crossbeam_channel::unbounded;
+
+    use super::*;
+    use crate::detect::alert::tests::alert;
+
+    fn change(requests: u64, paths: std::ops::Range<u128>) -> AlertChange {
+        AlertChange { alert: alert(1), requests, bytes: 10 * requests, paths: paths.collect() }
+    }
+
+    fn daemon_writer(store: Store, workers: usize) -> StoreWriter {
+        StoreWriter {
+            store,
+            workers,
+            on_error: OnStoreError::Fail,
+            shutdown: CancellationToken::new(),
+            notify: Notify::Skip,
+            telemetry: Arc::new(Telemetry::default()),
+            durable: Arc::new(AtomicU64::new(0)),
+            report: false,
+            hold_until_barrier: true,
+        }
+    }
+
+    #[test]
+    fn changes_after_a_workers_barrier_wait_for_the_next_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_state_dir(dir.path()).unwrap();
+        let b1 = Arc::new(Barrier { seq: 1, read_at: Instant::now(), checkpoint: Some(b"one".to_vec()) });
+        let (tx, rx) = unbounded();
+        // Worker A passes barrier 1 and counts more (epoch 2) before worker B reaches it.
+        tx.send(WorkerOutput::Changes(Changes { epoch: 1, alerts: vec![change(2, 0..2)], evidence: vec![] })).unwrap();
+        tx.send(WorkerOutput::Barrier(b1.clone())).unwrap();
+        tx.send(WorkerOutput::Changes(Changes { epoch: 2, alerts: vec![change(5, 2..7)], evidence: vec![] })).unwrap();
+        tx.send(WorkerOutput::Barrier(b1)).unwrap();
+        let w = daemon_writer(store.clone(), 2);
+        let durable = w.durable.clone();
+        let handle = std::thread::spawn(move || w.run(rx));
+        wait_for(|| durable.load(Relaxed) == 1);
+        let stored = store.get(&alert(1).id).unwrap().unwrap();
+        assert_eq!((stored.requests, stored.distinct_resources), (2, 2), "only what came before checkpoint one");
+        assert_eq!(store.load_checkpoint().unwrap().as_deref(), Some(&b"one"[..]));
+        drop(tx);
+        handle.join().unwrap().unwrap();
+        let stored = store.get(&alert(1).id).unwrap().unwrap();
+        assert_eq!((stored.requests, stored.distinct_resources), (7, 7));
+    }
+
+    fn wait_for(done: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Applies, then fails the first flush: the retry must not add the counts again.
+    struct FlushFailsOnce {
+        store: Store,
+        failures: AtomicU32,
+    }
+
+    impl AlertStore for FlushFailsOnce {
+        fn apply(&self, write: Arc<StoreWrite>, notify: Notify) -> Result<Vec<usize>, StoreError> {
+            self.store.apply(write, notify)
+        }
+        fn flush(&self) -> Result<usize, StoreError> {
+            if self.failures.load(Relaxed) > 0 {
+                self.failures.fetch_sub(1, Relaxed);
+                return Err(StoreError::Db(sled::Error::Io(std::io::Error::other("no space left on device"))));
+            }
+            self.store.flush()
+        }
+        fn get(&self, id: &str) -> Result<Option<Alert>, StoreError> {
+            self.store.get(id)
+        }
+    }
+
+    #[test]
+    fn a_write_retried_after_a_failed_flush_is_counted_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_state_dir(dir.path()).unwrap();
+        let failing = FlushFailsOnce { store: store.clone(), failures: AtomicU32::new(1) };
+        let w = StoreWriter {
+            store: failing,
+            workers: 1,
+            on_error: OnStoreError::Retry,
+            shutdown: CancellationToken::new(),
+            notify: Notify::Skip,
+            telemetry: Arc::new(Telemetry::default()),
+            durable: Arc::new(AtomicU64::new(0)),
+            report: false,
+            hold_until_barrier: true,
+        };
+        let (tx, rx) = unbounded();
+        tx.send(WorkerOutput::Changes(Changes { epoch: 1, alerts: vec![change(4, 0..3)], evidence: vec![] })).unwrap();
+        tx.send(WorkerOutput::Barrier(Arc::new(Barrier { seq: 1, read_at: Instant::now(), checkpoint: None })))
+            .unwrap();
+        drop(tx);
+        w.run(rx).unwrap();
+        let stored = store.get(&alert(1).id).unwrap().unwrap();
+        assert_eq!((stored.requests, stored.distinct_resources, stored.bytes), (4, 3, 40));
     }
 }

@@ -1,0 +1,129 @@
+//! The evidence ledger: what every non-internal client did to every sensitive resource, and the
+//! distinct set behind each alert's `distinct_resources`. Owns the key layout of three sled
+//! trees and how a delta is added to them inside the store writer's transaction. Never opens a
+//! transaction or flushes ([`super::db`] does, owned by the one store thread), never sees a raw
+//! path (paths arrive pseudonymised, keys are hashes keyed with a secret).
+//!
+//! # Layout (all integers big-endian; times sign-flipped so byte order is time order)
+//! - `ledger`: `client(16) ‖ path(16)` → [`Evidence`] (JSON): first/last seen, requests, 2xx
+//!   requests and bytes, statuses, source, client kind and partner, the pseudonymised path.
+//!   `client` is the IPv6-mapped address, or for a host name a keyed hash with the top bit
+//!   set ([`crate::detect::worker::ledger_client_key`]); `path` the keyed hash of the raw
+//!   normalised path (two spellings of a personnummer are two files, as in alerts).
+//!   All resources of one client: a prefix scan of 16 bytes.
+//! - `ledger_by_hour`: `hour(8) ‖ client(16) ‖ path(16)` → requests, 2xx requests, 2xx bytes
+//!   (3 × u64) of that hour. A time range [since, until) is a range scan of hours, exact to
+//!   the hour; joined to `ledger` by the 32 bytes after the hour. Retention deletes by hour.
+//! - `alert_paths`: `alert id(16 ASCII hex) ‖ path(16)` → empty: the alert's distinct set.
+//!   `distinct_resources` grows by the keys a write adds that were not there.
+//!
+//! # Exactly once, by source position
+//! The store writer adds every delta in the same sled transaction as the checkpoint of the
+//! lines it came from (file offsets; see [`super::writer`]), and the lines between the
+//! restart point and that checkpoint are read again flagged as re-reads, which make no delta.
+//! So a line is in the ledger iff its position is before the durable checkpoint, whatever
+//! the timestamps say. A write retried after a failed flush carries the same write id, and a
+//! transaction that finds its id already stored adds nothing. Not yet for Kafka sources:
+//! their offsets live in the broker, committed after the write, so a crash between the two
+//! (or a rebalance that outlasts its drain) re-delivers messages that are counted again.
+
+use sled::transaction::{ConflictableTransactionError, TransactionalTree};
+
+use super::StoreError;
+use crate::detect::evidence::{Evidence, HourCounts};
+
+pub(super) type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
+
+/// Sign bit flipped: byte order is numeric order for negative times too.
+fn ordered(t: i64) -> [u8; 8] {
+    ((t as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+pub(super) fn entry_key(client: u128, path: u128) -> [u8; 32] {
+    let mut k = [0u8; 32];
+    k[..16].copy_from_slice(&client.to_be_bytes());
+    k[16..].copy_from_slice(&path.to_be_bytes());
+    k
+}
+
+pub(super) fn hour_key(hour: i64, client: u128, path: u128) -> [u8; 40] {
+    let mut k = [0u8; 40];
+    k[..8].copy_from_slice(&ordered(hour));
+    k[8..].copy_from_slice(&entry_key(client, path));
+    k
+}
+
+/// The first key of hour `hour` (for range scans).
+pub(super) fn hour_start(hour: i64) -> [u8; 8] {
+    ordered(hour)
+}
+
+pub(super) fn alert_path_key(id: &str, path: u128) -> Vec<u8> {
+    let mut k = Vec::with_capacity(id.len() + 16);
+    k.extend_from_slice(id.as_bytes());
+    k.extend_from_slice(&path.to_be_bytes());
+    k
+}
+
+fn encode_hour(c: &HourCounts) -> [u8; 24] {
+    let mut v = [0u8; 24];
+    v[..8].copy_from_slice(&c.requests.to_be_bytes());
+    v[8..16].copy_from_slice(&c.ok.to_be_bytes());
+    v[16..].copy_from_slice(&c.bytes.to_be_bytes());
+    v
+}
+
+pub(super) fn decode_hour(v: &[u8]) -> HourCounts {
+    let at = |i: usize| v.get(i..i + 8).and_then(|b| b.try_into().ok()).map_or(0, u64::from_be_bytes);
+    HourCounts { requests: at(0), ok: at(8), bytes: at(16) }
+}
+
+/// Adds one (client, resource) delta to its entry and its hours.
+pub(super) fn add_evidence(ledger: &TransactionalTree, hours: &TransactionalTree, e: &Evidence) -> TxResult<()> {
+    let (client, path) = e.key;
+    let key = entry_key(client, path);
+    let mut entry = match ledger.get(key)?.and_then(|b| serde_json::from_slice::<Evidence>(&b).ok()) {
+        Some(stored) => stored,
+        // New (or unreadable: the delta starts it again).
+        None => Evidence { requests: 0, ok: 0, bytes: 0, statuses: Vec::new(), hours: Vec::new(), ..e.clone() },
+    };
+    entry.fold(&Evidence { hours: Vec::new(), ..e.clone() });
+    let bytes = serde_json::to_vec(&entry).map_err(|source| {
+        ConflictableTransactionError::Abort(StoreError::Corrupt { id: "ledger entry".into(), source })
+    })?;
+    ledger.insert(&key[..], bytes)?;
+    for (hour, counts) in &e.hours {
+        let k = hour_key(*hour, client, path);
+        let mut c = hours.get(k)?.map(|v| decode_hour(&v)).unwrap_or_default();
+        c.add(counts);
+        hours.insert(&k[..], &encode_hour(&c)[..])?;
+    }
+    Ok(())
+}
+
+/// Adds `paths` to the distinct set of alert `id`; how many were not in it.
+pub(super) fn add_alert_paths(alert_paths: &TransactionalTree, id: &str, paths: &[u128]) -> TxResult<u64> {
+    let mut added = 0;
+    for &p in paths {
+        if alert_paths.insert(alert_path_key(id, p), &[][..])?.is_none() {
+            added += 1;
+        }
+    }
+    Ok(added)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_sort_by_time_then_client_and_hours_round_trip() {
+        assert!(hour_key(-1, 5, 5) < hour_key(0, 0, 0));
+        assert!(hour_key(10, 1, u128::MAX) < hour_key(10, 2, 0));
+        assert!(hour_start(10).as_slice() < hour_key(10, 0, 0).as_slice());
+        assert!(hour_key(10, u128::MAX, u128::MAX).as_slice() < hour_start(11).as_slice());
+        let c = HourCounts { requests: 3, ok: 2, bytes: u64::MAX };
+        assert_eq!(decode_hour(&encode_hour(&c)), c);
+        assert_eq!(decode_hour(b"short"), HourCounts::default(), "a short value is zeros, not a panic");
+    }
+}
