@@ -318,6 +318,101 @@ fn kill_9_at_random_points_neither_loses_nor_doubles_alerts() {
         .unwrap();
     let got: Vec<Value> = serde_json::from_slice(&listed.stdout).unwrap();
     assert_eq!(alert_counts(&got), expected, "alerts after {cycles} kill -9 cycles equal a clean replay");
+    // ... and so does every count in them (the evidence is counted once per line, by position)
+    assert_eq!(
+        alert_totals(&got),
+        alert_totals(clean["alerts"].as_array().unwrap()),
+        "counts after {cycles} kill -9 cycles equal a clean replay"
+    );
+    let (got, replayed) = (ledger(&env.path("state")), ledger(&env.path("clean-state")));
+    assert!(got.len() > 10, "the ledger holds the unknown clients' fetches: {}", got.len());
+    assert_eq!(got, replayed, "the evidence ledger after {cycles} kill -9 cycles equals a clean replay's");
+}
+
+/// A ledger entry's numbers: requests, 2xx requests, bytes, first seen, last seen.
+type LedgerCounts = (u64, u64, u64, i64, i64);
+
+/// The evidence ledger of a stopped daemon's (or a replay's) state dir, by (client, path).
+fn ledger(state_dir: &Path) -> BTreeMap<(String, String), LedgerCounts> {
+    let store = recwatch::store::Store::open_state_dir_read_only(state_dir).unwrap();
+    store
+        .ledger_entries(None, 0)
+        .unwrap()
+        .into_iter()
+        .map(|e| ((e.client, e.path), (e.requests, e.ok, e.bytes, e.first_seen, e.last_seen)))
+        .collect()
+}
+
+/// Each alert's identity and counts: (id, rule, client) → (requests, distinct, bytes).
+fn alert_totals(alerts: &[Value]) -> BTreeMap<(String, String, String), (u64, u64, u64)> {
+    alerts
+        .iter()
+        .map(|a| {
+            let text = |k: &str| a[k].as_str().unwrap_or_default().to_string();
+            let n = |k: &str| a[k].as_u64().unwrap();
+            ((text("id"), text("rule"), text("client")), (n("requests"), n("distinct_resources"), n("bytes")))
+        })
+        .collect()
+}
+
+/// The issue's case: a client fetches call-0..99, the daemon is stopped (SIGTERM, or killed),
+/// restarted, and the client fetches call-100..199 (the first ones in an already-seen second):
+/// the alert says 200 requests of 200 recordings, like a replay of the same log.
+fn restart_in_the_middle_of_one_clients_fetches(kill: bool) {
+    let env = Env::new("\"10.0.0.0/8\"", "access.log", R1_R2);
+    let mut first = String::new();
+    for i in 0..100 {
+        first += &fetch_line("203.0.113.50", i / 4, &format!("/recordings/call-{i}.wav"), 200);
+    }
+    env.append("access.log", &first);
+    let d = env.start();
+    d.wait_metric("recwatch_lines_read_total", "", 100.0);
+    wait_until("the first 100 fetches counted", Duration::from_secs(60), || {
+        d.alerts().iter().any(|a| a["rule"] == "unknown-client-fetch" && a["requests"] == 100).then_some(())
+    });
+    if kill {
+        drop(d); // SIGKILL
+    } else {
+        assert!(d.terminate().success());
+    }
+    let mut second = String::new();
+    for i in 100..200 {
+        second += &fetch_line("203.0.113.50", i / 4 - 1, &format!("/recordings/call-{i}.wav"), 200);
+    }
+    env.append("access.log", &second);
+    let d = env.start();
+    let after = wait_until("all 200 fetches counted", Duration::from_secs(60), || {
+        let alerts = d.alerts();
+        alerts.iter().any(|a| a["rule"] == "unknown-client-fetch" && a["requests"] == 200).then_some(alerts)
+    });
+    assert!(d.terminate().success());
+    let r1 = after.iter().find(|a| a["rule"] == "unknown-client-fetch").unwrap();
+    assert_eq!((r1["requests"].as_u64(), r1["distinct_resources"].as_u64()), (Some(200), Some(200)), "{r1}");
+    let out = Command::new(env!("CARGO_BIN_EXE_recwatch"))
+        .args(["replay", "--config"])
+        .arg(env.path("recwatch.toml"))
+        .arg("--state-dir")
+        .arg(env.path("clean-state"))
+        .arg(env.path("access.log"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let replayed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(alert_totals(&after), alert_totals(replayed["alerts"].as_array().unwrap()));
+    let entries = ledger(&env.path("state"));
+    assert_eq!(entries.len(), 200, "one ledger entry per recording");
+    assert!(entries.values().all(|e| e.0 == 1 && e.1 == 1 && e.2 == 4096), "each fetched once: {entries:?}");
+    assert_eq!(entries, ledger(&env.path("clean-state")));
+}
+
+#[test]
+fn sigterm_in_the_middle_of_one_clients_fetches_keeps_requests_and_distinct_exact() {
+    restart_in_the_middle_of_one_clients_fetches(false);
+}
+
+#[test]
+fn kill_9_in_the_middle_of_one_clients_fetches_keeps_requests_and_distinct_exact() {
+    restart_in_the_middle_of_one_clients_fetches(true);
 }
 
 /// The kill -9 test's early stops: the daemon said ready before its first scan, when the lag
@@ -476,9 +571,8 @@ fn a_line_dated_2100_inside_an_enumeration_still_fires_r2_without_splitting_r1_o
     assert_eq!(ids(&after), ids(&before), "no duplicate after the restart: {after:?}");
     assert!(d.terminate().success());
 
-    // A replay of the same log gives the same alerts and request counts. (Not yet the same
-    // distinct_resources: after a restart a resumed alert counts distinct paths as a lower
-    // bound until the evidence ledger of issue 13 item 3 exists.)
+    // A replay of the same log gives the same alerts and counts (distinct ones included: the
+    // store keeps each alert's distinct set).
     let out = Command::new(env!("CARGO_BIN_EXE_recwatch"))
         .args(["replay", "--config"])
         .arg(env.path("recwatch.toml"))
@@ -494,7 +588,7 @@ fn a_line_dated_2100_inside_an_enumeration_still_fires_r2_without_splitting_r1_o
             .iter()
             .map(|a| {
                 let field = |k: &str| a[k].to_string();
-                (field("id"), field("rule"), field("client"), field("requests"))
+                (field("id"), field("rule"), field("client"), field("requests"), field("distinct_resources"))
             })
             .collect::<BTreeSet<_>>()
     };

@@ -276,63 +276,71 @@ impl Db {
     /// has the same id (a retry after a failed flush). Returns the indices of new alerts.
     pub(super) fn apply(&self, write: &StoreWrite, notify: Notify) -> Result<Vec<usize>, StoreError> {
         let now = now_ms();
-        let trees =
-            (&self.alerts, &self.by_time, &self.outbox, &self.alert_paths, &self.ledger, &self.ledger_by_hour, &self.meta);
-        let (created, changes) = trees.transaction(|(tx_alerts, tx_index, tx_outbox, tx_paths, tx_ledger, tx_hours, tx_meta)| {
-            let mut created = Vec::new();
-            let mut changes = Vec::new();
-            if tx_meta.get(LAST_WRITE_KEY)?.as_deref() == Some(&write.id[..]) {
-                return Ok((created, changes));
-            }
-            for (i, change) in write.alerts.iter().enumerate() {
-                let id = change.alert.id.as_bytes();
-                let old = tx_alerts.get(id)?;
-                let stored = old.as_ref().and_then(|bytes| serde_json::from_slice::<Alert>(bytes).ok());
-                let mut merged = match &stored {
-                    Some(stored) => {
-                        let mut merged = stored.clone();
-                        merged.merge_meta_from(&change.alert);
-                        merged
+        let trees = (
+            &self.alerts,
+            &self.by_time,
+            &self.outbox,
+            &self.alert_paths,
+            &self.ledger,
+            &self.ledger_by_hour,
+            &self.meta,
+        );
+        let (created, changes) =
+            trees.transaction(|(tx_alerts, tx_index, tx_outbox, tx_paths, tx_ledger, tx_hours, tx_meta)| {
+                let mut created = Vec::new();
+                let mut changes = Vec::new();
+                if tx_meta.get(LAST_WRITE_KEY)?.as_deref() == Some(&write.id[..]) {
+                    return Ok((created, changes));
+                }
+                for (i, change) in write.alerts.iter().enumerate() {
+                    let id = change.alert.id.as_bytes();
+                    let old = tx_alerts.get(id)?;
+                    let stored = old.as_ref().and_then(|bytes| serde_json::from_slice::<Alert>(bytes).ok());
+                    let mut merged = match &stored {
+                        Some(stored) => {
+                            let mut merged = stored.clone();
+                            merged.merge_meta_from(&change.alert);
+                            merged
+                        }
+                        // New, or an unreadable record: counted from here.
+                        None => Alert { requests: 0, bytes: 0, distinct_resources: 0, ..change.alert.clone() },
+                    };
+                    merged.requests = merged.requests.saturating_add(change.requests);
+                    merged.bytes = merged.bytes.saturating_add(change.bytes);
+                    let added = add_alert_paths(tx_paths, &change.alert.id, &change.paths)?;
+                    merged.distinct_resources = merged.distinct_resources.saturating_add(added);
+                    if old.is_none() {
+                        created.push(i);
                     }
-                    // New, or an unreadable record: counted from here.
-                    None => Alert { requests: 0, bytes: 0, distinct_resources: 0, ..change.alert.clone() },
-                };
-                merged.requests = merged.requests.saturating_add(change.requests);
-                merged.bytes = merged.bytes.saturating_add(change.bytes);
-                let added = add_alert_paths(tx_paths, &change.alert.id, &change.paths)?;
-                merged.distinct_resources = merged.distinct_resources.saturating_add(added);
-                if old.is_none() {
-                    created.push(i);
-                }
-                let bytes = match serde_json::to_vec(&merged) {
-                    Ok(b) => b,
-                    Err(source) => return abort(StoreError::Corrupt { id: change.alert.id.clone(), source }),
-                };
-                if old.as_deref() == Some(bytes.as_slice()) {
-                    continue;
-                }
-                if let Some(stored) = &stored {
-                    if stored.first_seen != merged.first_seen {
-                        tx_index.remove(time_key(stored))?;
+                    let bytes = match serde_json::to_vec(&merged) {
+                        Ok(b) => b,
+                        Err(source) => return abort(StoreError::Corrupt { id: change.alert.id.clone(), source }),
+                    };
+                    if old.as_deref() == Some(bytes.as_slice()) {
+                        continue;
+                    }
+                    if let Some(stored) = &stored {
+                        if stored.first_seen != merged.first_seen {
+                            tx_index.remove(time_key(stored))?;
+                        }
+                    }
+                    tx_alerts.insert(id, bytes.as_slice())?;
+                    changes.push((old.clone(), bytes));
+                    tx_index.insert(time_key(&merged), &[])?;
+                    if notify == Notify::Queue {
+                        let marker = fold_marker(tx_outbox.get(id)?.as_deref(), old.is_none(), now);
+                        tx_outbox.insert(id, marker)?;
                     }
                 }
-                tx_alerts.insert(id, bytes.as_slice())?;
-                changes.push((old.clone(), bytes));
-                tx_index.insert(time_key(&merged), &[])?;
-                if notify == Notify::Queue {
-                    let marker = fold_marker(tx_outbox.get(id)?.as_deref(), old.is_none(), now);
-                    tx_outbox.insert(id, marker)?;
+                for e in &write.evidence {
+                    add_evidence(tx_ledger, tx_hours, e)?;
                 }
-            }
-            for e in &write.evidence {
-                add_evidence(tx_ledger, tx_hours, e)?;
-            }
-            if let Some(checkpoint) = &write.checkpoint {
-                tx_meta.insert(CHECKPOINT_KEY, checkpoint.as_slice())?;
-            }
-            tx_meta.insert(LAST_WRITE_KEY, &write.id[..])?;
-            Ok((created, changes))
-        })?;
+                if let Some(checkpoint) = &write.checkpoint {
+                    tx_meta.insert(CHECKPOINT_KEY, checkpoint.as_slice())?;
+                }
+                tx_meta.insert(LAST_WRITE_KEY, &write.id[..])?;
+                Ok((created, changes))
+            })?;
         let mut tallies = self.tallies.borrow_mut();
         for (old, new) in &changes {
             tallies.alert_changed(old.as_deref(), Some(new));
@@ -360,7 +368,8 @@ impl Db {
         let mut out = Vec::new();
         for item in self.ledger_by_hour.range(ledger::hour_start(since)..ledger::hour_start(until)) {
             let (key, value) = item?;
-            let hour = key.get(..8).and_then(|b| b.try_into().ok()).map_or(0, |b| (u64::from_be_bytes(b) ^ (1 << 63)) as i64);
+            let hour =
+                key.get(..8).and_then(|b| b.try_into().ok()).map_or(0, |b| (u64::from_be_bytes(b) ^ (1 << 63)) as i64);
             let (client, path) = key_pair(key.get(8..).unwrap_or_default());
             out.push((hour, client, path, ledger::decode_hour(&value)));
         }
@@ -658,9 +667,10 @@ impl Db {
             let (key, _) = item?;
             self.ledger_by_hour.remove(&key)?;
             let entry = key.get(8..).unwrap_or_default();
-            let expired = self.ledger.get(entry)?.is_some_and(|bytes| {
-                serde_json::from_slice::<Evidence>(&bytes).map_or(true, |e| e.last_seen < cutoff)
-            });
+            let expired = self
+                .ledger
+                .get(entry)?
+                .is_some_and(|bytes| serde_json::from_slice::<Evidence>(&bytes).map_or(true, |e| e.last_seen < cutoff));
             if expired && self.ledger.remove(entry)?.is_some() {
                 removed += 1;
             }

@@ -303,7 +303,12 @@ mod tests {
         let a = alert(requests);
         WorkerOutput::Changes(Changes {
             epoch,
-            alerts: vec![AlertChange { requests, bytes: a.bytes, paths: (0..u128::from(requests)).collect(), alert: a }],
+            alerts: vec![AlertChange {
+                requests,
+                bytes: a.bytes,
+                paths: (0..u128::from(requests)).collect(),
+                alert: a,
+            }],
             evidence: Vec::new(),
         })
     }
@@ -376,12 +381,8 @@ mod tests {
     fn alerts_before_a_barrier_are_durable_with_it_and_merged_by_id() {
         let (_dir, store) = store();
         let b1 = barrier(1, Some("one"));
-        let msgs = vec![
-            counted(1, 2),
-            WorkerOutput::Barrier(b1.clone()),
-            counted(1, 3),
-            WorkerOutput::Barrier(b1.clone()),
-        ];
+        let msgs =
+            vec![counted(1, 2), WorkerOutput::Barrier(b1.clone()), counted(1, 3), WorkerOutput::Barrier(b1.clone())];
         let (result, durable, telemetry) = run(writer(store.clone(), 2, OnStoreError::Fail), msgs);
         let alerts = result.unwrap();
         assert_eq!(alerts.len(), 1, "two changes of one alert are one alert");
