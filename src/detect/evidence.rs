@@ -62,6 +62,13 @@ impl HourCounts {
         self.ok = self.ok.saturating_add(other.ok);
         self.bytes = self.bytes.saturating_add(other.bytes);
     }
+
+    /// Each count the larger of the two.
+    pub fn max(&mut self, other: &HourCounts) {
+        self.requests = self.requests.max(other.requests);
+        self.ok = self.ok.max(other.ok);
+        self.bytes = self.bytes.max(other.bytes);
+    }
 }
 
 /// What one client did to one sensitive resource: a ledger entry, or a delta of one.
@@ -134,6 +141,27 @@ impl Evidence {
             match self.hours.iter_mut().find(|(h, _)| h == hour) {
                 Some((_, c)) => c.add(counts),
                 None => self.hours.push((*hour, *counts)),
+            }
+        }
+        if self.partner.is_none() {
+            self.partner.clone_from(&other.partner);
+        }
+    }
+}
+
+impl Evidence {
+    /// Folds a whole run's totals of the same (client, resource) in as maxima: a replay of
+    /// the same lines again changes nothing.
+    pub fn fold_max(&mut self, other: &Evidence) {
+        self.first_seen = self.first_seen.min(other.first_seen);
+        self.last_seen = self.last_seen.max(other.last_seen);
+        self.requests = self.requests.max(other.requests);
+        self.ok = self.ok.max(other.ok);
+        self.bytes = self.bytes.max(other.bytes);
+        for &(status, n) in &other.statuses {
+            match self.statuses.iter_mut().find(|(s, _)| *s == status) {
+                Some((_, c)) => *c = (*c).max(n),
+                None => add_status(&mut self.statuses, status, n),
             }
         }
         if self.partner.is_none() {

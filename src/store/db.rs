@@ -11,7 +11,7 @@ use std::path::Path;
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 
 use super::ledger::{self, add_alert_paths, add_evidence};
-use super::{now_ms, AlertFilter, Delivery, Notify, OutboxMarker, PendingStats, StoreError, StoreWrite};
+use super::{now_ms, AlertFilter, Counts, Delivery, Notify, OutboxMarker, PendingStats, StoreError, StoreWrite};
 use crate::detect::alert::{Alert, AlertStatus};
 use crate::detect::evidence::Evidence;
 
@@ -305,8 +305,16 @@ impl Db {
                         // New, or an unreadable record: counted from here.
                         None => Alert { requests: 0, bytes: 0, distinct_resources: 0, ..change.alert.clone() },
                     };
-                    merged.requests = merged.requests.saturating_add(change.requests);
-                    merged.bytes = merged.bytes.saturating_add(change.bytes);
+                    match write.counts {
+                        Counts::Add => {
+                            merged.requests = merged.requests.saturating_add(change.requests);
+                            merged.bytes = merged.bytes.saturating_add(change.bytes);
+                        }
+                        Counts::Max => {
+                            merged.requests = merged.requests.max(change.alert.requests);
+                            merged.bytes = merged.bytes.max(change.alert.bytes);
+                        }
+                    }
                     let added = add_alert_paths(tx_paths, &change.alert.id, &change.paths)?;
                     merged.distinct_resources = merged.distinct_resources.saturating_add(added);
                     if old.is_none() {
@@ -333,7 +341,7 @@ impl Db {
                     }
                 }
                 for e in &write.evidence {
-                    add_evidence(tx_ledger, tx_hours, e)?;
+                    add_evidence(tx_ledger, tx_hours, e, write.counts)?;
                 }
                 if let Some(checkpoint) = &write.checkpoint {
                     tx_meta.insert(CHECKPOINT_KEY, checkpoint.as_slice())?;

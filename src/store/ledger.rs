@@ -29,7 +29,7 @@
 
 use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 
-use super::StoreError;
+use super::{Counts, StoreError};
 use crate::detect::evidence::{Evidence, HourCounts};
 
 pub(super) type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
@@ -78,8 +78,14 @@ pub(super) fn decode_hour(v: &[u8]) -> HourCounts {
     HourCounts { requests: at(0), ok: at(8), bytes: at(16) }
 }
 
-/// Adds one (client, resource) delta to its entry and its hours.
-pub(super) fn add_evidence(ledger: &TransactionalTree, hours: &TransactionalTree, e: &Evidence) -> TxResult<()> {
+/// Adds one (client, resource) delta to its entry and its hours (with [`Counts::Max`], a
+/// replay's totals: each count becomes the larger of the stored one and the new one).
+pub(super) fn add_evidence(
+    ledger: &TransactionalTree,
+    hours: &TransactionalTree,
+    e: &Evidence,
+    mode: Counts,
+) -> TxResult<()> {
     let (client, path) = e.key;
     let key = entry_key(client, path);
     let mut entry = match ledger.get(key)?.and_then(|b| serde_json::from_slice::<Evidence>(&b).ok()) {
@@ -87,7 +93,10 @@ pub(super) fn add_evidence(ledger: &TransactionalTree, hours: &TransactionalTree
         // New (or unreadable: the delta starts it again).
         None => Evidence { requests: 0, ok: 0, bytes: 0, statuses: Vec::new(), hours: Vec::new(), ..e.clone() },
     };
-    entry.fold(&Evidence { hours: Vec::new(), ..e.clone() });
+    match mode {
+        Counts::Add => entry.fold(&Evidence { hours: Vec::new(), ..e.clone() }),
+        Counts::Max => entry.fold_max(e),
+    }
     let bytes = serde_json::to_vec(&entry).map_err(|source| {
         ConflictableTransactionError::Abort(StoreError::Corrupt { id: "ledger entry".into(), source })
     })?;
@@ -95,7 +104,10 @@ pub(super) fn add_evidence(ledger: &TransactionalTree, hours: &TransactionalTree
     for (hour, counts) in &e.hours {
         let k = hour_key(*hour, client, path);
         let mut c = hours.get(k)?.map(|v| decode_hour(&v)).unwrap_or_default();
-        c.add(counts);
+        match mode {
+            Counts::Add => c.add(counts),
+            Counts::Max => c.max(counts),
+        }
         hours.insert(&k[..], &encode_hour(&c)[..])?;
     }
     Ok(())

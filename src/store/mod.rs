@@ -266,6 +266,17 @@ pub struct StoreWrite {
     pub evidence: Vec<Evidence>,
     /// The position of the lines these changes came from (None: keep the stored one).
     pub checkpoint: Option<Vec<u8>>,
+    /// How counts combine with the stored ones: added (the daemon's deltas, exactly once by
+    /// position), or kept as the larger (a replay's whole-run totals: replaying a log again
+    /// into the same store changes nothing).
+    pub counts: Counts,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Counts {
+    #[default]
+    Add,
+    Max,
 }
 
 /// Cheap to clone: every clone is a handle on the same owner.

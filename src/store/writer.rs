@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::detect::alert::Alert;
 use crate::detect::evidence::{AlertChange, Evidence};
 use crate::detect::thread::{Barrier, Changes, WorkerOutput};
-use crate::store::{Notify, Store, StoreError, StoreWrite};
+use crate::store::{Counts, Notify, Store, StoreError, StoreWrite};
 use crate::telemetry::Telemetry;
 
 /// What the store stage does when a write fails.
@@ -170,7 +170,8 @@ impl<S: AlertStore> StoreWriter<S> {
             if changes.is_empty() && complete.is_none() {
                 continue;
             }
-            let write = into_write(next_id(), changes, complete.as_ref().and_then(|b| b.checkpoint.clone()));
+            let write =
+                into_write(next_id(), changes, complete.as_ref().and_then(|b| b.checkpoint.clone()), self.counts());
             self.write(&write)?;
             if let Some(ids) = &mut reported {
                 ids.extend(write.alerts.iter().map(|c| c.alert.id.clone()));
@@ -186,7 +187,7 @@ impl<S: AlertStore> StoreWriter<S> {
         for (_, p) in std::mem::take(&mut pending) {
             changes.absorb(p);
         }
-        let write = into_write(next_id(), changes, None);
+        let write = into_write(next_id(), changes, None, self.counts());
         self.write(&write)?;
         if let Some(ids) = &mut reported {
             ids.extend(write.alerts.iter().map(|c| c.alert.id.clone()));
@@ -201,6 +202,16 @@ impl<S: AlertStore> StoreWriter<S> {
         }
         out.sort_by(|a, b| (a.first_seen, &a.rule_id, &a.client).cmp(&(b.first_seen, &b.rule_id, &b.client)));
         Ok(out)
+    }
+
+    /// Deltas exactly once by position (the daemon), or one run's totals kept as maxima (a
+    /// replay, which hands each alert and ledger entry out once, at its end).
+    fn counts(&self) -> Counts {
+        if self.hold_until_barrier {
+            Counts::Add
+        } else {
+            Counts::Max
+        }
     }
 
     /// Writes changes and (if any) a checkpoint in one transaction, then flushes: retried per
@@ -244,13 +255,13 @@ impl<S: AlertStore> StoreWriter<S> {
 }
 
 /// One write of `changes`: each alert's path keys sorted and deduplicated.
-fn into_write(id: [u8; 16], changes: Pending, checkpoint: Option<Vec<u8>>) -> Arc<StoreWrite> {
+fn into_write(id: [u8; 16], changes: Pending, checkpoint: Option<Vec<u8>>, counts: Counts) -> Arc<StoreWrite> {
     let mut alerts: Vec<AlertChange> = changes.alerts.into_values().collect();
     for c in &mut alerts {
         c.paths.sort_unstable();
         c.paths.dedup();
     }
-    Arc::new(StoreWrite { id, alerts, evidence: changes.evidence.into_values().collect(), checkpoint })
+    Arc::new(StoreWrite { id, alerts, evidence: changes.evidence.into_values().collect(), checkpoint, counts })
 }
 
 #[cfg(test)]
@@ -294,7 +305,7 @@ mod tests {
             telemetry: Arc::new(Telemetry::default()),
             durable: Arc::new(AtomicU64::new(0)),
             report: true,
-            hold_until_barrier: false,
+            hold_until_barrier: true,
         }
     }
 
@@ -399,6 +410,19 @@ mod tests {
         let (result, _, _) = run(StoreWriter { report: false, ..writer(store.clone(), 1, OnStoreError::Fail) }, msgs);
         assert!(result.unwrap().is_empty(), "nothing held for a report");
         assert_eq!(store.get(&alert(0).id).unwrap().map(|a| a.requests), Some(4), "but everything stored");
+    }
+
+    #[test]
+    fn a_replay_written_twice_into_one_store_counts_its_lines_once() {
+        let (_dir, store) = store();
+        for _ in 0..2 {
+            let replay = StoreWriter { hold_until_barrier: false, ..writer(store.clone(), 1, OnStoreError::Fail) };
+            let (result, _, _) = run(replay, vec![counted(1, 4)]);
+            assert_eq!(
+                result.unwrap().iter().map(|a| (a.requests, a.distinct_resources)).collect::<Vec<_>>(),
+                [(4, 4)]
+            );
+        }
     }
 
     #[test]
