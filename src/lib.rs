@@ -9,9 +9,10 @@
 //!   this ([`classify::client`]).
 //! - [`detect`]: data-driven rules over per-client sliding windows, owned by worker threads
 //!   ([`detect::thread`]); turns events into [`detect::alert::Alert`]s.
-//! - [`store`]: the only module that talks to sled: alerts, their time index, checkpoints and
-//!   the notifier outbox; [`store::writer`] is the single thread that writes alerts and
-//!   checkpoints once every worker has passed a barrier.
+//! - [`store`]: the only module that talks to sled: alerts, their time index, checkpoints,
+//!   the notifier outbox and the evidence ledger ([`store::ledger`]: per client and resource,
+//!   exactly once by source position); [`store::writer`] is the single thread that writes
+//!   alert and ledger deltas with the checkpoint once every worker has passed a barrier.
 //! - [`alerting`]: delivers stored alerts to Alertmanager and signed webhooks from the durable
 //!   outbox, with retries; what a receiver is told when.
 //! - [`pipeline`]: wires source → parse → classify → detect → store with bounded queues;

@@ -94,8 +94,15 @@ fn a_second_instance_exits_at_once_naming_the_holder_and_leaves_the_store_byte_i
     let env = Env::new();
     let d = env.start();
     d.wait_metric("recwatch_alerts_total", "", 1.0);
-    // quiet now: nothing more to read, no receiver configured, so the first daemon writes nothing
-    let before = snapshot(&env.path("state"));
+    // Quiet once the outbox marker of the alert is gone (no receiver: the dispatcher drops it
+    // right after the write, racing the metric): nothing more to read, so nothing is written.
+    let mut last = snapshot(&env.path("state"));
+    let before = wait_until("the store to stop changing", Duration::from_secs(30), || {
+        let now = snapshot(&env.path("state"));
+        let settled = now == last;
+        last = now;
+        settled.then(|| last.clone())
+    });
     let second = Command::new(env!("CARGO_BIN_EXE_recwatch"))
         .args(["run", "--listen", "127.0.0.1:0", "--config"])
         .arg(env.path("recwatch.toml"))
