@@ -171,6 +171,9 @@ impl KafkaSink for KafkaIngest<'_> {
         let source = self.source(origin);
         self.ingest.truncated(source, head);
     }
+    fn rereading(&mut self, rereading: bool) {
+        crate::source::tail::LineSink::rereading(self.ingest, 0, rereading);
+    }
 }
 
 /// What a consumer loop shares with the rest of the daemon.
@@ -202,6 +205,13 @@ fn kafka_loop(
     };
     let mut pipeline = start_pipeline(config, vec![spec], store, telemetry, control, pseudonyms);
     pipeline.resume(open_episodes(store, pipeline.memory_secs()));
+    // Messages re-delivered at or below what the store counted are re-reads (count nowhere).
+    match store.kafka_positions(&source.name) {
+        Ok(counted) => consumer.counted_through(counted),
+        Err(e) => {
+            tracing::error!(source = %source.name, error = %e, "cannot read the counted Kafka offsets: re-delivered messages may be counted twice")
+        }
+    }
     tracing::info!(source = %source.name, topics = ?kafka.topics, group = %kafka.group_id, "consuming");
     let mut last_marker = Instant::now();
     // When the oldest message not yet under a barrier was read (detection latency).
@@ -216,7 +226,7 @@ fn kafka_loop(
             match rebalance {
                 Rebalance::Assign(partitions) => consumer.assign(partitions),
                 Rebalance::Revoke(partitions) => {
-                    drain_for_revoke(&mut consumer, &mut pipeline, unsealed_since.take());
+                    drain_for_revoke(&mut consumer, &mut pipeline, &source.name, unsealed_since.take());
                     consumer.revoke(partitions);
                 }
             }
@@ -230,15 +240,13 @@ fn kafka_loop(
         }
         let quiet = handed < KAFKA_POLL_BUDGET;
         if consumer.has_unsealed() && (quiet || last_marker.elapsed() >= BARRIER_EVERY) {
-            let seq = pipeline.ingest.durable_marker(unsealed_since.take().unwrap_or(polled_at));
-            consumer.seal(seq);
+            seal(&mut consumer, &mut pipeline, &source.name, unsealed_since.take().unwrap_or(polled_at));
             last_marker = Instant::now();
         }
         consumer.store_durable(pipeline.durable_barrier());
     }
     if consumer.has_unsealed() {
-        let seq = pipeline.ingest.durable_marker(unsealed_since.unwrap_or_else(Instant::now));
-        consumer.seal(seq);
+        seal(&mut consumer, &mut pipeline, &source.name, unsealed_since.unwrap_or_else(Instant::now));
     }
     pipeline.finish().with_context(|| {
         format!("final flush of Kafka source {} failed (its uncommitted messages are read again)", source.name)
@@ -253,13 +261,29 @@ fn kafka_loop(
     Ok(())
 }
 
+/// Puts everything handed out since the last barrier under a new one, which carries the
+/// highest offset per partition so the store keeps it with their counts.
+fn seal(consumer: &mut KafkaSource, pipeline: &mut Pipeline, source: &str, read_at: Instant) {
+    let positions = consumer
+        .unsealed_positions()
+        .into_iter()
+        .map(|(topic, partition, last)| (Store::kafka_position_key(source, &topic, partition), last))
+        .collect();
+    let seq = pipeline.ingest.durable_marker_at(read_at, positions);
+    consumer.seal(seq);
+}
+
 /// Before partitions are given up: puts everything read under a barrier, waits (bounded) for
 /// it to be durable, stores and commits those offsets, so the next owner starts right after
 /// our work. What is not durable in time stays uncommitted and is read again by that owner.
-fn drain_for_revoke(consumer: &mut KafkaSource, pipeline: &mut Pipeline, unsealed_since: Option<Instant>) {
+fn drain_for_revoke(
+    consumer: &mut KafkaSource,
+    pipeline: &mut Pipeline,
+    source: &str,
+    unsealed_since: Option<Instant>,
+) {
     if consumer.has_unsealed() {
-        let seq = pipeline.ingest.durable_marker(unsealed_since.unwrap_or_else(Instant::now));
-        consumer.seal(seq);
+        seal(consumer, pipeline, source, unsealed_since.unwrap_or_else(Instant::now));
     }
     let target = consumer.newest_sealed();
     let deadline = Instant::now() + KAFKA_REVOKE_DRAIN;

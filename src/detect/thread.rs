@@ -25,6 +25,11 @@ pub struct Barrier {
     /// None for a source that keeps its position elsewhere (Kafka offsets live in the
     /// broker): the barrier then only says when the alerts before it are durable.
     pub checkpoint: Option<Vec<u8>>,
+    /// Positions kept next to the counts (Kafka: per partition the highest offset before the
+    /// barrier), as (store key, offset): written in the same transaction as the counts of the
+    /// lines before it, so re-delivered messages are known as re-reads
+    /// ([`crate::store::Store::kafka_positions`]).
+    pub positions: Vec<(Vec<u8>, i64)>,
 }
 
 /// What a detection thread passes on to the store writer, in order.

@@ -338,22 +338,28 @@ impl Ingest {
     /// sequence number; [`Pipeline::durable_barrier`] reaches it once the checkpoint and every
     /// alert caused by earlier lines are durable.
     pub fn barrier(&mut self, checkpoint: Vec<u8>, read_at: Instant) -> u64 {
-        self.send_barrier(Some(checkpoint), read_at)
+        self.send_barrier(Some(checkpoint), Vec::new(), read_at)
     }
 
     /// A barrier without a checkpoint, for sources whose position is kept elsewhere (Kafka):
     /// [`Pipeline::durable_barrier`] reaching the returned number says every alert caused by
     /// earlier lines is durable, so their offsets may be stored.
     pub fn durable_marker(&mut self, read_at: Instant) -> u64 {
-        self.send_barrier(None, read_at)
+        self.send_barrier(None, Vec::new(), read_at)
     }
 
-    fn send_barrier(&mut self, checkpoint: Option<Vec<u8>>, read_at: Instant) -> u64 {
+    /// [`Ingest::durable_marker`] that also carries the source positions it covers (Kafka
+    /// offsets), written with the counts of the lines before it.
+    pub fn durable_marker_at(&mut self, read_at: Instant, positions: Vec<(Vec<u8>, i64)>) -> u64 {
+        self.send_barrier(None, positions, read_at)
+    }
+
+    fn send_barrier(&mut self, checkpoint: Option<Vec<u8>>, positions: Vec<(Vec<u8>, i64)>, read_at: Instant) -> u64 {
         self.flush();
         self.telemetry.newest_event_unix.fetch_max(self.latest_event_time, Relaxed);
         let seq = self.next_barrier;
         self.next_barrier += 1;
-        let b = Arc::new(Barrier { seq, read_at, checkpoint });
+        let b = Arc::new(Barrier { seq, read_at, checkpoint, positions });
         for tx in &self.to_workers {
             if tx.send(WorkerMsg::Barrier(b.clone())).is_err() {
                 self.downstream_failed = true;

@@ -15,7 +15,7 @@
 //! so the caller can first make the revoked partitions' work durable and commit it; what is
 //! not durable in time is forgotten ([`KafkaSource::revoke`]) and read again by the next owner.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -559,6 +559,9 @@ pub trait KafkaSink {
     fn line(&mut self, origin: &str, line: &[u8]);
     /// The first `MAX_LINE_LEN` bytes of a longer line (the rest of it is dropped).
     fn truncated(&mut self, origin: &str, head: &[u8]);
+    /// The lines from now on were counted before (a re-delivered message at or below the
+    /// offset counted through: [`KafkaSource::counted_through`]); `false` ends the run.
+    fn rereading(&mut self, _rereading: bool) {}
 }
 
 pub struct KafkaSource {
@@ -570,6 +573,9 @@ pub struct KafkaSource {
     assigned: BTreeSet<(String, i32)>,
     /// A first assignment was received (the consumer has joined its group).
     joined: bool,
+    /// Per (topic, partition) the highest offset whose lines are counted in the store: a
+    /// message re-delivered at or below it is handed out flagged as a re-read.
+    counted: HashMap<(String, i32), i64>,
 }
 
 impl KafkaSource {
@@ -612,6 +618,7 @@ impl KafkaSource {
             telemetry,
             assigned: BTreeSet::new(),
             joined: false,
+            counted: HashMap::new(),
         })
     }
 
@@ -632,12 +639,19 @@ impl KafkaSource {
                     continue;
                 }
             };
+            let reread = self.counted.get(&(m.topic().to_string(), m.partition())).is_some_and(|&c| m.offset() <= c);
+            if reread {
+                sink.rereading(true);
+            }
             match self.unwrapper.unwrap(m.payload().unwrap_or_default(), self.payload) {
                 Ok(u) => frame_lines(u.lines, MAX_LINE_LEN, |f| match f {
                     Frame::Line(line) => sink.line(u.origin, line),
                     Frame::Truncated(head) => sink.truncated(u.origin, head),
                 }),
                 Err(_) => bad += 1,
+            }
+            if reread {
+                sink.rereading(false);
             }
             self.tracker.record(m.topic(), m.partition(), m.offset());
             handed += 1;
@@ -713,6 +727,21 @@ impl KafkaSource {
         self.tracker.has_open()
     }
 
+    /// Offsets whose lines the store counted before this start (see the `counted` field).
+    pub fn counted_through(&mut self, counted: HashMap<(String, i32), i64>) {
+        self.counted = counted;
+    }
+
+    /// Per partition the highest offset handed out since the last seal: what the next
+    /// barrier covers, for the store to keep with the counts ([`KafkaSource::counted_through`]).
+    pub fn unsealed_positions(&self) -> Vec<(String, i32, i64)> {
+        self.tracker
+            .open
+            .iter()
+            .map(|p| (self.tracker.topics[usize::from(p.topic)].clone(), p.partition, p.last))
+            .collect()
+    }
+
     /// Puts the messages handed out so far under pipeline barrier `seq`.
     pub fn seal(&mut self, seq: u64) {
         self.tracker.seal(seq);
@@ -727,6 +756,8 @@ impl KafkaSource {
     /// auto-commit to pick up. A refused store (partition no longer assigned) is counted.
     pub fn store_durable(&mut self, durable: u64) {
         for (topic, partition, last) in self.tracker.take_durable(durable) {
+            let counted = self.counted.entry((topic.clone(), partition)).or_insert(last);
+            *counted = (*counted).max(last);
             // rd_kafka_offset_store stores last + 1: the next message to read.
             if let Err(e) = self.consumer.store_offset(&topic, partition, last) {
                 self.telemetry.offset_not_stored(&topic, partition, &e);

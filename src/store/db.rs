@@ -346,6 +346,12 @@ impl Db {
                 if let Some(checkpoint) = &write.checkpoint {
                     tx_meta.insert(CHECKPOINT_KEY, checkpoint.as_slice())?;
                 }
+                for (key, offset) in &write.positions {
+                    let stored = tx_meta.get(key)?.and_then(|v| v.as_ref().try_into().ok()).map(i64::from_be_bytes);
+                    if stored.is_none_or(|s| s < *offset) {
+                        tx_meta.insert(key.as_slice(), &offset.to_be_bytes()[..])?;
+                    }
+                }
                 tx_meta.insert(LAST_WRITE_KEY, &write.id[..])?;
                 Ok((created, changes))
             })?;
@@ -380,6 +386,18 @@ impl Db {
                 key.get(..8).and_then(|b| b.try_into().ok()).map_or(0, |b| (u64::from_be_bytes(b) ^ (1 << 63)) as i64);
             let (client, path) = key_pair(key.get(8..).unwrap_or_default());
             out.push((hour, client, path, ledger::decode_hour(&value)));
+        }
+        Ok(out)
+    }
+
+    /// Positions kept under `prefix` in the meta tree: (key after the prefix, offset).
+    pub(super) fn positions(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, i64)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.meta.scan_prefix(prefix) {
+            let (key, value) = item?;
+            if let Ok(bytes) = value.as_ref().try_into() {
+                out.push((key[prefix.len()..].to_vec(), i64::from_be_bytes(bytes)));
+            }
         }
         Ok(out)
     }

@@ -23,9 +23,10 @@
 //! restart point and that checkpoint are read again flagged as re-reads, which make no delta.
 //! So a line is in the ledger iff its position is before the durable checkpoint, whatever
 //! the timestamps say. A write retried after a failed flush carries the same write id, and a
-//! transaction that finds its id already stored adds nothing. Not yet for Kafka sources:
-//! their offsets live in the broker, committed after the write, so a crash between the two
-//! (or a rebalance that outlasts its drain) re-delivers messages that are counted again.
+//! transaction that finds its id already stored adds nothing. Kafka sources keep their offsets
+//! in the broker (committed after the write), so each Kafka barrier also carries the highest
+//! offset per partition, written in the same transaction (`meta`: `kafka_counted\0source\0
+//! topic\0partition` → offset): a message re-delivered at or below it is a re-read.
 
 use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 

@@ -266,6 +266,9 @@ pub struct StoreWrite {
     pub evidence: Vec<Evidence>,
     /// The position of the lines these changes came from (None: keep the stored one).
     pub checkpoint: Option<Vec<u8>>,
+    /// Source positions counted through, as (key, offset): each stored as the larger of the
+    /// stored and the new offset (Kafka: [`Store::kafka_position_key`]).
+    pub positions: Vec<(Vec<u8>, i64)>,
     /// How counts combine with the stored ones: added (the daemon's deltas, exactly once by
     /// position), or kept as the larger (a replay's whole-run totals: replaying a log again
     /// into the same store changes nothing).
@@ -277,6 +280,13 @@ pub enum Counts {
     #[default]
     Add,
     Max,
+}
+
+fn kafka_position_prefix(source: &str) -> Vec<u8> {
+    let mut k = b"kafka_counted\0".to_vec();
+    k.extend_from_slice(source.as_bytes());
+    k.push(0);
+    k
 }
 
 /// Cheap to clone: every clone is a handle on the same owner.
@@ -416,6 +426,32 @@ impl Store {
             self.shared.signal.ring();
         }
         Ok(created)
+    }
+
+    /// The key under which the highest offset of (`topic`, `partition`) counted by Kafka source
+    /// `source` is kept.
+    pub fn kafka_position_key(source: &str, topic: &str, partition: i32) -> Vec<u8> {
+        let mut k = kafka_position_prefix(source);
+        k.extend_from_slice(topic.as_bytes());
+        k.push(0);
+        k.extend_from_slice(&partition.to_be_bytes());
+        k
+    }
+
+    /// Per (topic, partition) the highest offset whose lines Kafka source `source` counted
+    /// (durably, with their counts): a message at or below it is a re-delivery.
+    pub fn kafka_positions(&self, source: &str) -> Result<std::collections::HashMap<(String, i32), i64>, StoreError> {
+        let prefix = kafka_position_prefix(source);
+        let rows = self.call("kafka_positions", move |db| db.positions(&prefix))?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(rest, offset)| {
+                let cut = rest.len().checked_sub(5)?;
+                let topic = String::from_utf8(rest[..cut].to_vec()).ok()?;
+                let partition = i32::from_be_bytes(rest[cut + 1..].try_into().ok()?);
+                Some(((topic, partition), offset))
+            })
+            .collect())
     }
 
     /// The evidence ledger's entries of `client` (as alerts show it; all clients when None),

@@ -170,8 +170,7 @@ impl<S: AlertStore> StoreWriter<S> {
             if changes.is_empty() && complete.is_none() {
                 continue;
             }
-            let write =
-                into_write(next_id(), changes, complete.as_ref().and_then(|b| b.checkpoint.clone()), self.counts());
+            let write = into_write(next_id(), changes, complete.as_deref(), self.counts());
             self.write(&write)?;
             if let Some(ids) = &mut reported {
                 ids.extend(write.alerts.iter().map(|c| c.alert.id.clone()));
@@ -217,7 +216,11 @@ impl<S: AlertStore> StoreWriter<S> {
     /// Writes changes and (if any) a checkpoint in one transaction, then flushes: retried per
     /// `on_error` (with the same write id, so a write that reached the disk is not added twice).
     fn write(&self, write: &Arc<StoreWrite>) -> Result<(), StoreError> {
-        if write.alerts.is_empty() && write.evidence.is_empty() && write.checkpoint.is_none() {
+        if write.alerts.is_empty()
+            && write.evidence.is_empty()
+            && write.checkpoint.is_none()
+            && write.positions.is_empty()
+        {
             return Ok(());
         }
         loop {
@@ -254,14 +257,22 @@ impl<S: AlertStore> StoreWriter<S> {
     }
 }
 
-/// One write of `changes`: each alert's path keys sorted and deduplicated.
-fn into_write(id: [u8; 16], changes: Pending, checkpoint: Option<Vec<u8>>, counts: Counts) -> Arc<StoreWrite> {
+/// One write of `changes` (with what `barrier` says where the lines before it end): each
+/// alert's path keys sorted and deduplicated.
+fn into_write(id: [u8; 16], changes: Pending, barrier: Option<&Barrier>, counts: Counts) -> Arc<StoreWrite> {
     let mut alerts: Vec<AlertChange> = changes.alerts.into_values().collect();
     for c in &mut alerts {
         c.paths.sort_unstable();
         c.paths.dedup();
     }
-    Arc::new(StoreWrite { id, alerts, evidence: changes.evidence.into_values().collect(), checkpoint, counts })
+    Arc::new(StoreWrite {
+        id,
+        alerts,
+        evidence: changes.evidence.into_values().collect(),
+        checkpoint: barrier.and_then(|b| b.checkpoint.clone()),
+        positions: barrier.map(|b| b.positions.clone()).unwrap_or_default(),
+        counts,
+    })
 }
 
 #[cfg(test)]
@@ -325,7 +336,12 @@ mod tests {
     }
 
     fn barrier(seq: u64, checkpoint: Option<&str>) -> Arc<Barrier> {
-        Arc::new(Barrier { seq, read_at: Instant::now(), checkpoint: checkpoint.map(|c| c.as_bytes().to_vec()) })
+        Arc::new(Barrier {
+            seq,
+            read_at: Instant::now(),
+            checkpoint: checkpoint.map(|c| c.as_bytes().to_vec()),
+            positions: Vec::new(),
+        })
     }
 
     /// Runs `writer` over `msgs` (all queued, then the queue closed): its result, the
@@ -504,7 +520,12 @@ mod exactly_once {
     fn changes_after_a_workers_barrier_wait_for_the_next_checkpoint() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open_state_dir(dir.path()).unwrap();
-        let b1 = Arc::new(Barrier { seq: 1, read_at: Instant::now(), checkpoint: Some(b"one".to_vec()) });
+        let b1 = Arc::new(Barrier {
+            seq: 1,
+            read_at: Instant::now(),
+            checkpoint: Some(b"one".to_vec()),
+            positions: vec![(b"kafka_counted-test".to_vec(), 7)],
+        });
         let (tx, rx) = unbounded();
         // Worker A passes barrier 1 and counts more (epoch 2) before worker B reaches it.
         tx.send(WorkerOutput::Changes(Changes { epoch: 1, alerts: vec![change(2, 0..2)], evidence: vec![] })).unwrap();
@@ -572,8 +593,13 @@ mod exactly_once {
         };
         let (tx, rx) = unbounded();
         tx.send(WorkerOutput::Changes(Changes { epoch: 1, alerts: vec![change(4, 0..3)], evidence: vec![] })).unwrap();
-        tx.send(WorkerOutput::Barrier(Arc::new(Barrier { seq: 1, read_at: Instant::now(), checkpoint: None })))
-            .unwrap();
+        tx.send(WorkerOutput::Barrier(Arc::new(Barrier {
+            seq: 1,
+            read_at: Instant::now(),
+            checkpoint: None,
+            positions: Vec::new(),
+        })))
+        .unwrap();
         drop(tx);
         w.run(rx).unwrap();
         let stored = store.get(&alert(1).id).unwrap().unwrap();
