@@ -11,11 +11,13 @@ use clap::{Args, Parser, Subcommand};
 
 use recwatch::config::Config;
 use recwatch::detect::alert::AlertStatus;
+use recwatch::detect::scope::ScopeSettings;
 use recwatch::escape;
 use recwatch::parse::{LineFormat, LogFormat, MAX_LINE_LEN};
 use recwatch::pipeline::replay::{self, ReplayOptions, ReplayOutcome};
 use recwatch::privacy::Pseudonymizer;
-use recwatch::report::{skipped_lines_warning, AlertRow, Report, ReportFormat};
+use recwatch::report::period::parse_period;
+use recwatch::report::{skipped_lines_warning, AlertRow, Report, ReportContext, ReportFormat};
 use recwatch::source::replay::{open, Input};
 use recwatch::store::{AlertFilter, Store, StoreError};
 use recwatch::telemetry::Telemetry;
@@ -135,9 +137,17 @@ pub struct ReplayArgs {
     /// State directory (alert store); overrides `store.path` of the config.
     #[arg(long)]
     pub state_dir: Option<PathBuf>,
-    /// Report format: json, csv (per-client table) or md.
+    /// Report format: json, csv (per-client table), md or html (one self-contained page).
     #[arg(long, default_value = "json")]
     pub report: String,
+    /// Count only requests at or after this time in the report: RFC 3339
+    /// (2019-02-18T09:00:00Z) or a span back from now (7d, 12h, 30m, 2w). Detection still
+    /// reads every line.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Count only requests before this time in the report (RFC 3339 or a span back from now).
+    #[arg(long)]
+    pub until: Option<String>,
     /// Write the report here instead of stdout.
     #[arg(long, short)]
     pub output: Option<PathBuf>,
@@ -393,6 +403,11 @@ output.kafka:
     )
 }
 
+/// The wall clock, Unix seconds (for spans like `--since 7d`).
+fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
 fn load_config(path: &Path) -> anyhow::Result<Config> {
     Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))
 }
@@ -414,7 +429,8 @@ fn open_store(state_dir: &Path) -> anyhow::Result<Store> {
 fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let config = load_config(&args.config)?;
     let report_format = ReportFormat::from_name(&args.report)
-        .with_context(|| format!("--report {:?}: expected json, csv or md", args.report))?;
+        .with_context(|| format!("--report {:?}: expected {}", args.report, ReportFormat::NAMES))?;
+    let period = parse_period(args.since.as_deref(), args.until.as_deref(), unix_now())?;
     let format = match &args.format {
         Some(f) => LineFormat::Named(LogFormat::from_name(f).with_context(|| {
             format!("--format {f:?}: expected one of {}", LogFormat::ALL.map(|f| f.as_str()).join(", "))
@@ -444,6 +460,7 @@ fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         workers,
         parsers,
         pseudonyms: Pseudonymizer::resolve(config.pseudonyms.as_ref(), &state_dir)?,
+        scope: ScopeSettings { call_ids: config.classify.call_ids.clone(), period },
     };
     let progress = progress_bar(&inputs, args.no_progress);
     let (pb, progress_errors) = (progress.clone(), progress.clone());
@@ -477,10 +494,13 @@ fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let nothing_read = summaries.iter().all(|s| s.error.is_some() && s.lines == 0);
-    let partners: Vec<String> = config.classify.partner_names();
-    let report = Report::build(&telemetry, summaries, &outcome.alerts, outcome.clients, |i| {
-        partners.get(usize::from(i)).cloned()
-    });
+    let context = ReportContext {
+        origin: "replay",
+        period,
+        call_ids_configured: config.classify.call_ids.pattern().is_some(),
+        partner_names: config.classify.partner_names(),
+    };
+    let report = Report::build(&telemetry, summaries, &outcome.alerts, outcome.clients, context);
     let text = report.render(report_format);
     match &args.output {
         Some(path) => std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?,

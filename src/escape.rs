@@ -1,7 +1,7 @@
 //! The one escaping rule for every output of text that came from a log line (paths, user
 //! agents, origins, clients) or from anything else outside recwatch: terminal output
-//! (`alerts list/show`, `check`, error messages), the daemon's own log, the Markdown and CSV
-//! reports, and JSON. Owns which characters are unsafe and how each output spells them.
+//! (`alerts list/show`, `check`, error messages), the daemon's own log, the Markdown, CSV and
+//! HTML reports, and JSON. Owns which characters are unsafe and how each output spells them.
 //! Never decodes input: undoing nginx's `\xHH` log escaping is [`crate::parse::escape`]'s job.
 //!
 //! # The rule
@@ -162,6 +162,24 @@ pub fn csv_cell(s: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// `s` as HTML text or a double-quoted attribute value: `&`, `<`, `>`, `"` and `'` as
+/// character references, unsafe characters escaped as in text outputs. Nothing in it can
+/// open a tag, end an attribute or start a script.
+pub fn html(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => push_escaped(&mut out, c),
+        }
+    }
+    out
+}
+
 /// Pretty JSON (two-space indent) in which every unsafe character of a string is written as
 /// a `\uXXXX` escape: valid JSON that decodes to exactly the same strings, with nothing a
 /// terminal acts on.
@@ -236,6 +254,13 @@ impl<F: serde_json::ser::Formatter> serde_json::ser::Formatter for SafeJson<F> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn html_text_cannot_open_a_tag_or_leave_an_attribute() {
+        assert_eq!(html("<script>alert('x')</script>"), "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;");
+        assert_eq!(html("\" onmouseover=\"x&amp;"), "&quot; onmouseover=&quot;x&amp;amp;");
+        assert_eq!(html("a\u{1b}[2J\u{202e}b"), "a\\u{1b}[2J\\u{202e}b");
+    }
 
     #[test]
     fn unsafe_characters_are_escaped_in_text() {

@@ -19,7 +19,7 @@
 //!   [`pipeline::Ingest`] is the per-line path, [`pipeline::replay`] the ordered parallel
 //!   replay of finished logs.
 //! - [`privacy`]: personnummer and phone numbers in paths → keyed pseudonyms (`pnr-…`, `tel-…`).
-//! - [`report`]: the scope report of a replay (JSON, CSV, Markdown).
+//! - [`report`]: the scope report (calls, files, clients, Art. 33) as JSON, CSV, Markdown, HTML.
 //! - [`escape`]: the one escaping rule for every output of log-derived text (terminal, log,
 //!   Markdown, CSV, JSON).
 //! - [`daemon`]: `recwatch run`: runtime, signals and systemd notify; the tail loop and its

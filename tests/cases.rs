@@ -2,7 +2,10 @@
 //! `input.log` and the `expected.json` that `recwatch replay --report json` (the real binary,
 //! run in the case's directory with a fresh state directory) must print for them, alert ids
 //! left out (they are hashes: a case states what was detected, not how ids are spelled).
-//! Adding a case needs no code: see `tests/cases/README.md`.
+//! A case may also pin the other formats: an `expected.csv`, `expected.md` or `expected.html`
+//! next to it is compared byte for byte with `--report csv|md|html` (such a case configures a
+//! fixed pseudonym key, so its pseudonyms are stable). Adding a case needs no code: see
+//! `tests/cases/README.md`.
 //!
 //! `RECWATCH_BLESS=1 cargo test --test cases` writes each case's current output to its
 //! `expected.json` (review the diff before committing it); `RECWATCH_CASE=name` runs only the
@@ -29,15 +32,19 @@ fn comparable(mut report: Value) -> String {
     serde_json::to_string_pretty(&report).unwrap() + "\n"
 }
 
-/// Replays one case; its comparable report, or why it could not run.
-fn run_case(dir: &Path, state: &Path) -> Result<String, String> {
+/// The report formats a case can pin: (`--report` value, expected file).
+const FORMATS: [(&str, &str); 4] =
+    [("json", "expected.json"), ("csv", "expected.csv"), ("md", "expected.md"), ("html", "expected.html")];
+
+/// Replays one case; its comparable report in `format`, or why it could not run.
+fn run_case(dir: &Path, state: &Path, format: &str) -> Result<String, String> {
     for file in ["recwatch.toml", "input.log"] {
         if !dir.join(file).is_file() {
             return Err(format!("no {file} (a case needs recwatch.toml, input.log and expected.json)"));
         }
     }
     let out = Command::new(env!("CARGO_BIN_EXE_recwatch"))
-        .args(["replay", "--no-progress", "--report", "json", "--config", "recwatch.toml", "--state-dir"])
+        .args(["replay", "--no-progress", "--report", format, "--config", "recwatch.toml", "--state-dir"])
         .arg(state)
         .arg("input.log")
         .current_dir(dir)
@@ -46,6 +53,9 @@ fn run_case(dir: &Path, state: &Path) -> Result<String, String> {
         .map_err(|e| format!("cannot run recwatch: {e}"))?;
     if !out.status.success() {
         return Err(format!("recwatch replay failed ({}):\n{}", out.status, String::from_utf8_lossy(&out.stderr)));
+    }
+    if format != "json" {
+        return String::from_utf8(out.stdout).map_err(|e| format!("the {format} report is not UTF-8: {e}"));
     }
     let report: Value = serde_json::from_slice(&out.stdout)
         .map_err(|e| format!("the report is not JSON ({e}):\n{}", String::from_utf8_lossy(&out.stdout)))?;
@@ -108,35 +118,38 @@ fn every_golden_case_replays_to_its_expected_report() {
     let mut failures = Vec::new();
     for dir in &cases {
         let name = dir.file_name().unwrap().to_string_lossy().into_owned();
-        let actual = match run_case(dir, &states.path().join(&name)) {
-            Ok(actual) => actual,
-            Err(why) => {
-                failures.push(format!("case {name}: {why}"));
+        for (format, file) in FORMATS {
+            let expected_path = dir.join(file);
+            if format != "json" && !expected_path.is_file() {
                 continue;
             }
-        };
-        let expected_path = dir.join("expected.json");
-        if bless {
-            std::fs::write(&expected_path, &actual).unwrap();
-            eprintln!("blessed {}", expected_path.display());
-            continue;
-        }
-        match std::fs::read_to_string(&expected_path) {
-            Err(e) => {
-                failures.push(format!("case {name}: cannot read expected.json ({e}); RECWATCH_BLESS=1 writes it"))
+            let actual = match run_case(dir, &states.path().join(format!("{name}.{format}")), format) {
+                Ok(actual) => actual,
+                Err(why) => {
+                    failures.push(format!("case {name} ({format}): {why}"));
+                    continue;
+                }
+            };
+            if bless {
+                std::fs::write(&expected_path, &actual).unwrap();
+                eprintln!("blessed {}", expected_path.display());
+                continue;
             }
-            Ok(expected) if expected != actual => failures.push(format!(
-                "case {name}: the report differs from expected.json (- expected, + actual):\n{}",
-                diff(&expected, &actual)
-            )),
-            Ok(_) => {}
+            match std::fs::read_to_string(&expected_path) {
+                Err(e) => failures.push(format!("case {name}: cannot read {file} ({e}); RECWATCH_BLESS=1 writes it")),
+                Ok(expected) if expected != actual => failures.push(format!(
+                    "case {name}: the report differs from {file} (- expected, + actual):\n{}",
+                    diff(&expected, &actual)
+                )),
+                Ok(_) => {}
+            }
         }
     }
     eprintln!("{} golden cases", cases.len());
     assert!(only.is_some() || cases.len() >= 10, "tests/cases/ holds {} cases, fewer than 10", cases.len());
     assert!(
         failures.is_empty(),
-        "{} of {} golden cases failed (RECWATCH_BLESS=1 rewrites expected.json after a deliberate change):\n\n{}",
+        "{} of {} golden cases failed (RECWATCH_BLESS=1 rewrites the expected files after a deliberate change):\n\n{}",
         failures.len(),
         cases.len(),
         failures.join("\n\n")

@@ -226,16 +226,66 @@ fn markdown_report_keeps_every_path_in_its_code_span() {
             assert!(!outside.contains(live), "{live:?} outside a code span in {line:?} (left: {outside:?})");
         }
     }
-    for line in md.lines().filter(|l| l.starts_with('|') && !l.starts_with("|---")) {
-        let outside = outside_code_spans(line);
-        let cells = outside.matches(" | ").count();
-        assert!(cells <= 8, "a cell boundary came from the data: {line:?}");
+    // Every row of a table has as many cells as its header.
+    let mut header_cells = None;
+    for line in md.lines() {
+        if !line.starts_with('|') {
+            header_cells = None;
+            continue;
+        }
+        if line.starts_with("|---") {
+            continue;
+        }
+        let cells = outside_code_spans(line).matches(" | ").count();
+        match header_cells {
+            None => header_cells = Some(cells),
+            Some(h) => assert_eq!(cells, h, "a cell boundary came from the data: {line:?}"),
+        }
     }
     // Partner names are plain text: escaped, never live.
     for line in md.lines().filter(|l| l.contains("partner |") || l.contains("| partner")) {
         let outside = outside_code_spans(line);
         assert!(!outside.contains("](") && !outside.contains("<img"), "{line:?}");
     }
+}
+
+#[test]
+fn html_report_has_only_its_own_markup() {
+    let case = case();
+    let html = replay(&case, "html");
+    assert_clean("replay --report html", &html);
+    const TAGS: &[&str] = &[
+        "!DOCTYPE", "html", "head", "meta", "title", "style", "body", "main", "h1", "h2", "h3", "p", "section", "div",
+        "b", "svg", "text", "g", "line", "rect", "path", "table", "thead", "tbody", "tr", "th", "td", "label", "input",
+        "code", "details", "summary", "ul", "li", "br",
+    ];
+    for (at, _) in html.match_indices('<') {
+        let rest = html[at + 1..].trim_start_matches('/');
+        let name: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '!').collect();
+        let after = rest[name.len()..].chars().next();
+        assert!(
+            TAGS.contains(&name.as_str()) && matches!(after, Some(' ' | '>' | '/')),
+            "markup that is not the report's own at {at}: {:?}",
+            &html[at..(at + 60).min(html.len())]
+        );
+        // No event handler, link or source in any tag (attribute values hold no `"` of the data).
+        let tag = &html[at..at + html[at..].find('>').unwrap()];
+        let mut in_value = false;
+        for (i, c) in tag.char_indices() {
+            if c == '"' {
+                in_value = !in_value;
+            } else if !in_value && c == ' ' {
+                let attr: String = tag[i + 1..].chars().take_while(|c| c.is_ascii_alphabetic()).collect();
+                let attr = attr.to_ascii_lowercase();
+                assert!(
+                    !attr.starts_with("on") && !["href", "src", "action", "formaction"].contains(&attr.as_str()),
+                    "attribute {attr:?} in {tag:?}"
+                );
+            }
+        }
+    }
+    // Every nasty path made it in, as text.
+    assert!(html.matches("<tr data-client=").count() >= 2 * nasty_strings().len(), "one row per client");
 }
 
 /// Splits one CSV record (RFC 4180, no line breaks inside cells).

@@ -140,13 +140,16 @@ fn evasive_spellings_raise_the_same_alerts_as_plain_paths() {
         assert_eq!(clients_with(&re, rule), clients_with(&rp, rule), "{rule}");
     }
     assert_eq!(re["recording_requests"], rp["recording_requests"]);
-    // and the per-client scope (distinct recordings taken) is the same too
+    // and the per-client scope (distinct recordings and calls taken) is the same too
     let scope = |r: &Value| -> HashSet<(String, u64)> {
         r["clients"]
             .as_array()
             .unwrap()
             .iter()
-            .map(|c| (c["client"].as_str().unwrap().to_string(), c["distinct_resources"].as_u64().unwrap()))
+            .map(|c| {
+                let n = |k: &str| c[k].as_u64().unwrap();
+                (c["client"].as_str().unwrap().to_string(), n("files") * 1_000_000 + n("calls"))
+            })
             .collect()
     };
     assert_eq!(scope(&re), scope(&rp));
@@ -268,17 +271,28 @@ fn check_names_file_line_and_key_of_a_config_error() {
 }
 
 #[test]
-fn csv_and_markdown_reports_render() {
+fn csv_markdown_and_html_reports_render() {
     let dir = tempfile::tempdir().unwrap();
     let log = synth_log(dir.path(), "access.log", 20_000, 2, false);
     let csv = replay(&dir.path().join("a"), &reference_config(), &["--report", "csv"], &[&log]);
     assert!(csv.status.success());
     let csv = String::from_utf8(csv.stdout).unwrap();
-    assert!(csv.starts_with("client,kind,partner,requests,successful,distinct_resources,bytes,first_seen,last_seen\n"));
+    assert!(csv.starts_with(
+        "client,kind,partner,requests,calls,files,successful,partial_transfers,partial_files,bytes,first_seen,\
+         last_seen,alerts,user_agents\n"
+    ));
     assert!(csv.lines().count() > 10);
+    assert!(csv.lines().last().unwrap().starts_with("TOTAL,"), "{csv}");
     let md = replay(&dir.path().join("b"), &reference_config(), &["--report", "md"], &[&log]);
     let md = String::from_utf8(md.stdout).unwrap();
     assert!(md.starts_with("# recwatch scope report") && md.contains("## Alerts ("), "{md}");
+    assert!(md.contains("## For an Art. 33 notification") && md.contains("What this report cannot know"), "{md}");
+    let html = replay(&dir.path().join("c"), &reference_config(), &["--report", "html"], &[&log]);
+    let html = String::from_utf8(html.stdout).unwrap();
+    assert!(html.starts_with("<!DOCTYPE html>") && html.trim_end().ends_with("</html>"));
+    for section in ["id=\"summary\"", "id=\"timeline-svg\"", "id=\"by-calls\"", "id=\"art33\"", "<details"] {
+        assert!(html.contains(section), "{section} missing");
+    }
 }
 
 #[test]

@@ -2,11 +2,13 @@
 //! Owns the compiled prefix/extension and CIDR tables and the settings they are built from
 //! ([`ClassifySettings`]). Never keeps per-client state.
 
+pub mod call;
 pub mod client;
 pub mod path;
 
 use std::sync::Arc;
 
+use call::CallIds;
 use client::{Cidr, Networks};
 use path::SensitivePaths;
 
@@ -28,6 +30,8 @@ pub struct ClassifySettings {
     pub internal_hosts: Vec<String>,
     /// Host-name clients of partners, by the partner's position in `partners`.
     pub partner_hosts: Vec<(u16, Vec<String>)>,
+    /// Which call a recording belongs to (`[sensitive] call_id`): what the scope report counts.
+    pub call_ids: Arc<CallIds>,
 }
 
 impl ClassifySettings {
@@ -50,6 +54,7 @@ impl ClassifySettings {
             trusted_proxies: Vec::new(),
             internal_hosts: Vec::new(),
             partner_hosts: Vec::new(),
+            call_ids: Arc::new(CallIds::none()),
         }
     }
 

@@ -15,6 +15,7 @@ use super::raw::{
 };
 use super::{Config, Overrides, MAX_RULES};
 use crate::alerting::{AlertingSettings, ReceiverKind, ReceiverSettings, Secret};
+use crate::classify::call::CallIds;
 use crate::classify::client::{Cidr, ClientKind};
 use crate::classify::path::{PathClass, PathSemantics};
 use crate::classify::ClassifySettings;
@@ -134,6 +135,10 @@ fn build_classify(
             ));
         }
     }
+    let call_ids = match &sensitive.call_id {
+        None => CallIds::none(),
+        Some(p) => CallIds::new(p).map_err(|e| b.err(&[key("sensitive"), key("call_id")], e.to_string()))?,
+    };
     let mut internal = Vec::new();
     for (i, c) in networks.internal.iter().enumerate() {
         internal.push(
@@ -183,8 +188,11 @@ fn build_classify(
         }
         partner_hosts.push((i as u16, names));
     }
-    Ok(ClassifySettings::new(sensitive.prefixes, sensitive.extensions, sensitive.case_insensitive, internal, partners)
-        .with_proxies_and_hosts(trusted_proxies, internal_hosts, partner_hosts))
+    let mut settings =
+        ClassifySettings::new(sensitive.prefixes, sensitive.extensions, sensitive.case_insensitive, internal, partners)
+            .with_proxies_and_hosts(trusted_proxies, internal_hosts, partner_hosts);
+    settings.call_ids = Arc::new(call_ids);
+    Ok(settings)
 }
 
 fn build_sources(b: &Builder<'_>, sources: Vec<RawSource>) -> Result<Vec<SourceSettings>, ConfigError> {

@@ -21,6 +21,10 @@ impl Config {
             self.classify.extensions,
             if self.classify.case_insensitive { "insensitive" } else { "sensitive" }
         );
+        s += &match self.classify.call_ids.pattern() {
+            Some(p) => format!("call id: {p:?} (its group `call` names the call a file belongs to)\n"),
+            None => "call id: none (every file is its own call)\n".to_string(),
+        };
         let internal: Vec<String> = self.classify.internal.iter().map(|c| c.to_string()).collect();
         s += &format!(
             "internal networks: {}\n",

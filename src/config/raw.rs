@@ -87,6 +87,8 @@ pub(super) struct RawSensitive {
     pub prefixes: Vec<String>,
     pub extensions: Vec<String>,
     pub case_insensitive: bool,
+    /// Regex with a named group `call` over the normalised path: which call a file is part of.
+    pub call_id: Option<String>,
 }
 
 impl Default for RawSensitive {
@@ -95,6 +97,7 @@ impl Default for RawSensitive {
             prefixes: vec!["/recordings/".into()],
             extensions: ["wav", "mp3", "gsm", "ogg"].map(String::from).to_vec(),
             case_insensitive: true,
+            call_id: None,
         }
     }
 }

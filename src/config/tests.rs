@@ -351,3 +351,16 @@ fn samba_full_audit_sources_take_the_shares_prefix_and_errors_name_the_key() {
     let e = load("[[source]]\npath = \"/a.log\"\nsamba_guest_account = \"smbguest\"\n").unwrap_err();
     assert_eq!((e.line, e.key.as_str()), (Some(3), "source[0].samba_guest_account"), "{e}");
 }
+
+#[test]
+fn call_id_needs_a_valid_regex_with_the_call_group_and_errors_name_file_line_key() {
+    let c = load("[sensitive]\ncall_id = 'call-(?P<call>\\d+)-part\\d+'\n").unwrap();
+    assert_eq!(c.classify.call_ids.call_of(b"/recordings/call-7-part2.wav"), b"7");
+    assert_eq!(load("").unwrap().classify.call_ids.pattern(), None);
+    let e = load("[sensitive]\nprefixes = [\"/r/\"]\ncall_id = 'call-(\\d+)'\n").unwrap_err();
+    assert_eq!((e.line, e.key.as_str()), (Some(3), "sensitive.call_id"), "{e}");
+    assert!(e.to_string().starts_with("/etc/recwatch/recwatch.toml:3: sensitive.call_id: has no named group"), "{e}");
+    let e = load("[sensitive]\ncall_id = '(?P<call>[a-'\n").unwrap_err();
+    assert_eq!((e.line, e.key.as_str()), (Some(2), "sensitive.call_id"), "{e}");
+    assert!(e.message.starts_with("not a valid regex"), "{e}");
+}

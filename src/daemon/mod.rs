@@ -235,6 +235,7 @@ fn start_pipeline(
     let options = PipelineOptions {
         workers: config.engine.workers,
         keep_scope: false,
+        scope: Default::default(),
         on_store_error: OnStoreError::Retry,
         shutdown: control.shutdown.clone(),
         notify: Notify::Queue,

@@ -7,6 +7,7 @@ pub mod alert;
 pub mod event;
 pub mod evidence;
 pub mod rule;
+pub mod scope;
 pub mod thread;
 pub mod window;
 pub mod worker;

@@ -16,9 +16,11 @@ use super::event::{Event, EventBatch};
 use super::evidence::{AlertChange, Evidence};
 use super::rule::{Aggregate, Facts, GroupBy, Rule};
 use super::window::Window;
-use crate::classify::client::{unified, ClientClass, ClientId, ClientKind};
-use crate::classify::path::PathClass;
+use crate::classify::client::{unified, ClientId, ClientKind};
 use crate::privacy::Pseudonymizer;
+
+pub use super::scope::ClientScope;
+use super::scope::{client_text, record_scope, ScopeSettings};
 
 type FastMap<K, V> = HashMap<K, V, ahash::RandomState>;
 type FastSet<K> = HashSet<K, ahash::RandomState>;
@@ -38,6 +40,8 @@ pub struct DetectConfig {
     pub max_groups: usize,
     /// Keep per-client totals for the scope report (replay). Off in the daemon.
     pub keep_scope: bool,
+    /// What the scope counts as a call, and its period (set by the pipeline after `new`).
+    pub scope: ScopeSettings,
     /// The longest window or suppression time of the rules: how long (event time) a group's
     /// state or an alert episode can still matter.
     pub memory_secs: i64,
@@ -69,6 +73,7 @@ impl DetectConfig {
             idle_secs: idle_secs.max(longest),
             max_groups: max_groups.max(1),
             keep_scope,
+            scope: ScopeSettings::default(),
             memory_secs: longest,
             stable_seed: pseudonyms.stable_seed(),
             pseudonyms,
@@ -115,24 +120,6 @@ struct Episode {
     /// it were counted in the resolved alert (re-reads); the first match after it opens a new
     /// alert (a new id, notified).
     closed: bool,
-}
-
-/// Totals per client over a whole replay: the scope report's "who fetched what".
-#[derive(Clone, Debug, Default)]
-pub struct ClientScope {
-    /// How the client is shown: its address, or its host name as first logged.
-    pub client: String,
-    pub class: Option<ClientClass>,
-    /// Requests to any sensitive path.
-    pub requests: u64,
-    /// Recordings answered 2xx.
-    pub successful: u64,
-    /// Body bytes of recordings answered 2xx.
-    pub bytes: u64,
-    /// Distinct recordings answered 2xx.
-    pub distinct_resources: FastSet<u128>,
-    pub first_seen: i64,
-    pub last_seen: i64,
 }
 
 /// Counters one worker keeps; the pipeline publishes them.
@@ -263,7 +250,7 @@ impl Worker {
                 &facts,
             );
             if cfg.keep_scope {
-                record_scope(&mut self.scope, ev, batch);
+                record_scope(&mut self.scope, &cfg.scope, &cfg.pseudonyms, ev, batch);
             }
             if !ev.reread && ev.client_class.kind != ClientKind::Internal {
                 record_evidence(cfg, &self.source_names, &mut self.evidence, ev, batch);
@@ -399,33 +386,6 @@ impl Worker {
     /// Per-client totals of this worker (clients are partitioned, so workers' maps are disjoint).
     pub fn take_scope(&mut self) -> FastMap<ClientId, ClientScope> {
         std::mem::take(&mut self.scope)
-    }
-}
-
-/// How an event's client is shown in alerts and reports: its address, or its host name.
-fn client_text(ev: &Event, batch: &EventBatch) -> String {
-    match ev.client {
-        ClientId::Ip(ip) => ip.to_string(),
-        ClientId::Name(_) => String::from_utf8_lossy(batch.bytes(&ev.client_name)).into_owned(),
-    }
-}
-
-fn record_scope(scope: &mut FastMap<ClientId, ClientScope>, ev: &Event, batch: &EventBatch) {
-    let s = scope.entry(ev.client).or_insert_with(|| ClientScope {
-        client: client_text(ev, batch),
-        class: Some(ev.client_class),
-        first_seen: ev.time,
-        last_seen: ev.time,
-        ..ClientScope::default()
-    });
-    // Sums of logged values saturate: `%b` is attacker-influenced and may be u64::MAX.
-    s.requests = s.requests.saturating_add(1);
-    s.first_seen = s.first_seen.min(ev.time);
-    s.last_seen = s.last_seen.max(ev.time);
-    if ev.path_class == PathClass::Recording && is_success(ev.status) {
-        s.successful = s.successful.saturating_add(1);
-        s.bytes = s.bytes.saturating_add(ev.body_bytes);
-        s.distinct_resources.insert(ev.path_key);
     }
 }
 
@@ -749,6 +709,8 @@ impl Episode {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::classify::client::ClientClass;
+    use crate::classify::path::PathClass;
     use crate::detect::event::Route;
     use crate::detect::rule::{Aggregate, StatusSet, UserMatch};
 

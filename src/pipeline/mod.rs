@@ -25,6 +25,7 @@ use crate::classify::path::PathSemantics;
 use crate::config::Config;
 use crate::detect::alert::Alert;
 use crate::detect::event::EventBatch;
+use crate::detect::scope::ScopeSettings;
 use crate::detect::thread::{run_worker, WorkerMsg, WorkerOutput, WorkerResult};
 use crate::detect::worker::{ClientScope, DetectConfig, Worker, WorkerStats};
 use crate::parse::time::UtcOffset;
@@ -100,6 +101,8 @@ pub struct PipelineOptions {
     pub notify: Notify,
     /// Keys the pseudonyms of personnummer and phone numbers in alert samples.
     pub pseudonyms: Pseudonymizer,
+    /// What the scope counts as a call, and its period (with `keep_scope`).
+    pub scope: ScopeSettings,
 }
 
 impl Pipeline {
@@ -113,7 +116,7 @@ impl Pipeline {
         telemetry: Arc<Telemetry>,
     ) -> Pipeline {
         let workers = options.workers.max(1);
-        let detect = Arc::new(DetectConfig::new(
+        let mut detect = DetectConfig::new(
             config.rules.clone(),
             config.classify.partner_names(),
             sources.iter().map(|s| s.name.clone()).collect(),
@@ -121,7 +124,9 @@ impl Pipeline {
             config.engine.max_clients_per_worker,
             options.keep_scope,
             options.pseudonyms.clone(),
-        ));
+        );
+        detect.scope = options.scope.clone();
+        let detect = Arc::new(detect);
         telemetry.register_sources(sources.iter().map(|s| s.name.as_str()));
         let (to_store, store_rx) = bounded::<WorkerOutput>(STORE_QUEUE);
         let (recycle_tx, recycled) = unbounded::<EventBatch>();
@@ -181,7 +186,7 @@ impl Pipeline {
     pub fn reconfigure(&mut self, config: &Config) {
         self.ingest.flush();
         let old = &self.detect;
-        let detect = Arc::new(DetectConfig::new(
+        let mut detect = DetectConfig::new(
             config.rules.clone(),
             config.classify.partner_names(),
             old.source_names.clone(),
@@ -189,7 +194,9 @@ impl Pipeline {
             config.engine.max_clients_per_worker,
             old.keep_scope,
             old.pseudonyms.clone(),
-        ));
+        );
+        detect.scope = old.scope.clone();
+        let detect = Arc::new(detect);
         for tx in &self.ingest.to_workers {
             if tx.send(WorkerMsg::Reconfigure(detect.clone())).is_err() {
                 self.ingest.downstream_failed = true;

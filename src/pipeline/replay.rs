@@ -13,11 +13,12 @@ use super::{OnStoreError, Pipeline, PipelineError, PipelineOptions, RunOutcome, 
 use crate::classify::path::PathSemantics;
 use crate::config::Config;
 use crate::detect::event::EventBatch;
+use crate::detect::scope::ScopeSettings;
 use crate::detect::thread::WorkerMsg;
-use crate::parse::time::UtcOffset;
-use crate::parse::{LineFormat, MAX_LINE_LEN};
+use crate::parse::time::{format_rfc3339, parse_clf_time_in, UtcOffset};
+use crate::parse::{LineFormat, SkipReason, TimeKind, MAX_LINE_LEN};
 use crate::privacy::Pseudonymizer;
-use crate::report::InputSummary;
+use crate::report::{Gap, InputSummary, GAP_SECS};
 use crate::source::framing::{Chunk, Frame, LineChunks};
 use crate::source::replay::{open, Input};
 use crate::store::{Notify, Store};
@@ -25,6 +26,10 @@ use crate::telemetry::Telemetry;
 
 /// Bytes read per chunk handed to a parser thread.
 const CHUNK_BYTES: usize = 1 << 20;
+
+/// Every this many lines, a parser thread reads the line's time for the report's coverage
+/// (first and last line, silences): the cost of one time parse per 64 lines.
+const TIME_SAMPLE_EVERY: u64 = 64;
 
 /// How a replay runs (from `recwatch replay`'s arguments and the config).
 pub struct ReplayOptions {
@@ -39,6 +44,8 @@ pub struct ReplayOptions {
     /// Parser threads; events still reach the workers in input order.
     pub parsers: usize,
     pub pseudonyms: Pseudonymizer,
+    /// What the scope report counts as a call, and the period it covers.
+    pub scope: ScopeSettings,
 }
 
 /// What a replay read, and what its pipeline produced.
@@ -76,6 +83,7 @@ pub fn run(
         // A replay is read by the person who ran it: its alerts page nobody.
         notify: Notify::Skip,
         pseudonyms: options.pseudonyms,
+        scope: options.scope,
     };
     let mut pipeline = Pipeline::start(config, sources, pipeline_options, store, telemetry.clone());
     let mut summaries = Vec::with_capacity(inputs.len());
@@ -84,6 +92,7 @@ pub fn run(
         let on_bytes = on_bytes.clone();
         let mut summary = InputSummary::new(name.clone());
         let unparsed_before = crate::report::unparsed_lines(&telemetry);
+        let skipped_before: Vec<u64> = SkipReason::ALL.iter().map(|r| telemetry.skipped(*r)).collect();
         match open(input, Box::new(on_bytes)) {
             Err(e) => {
                 on_error(&e.to_string());
@@ -91,8 +100,17 @@ pub fn run(
             }
             Ok(opened) => {
                 let mut chunks = LineChunks::new(opened.reader, MAX_LINE_LEN, CHUNK_BYTES);
-                let (lines, result) = pipeline.ingest_parallel(0, &mut chunks, options.parsers);
+                let read = pipeline.ingest_parallel(0, &mut chunks, options.parsers);
+                let (lines, result) = (read.lines, read.result);
                 summary.lines = lines;
+                summary.first_line = read.times.first().copied();
+                summary.last_line = read.times.last().copied();
+                summary.gaps = read
+                    .times
+                    .windows(2)
+                    .filter(|w| w[1] - w[0] > GAP_SECS)
+                    .map(|w| Gap { from: format_rfc3339(w[0]), to: format_rfc3339(w[1]), secs: w[1] - w[0] })
+                    .collect();
                 summary.bytes = chunks.bytes_read;
                 if let Err(e) = result {
                     let what = if opened.gzip { "gzip stream is truncated or corrupt" } else { "read error" };
@@ -103,6 +121,12 @@ pub fn run(
         }
         // The parsers have published their counts once ingest_parallel returned.
         summary.skipped = crate::report::unparsed_lines(&telemetry) - unparsed_before;
+        summary.skipped_by_reason = SkipReason::ALL
+            .iter()
+            .zip(skipped_before)
+            .map(|(r, before)| (r.as_str(), telemetry.skipped(*r) - before))
+            .filter(|(_, n)| *n > 0)
+            .collect();
         summaries.push(summary);
     }
     Ok(ReplayOutcome { inputs: summaries, run: pipeline.finish()? })
@@ -116,41 +140,111 @@ struct ParsedChunk {
     batches: Vec<(usize, EventBatch)>,
     lines: u64,
     latest: i64,
+    /// Times of sampled lines, in input order (see [`TIME_SAMPLE_EVERY`]).
+    times: Vec<i64>,
+}
+
+/// What [`Pipeline::ingest_parallel`] read.
+pub struct ParallelRead {
+    pub lines: u64,
+    /// Times of the first parseable line, of every [`TIME_SAMPLE_EVERY`]th line and of each
+    /// chunk's last line, in input order (not sorted: logs may step back in time).
+    pub times: Vec<i64>,
+    /// On a read error, the lines before it were processed.
+    pub result: std::io::Result<()>,
+}
+
+/// The time of `line` as `format` reads it (a zone-less one in `timezone`); `None` when it
+/// does not parse.
+fn line_time(format: &LineFormat, timezone: UtcOffset, line: &[u8]) -> Option<i64> {
+    let access = format.parse(line).ok()?;
+    match access.time_kind() {
+        TimeKind::Clf => parse_clf_time_in(access.time, timezone),
+        TimeKind::Ctime => access.unix_time().map(|t| t - i64::from(timezone.seconds())),
+        _ => access.unix_time(),
+    }
+}
+
+/// The times of `samples` (line index, time), plus those of every line between two samples
+/// more than [`GAP_SECS`] apart: so a silence is found between two neighbouring lines, never
+/// guessed from lines 64 apart (a second pass over the chunk, only where it is needed).
+fn exact_around_gaps(chunk: &Chunk, mut samples: Vec<(u64, i64)>, format: &LineFormat, tz: UtcOffset) -> Vec<i64> {
+    let wide: Vec<(u64, u64)> = samples
+        .windows(2)
+        .filter(|w| w[1].1 - w[0].1 > GAP_SECS && w[1].0 > w[0].0 + 1)
+        .map(|w| (w[0].0, w[1].0))
+        .collect();
+    if !wide.is_empty() {
+        let mut k = 0u64;
+        chunk.frames(|frame| {
+            if let Frame::Line(line) = frame {
+                if wide.iter().any(|(a, b)| k > *a && k < *b) {
+                    samples.extend(line_time(format, tz, line).map(|t| (k, t)));
+                }
+                k += 1;
+            }
+        });
+        samples.sort_unstable_by_key(|(i, _)| *i);
+    }
+    samples.into_iter().map(|(_, t)| t).collect()
+}
+
+/// The last line of `bytes` (whole lines, each ending in `\n` but perhaps the last).
+fn last_line(bytes: &[u8]) -> &[u8] {
+    let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+    memchr::memrchr(b'\n', body).map_or(body, |i| &body[i + 1..])
 }
 
 impl Pipeline {
     /// Reads `chunks` (whole lines, see [`LineChunks`]) to their end, parsing them on
     /// `parsers` threads while this thread reads; each chunk's events reach the workers in
     /// input order, so every window sees exactly what a single parser would give it.
-    /// Returns the lines read; on a read error, the lines before it were processed.
+    /// Returns the lines read and the times of sampled lines.
     pub fn ingest_parallel<R: std::io::Read>(
         &mut self,
         source: u16,
         chunks: &mut LineChunks<R>,
         parsers: usize,
-    ) -> (u64, std::io::Result<()>) {
+    ) -> ParallelRead {
+        let clock = self.ingest.sources.get(usize::from(source)).map(|s| (s.format.clone(), s.timezone));
         let parsers = parsers.max(1);
         // Chunks in flight: enough to keep every parser busy while results wait for order.
         let in_flight_max = 2 * parsers;
         let (job_tx, job_rx) = bounded::<(u64, Chunk)>(in_flight_max);
         let (done_tx, done_rx) = bounded::<ParsedChunk>(in_flight_max);
         let mut lines = 0u64;
+        let mut times = Vec::new();
         let mut result = Ok(());
         std::thread::scope(|scope| {
             for _ in 0..parsers {
                 let (job_rx, done_tx, mut parser) = (job_rx.clone(), done_tx.clone(), self.ingest.parser());
+                let clock = clock.as_ref();
                 scope.spawn(move || {
                     for (seq, chunk) in job_rx {
                         let before = parser.tally.lines;
+                        let mut samples: Vec<(u64, i64)> = Vec::new();
+                        let mut n = 0u64;
                         chunk.frames(|frame| match frame {
-                            Frame::Line(line) => parser.line(source, line),
+                            Frame::Line(line) => {
+                                // Until one line of the chunk parses, then every 64th.
+                                if n % TIME_SAMPLE_EVERY == 0 || (samples.is_empty() && n < TIME_SAMPLE_EVERY) {
+                                    samples.extend(clock.and_then(|(f, tz)| line_time(f, *tz, line)).map(|t| (n, t)));
+                                }
+                                n += 1;
+                                parser.line(source, line)
+                            }
                             Frame::Truncated(head) => parser.truncated(source, head),
                         });
+                        if n > 0 && samples.last().is_none_or(|(i, _)| *i != n - 1) {
+                            let last = clock.and_then(|(f, tz)| line_time(f, *tz, last_line(chunk.bytes())));
+                            samples.extend(last.map(|t| (n - 1, t)));
+                        }
+                        let times = clock.map_or_else(Vec::new, |(f, tz)| exact_around_gaps(&chunk, samples, f, *tz));
                         let lines = parser.tally.lines - before;
                         parser.flush();
                         let batches = parser.collected.replace(Vec::new()).unwrap_or_default();
                         let latest = parser.latest_event_time;
-                        if done_tx.send(ParsedChunk { seq, chunk, batches, lines, latest }).is_err() {
+                        if done_tx.send(ParsedChunk { seq, chunk, batches, lines, latest, times }).is_err() {
                             break;
                         }
                     }
@@ -186,6 +280,7 @@ impl Pipeline {
                 waiting.insert(parsed.seq, parsed);
                 while let Some(parsed) = waiting.remove(&next_to_forward) {
                     lines += parsed.lines;
+                    times.extend_from_slice(&parsed.times);
                     self.ingest.latest_event_time = self.ingest.latest_event_time.max(parsed.latest);
                     for (worker, batch) in parsed.batches {
                         if self.ingest.to_workers[worker].send(WorkerMsg::Events(batch)).is_err() {
@@ -198,6 +293,6 @@ impl Pipeline {
             }
             drop(job_tx);
         });
-        (lines, result)
+        ParallelRead { lines, times, result }
     }
 }

@@ -1,0 +1,283 @@
+//! What each client took over a replay, for the scope report: calls and files taken, partial
+//! transfers, bytes, first and last time, user agents. Owns [`ClientScope`], what counts as
+//! taken or partial, and the period filter (`--since/--until`). Kept by the worker that owns
+//! the client (no lock); never touches alerts or windows: detection sees every event, the
+//! scope only those inside the period.
+//!
+//! A recording is *taken* by a complete transfer: a 2xx answer other than 206. A *partial*
+//! transfer is a 206 (a byte range; xferlog's incomplete downloads read as 206) or a 499 (the
+//! client closed the connection before the answer was complete). A call is taken when at
+//! least one of its files was; which call a file belongs to is [`CallIds`]' business, and the
+//! call id is pseudonymised before it is kept, as paths are.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use super::event::{Event, EventBatch};
+use crate::classify::call::CallIds;
+use crate::classify::client::{ClientClass, ClientId};
+use crate::classify::path::PathClass;
+use crate::privacy::Pseudonymizer;
+
+type FastMap<K, V> = HashMap<K, V, ahash::RandomState>;
+type FastSet<K> = HashSet<K, ahash::RandomState>;
+
+/// Distinct user agents kept per client (the rest are counted only).
+pub const MAX_SCOPE_USER_AGENTS: usize = 8;
+
+/// The status nginx logs when the client closed the connection first.
+const CLIENT_CLOSED: u16 = 499;
+
+/// What the scope counts, and over which time.
+#[derive(Clone, Debug, Default)]
+pub struct ScopeSettings {
+    pub call_ids: Arc<CallIds>,
+    /// Events outside it are left out of the scope (detection still sees them).
+    pub period: Period,
+}
+
+/// `[since, until)`, Unix seconds; an open end is unbounded (`--since/--until`, read by
+/// [`crate::report::period`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Period {
+    pub since: Option<i64>,
+    pub until: Option<i64>,
+}
+
+impl Period {
+    pub fn contains(&self, t: i64) -> bool {
+        self.since.is_none_or(|s| t >= s) && self.until.is_none_or(|u| t < u)
+    }
+}
+
+/// How one transfer of a recording ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transfer {
+    Complete,
+    Partial,
+    /// Refused, not found, redirected, …: nothing was taken.
+    None,
+}
+
+impl Transfer {
+    pub fn of_status(status: u16) -> Transfer {
+        match status {
+            206 | CLIENT_CLOSED => Transfer::Partial,
+            200..=299 => Transfer::Complete,
+            _ => Transfer::None,
+        }
+    }
+}
+
+/// One call as one client touched it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CallTaken {
+    /// Distinct files of the call the client took completely.
+    pub files: u64,
+    /// Distinct files of the call the client got only partially (never completely).
+    pub partial_files: u64,
+}
+
+/// Totals per client over a replay's period: the scope report's "who took what".
+#[derive(Clone, Debug, Default)]
+pub struct ClientScope {
+    /// How the client is shown: its address, or its host name as first logged.
+    pub client: String,
+    pub class: Option<ClientClass>,
+    /// Requests to any sensitive path (any status).
+    pub requests: u64,
+    /// Complete transfers of recordings.
+    pub successful: u64,
+    /// Partial transfers of recordings (206, 499).
+    pub partial_transfers: u64,
+    /// Body bytes of recordings answered 2xx (partial ones too; saturating).
+    pub bytes: u64,
+    /// Distinct recordings taken completely (keys of their normalised paths).
+    pub files: FastSet<u128>,
+    /// Distinct recordings transferred partially, taken completely or not.
+    pub partial: FastSet<u128>,
+    /// Calls touched by a complete or partial transfer, by pseudonymised call id.
+    pub calls: FastMap<String, CallTaken>,
+    /// Distinct user agents of its requests, pseudonymised, at most [`MAX_SCOPE_USER_AGENTS`].
+    pub user_agents: Vec<String>,
+    /// Transfers of recordings (complete or partial) by hour (Unix seconds / 3600): the
+    /// report's timeline.
+    pub fetch_hours: FastMap<i64, u64>,
+    pub first_seen: i64,
+    pub last_seen: i64,
+}
+
+impl ClientScope {
+    /// Distinct calls with at least one file taken completely.
+    pub fn calls_taken(&self) -> impl Iterator<Item = (&String, &CallTaken)> {
+        self.calls.iter().filter(|(_, c)| c.files > 0)
+    }
+
+    /// Distinct files transferred only partially, never completely.
+    pub fn partial_only(&self) -> impl Iterator<Item = &u128> {
+        self.partial.iter().filter(|k| !self.files.contains(k))
+    }
+}
+
+/// How an event's client is shown in alerts and reports: its address, or its host name.
+pub fn client_text(ev: &Event, batch: &EventBatch) -> String {
+    match ev.client {
+        ClientId::Ip(ip) => ip.to_string(),
+        ClientId::Name(_) => String::from_utf8_lossy(batch.bytes(&ev.client_name)).into_owned(),
+    }
+}
+
+/// Counts one event into its client's scope, if it falls in the period.
+pub fn record_scope(
+    scope: &mut FastMap<ClientId, ClientScope>,
+    settings: &ScopeSettings,
+    pseudonyms: &Pseudonymizer,
+    ev: &Event,
+    batch: &EventBatch,
+) {
+    // A line read again after a restart was counted before it.
+    if ev.reread || !settings.period.contains(ev.time) {
+        return;
+    }
+    let s = scope.entry(ev.client).or_insert_with(|| ClientScope {
+        client: client_text(ev, batch),
+        class: Some(ev.client_class),
+        first_seen: ev.time,
+        last_seen: ev.time,
+        ..ClientScope::default()
+    });
+    // Sums of logged values saturate: `%b` is attacker-influenced and may be u64::MAX.
+    s.requests = s.requests.saturating_add(1);
+    s.first_seen = s.first_seen.min(ev.time);
+    s.last_seen = s.last_seen.max(ev.time);
+    if s.user_agents.len() < MAX_SCOPE_USER_AGENTS {
+        let ua = batch.bytes(&ev.user_agent);
+        if !ua.is_empty() && !s.user_agents.iter().any(|k| k.as_bytes() == ua) {
+            let text = pseudonyms.pseudonymize_bytes(ua);
+            if !s.user_agents.iter().any(|k| *k == text) {
+                s.user_agents.push(text.into_owned());
+            }
+        }
+    }
+    if ev.path_class != PathClass::Recording {
+        return;
+    }
+    let transfer = Transfer::of_status(ev.status);
+    if transfer == Transfer::None {
+        return;
+    }
+    *s.fetch_hours.entry(ev.time.div_euclid(3_600)).or_default() += 1;
+    if (200..300).contains(&ev.status) {
+        s.bytes = s.bytes.saturating_add(ev.body_bytes);
+    }
+    let new_file = match transfer {
+        Transfer::Complete => {
+            s.successful = s.successful.saturating_add(1);
+            s.files.insert(ev.path_key)
+        }
+        _ => {
+            s.partial_transfers = s.partial_transfers.saturating_add(1);
+            s.partial.insert(ev.path_key)
+        }
+    };
+    if !new_file {
+        return;
+    }
+    // Once per (client, file): the regex and the pseudonymiser stay off the per-request path.
+    let call = pseudonyms.pseudonymize_bytes(settings.call_ids.call_of(batch.bytes(&ev.path)));
+    let taken_before = transfer == Transfer::Partial && s.files.contains(&ev.path_key);
+    let completed_partial = transfer == Transfer::Complete && s.partial.contains(&ev.path_key);
+    let entry = s.calls.entry(call.into_owned()).or_default();
+    match transfer {
+        Transfer::Complete => {
+            entry.files += 1;
+            if completed_partial {
+                entry.partial_files = entry.partial_files.saturating_sub(1);
+            }
+        }
+        _ if !taken_before => entry.partial_files += 1,
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::classify::client::ClientClass;
+    use crate::detect::event::Route;
+    use crate::parse::Transport;
+
+    fn event(batch: &mut EventBatch, path: &str, status: u16, time: i64) -> Event {
+        let path_range = batch.push_bytes(path.as_bytes());
+        let user_agent = batch.push_bytes(b"curl/8");
+        let empty = batch.push_bytes(b"");
+        Event {
+            client: ClientId::Ip("203.0.113.9".parse().unwrap()),
+            client_name: empty.clone(),
+            client_class: ClientClass::UNKNOWN,
+            time,
+            future: false,
+            reread: false,
+            status,
+            body_bytes: 10,
+            path_class: PathClass::Recording,
+            user_present: false,
+            transport: Transport::Unknown,
+            source: 0,
+            path_key: xxhash_rust::xxh3::xxh3_128(path.as_bytes()),
+            path: path_range,
+            method: empty.clone(),
+            user_agent,
+            route: Route { client_rules: true, source_rules: false },
+        }
+    }
+
+    #[test]
+    fn calls_files_and_partial_transfers_are_counted_once_each_inside_the_period() {
+        let settings = ScopeSettings {
+            call_ids: Arc::new(CallIds::new(r"call-(?P<call>\d+)-part").unwrap()),
+            period: Period { since: Some(100), until: Some(200) },
+        };
+        let key = Pseudonymizer::new(b"0123456789abcdef0123");
+        let mut scope = FastMap::default();
+        let mut batch = EventBatch::default();
+        let evs = [
+            event(&mut batch, "/r/call-1-part1.wav", 200, 100),
+            event(&mut batch, "/r/call-1-part1.wav", 200, 110), // again: one file
+            event(&mut batch, "/r/call-1-part2.wav", 206, 120), // partial, then complete
+            event(&mut batch, "/r/call-1-part2.wav", 200, 121),
+            event(&mut batch, "/r/call-2-part1.wav", 206, 130), // partial only
+            event(&mut batch, "/r/call-2-part2.wav", 499, 131), // aborted
+            event(&mut batch, "/r/call-3-part1.wav", 404, 140), // nothing taken
+            event(&mut batch, "/r/call-4-part1.wav", 200, 200), // after the period
+            event(&mut batch, "/r/call-5-part1.wav", 200, 99),  // before it
+        ];
+        for ev in &evs {
+            record_scope(&mut scope, &settings, &key, ev, &batch);
+        }
+        let s = scope.values().next().unwrap();
+        assert_eq!((s.requests, s.successful, s.partial_transfers), (7, 3, 3));
+        assert_eq!((s.files.len(), s.partial_only().count()), (2, 2));
+        assert_eq!(s.calls_taken().map(|(c, _)| c.as_str()).collect::<Vec<_>>(), ["1"]);
+        assert_eq!(s.calls["1"], CallTaken { files: 2, partial_files: 0 });
+        assert_eq!(s.calls["2"], CallTaken { files: 0, partial_files: 2 });
+        assert_eq!((s.first_seen, s.last_seen), (100, 140));
+        assert_eq!(s.user_agents, ["curl/8"]);
+    }
+
+    #[test]
+    fn call_ids_are_pseudonymised() {
+        let settings = ScopeSettings {
+            call_ids: Arc::new(CallIds::new(r"^/r/(?P<call>[^/]+)/").unwrap()),
+            ..ScopeSettings::default()
+        };
+        let key = Pseudonymizer::new(b"0123456789abcdef0123");
+        let mut scope = FastMap::default();
+        let mut batch = EventBatch::default();
+        let ev = event(&mut batch, "/r/19121212-1212/part1.wav", 200, 5);
+        record_scope(&mut scope, &settings, &key, &ev, &batch);
+        let s = scope.values().next().unwrap();
+        let call = s.calls.keys().next().unwrap();
+        assert!(call.starts_with("pnr-") && !call.contains("1212"), "{call}");
+    }
+}

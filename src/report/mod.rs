@@ -1,0 +1,612 @@
+//! The scope report: what a breach notification needs — which clients took which calls and
+//! recordings, how many distinct, how many bytes, when, and what the report cannot know — as
+//! JSON, CSV, Markdown or one self-contained HTML page. Owns the report's model
+//! ([`Report`], built from per-client scopes and alerts) and its renderings ([`text`] for CSV
+//! and Markdown, [`html`]). Never reads logs or the store itself. Paths, call ids and user
+//! agents in it were pseudonymised where they were kept ([`crate::privacy`]); every rendering
+//! writes log-derived text through [`crate::escape`]'s one rule, so a crafted path or user
+//! agent cannot act on a terminal, leave its Markdown code span, become markup or a
+//! spreadsheet formula.
+
+pub mod html;
+pub mod period;
+pub mod text;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde::Serialize;
+
+use crate::classify::client::ClientKind;
+use crate::detect::alert::Alert;
+use crate::detect::worker::ClientScope;
+use crate::escape;
+use crate::parse::time::format_rfc3339;
+use crate::parse::{parse_line, LogFormat, SkipReason};
+use crate::telemetry::Telemetry;
+pub use period::{period_text, Period, PeriodText};
+
+/// A silence of more than this (seconds) between two lines read is a gap in the report.
+pub const GAP_SECS: i64 = 3_600;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReportFormat {
+    Json,
+    Csv,
+    Markdown,
+    Html,
+}
+
+impl ReportFormat {
+    pub const NAMES: &'static str = "json, csv, md or html";
+
+    pub fn from_name(s: &str) -> Option<ReportFormat> {
+        match s {
+            "json" => Some(ReportFormat::Json),
+            "csv" => Some(ReportFormat::Csv),
+            "md" | "markdown" => Some(ReportFormat::Markdown),
+            "html" => Some(ReportFormat::Html),
+            _ => None,
+        }
+    }
+}
+
+/// The scope report. Counts are over the period (`--since/--until`); detection saw every line.
+#[derive(Serialize)]
+pub struct Report {
+    /// What produced it: "replay" (finished logs) or "store" (the evidence ledger).
+    pub origin: &'static str,
+    /// The period asked for (open ends: null).
+    pub period: PeriodText,
+    pub lines: u64,
+    pub parsed: u64,
+    /// Skipped lines by reason (every reason listed, zeros included).
+    pub skipped: BTreeMap<&'static str, u64>,
+    /// Lines longer than the line bound, judged by their head (counted in `parsed` or
+    /// `skipped` like any line).
+    pub truncated: u64,
+    /// Requests to any path under a sensitive prefix.
+    pub sensitive_requests: u64,
+    /// Of those, requests for recordings (prefix and extension).
+    pub recording_requests: u64,
+    /// The sources read, each with its coverage.
+    pub inputs: Vec<InputSummary>,
+    /// Over every client.
+    pub totals: Totals,
+    /// Unknown clients first, then partners, then internal; within each, most calls first.
+    pub clients: Vec<ClientRow>,
+    /// Calls taken (completely, at least one file) by more than one client.
+    pub shared_calls: Vec<SharedCall>,
+    /// Alerts whose requests fall (at least partly) in the period.
+    pub alerts: Vec<AlertRow>,
+    /// What a GDPR Art. 33 notification needs.
+    pub art33: Art33,
+}
+
+#[derive(Serialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Clients with any request to a sensitive path.
+    pub clients: u64,
+    /// Of those, clients that took at least one recording completely.
+    pub clients_taking: u64,
+    /// Distinct calls with at least one file taken completely, by any client.
+    pub calls: u64,
+    /// Distinct recordings taken completely, by any client.
+    pub files: u64,
+    /// Partial transfers (206, 499) of recordings.
+    pub partial_transfers: u64,
+    /// Distinct recordings transferred only partially, never completely by anyone.
+    pub partial_files: u64,
+    /// Body bytes of recordings answered 2xx (saturating).
+    pub bytes: u64,
+    pub first_seen: Option<String>,
+    pub last_seen: Option<String>,
+}
+
+#[derive(Serialize, Clone, Debug)]
+pub struct InputSummary {
+    pub input: String,
+    /// Lines read from it (decompressed).
+    pub lines: u64,
+    /// Bytes read from it (decompressed); only known when it was read to the end.
+    pub bytes: u64,
+    /// Why reading stopped early, if it did (lines before the error were processed).
+    pub error: Option<String>,
+    /// Set when most of its lines were skipped: probably the wrong `--format`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
+    /// Time of its first and last line that has a readable time (Unix seconds).
+    #[serde(serialize_with = "time_text")]
+    pub first_line: Option<i64>,
+    #[serde(serialize_with = "time_text")]
+    pub last_line: Option<i64>,
+    /// Its skipped lines by reason (reasons with none left out).
+    pub skipped_by_reason: BTreeMap<&'static str, u64>,
+    /// Silences of more than [`GAP_SECS`] between two neighbouring lines of it.
+    pub gaps: Vec<Gap>,
+    /// Lines of it that did not parse (blank lines not counted); the report says it through
+    /// `warning` when they are more than half.
+    #[serde(skip)]
+    pub skipped: u64,
+}
+
+/// A silence in a source: no line between `from` and `to`.
+#[derive(Serialize, Clone, Debug, PartialEq, Eq)]
+pub struct Gap {
+    pub from: String,
+    pub to: String,
+    pub secs: i64,
+}
+
+fn time_text<S: serde::Serializer>(t: &Option<i64>, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => s.serialize_str(&format_rfc3339(*t)),
+        None => s.serialize_none(),
+    }
+}
+
+impl InputSummary {
+    /// A summary of `input` before anything was read from it.
+    pub fn new(input: String) -> InputSummary {
+        InputSummary {
+            input,
+            lines: 0,
+            bytes: 0,
+            error: None,
+            warning: None,
+            first_line: None,
+            last_line: None,
+            skipped_by_reason: BTreeMap::new(),
+            gaps: Vec::new(),
+            skipped: 0,
+        }
+    }
+}
+
+/// Lines the parsers skipped so far, except blank ones and lines recording no access (neither
+/// is a sign of a wrong format).
+pub fn unparsed_lines(telemetry: &Telemetry) -> u64 {
+    SkipReason::ALL.iter().filter(|r| r.is_unparsed()).map(|r| telemetry.skipped(*r)).sum()
+}
+
+/// The warning for an input of which `skipped` of `lines` (more than half) could not be parsed
+/// as `format`; `sample` is the input's first lines (empty when it cannot be read again, like
+/// stdin), used to name the format that fits better. `None` when at most half were skipped.
+pub fn skipped_lines_warning(format: LogFormat, lines: u64, skipped: u64, sample: &[Vec<u8>]) -> Option<String> {
+    if lines == 0 || skipped * 2 <= lines {
+        return None;
+    }
+    let head = format!("{skipped} of {lines} lines were skipped as not {}", format.as_str());
+    Some(match likely_format(sample) {
+        Some(f) if f != format => format!("{head}: they look like {} (try --format {})", f.as_str(), f.as_str()),
+        _ => {
+            format!("{head}: no known format fits them (formats: {})", LogFormat::ALL.map(LogFormat::as_str).join(", "))
+        }
+    })
+}
+
+/// The format that parses the most of `sample`'s lines with a client address where it
+/// expects one (ties: the richer format, one with a user agent, first); `None` when none
+/// parses any.
+pub fn likely_format(sample: &[Vec<u8>]) -> Option<LogFormat> {
+    let fits = |f: LogFormat, line: &[u8]| {
+        let rich = matches!(f, LogFormat::Combined | LogFormat::VhostCombined);
+        parse_line(f, line).is_ok_and(|l| {
+            crate::parse::parse_client_ip(l.client).is_some()
+                && (!rich || l.user_agent().is_some() || l.referer().is_some())
+        })
+    };
+    [LogFormat::Combined, LogFormat::VhostCombined, LogFormat::Common, LogFormat::VhostCommon]
+        .into_iter()
+        .map(|f| (sample.iter().filter(|l| fits(f, l)).count(), f))
+        .filter(|(n, _)| *n > 0)
+        .fold(None, |best: Option<(usize, LogFormat)>, (n, f)| match best {
+            Some((b, _)) if b >= n => best,
+            _ => Some((n, f)),
+        })
+        .map(|(_, f)| f)
+}
+
+#[derive(Serialize)]
+pub struct AlertRow {
+    pub id: String,
+    pub rule: String,
+    pub rule_id: String,
+    pub severity: &'static str,
+    pub client: String,
+    pub client_kind: String,
+    pub partner: Option<String>,
+    pub source: String,
+    pub first_seen: String,
+    pub last_seen: String,
+    pub requests: u64,
+    pub distinct_resources: u64,
+    pub bytes: u64,
+    pub sample: Vec<String>,
+    pub user_agents: Vec<String>,
+    pub status: &'static str,
+}
+
+#[derive(Serialize, Clone, Debug)]
+pub struct ClientRow {
+    pub client: String,
+    pub kind: &'static str,
+    pub partner: Option<String>,
+    /// Requests to sensitive paths (any status).
+    pub requests: u64,
+    /// Distinct calls of which it took at least one file completely.
+    pub calls: u64,
+    /// Distinct recordings it took completely (2xx but 206).
+    pub files: u64,
+    /// Complete transfers of recordings (a file taken twice counts twice).
+    pub successful: u64,
+    /// Partial transfers (206, 499) of recordings.
+    pub partial_transfers: u64,
+    /// Distinct recordings it got only partially.
+    pub partial_files: u64,
+    /// Body bytes of recordings answered 2xx.
+    pub bytes: u64,
+    pub first_seen: String,
+    pub last_seen: String,
+    /// Distinct user agents (pseudonymised; at most 8 kept).
+    pub user_agents: Vec<String>,
+    /// Rule ids of the alerts raised for it, one per alert.
+    pub alerts: Vec<String>,
+    /// The calls it touched, by call id (pseudonymised).
+    pub call_list: Vec<CallRow>,
+    /// Transfers of recordings by hour (hour start, Unix seconds), sorted: the timeline.
+    #[serde(skip)]
+    pub fetch_hours: Vec<(i64, u64)>,
+    /// (first seen, rule id, severity) of its alerts: the timeline's marks.
+    #[serde(skip)]
+    pub alert_marks: Vec<(i64, String, &'static str)>,
+}
+
+/// One call as one client touched it.
+#[derive(Serialize, Clone, Debug, PartialEq, Eq)]
+pub struct CallRow {
+    pub call: String,
+    /// Distinct files of it taken completely.
+    pub files: u64,
+    /// Distinct files of it got only partially.
+    pub partial_files: u64,
+}
+
+/// A call taken by more than one client.
+#[derive(Serialize, Clone, Debug, PartialEq, Eq)]
+pub struct SharedCall {
+    pub call: String,
+    pub clients: Vec<String>,
+}
+
+/// What a GDPR Art. 33 notification needs, as far as the logs tell it.
+#[derive(Serialize, Clone, Debug)]
+pub struct Art33 {
+    /// From `--since` (else the first line read) to `--until` (else the last line read).
+    pub period_examined: PeriodText,
+    /// Approximate number of data subjects affected: distinct calls taken by clients outside
+    /// the known networks (a call may concern more than one person, a person more calls).
+    pub data_subjects_approx: u64,
+    /// Records concerned: distinct recordings those clients took completely.
+    pub records: u64,
+    /// Distinct recordings those clients got only partially.
+    pub partial_records: u64,
+    /// Clients outside the internal and partner networks that requested sensitive paths.
+    pub clients_outside_known_networks: Vec<String>,
+    /// Silences between the sources read (one ends, the next starts later), besides each
+    /// source's own `gaps`.
+    pub gaps_between_sources: Vec<Gap>,
+    /// What the report cannot know.
+    pub cannot_know: Vec<String>,
+}
+
+/// What the report is built from besides scopes and alerts.
+pub struct ReportContext {
+    pub origin: &'static str,
+    pub period: Period,
+    /// Whether `[sensitive] call_id` is configured (else every file is its own call).
+    pub call_ids_configured: bool,
+    /// Partner names by index.
+    pub partner_names: Vec<String>,
+}
+
+impl Report {
+    /// Builds the report of a replay from its telemetry, inputs, alerts and per-client scopes.
+    pub fn build(
+        telemetry: &Telemetry,
+        inputs: Vec<InputSummary>,
+        alerts: &[Alert],
+        clients: Vec<ClientScope>,
+        context: ReportContext,
+    ) -> Report {
+        use std::sync::atomic::Ordering::Relaxed;
+        let lines = LineCounts {
+            lines: telemetry.lines_read.load(Relaxed),
+            parsed: telemetry.lines_parsed.load(Relaxed),
+            skipped: SkipReason::ALL.iter().map(|r| (r.as_str(), telemetry.skipped(*r))).collect(),
+            truncated: {
+                let all = telemetry.lines_truncated.lock().unwrap_or_else(|e| e.into_inner());
+                all.values().map(|c| c.load(Relaxed)).sum()
+            },
+            sensitive_requests: telemetry.sensitive_requests.load(Relaxed),
+            recording_requests: telemetry.recording_requests.load(Relaxed),
+        };
+        Report::from_scopes(lines, inputs, alerts, clients, context)
+    }
+
+    /// Builds the report from line counts, sources, alerts and per-client scopes (whatever
+    /// read them: a replay, or the evidence ledger).
+    pub fn from_scopes(
+        lines: LineCounts,
+        inputs: Vec<InputSummary>,
+        alerts: &[Alert],
+        clients: Vec<ClientScope>,
+        context: ReportContext,
+    ) -> Report {
+        let period = context.period;
+        let in_period =
+            |a: &&Alert| period.since.is_none_or(|s| a.last_seen >= s) && period.until.is_none_or(|u| a.first_seen < u);
+        let alerts: Vec<&Alert> = alerts.iter().filter(in_period).collect();
+        let mut marks: HashMap<&str, Vec<(i64, String, &'static str)>> = HashMap::new();
+        for a in alerts.iter().filter(|a| a.group_by != "source") {
+            marks.entry(a.client.as_str()).or_default().push((a.first_seen, a.rule_id.clone(), a.severity.as_str()));
+        }
+        let kind_of = |s: &ClientScope| s.class.unwrap_or(crate::classify::client::ClientClass::UNKNOWN);
+        let mut totals = Totals::default();
+        let (mut calls, mut files, mut partial) = (BTreeSet::new(), BTreeSet::new(), BTreeSet::new());
+        let (mut outside_calls, mut outside_files, mut outside_partial) =
+            (BTreeSet::new(), BTreeSet::new(), BTreeSet::new());
+        let mut takers: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        let mut outside = Vec::new();
+        let (mut first, mut last) = (None::<i64>, None::<i64>);
+        for s in &clients {
+            let unknown = kind_of(s).kind == ClientKind::Unknown;
+            totals.clients += 1;
+            totals.clients_taking += u64::from(!s.files.is_empty());
+            totals.partial_transfers = totals.partial_transfers.saturating_add(s.partial_transfers);
+            totals.bytes = totals.bytes.saturating_add(s.bytes);
+            first = Some(first.map_or(s.first_seen, |f| f.min(s.first_seen)));
+            last = Some(last.map_or(s.last_seen, |l| l.max(s.last_seen)));
+            for (call, _) in s.calls_taken() {
+                calls.insert(call.as_str());
+                takers.entry(call.as_str()).or_default().push(s.client.as_str());
+                if unknown {
+                    outside_calls.insert(call.as_str());
+                }
+            }
+            files.extend(s.files.iter().copied());
+            partial.extend(s.partial.iter().copied());
+            if unknown {
+                outside.push(s.client.clone());
+                outside_files.extend(s.files.iter().copied());
+                outside_partial.extend(s.partial.iter().copied());
+            }
+        }
+        totals.calls = calls.len() as u64;
+        totals.files = files.len() as u64;
+        totals.partial_files = partial.difference(&files).count() as u64;
+        totals.first_seen = first.map(format_rfc3339);
+        totals.last_seen = last.map(format_rfc3339);
+        let shared_calls = takers
+            .into_iter()
+            .filter(|(_, c)| c.len() > 1)
+            .map(|(call, mut c)| {
+                c.sort_unstable();
+                SharedCall { call: call.to_string(), clients: c.into_iter().map(String::from).collect() }
+            })
+            .collect();
+        let art33 = Art33 {
+            period_examined: PeriodText {
+                since: period.since.or(inputs.iter().filter_map(|i| i.first_line).min()).map(format_rfc3339),
+                until: period.until.or(inputs.iter().filter_map(|i| i.last_line).max()).map(format_rfc3339),
+            },
+            data_subjects_approx: outside_calls.len() as u64,
+            records: outside_files.len() as u64,
+            partial_records: outside_partial.difference(&outside_files).count() as u64,
+            clients_outside_known_networks: {
+                outside.sort();
+                outside
+            },
+            gaps_between_sources: gaps_between(&inputs),
+            cannot_know: cannot_know(&context, &inputs),
+        };
+        let mut rows: Vec<(u8, ClientRow)> = clients
+            .into_iter()
+            .map(|s| {
+                let class = kind_of(&s);
+                let order = match class.kind {
+                    ClientKind::Unknown => 0,
+                    ClientKind::Partner => 1,
+                    ClientKind::Internal => 2,
+                };
+                let partner = (class.kind == ClientKind::Partner)
+                    .then(|| context.partner_names.get(usize::from(class.partner)).cloned())
+                    .flatten();
+                let mut call_list: Vec<CallRow> = s
+                    .calls
+                    .iter()
+                    .map(|(call, c)| CallRow { call: call.clone(), files: c.files, partial_files: c.partial_files })
+                    .collect();
+                call_list.sort_by(|a, b| a.call.cmp(&b.call));
+                let mut fetch_hours: Vec<(i64, u64)> = s.fetch_hours.iter().map(|(h, n)| (h * 3_600, *n)).collect();
+                fetch_hours.sort_unstable();
+                let mut alert_marks = marks.remove(s.client.as_str()).unwrap_or_default();
+                alert_marks.sort();
+                let mut alerts: Vec<String> = alert_marks.iter().map(|(_, r, _)| r.clone()).collect();
+                alerts.sort();
+                let row = ClientRow {
+                    kind: class.kind.as_str(),
+                    partner,
+                    requests: s.requests,
+                    calls: s.calls_taken().count() as u64,
+                    files: s.files.len() as u64,
+                    successful: s.successful,
+                    partial_transfers: s.partial_transfers,
+                    partial_files: s.partial_only().count() as u64,
+                    bytes: s.bytes,
+                    first_seen: format_rfc3339(s.first_seen),
+                    last_seen: format_rfc3339(s.last_seen),
+                    user_agents: s.user_agents,
+                    alerts,
+                    call_list,
+                    fetch_hours,
+                    alert_marks,
+                    client: s.client,
+                };
+                (order, row)
+            })
+            .collect();
+        // Unknown clients first, then partners, then internal; within each, most taken first.
+        rows.sort_by(|(oa, a), (ob, b)| {
+            let key = |o: &u8, r: &ClientRow| {
+                (
+                    *o,
+                    std::cmp::Reverse(r.calls),
+                    std::cmp::Reverse(r.files),
+                    std::cmp::Reverse(r.requests),
+                    r.client.clone(),
+                )
+            };
+            key(oa, a).cmp(&key(ob, b))
+        });
+        Report {
+            origin: context.origin,
+            period: period_text(&period),
+            lines: lines.lines,
+            parsed: lines.parsed,
+            skipped: lines.skipped,
+            truncated: lines.truncated,
+            sensitive_requests: lines.sensitive_requests,
+            recording_requests: lines.recording_requests,
+            inputs,
+            totals,
+            clients: rows.into_iter().map(|(_, r)| r).collect(),
+            shared_calls,
+            alerts: alerts.into_iter().map(AlertRow::from).collect(),
+            art33,
+        }
+    }
+
+    pub fn render(&self, format: ReportFormat) -> String {
+        match format {
+            ReportFormat::Json => escape::json_pretty(self).expect("report serialises") + "\n",
+            ReportFormat::Csv => text::csv(self),
+            ReportFormat::Markdown => text::markdown(self),
+            ReportFormat::Html => html::page(self),
+        }
+    }
+
+    /// Clients outside the internal networks.
+    pub fn outside_clients(&self) -> impl Iterator<Item = &ClientRow> {
+        self.clients.iter().filter(|c| c.kind != "internal")
+    }
+}
+
+/// The line counts a report starts with.
+#[derive(Clone, Debug, Default)]
+pub struct LineCounts {
+    pub lines: u64,
+    pub parsed: u64,
+    pub skipped: BTreeMap<&'static str, u64>,
+    pub truncated: u64,
+    pub sensitive_requests: u64,
+    pub recording_requests: u64,
+}
+
+/// Silences between sources: sorted by their first line, a source that starts more than
+/// [`GAP_SECS`] after the latest line of those before it.
+fn gaps_between(inputs: &[InputSummary]) -> Vec<Gap> {
+    let mut spans: Vec<(i64, i64)> = inputs.iter().filter_map(|i| Some((i.first_line?, i.last_line?))).collect();
+    spans.sort_unstable();
+    let mut gaps = Vec::new();
+    let mut end: Option<i64> = None;
+    for (first, last) in spans {
+        if let Some(e) = end {
+            if first - e > GAP_SECS {
+                gaps.push(Gap { from: format_rfc3339(e), to: format_rfc3339(first), secs: first - e });
+            }
+        }
+        end = Some(end.map_or(last, |e| e.max(last)));
+    }
+    gaps
+}
+
+/// What the logs cannot tell, for this report.
+fn cannot_know(context: &ReportContext, inputs: &[InputSummary]) -> Vec<String> {
+    let mut v = vec![
+        "Requests in logs that were not given to recwatch (rotated away, deleted, lost before it started) or that the \
+         server never wrote (a crash before its buffer was flushed, logging switched off)."
+            .to_string(),
+        "Who is behind a client address (NAT, VPN, a proxy not configured as trusted), and whether two addresses are \
+         one actor."
+            .to_string(),
+        "What a partial transfer held, and whether a complete one reached the client intact or was kept.".to_string(),
+        format!("Silences shorter than {} h within a source (only longer ones are listed as gaps).", GAP_SECS / 3_600),
+        "The number of data subjects is approximate: one call may concern more than one person, one person more \
+         than one call."
+            .to_string(),
+    ];
+    if !context.call_ids_configured {
+        v.push(
+            "Which files belong to one call: no [sensitive] call_id is configured, so every file is counted as its \
+             own call (calls are over-counted)."
+                .to_string(),
+        );
+    }
+    if context.origin == "replay" {
+        v.push("When a daemon was down: a replay reads finished logs and has no checkpoints of its own.".to_string());
+    }
+    if inputs.iter().any(|i| i.error.is_some()) {
+        v.push("The rest of inputs that stopped early (see their errors).".to_string());
+    }
+    v
+}
+
+impl From<&Alert> for AlertRow {
+    fn from(a: &Alert) -> AlertRow {
+        AlertRow {
+            id: a.id.clone(),
+            rule: a.rule.clone(),
+            rule_id: a.rule_id.clone(),
+            severity: a.severity.as_str(),
+            client: a.client.clone(),
+            client_kind: a.client_kind.clone(),
+            partner: a.partner.clone(),
+            source: a.source.clone(),
+            first_seen: format_rfc3339(a.first_seen),
+            last_seen: format_rfc3339(a.last_seen),
+            requests: a.requests,
+            distinct_resources: a.distinct_resources,
+            bytes: a.bytes,
+            sample: a.sample.clone(),
+            user_agents: a.user_agents.clone(),
+            status: a.status.as_str(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_likely_format_is_the_one_that_parses_most_lines() {
+        let combined = br#"203.0.113.9 - - [18/Feb/2019:10:00:01 +0100] "GET /r/a.wav HTTP/1.1" 200 5 "-" "curl/8""#;
+        let vhost = br#"rec.example:443 203.0.113.9 - - [18/Feb/2019:10:00:01 +0100] "GET /r/a.wav HTTP/1.1" 200 5 "-" "curl/8""#;
+        let common = br#"203.0.113.9 - - [18/Feb/2019:10:00:01 +0100] "GET /r/a.wav HTTP/1.1" 200 5"#;
+        assert_eq!(likely_format(&[combined.to_vec(), combined.to_vec()]), Some(LogFormat::Combined));
+        assert_eq!(likely_format(&[vhost.to_vec()]), Some(LogFormat::VhostCombined));
+        assert_eq!(likely_format(&[common.to_vec()]), Some(LogFormat::Common));
+        assert_eq!(likely_format(&[b"{\"json\": 1}".to_vec()]), None);
+        let w = skipped_lines_warning(LogFormat::Combined, 10, 10, &[vhost.to_vec()]).unwrap();
+        assert_eq!(
+            w,
+            "10 of 10 lines were skipped as not combined: they look like vhost_combined (try --format vhost_combined)"
+        );
+        assert_eq!(skipped_lines_warning(LogFormat::Combined, 10, 5, &[]), None, "half is not more than half");
+        let none = skipped_lines_warning(LogFormat::Combined, 4, 3, &[]).unwrap();
+        assert!(
+            none.ends_with("no known format fits them (formats: combined, main, common, vhost_combined, vhost_common)"),
+            "{none}"
+        );
+    }
+}
