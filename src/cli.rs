@@ -16,8 +16,9 @@ use recwatch::escape;
 use recwatch::parse::{LineFormat, LogFormat, MAX_LINE_LEN};
 use recwatch::pipeline::replay::{self, ReplayOptions, ReplayOutcome};
 use recwatch::privacy::Pseudonymizer;
+use recwatch::report::ledger::LedgerQuery;
 use recwatch::report::period::parse_period;
-use recwatch::report::{skipped_lines_warning, AlertRow, Report, ReportContext, ReportFormat};
+use recwatch::report::{skipped_lines_warning, AlertRow, LineCounts, Report, ReportContext, ReportFormat};
 use recwatch::source::replay::{open, Input};
 use recwatch::store::{AlertFilter, Store, StoreError};
 use recwatch::telemetry::Telemetry;
@@ -46,6 +47,7 @@ Files:\n  /etc/recwatch/recwatch.toml  configuration (see `recwatch check`)\n  \
 Examples:\n  recwatch check --config /etc/recwatch/recwatch.toml\n  \
 recwatch run --config /etc/recwatch/recwatch.toml\n  \
 recwatch replay --state-dir /tmp/case --report md access.log access.log.1 access.log.*.gz > scope.md\n  \
+recwatch report --since 7d --format html --output scope.html\n  \
 recwatch alerts list --status open\n  \
 recwatch pseudonym 19121212-1212"
 )]
@@ -89,6 +91,10 @@ pub enum Command {
     },
     /// Read access logs (plain, .gz or stdin), store the alerts they raise, print a scope report.
     Replay(ReplayArgs),
+    /// Print a scope report from the store's evidence ledger (the daemon may be running: the
+    /// store is read from a private copy): calls and files each client outside the internal
+    /// networks took, partial transfers, alerts, and the Art. 33 section.
+    Report(ReportArgs),
     /// List, show, acknowledge or resolve stored alerts. Uses the store directly, or the running
     /// daemon's alert API (http.listen + http.token_file) while the daemon holds the store.
     Alerts {
@@ -170,6 +176,34 @@ pub struct ReplayArgs {
     pub files: Vec<String>,
 }
 
+#[derive(Args)]
+pub struct ReportArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Only requests at or after this time: RFC 3339 (2019-02-18T09:00:00Z) or a span back
+    /// from now (7d, 12h, 30m, 2w); applied to whole hours.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Only requests before this time (RFC 3339 or a span back from now).
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Only this client (address or host name, as alerts show it).
+    #[arg(long)]
+    pub client: Option<String>,
+    /// Only evidence first seen on this source (its configured name).
+    #[arg(long)]
+    pub source: Option<String>,
+    /// Only clients with an alert of this rule (id or name), and only those alerts.
+    #[arg(long)]
+    pub rule: Option<String>,
+    /// Report format: json, csv, md or html.
+    #[arg(long, default_value = "json")]
+    pub format: String,
+    /// Write the report here instead of stdout.
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+}
+
 #[derive(Args, Clone)]
 pub struct StoreArgs {
     /// Configuration file (for the store path, or the API address and token while a daemon runs).
@@ -244,6 +278,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Replay(args) => replay(args),
+        Command::Report(args) => report(args),
         Command::Alerts { action } => alerts(action),
         Command::Pseudonym { store, text } => pseudonym(&store, &text),
         Command::KafkaKey(args) => kafka_key(args),
@@ -285,19 +320,24 @@ fn check_sample(file: &Path) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn pseudonym(args: &StoreArgs, texts: &[String]) -> anyhow::Result<ExitCode> {
-    let config = load_config(&args.config)?;
-    let pseudonyms = match &config.pseudonyms {
-        Some(p) => p.clone(),
+/// The configured pseudonym key, else the state directory's; never creates one (a key made
+/// now could not match anything stored).
+fn existing_pseudonyms(config: &Config, state_dir: &Path) -> anyhow::Result<Pseudonymizer> {
+    match &config.pseudonyms {
+        Some(p) => Ok(p.clone()),
         None => {
-            // Never create a key here: one made now could not match any stored alert.
-            let dir = args.state_dir.clone().unwrap_or(config.store.dir);
-            let key = dir.join(recwatch::privacy::STATE_KEY_FILE);
+            let key = state_dir.join(recwatch::privacy::STATE_KEY_FILE);
             Pseudonymizer::load(&key).with_context(|| {
                 format!("no pseudonym key yet ({} is created by the first `recwatch run` or `replay`)", key.display())
-            })?
+            })
         }
-    };
+    }
+}
+
+fn pseudonym(args: &StoreArgs, texts: &[String]) -> anyhow::Result<ExitCode> {
+    let config = load_config(&args.config)?;
+    let dir = args.state_dir.clone().unwrap_or(config.store.dir.clone());
+    let pseudonyms = existing_pseudonyms(&config, &dir)?;
     let mut out = std::io::stdout().lock();
     for text in texts {
         writeln!(out, "{}", pseudonyms.pseudonymize(text))?;
@@ -509,6 +549,59 @@ fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     if nothing_read {
         eprintln!("recwatch: nothing could be read");
         return Ok(ExitCode::from(EXIT_NOTHING_READ));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `recwatch report`: the scope report from the evidence ledger of a store, read from a
+/// private copy (a running daemon keeps the store).
+fn report(args: ReportArgs) -> anyhow::Result<ExitCode> {
+    let config = load_config(&args.store.config)?;
+    let format = ReportFormat::from_name(&args.format)
+        .with_context(|| format!("--format {:?}: expected {}", args.format, ReportFormat::NAMES))?;
+    let period = parse_period(args.since.as_deref(), args.until.as_deref(), unix_now())?;
+    let state_dir = args.store.state_dir.clone().unwrap_or_else(|| config.store.dir.clone());
+    // A copy, also while the daemon runs; a copy taken in the middle of a write may need a
+    // second try.
+    let mut attempt = 0;
+    let store = loop {
+        match Store::open_state_dir_copy(&state_dir) {
+            Err(StoreError::Unreadable { .. }) if attempt < 3 => attempt += 1,
+            other => break other.with_context(|| format!("cannot read the store in {}", state_dir.display()))?,
+        }
+    };
+    let pseudonyms = existing_pseudonyms(&config, &state_dir)?;
+    let filter = AlertFilter { rule: args.rule.clone(), client: args.client.clone(), ..AlertFilter::default() };
+    let alerts: Vec<_> =
+        store.list(&filter)?.into_iter().filter(|a| args.source.as_ref().is_none_or(|s| *s == a.source)).collect();
+    let mut query = LedgerQuery { period, client: args.client.clone(), source: args.source.clone(), clients: None };
+    if args.rule.is_some() {
+        query.clients = Some(alerts.iter().map(|a| a.client.clone()).collect());
+    }
+    let entries = store.ledger_entries(None, 0)?;
+    let (since_hour, until_hour) = query.hours();
+    let hours = store.ledger_hours(since_hour, until_hour)?;
+    let mut partner_names = config.classify.partner_names();
+    let (scopes, inputs) = recwatch::report::ledger::scopes(
+        entries,
+        &hours,
+        &query,
+        &config.classify.call_ids,
+        &pseudonyms,
+        &alerts,
+        &mut partner_names,
+    );
+    let context = ReportContext {
+        origin: "store",
+        period,
+        call_ids_configured: config.classify.call_ids.pattern().is_some(),
+        partner_names,
+    };
+    let report = Report::from_scopes(LineCounts::default(), inputs, &alerts, scopes, context);
+    let text = report.render(format);
+    match &args.output {
+        Some(path) => std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?,
+        None => std::io::stdout().lock().write_all(text.as_bytes())?,
     }
     Ok(ExitCode::SUCCESS)
 }

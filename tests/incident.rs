@@ -2,7 +2,9 @@
 //! calls of 3–4 files over four days, partial transfers, rotated and gzipped logs) against its
 //! ground truth: `recwatch replay --report json` counts per client and in total, in calls and in
 //! files, exactly what the generator knows was taken; `--since/--until` counts one day exactly
-//! as replaying that day's file alone does.
+//! as replaying that day's file alone does; and `recwatch report` over the store of a live
+//! daemon that followed the same lines (while it runs, and after it stopped) gives the same
+//! numbers for the clients outside the known networks (the evidence ledger keeps only those).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -10,6 +12,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
+mod common;
 #[path = "support/incident.rs"]
 mod incident;
 
@@ -122,4 +125,88 @@ fn since_and_until_count_one_day_as_that_days_log_alone_does() {
 /// RFC 3339 of a Unix time (UTC), as the report writes it.
 fn incident_time(t: i64) -> String {
     recwatch::parse::time::format_rfc3339(t)
+}
+
+/// The incident's lines in time order, as one live log would have them.
+fn chronological(logs: &[PathBuf]) -> String {
+    let mut text = String::new();
+    for path in logs.iter().rev() {
+        let bytes = std::fs::read(path).unwrap();
+        if path.extension().is_some_and(|e| e == "gz") {
+            std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&bytes[..]), &mut text).unwrap();
+        } else {
+            text += std::str::from_utf8(&bytes).unwrap();
+        }
+    }
+    text
+}
+
+fn store_report(dir: &Path) -> Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_recwatch"))
+        .args(["report", "--config", "recwatch.toml", "--format", "json"])
+        .current_dir(dir)
+        .env("RECWATCH_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "report failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn report_from_the_live_daemons_ledger_equals_replay_and_the_ground_truth() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = "incident-token-0123456789";
+    std::fs::write(dir.path().join("token"), token).unwrap();
+    std::fs::write(
+        dir.path().join("recwatch.toml"),
+        format!(
+            "{CONFIG}[store]\npath = \"state\"\n[http]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"token\"\n\
+             [tail]\npoll_interval_ms = 50\n[[source]]\nname = \"web\"\npath = \"{}\"\n",
+            dir.path().join("live.log").display()
+        ),
+    )
+    .unwrap();
+    let (logs, truth) = write_incident(dir.path(), 23, 6);
+    let live = chronological(&logs);
+    let lines = live.lines().count() as f64;
+    std::fs::write(dir.path().join("live.log"), &live).unwrap();
+    let daemon = common::Daemon::spawn(&dir.path().join("recwatch.toml"), Some(token));
+    daemon.wait_ready();
+    daemon.wait_metric("recwatch_lines_read_total", "", lines);
+
+    let unknown = expected(&truth.unknown);
+    let outside = |r: &Value| -> BTreeMap<String, (u64, u64, u64, u64)> {
+        counted(r).into_iter().filter(|(c, _)| c.starts_with("203.")).collect()
+    };
+    // While the daemon runs (a private copy of its store): the ledger is durable with each
+    // checkpoint, so the report reaches the truth once the last lines are checkpointed.
+    let running = common::wait_until("the store report to count every fetch", common::DAEMON_WAIT, || {
+        let r = store_report(dir.path());
+        (outside(&r) == unknown).then_some(r)
+    });
+    assert!(daemon.terminate().success());
+    let stopped = store_report(dir.path());
+    assert_eq!(outside(&stopped), unknown, "after a clean stop");
+    for r in [&running, &stopped] {
+        assert_eq!(r["origin"], "store");
+        assert_eq!(r["totals"]["calls"].as_u64(), Some(truth.unknown_calls().len() as u64), "calls (outside clients)");
+        assert_eq!(r["totals"]["files"].as_u64(), Some(truth.unknown_files().len() as u64), "files (outside clients)");
+        assert_eq!(r["art33"]["data_subjects_approx"].as_u64(), Some(truth.unknown_calls().len() as u64));
+        assert_eq!(r["art33"]["records"].as_u64(), Some(truth.unknown_files().len() as u64));
+    }
+    // The replay of the rotated files says the same of those clients.
+    let replayed = replay(dir.path(), "replay-state", &[], &logs);
+    assert_eq!(outside(&replayed), outside(&stopped));
+    assert_eq!(replayed["art33"]["data_subjects_approx"], stopped["art33"]["data_subjects_approx"]);
+    assert_eq!(replayed["art33"]["records"], stopped["art33"]["records"]);
+    // One client, one day: the filters narrow the same ledger.
+    let one = truth.unknown.keys().next().unwrap().clone();
+    let out = Command::new(env!("CARGO_BIN_EXE_recwatch"))
+        .args(["report", "--config", "recwatch.toml", "--client", &one, "--format", "csv"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let csv = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(csv.lines().count(), 3, "header, the client, total: {csv}");
+    assert!(csv.lines().nth(1).unwrap().starts_with(&format!("{one},unknown,")), "{csv}");
 }

@@ -9,6 +9,7 @@
 //! spreadsheet formula.
 
 pub mod html;
+pub mod ledger;
 pub mod period;
 pub mod text;
 
@@ -554,6 +555,17 @@ fn cannot_know(context: &ReportContext, inputs: &[InputSummary]) -> Vec<String> 
     }
     if context.origin == "replay" {
         v.push("When a daemon was down: a replay reads finished logs and has no checkpoints of its own.".to_string());
+    } else {
+        v.extend(
+            [
+                "Lines read and skipped per source, and a source's silences: the store keeps no line counts, so a \
+                 source's first and last line here are its first and last request to a sensitive path.",
+                "Internal clients: the evidence ledger keeps only clients outside the internal networks.",
+                "Times inside an hour: --since and --until are applied to whole hours (the ledger's time index).",
+                "When the daemon was down: the store keeps no record of its restarts.",
+            ]
+            .map(String::from),
+        );
     }
     if inputs.iter().any(|i| i.error.is_some()) {
         v.push("The rest of inputs that stopped early (see their errors).".to_string());

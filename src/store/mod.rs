@@ -337,6 +337,14 @@ impl Store {
         Ok(Store::start(owner, Some(scratch)))
     }
 
+    /// [`Store::open_read_only`] of a state directory, also while a running daemon holds the
+    /// store (for reports): the copy holds what the daemon had flushed, as after a crash.
+    pub fn open_state_dir_copy(state_dir: &Path) -> Result<Store, StoreError> {
+        let (db, scratch) = open::open_read_only_while_held(&state_dir.join("db"))?;
+        let owner = Owner { dir: scratch.clone(), db: Some(db), _lock: None, health: Arc::default() };
+        Ok(Store::start(owner, Some(scratch)))
+    }
+
     fn start(owner: Owner, scratch: Option<PathBuf>) -> Store {
         let (tx, rx) = crossbeam_channel::bounded(QUEUE);
         let health = owner.health.clone();

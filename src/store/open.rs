@@ -277,10 +277,22 @@ fn copy_tree(from: &Path, to: &Path) -> Result<(), StoreError> {
 /// even by sled's recovery). A missing store reads as an empty one. Returns the database and
 /// the scratch directory holding the copy.
 pub(super) fn open_read_only(dir: &Path) -> Result<(Db, PathBuf), StoreError> {
+    open_copy(dir, false)
+}
+
+/// [`open_read_only`], also while a daemon holds the store: the copy is then what a crash at
+/// this instant would leave (sled recovers it to its last flush, which is the last durable
+/// checkpoint with its ledger writes); [`StoreError::Unreadable`] when a copy caught a write
+/// sled cannot recover from (try again).
+pub(super) fn open_read_only_while_held(dir: &Path) -> Result<(Db, PathBuf), StoreError> {
+    open_copy(dir, true)
+}
+
+fn open_copy(dir: &Path, while_held: bool) -> Result<(Db, PathBuf), StoreError> {
     // `try_exists`, not `exists`: a store this user cannot reach (a parent it may not enter) is
     // a permission error, never an empty store.
     let exists = dir.try_exists().map_err(|e| io_error(dir, e))?;
-    if exists {
+    if exists && !while_held {
         check_unlocked(dir)?;
     }
     let scratch = scratch_dir()?;
