@@ -29,7 +29,7 @@
 //!   file:line: key. Only the wiring (`pipeline`, `daemon`, the CLI) imports it.
 //! - [`telemetry`]: lock-free counters every stage adds to; its events count and log in one call.
 //! - [`http`]: `/metrics`, health and readiness probes, and the token-protected alerts API.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod alerting;
 pub mod classify;

@@ -178,6 +178,9 @@ impl SensitivePaths {
     /// its trailing slash gets one). A simple target that cannot
     /// normalise to anything under a prefix is rejected without touching `scratch`.
     pub fn classify(&self, raw_target: &[u8], semantics: PathSemantics, scratch: &mut Vec<u8>) -> Option<PathClass> {
+        if !self.may_be_sensitive(raw_target, semantics) {
+            return None;
+        }
         let case_fold = self.folds_case(semantics);
         let simple_path = simple_path_len(raw_target, semantics);
         if let Some(path_len) = simple_path {
@@ -195,6 +198,17 @@ impl SensitivePaths {
             scratch.push(b'/');
         }
         Some(class)
+    }
+
+    /// The cheap reject of [`SensitivePaths::classify`]: `false` for a raw target that cannot
+    /// normalise to anything under a prefix — it starts with no prefix and normalising it only
+    /// cuts its query (origin form, no escape, no empty or dot segment). Looks at nothing else,
+    /// so it can run on every line; `windows` targets always take the careful path.
+    #[inline]
+    pub fn may_be_sensitive(&self, raw_target: &[u8], semantics: PathSemantics) -> bool {
+        semantics.is_windows()
+            || self.may_be_under_a_prefix(raw_target, self.folds_case(semantics))
+            || may_normalize_elsewhere(raw_target)
     }
 
     /// The prefix and extension tables for paths folded (or not).
@@ -309,6 +323,39 @@ fn simple_path_len(raw_target: &[u8], semantics: PathSemantics) -> Option<usize>
         }
     }
     Some(raw_target.len())
+}
+
+/// Whether normalising a `linux` target could give a path that is not a prefix of its raw
+/// bytes: it is not in origin form (`/…`), or its path (before `?`/`#`) holds a `%` or a backslash, an
+/// empty segment (`//`) or a dot segment (`/.`). Vectorised scans only: it runs on every line.
+fn may_normalize_elsewhere(raw_target: &[u8]) -> bool {
+    if raw_target.first() != Some(&b'/') {
+        return true;
+    }
+    let path = memchr2(b'?', b'#', raw_target).map_or(raw_target, |end| &raw_target[..end]);
+    // Eight bytes at a time (SWAR): flags `%`, `\`, and a `/` followed by `/` or `.` (the
+    // word one byte on). A flag may be false (a byte above a true match) but never missed:
+    // a false one only sends the target down the careful path.
+    const ONES: u64 = u64::from_le_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_le_bytes([0x80; 8]);
+    let has = |word: u64, byte: u8| {
+        let x = word ^ (ONES * u64::from(byte));
+        x.wrapping_sub(ONES) & !x & HIGHS
+    };
+    let word_at = |at: usize| u64::from_le_bytes(path[at..at + 8].try_into().expect("eight bytes"));
+    let mut at = 0;
+    while at + 9 <= path.len() {
+        let (word, next) = (word_at(at), word_at(at + 1));
+        let escaped = has(word, b'%') | has(word, b'\\');
+        let odd_segment = has(word, b'/') & (has(next, b'/') | has(next, b'.'));
+        if escaped | odd_segment != 0 {
+            return true;
+        }
+        at += 8;
+    }
+    let tail = &path[at..];
+    tail.iter().any(|&byte| byte == b'%' || byte == b'\\')
+        || tail.windows(2).any(|pair| pair[0] == b'/' && matches!(pair[1], b'/' | b'.'))
 }
 
 /// Normalisation of a simple target's path part (see [`simple_path_len`]).
@@ -515,6 +562,28 @@ mod tests {
         let mut out = Vec::new();
         normalize_target(raw, semantics, case_fold, &mut out);
         String::from_utf8_lossy(&out).into_owned()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+        /// The cheap reject is sound: a target it rejects normalises to nothing under a
+        /// prefix, whatever escapes, dot and empty segments, case or form it uses.
+        #[test]
+        fn the_cheap_reject_never_drops_a_sensitive_target(
+            pieces in proptest::collection::vec(proptest::sample::select(&[
+                "/", "//", ".", "..", "%2e", "%2F", "%5c", "\\", "recordings", "RECordings", "x", "a.wav", "?", "#",
+                "%72", "http://h", "https:", ";", " ", "%", "%%", "\\x2f",
+            ][..]), 0..10),
+            case_fold in any::<bool>(),
+        ) {
+            let raw = pieces.concat();
+            let paths = SensitivePaths::new(&strings(&["/recordings/"]), &strings(&["wav"]), case_fold);
+            if !paths.may_be_sensitive(raw.as_bytes(), Linux) {
+                let mut out = Vec::new();
+                normalize_target(raw.as_bytes(), Linux, case_fold, &mut out);
+                prop_assert!(paths.classify_normalized(&out, case_fold).is_none(), "{raw:?} -> {:?}", String::from_utf8_lossy(&out));
+            }
+        }
     }
 
     fn strings(items: &[&str]) -> Vec<String> {

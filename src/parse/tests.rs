@@ -1058,3 +1058,79 @@ fn vhost_combined_line_read_as_combined_is_not_blamed_on_the_server_name() {
     let access = parse_line(LogFormat::VhostCombined, line).unwrap();
     assert_eq!(access.client, b"203.0.113.9");
 }
+
+/// Lines near the plain shape: every field drawn from plain and awkward spellings (lists,
+/// users with brackets, fake timestamps, junk requests, bad statuses, NULs, syslog heads).
+fn near_plain_line() -> impl Strategy<Value = Vec<u8>> {
+    // The first spelling is the plain one, drawn half the time.
+    let pick = |items: &'static [&'static str]| prop_oneof![Just(items[0]), proptest::sample::select(items)];
+    (
+        pick(&["", "", "www.example.com:443 ", " ", "<13>Feb 18 10:00:01 web nginx: "]),
+        pick(&[
+            "203.0.113.7",
+            "::1",
+            "2001:db8::7",
+            "ABCD::1",
+            "-",
+            "a,b",
+            "1.2.3.4,",
+            "\"1.2.3.4, 5.6.7.8\"",
+            "x\x01y",
+        ]),
+        pick(&["-", "x", "- -"]),
+        pick(&["-", "bob", "a [b", "[18/Feb/2019:10:00:01 +0100] \"GET /fake HTTP/1.1\" 200 1 x", "x y", "]"]),
+        pick(&["[18/Feb/2019:10:00:01 +0100]", "[18/Feb/2019:10:00:01]", "[18/Feb/2019:10:00:01 GMT]", "[bad]"]),
+        pick(&[
+            "\"GET /recordings/a.wav HTTP/1.1\"",
+            "\"GET  /a%2e/x HTTP/1.1 \"",
+            "\"GET /a b HTTP/1.1\"",
+            "\"-\"",
+            "\"\"",
+            "\"\\x16\\x03\\x01 x\"",
+            "\"GET /a\\\"b HTTP/1.1\"",
+            "\"GET /nul\0 HTTP/1.1\"",
+            "\"PUT /x\"",
+            "\"GET http://h/recordings/a.wav HTTP/1.1\"",
+        ]),
+        pick(&[" 200 5 \"-\" \"ua\"", " 200", " 99 1", " 2000 1", " abc 1", "", " 200 5\r"]),
+        any::<Option<(prop::sample::Index, u8)>>(),
+    )
+        .prop_map(|(vhost, client, ident, user, time, request, tail, mutation)| {
+            let mut line = format!("{vhost}{client} {ident} {user} {time} {request}{tail}").into_bytes();
+            if let Some((at, byte)) = mutation {
+                let at = at.index(line.len());
+                line[at] = byte;
+            }
+            line
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+    /// The replay's fast path never disagrees with the parser: when it finds a target, the
+    /// parser accepts the line, unwrapped and no junk, with the same target.
+    #[test]
+    fn plain_line_target_is_what_parse_line_reads(line in near_plain_line()) {
+        for format in LogFormat::ALL {
+            if let Some(target) = plain_line_target(format, &line) {
+                let access = parse_line(format, &line);
+                prop_assert!(access.is_ok(), "{format:?} {:?}: fast path accepted, parser said {access:?}", String::from_utf8_lossy(&line));
+                let access = access.unwrap();
+                prop_assert_eq!(access.target, target);
+                prop_assert!(!access.junk_request && access.wrapper.is_none());
+            }
+        }
+    }
+}
+
+#[test]
+fn plain_line_target_takes_the_usual_lines() {
+    let line = format!("203.0.113.7 - bob [{TS}] \"GET /a/b.js?x=1 HTTP/1.1\" 200 5 \"-\" \"ua\"");
+    assert_eq!(plain_line_target(LogFormat::Combined, line.as_bytes()), Some(&b"/a/b.js?x=1"[..]));
+    let line = format!("h:80 ::1 - - [{TS}] \"HEAD /x HTTP/2.0\" 304 0");
+    assert_eq!(plain_line_target(LogFormat::VhostCommon, line.as_bytes()), Some(&b"/x"[..]));
+    // A user holding a fake timestamp: the parser's search decides, not the fast path.
+    let line = format!("1.2.3.4 - a [{TS}] \"GET /x HTTP/1.1\" 200 1 [{TS}] \"GET /recordings/a.wav HTTP/1.1\" 200 1");
+    assert_eq!(plain_line_target(LogFormat::Combined, line.as_bytes()), Some(&b"/x"[..]));
+    assert_eq!(parse_line(LogFormat::Combined, line.as_bytes()).unwrap().target, b"/x");
+}

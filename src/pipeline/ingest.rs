@@ -123,6 +123,18 @@ impl Ingest {
     fn judge(&mut self, source: u16, line: &[u8], is_head: bool) {
         self.tally.lines += 1;
         self.tally.bytes += line.len() as u64 + 1;
+        // Most lines are plain and request no sensitive path: they are passed over on their
+        // target alone (`plain_line_target` checks what `parse_line` would).
+        if let Some(spec) = self.sources.get(usize::from(source)) {
+            if let (LineFormat::Named(format), false) = (&spec.format, is_head) {
+                if let Some(target) = parse::plain_line_target(*format, line) {
+                    if !self.paths.may_be_sensitive(target, spec.path_semantics) {
+                        self.tally.parsed += 1;
+                        return;
+                    }
+                }
+            }
+        }
         let parsed = match self.sources.get(usize::from(source)) {
             Some(s) => {
                 let parsed = if is_head { s.format.parse_head(line) } else { s.format.parse(line) };

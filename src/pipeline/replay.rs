@@ -19,7 +19,8 @@ use crate::parse::time::{format_rfc3339, parse_clf_time_in, UtcOffset};
 use crate::parse::{LineFormat, SkipReason, TimeKind, MAX_LINE_LEN};
 use crate::privacy::Pseudonymizer;
 use crate::report::{Gap, InputSummary, GAP_SECS};
-use crate::source::framing::{Chunk, Frame, LineChunks};
+use crate::source::framing::{Chunk, ChunkSource, Frame, LineChunks};
+use crate::source::mapped::{MappedChunks, WINDOW_BYTES};
 use crate::source::replay::{open, Input};
 use crate::store::{Notify, Store};
 use crate::telemetry::Telemetry;
@@ -93,14 +94,31 @@ pub fn run(
         let mut summary = InputSummary::new(name.clone());
         let unparsed_before = crate::report::unparsed_lines(&telemetry);
         let skipped_before: Vec<u64> = SkipReason::ALL.iter().map(|r| telemetry.skipped(*r)).collect();
-        match open(input, Box::new(on_bytes)) {
+        // A quiet regular file is mapped; anything else (stdin, gzip, a file being written,
+        // a file that cannot be opened: `open` says why) is read.
+        let mapped = match input {
+            Input::File(path) => std::fs::File::open(path)
+                .ok()
+                .and_then(|file| MappedChunks::new(file, MAX_LINE_LEN, WINDOW_BYTES, Box::new(on_bytes.clone()))),
+            Input::Stdin => None,
+        };
+        let read = match mapped {
+            Some(mut chunks) => {
+                let read = pipeline.ingest_parallel(0, &mut chunks, options.parsers);
+                Ok((read, chunks.bytes_read, false))
+            }
+            None => open(input, Box::new(on_bytes)).map(|opened| {
+                let mut chunks = LineChunks::new(opened.reader, MAX_LINE_LEN, CHUNK_BYTES);
+                let read = pipeline.ingest_parallel(0, &mut chunks, options.parsers);
+                (read, chunks.bytes_read, opened.gzip)
+            }),
+        };
+        match read {
             Err(e) => {
                 on_error(&e.to_string());
                 summary.error = Some(e.to_string());
             }
-            Ok(opened) => {
-                let mut chunks = LineChunks::new(opened.reader, MAX_LINE_LEN, CHUNK_BYTES);
-                let read = pipeline.ingest_parallel(0, &mut chunks, options.parsers);
+            Ok((read, bytes, gzip)) => {
                 let (lines, result) = (read.lines, read.result);
                 summary.lines = lines;
                 summary.first_line = read.times.first().copied();
@@ -111,9 +129,9 @@ pub fn run(
                     .filter(|w| w[1] - w[0] > GAP_SECS)
                     .map(|w| Gap { from: format_rfc3339(w[0]), to: format_rfc3339(w[1]), secs: w[1] - w[0] })
                     .collect();
-                summary.bytes = chunks.bytes_read;
+                summary.bytes = bytes;
                 if let Err(e) = result {
-                    let what = if opened.gzip { "gzip stream is truncated or corrupt" } else { "read error" };
+                    let what = if gzip { "gzip stream is truncated or corrupt" } else { "read error" };
                     on_error(&format!("{name}: {what}: {e} (lines before it were processed)"));
                     summary.error = Some(format!("{what}: {e}"));
                 }
@@ -199,13 +217,9 @@ impl Pipeline {
     /// Reads `chunks` (whole lines, see [`LineChunks`]) to their end, parsing them on
     /// `parsers` threads while this thread reads; each chunk's events reach the workers in
     /// input order, so every window sees exactly what a single parser would give it.
-    /// Returns the lines read and the times of sampled lines.
-    pub fn ingest_parallel<R: std::io::Read>(
-        &mut self,
-        source: u16,
-        chunks: &mut LineChunks<R>,
-        parsers: usize,
-    ) -> ParallelRead {
+    /// Returns the lines read and the times of sampled lines; on a read error, the lines
+    /// before it were processed.
+    pub fn ingest_parallel(&mut self, source: u16, chunks: &mut impl ChunkSource, parsers: usize) -> ParallelRead {
         let clock = self.ingest.sources.get(usize::from(source)).map(|s| (s.format.clone(), s.timezone));
         let parsers = parsers.max(1);
         // Chunks in flight: enough to keep every parser busy while results wait for order.

@@ -132,18 +132,47 @@ pub struct Chunk {
     /// place of the first dropped byte).
     ends_with_head: bool,
     max_line_len: usize,
+    /// A window of a mapped file and where the chunk's bytes start in it, in place of `buf`
+    /// ([`MappedChunks`](super::mapped::MappedChunks)).
+    mapped: Option<(memmap2::Mmap, usize)>,
+    /// The chunk is the head of one over-long line (a mapped window holding no `\n`).
+    head_only: bool,
 }
 
 impl Chunk {
     /// The bytes of its lines (each ends with `\n`, except the input's last line when it has
     /// none).
     pub fn bytes(&self) -> &[u8] {
-        &self.buf[..self.len]
+        match &self.mapped {
+            Some((map, start)) => &map[*start..*start + self.len],
+            None => &self.buf[..self.len],
+        }
+    }
+
+    /// Makes the chunk `len` bytes of `map` from `start`; `head_only` when they are the head
+    /// of one line over the bound.
+    pub(super) fn set_mapped(
+        &mut self,
+        map: memmap2::Mmap,
+        start: usize,
+        len: usize,
+        head_only: bool,
+        max_line_len: usize,
+    ) {
+        self.mapped = Some((map, start));
+        self.max_line_len = max_line_len;
+        self.len = len;
+        self.head_only = head_only;
+        self.ends_with_head = false;
     }
 
     /// Hands out every line of the chunk, in order.
     pub fn frames(&self, mut on_frame: impl FnMut(Frame<'_>)) {
         let lines = self.bytes();
+        if self.head_only {
+            on_frame(Frame::Truncated(lines));
+            return;
+        }
         if !self.ends_with_head {
             frame_lines(lines, self.max_line_len, on_frame);
             return;
@@ -153,6 +182,14 @@ impl Chunk {
         frame_lines(&lines[..head_start], self.max_line_len, &mut on_frame);
         on_frame(Frame::Truncated(&lines[head_start..lines.len() - 1]));
     }
+}
+
+/// Where [`Chunk`]s of whole lines come from: a stream read into buffers ([`LineChunks`]) or
+/// a mapped file ([`MappedChunks`](super::mapped::MappedChunks)).
+pub trait ChunkSource {
+    /// Fills `chunk` with the next whole lines; `false` at the end of the input. A read error
+    /// comes after the lines read before it.
+    fn next_chunk(&mut self, chunk: &mut Chunk) -> io::Result<bool>;
 }
 
 /// Reads a stream as [`Chunk`]s of whole lines, `chunk_size` bytes at a time: a line is never
@@ -194,6 +231,12 @@ impl<R: Read> LineChunks<R> {
     /// used) with whole lines. Returns `false` at the end of the input; a read error comes
     /// after the lines read before it.
     pub fn next_chunk(&mut self, chunk: &mut Chunk) -> io::Result<bool> {
+        ChunkSource::next_chunk(self, chunk)
+    }
+}
+
+impl<R: Read> ChunkSource for LineChunks<R> {
+    fn next_chunk(&mut self, chunk: &mut Chunk) -> io::Result<bool> {
         let max = self.framer.max_line_len;
         loop {
             if self.done {
@@ -265,10 +308,14 @@ impl<R: Read> LineChunks<R> {
             return Ok(true);
         }
     }
+}
 
+impl<R: Read> LineChunks<R> {
     /// Gives `buf[..len]` to `chunk` and takes its buffer in exchange, with the `carry` bytes
     /// after `len` rolled to its front.
     fn hand_out(&mut self, chunk: &mut Chunk, len: usize, carry: usize, ends_with_head: bool) {
+        chunk.mapped = None;
+        chunk.head_only = false;
         std::mem::swap(&mut self.buf, &mut chunk.buf);
         if self.buf.len() < self.chunk_size {
             self.buf.resize(self.chunk_size, 0);

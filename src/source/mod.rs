@@ -4,6 +4,7 @@
 
 pub mod framing;
 pub mod kafka;
+pub mod mapped;
 pub mod replay;
 pub mod tail;
 

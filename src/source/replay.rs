@@ -71,11 +71,24 @@ pub fn open(input: &Input, on_raw_bytes: Box<dyn FnMut(u64) + Send>) -> Result<O
             (Box::new(File::open(path).map_err(io_err)?), path.as_path())
         }
     };
-    let mut buffered = BufReader::with_capacity(1 << 20, Counting { inner: raw, on_raw_bytes });
-    let head =
-        io::BufRead::fill_buf(&mut buffered).map_err(|source| InputError::Io { path: path.to_path_buf(), source })?;
-    let gzip = head.starts_with(&[0x1f, 0x8b]);
-    let reader: Box<dyn Read + Send> = if gzip { Box::new(MultiGzDecoder::new(buffered)) } else { Box::new(buffered) };
+    // Peek at the first bytes for the gzip magic, then read on from them without a buffer in
+    // between: a plain file's bytes go straight from the kernel into the caller's buffer (a
+    // `BufReader` would copy every byte twice, since callers read less than its capacity).
+    let mut counting = Counting { inner: raw, on_raw_bytes };
+    let mut head = [0u8; 2];
+    let mut peeked = 0;
+    while peeked < head.len() {
+        match counting.read(&mut head[peeked..]) {
+            Ok(0) => break,
+            Ok(n) => peeked += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(source) => return Err(InputError::Io { path: path.to_path_buf(), source }),
+        }
+    }
+    let gzip = head[..peeked] == [0x1f, 0x8b];
+    let stream = io::Cursor::new(head).take(peeked as u64).chain(counting);
+    let reader: Box<dyn Read + Send> =
+        if gzip { Box::new(MultiGzDecoder::new(BufReader::with_capacity(1 << 18, stream))) } else { Box::new(stream) };
     Ok(Opened { reader, gzip })
 }
 
