@@ -172,6 +172,12 @@ pub struct ReplayArgs {
     /// Never draw a progress bar.
     #[arg(long)]
     pub no_progress: bool,
+    /// Also write the evidence ledger (every fetch by a client outside the known networks)
+    /// into the store, so `recwatch report` can answer from it later. Off by default: the
+    /// replay's own report has the same numbers, and the ledger costs a store write per
+    /// client and file.
+    #[arg(long)]
+    pub ledger: bool,
     /// Log files (plain or gzip), `-` for stdin.
     pub files: Vec<String>,
 }
@@ -501,6 +507,7 @@ fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         parsers,
         pseudonyms: Pseudonymizer::resolve(config.pseudonyms.as_ref(), &state_dir)?,
         scope: ScopeSettings { call_ids: config.classify.call_ids.clone(), period },
+        ledger: args.ledger,
     };
     let progress = progress_bar(&inputs, args.no_progress);
     let (pb, progress_errors) = (progress.clone(), progress.clone());

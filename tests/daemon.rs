@@ -272,7 +272,7 @@ fn kill_9_at_random_points_neither_loses_nor_doubles_alerts() {
     // the expected alerts: a clean replay of the same lines
     std::fs::write(env.path("full.log"), &full).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_recwatch"))
-        .args(["replay", "--config"])
+        .args(["replay", "--ledger", "--config"])
         .arg(env.path("recwatch.toml"))
         .arg("--state-dir")
         .arg(env.path("clean-state"))
@@ -389,7 +389,7 @@ fn restart_in_the_middle_of_one_clients_fetches(kill: bool) {
     let r1 = after.iter().find(|a| a["rule"] == "unknown-client-fetch").unwrap();
     assert_eq!((r1["requests"].as_u64(), r1["distinct_resources"].as_u64()), (Some(200), Some(200)), "{r1}");
     let out = Command::new(env!("CARGO_BIN_EXE_recwatch"))
-        .args(["replay", "--config"])
+        .args(["replay", "--ledger", "--config"])
         .arg(env.path("recwatch.toml"))
         .arg("--state-dir")
         .arg(env.path("clean-state"))
@@ -574,7 +574,7 @@ fn a_line_dated_2100_inside_an_enumeration_still_fires_r2_without_splitting_r1_o
     // A replay of the same log gives the same alerts and counts (distinct ones included: the
     // store keeps each alert's distinct set).
     let out = Command::new(env!("CARGO_BIN_EXE_recwatch"))
-        .args(["replay", "--config"])
+        .args(["replay", "--ledger", "--config"])
         .arg(env.path("recwatch.toml"))
         .arg("--state-dir")
         .arg(env.path("clean-state"))

@@ -240,6 +240,7 @@ fn start_pipeline(
         shutdown: control.shutdown.clone(),
         notify: Notify::Queue,
         pseudonyms: pseudonyms.clone(),
+        ledger: true,
     };
     telemetry.register_rules(config.rules.iter().map(|r| (r.name.as_str(), r.severity.as_str())));
     Pipeline::start(config, sources, options, store.clone(), telemetry.clone())

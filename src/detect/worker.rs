@@ -50,6 +50,8 @@ pub struct DetectConfig {
     pub pseudonyms: Pseudonymizer,
     /// Keys the ledger's client hash of host-name clients (stable across restarts).
     pub stable_seed: u64,
+    /// Record the evidence ledger's deltas (the daemon always; a replay with `--ledger`).
+    pub ledger: bool,
 }
 
 impl DetectConfig {
@@ -77,6 +79,7 @@ impl DetectConfig {
             memory_secs: longest,
             stable_seed: pseudonyms.stable_seed(),
             pseudonyms,
+            ledger: true,
         }
     }
 
@@ -252,7 +255,7 @@ impl Worker {
             if cfg.keep_scope {
                 record_scope(&mut self.scope, &cfg.scope, &cfg.pseudonyms, ev, batch);
             }
-            if !ev.reread && ev.client_class.kind != ClientKind::Internal {
+            if cfg.ledger && !ev.reread && ev.client_class.kind != ClientKind::Internal {
                 record_evidence(cfg, &self.source_names, &mut self.evidence, ev, batch);
             }
         }

@@ -103,6 +103,8 @@ pub struct PipelineOptions {
     pub pseudonyms: Pseudonymizer,
     /// What the scope counts as a call, and its period (with `keep_scope`).
     pub scope: ScopeSettings,
+    /// Hand the evidence ledger's deltas to the store (the daemon; a replay on request).
+    pub ledger: bool,
 }
 
 impl Pipeline {
@@ -126,6 +128,7 @@ impl Pipeline {
             options.pseudonyms.clone(),
         );
         detect.scope = options.scope.clone();
+        detect.ledger = options.ledger;
         let detect = Arc::new(detect);
         telemetry.register_sources(sources.iter().map(|s| s.name.as_str()));
         let (to_store, store_rx) = bounded::<WorkerOutput>(STORE_QUEUE);

@@ -47,6 +47,8 @@ pub struct ReplayOptions {
     pub pseudonyms: Pseudonymizer,
     /// What the scope report counts as a call, and the period it covers.
     pub scope: ScopeSettings,
+    /// Write the evidence ledger into the store (`replay --ledger`).
+    pub ledger: bool,
 }
 
 /// What a replay read, and what its pipeline produced.
@@ -85,6 +87,7 @@ pub fn run(
         notify: Notify::Skip,
         pseudonyms: options.pseudonyms,
         scope: options.scope,
+        ledger: options.ledger,
     };
     let mut pipeline = Pipeline::start(config, sources, pipeline_options, store, telemetry.clone());
     let mut summaries = Vec::with_capacity(inputs.len());
