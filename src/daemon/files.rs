@@ -157,7 +157,7 @@ impl Running {
         let mut tailer = Tailer::new(tail_sources(&config), tail_options(&config), rewind, telemetry.clone());
         tailer.counted_through(files);
         let mut pipeline = file_pipeline(&config, store, telemetry, control, &pseudonyms);
-        pipeline.resume(open_episodes(store, pipeline.memory_secs()));
+        pipeline.resume(open_episodes(store, &config, pipeline.memory_secs()));
         pipeline.ingest.seed_latest_event_time(event_time);
         let kafka_loops = start_kafka_loops(&config, store, telemetry, control, &pseudonyms);
         Running { config, tailer, pipeline, kafka_loops }

@@ -204,7 +204,7 @@ fn kafka_loop(
         timezone: source.timezone,
     };
     let mut pipeline = start_pipeline(config, vec![spec], store, telemetry, control, pseudonyms);
-    pipeline.resume(open_episodes(store, pipeline.memory_secs()));
+    pipeline.resume(open_episodes(store, config, pipeline.memory_secs()));
     // Messages re-delivered at or below what the store counted are re-reads (count nowhere).
     match store.kafka_positions(&source.name) {
         Ok(counted) => consumer.counted_through(counted),

@@ -35,7 +35,7 @@ use crate::parse::{parse_line, LineFormat, LogFormat};
 use crate::pipeline::{OnStoreError, Pipeline, PipelineOptions, SourceSpec};
 use crate::privacy::Pseudonymizer;
 use crate::source::{SourceInput, SourceSettings};
-use crate::store::{AlertFilter, Notify, Store};
+use crate::store::{Notify, Store};
 use crate::telemetry::Telemetry;
 
 use files::{load_checkpoint, RewindHistory, Running};
@@ -247,15 +247,16 @@ fn start_pipeline(
 }
 
 /// Stored alerts whose episodes may continue: last seen within the rules' memory of the
-/// newest stored alert (event time). Resolved ones are included: they come back closed, so
-/// re-read lines stay counted in them and the next match opens a new alert.
-fn open_episodes(store: &Store, memory_secs: i64) -> Vec<Alert> {
-    let all = store.list(&AlertFilter::default()).unwrap_or_else(|e| {
-        tracing::error!(error = %e, "cannot list stored alerts to resume their episodes");
+/// newest stored alert (event time), at most as many as the workers track groups (the most
+/// recently seen: more would be evicted at once), read without loading every alert.
+/// Resolved ones are included: they come back closed, so re-read lines stay counted in them
+/// and the next match opens a new alert.
+fn open_episodes(store: &Store, config: &Config, memory_secs: i64) -> Vec<Alert> {
+    let limit = config.engine.max_clients_per_worker.saturating_mul(config.engine.workers.max(1));
+    store.recent(memory_secs, limit).unwrap_or_else(|e| {
+        tracing::error!(error = %e, "cannot read stored alerts to resume their episodes");
         Vec::new()
-    });
-    let newest = all.iter().map(|a| a.last_seen).max().unwrap_or(0);
-    all.into_iter().filter(|a| a.last_seen >= newest.saturating_sub(memory_secs)).collect()
+    })
 }
 
 /// The main loop: polls the files and sends barriers, watches the Kafka loops, reloads on

@@ -97,10 +97,11 @@ enum GroupKey {
 struct GroupState {
     last_seen: i64,
     /// Per rule slot, created on the first matching event of a windowed rule.
-    windows: Vec<Option<Window>>,
+    /// Boxed: most slots of most groups are empty, and an empty slot costs 8 bytes.
+    windows: Vec<Option<Box<Window>>>,
     /// Per rule slot: the open alert, if the rule fired and has not been quiet for its
     /// suppression time.
-    episodes: Vec<Option<Episode>>,
+    episodes: Vec<Option<Box<Episode>>>,
 }
 
 struct Episode {
@@ -298,7 +299,8 @@ impl Worker {
         let evicted_changes = &mut self.evicted_changes;
         let mut retain = |g: &mut GroupState, keep: bool| {
             if !keep {
-                evicted_changes.extend(g.episodes.iter_mut().flatten().filter(|ep| ep.dirty).map(Episode::take_change));
+                evicted_changes
+                    .extend(g.episodes.iter_mut().flatten().filter(|ep| ep.dirty).map(|ep| ep.take_change()));
             }
             keep
         };
@@ -339,7 +341,7 @@ impl Worker {
         if newer {
             let closed = alert.status == AlertStatus::Resolved;
             let counted_through = if closed { alert.last_seen } else { i64::MIN };
-            g.episodes[slot] = Some(Episode { counted_through, closed, ..Episode::empty(alert, path_cap) });
+            g.episodes[slot] = Some(Box::new(Episode { counted_through, closed, ..Episode::empty(alert, path_cap) }));
         }
     }
 
@@ -448,7 +450,7 @@ fn apply_rules(
             g.windows[slot] = None;
         }
         if rule.is_windowed() {
-            let w = g.windows[slot].get_or_insert_with(|| Window::new(rule.aggregate));
+            let w = g.windows[slot].get_or_insert_with(|| Box::new(Window::new(rule.aggregate)));
             w.push(ev.time, rule.window_secs, ev.path_key, success_bytes);
         }
         let episode = &mut g.episodes[slot];
@@ -472,7 +474,7 @@ fn apply_rules(
             aggregate => g.windows[slot].as_ref().is_some_and(|w| w.value(aggregate) > rule.threshold),
         };
         if fired {
-            let ep = episode.insert(Episode::open(
+            let ep = episode.insert(Box::new(Episode::open(
                 cfg,
                 source_names,
                 rule,
@@ -480,8 +482,8 @@ fn apply_rules(
                 ev,
                 batch,
                 success_bytes,
-                g.windows[slot].as_ref(),
-            ));
+                g.windows[slot].as_deref(),
+            )));
             stats.alerts_opened += 1;
             // Opened by a line counted before a restart: the alert is in the store already.
             if !ev.reread {

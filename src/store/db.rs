@@ -16,6 +16,9 @@ use crate::detect::alert::{Alert, AlertStatus};
 use crate::detect::evidence::Evidence;
 
 const CHECKPOINT_KEY: &[u8] = b"source_checkpoint";
+/// sled's page cache (its default is 1 GiB): the store may hold millions of alerts and ledger
+/// entries, the daemon's memory must not grow with them (issue 13: ≤ 64 MiB at 100 k clients).
+const CACHE_BYTES: u64 = 16 << 20;
 /// The id of the last write applied: a write retried after a failed flush is not added twice.
 const LAST_WRITE_KEY: &[u8] = b"last_write";
 /// Written once when a store is created and flushed with it: a store whose `db` file exists
@@ -95,6 +98,8 @@ struct AlertHead {
 /// per scrape (a scan of every alert on every scrape would hold the owner as the store grows).
 #[derive(Default)]
 struct Tallies {
+    /// Alert records stored (the unfiltered list's total, without counting keys).
+    total: u64,
     /// Unresolved alerts by (rule name, severity).
     unresolved: BTreeMap<(String, String), u64>,
     /// Pending deliveries per receiver: pending_since_ms → how many.
@@ -108,7 +113,9 @@ fn add(count: &mut u64, up: bool) {
 impl Tallies {
     /// An alert record appears (`up`) or goes away.
     fn alert(&mut self, bytes: Option<&[u8]>, up: bool) {
-        let Some(a) = bytes.and_then(|b| serde_json::from_slice::<AlertHead>(b).ok()) else { return };
+        let Some(bytes) = bytes else { return };
+        add(&mut self.total, up);
+        let Ok(a) = serde_json::from_slice::<AlertHead>(bytes) else { return };
         if a.status == AlertStatus::Resolved {
             return;
         }
@@ -170,7 +177,7 @@ impl Db {
     /// Opens (creating if needed) the database in `dir`. sled's own flusher is off: nothing
     /// touches sled behind the owner's back; flushes are explicit.
     pub(super) fn open(dir: &Path) -> Result<Db, sled::Error> {
-        let db = sled::Config::new().path(dir).flush_every_ms(None).open()?;
+        let db = sled::Config::new().path(dir).flush_every_ms(None).cache_capacity(CACHE_BYTES).open()?;
         let alerts = db.open_tree("alerts")?;
         let by_time = db.open_tree("alerts_by_time")?;
         let meta = db.open_tree("meta")?;
@@ -475,7 +482,7 @@ impl Db {
     /// How many alerts match `filter`; without a filter only the index keys are counted.
     pub(super) fn count(&self, filter: &AlertFilter) -> Result<usize, StoreError> {
         if filter.is_empty() {
-            return Ok(self.by_time.len());
+            return Ok(self.tallies.borrow().total as usize);
         }
         Ok(self.list(filter)?.len())
     }
@@ -705,6 +712,37 @@ impl Db {
     }
 
     pub(super) fn len(&self) -> usize {
-        self.alerts.len()
+        self.tallies.borrow().total as usize
+    }
+
+    /// The alerts whose episodes may still run: last seen within `memory_secs` of the newest
+    /// last seen, at most `limit` of them (the most recently seen). Streams the store, so
+    /// memory is bounded by `limit`, not by the number of alerts stored.
+    pub(super) fn recent(&self, memory_secs: i64, limit: usize) -> Result<Vec<Alert>, StoreError> {
+        #[derive(serde::Deserialize)]
+        struct Seen {
+            last_seen: i64,
+        }
+        let mut newest = i64::MIN;
+        let mut heap = std::collections::BinaryHeap::new();
+        for item in self.alerts.iter() {
+            let (id, value) = item?;
+            let Ok(seen) = serde_json::from_slice::<Seen>(&value) else { continue };
+            newest = newest.max(seen.last_seen);
+            heap.push(std::cmp::Reverse((seen.last_seen, id.to_vec())));
+            if heap.len() > limit {
+                heap.pop();
+            }
+        }
+        let cutoff = newest.saturating_sub(memory_secs);
+        let mut out = Vec::with_capacity(heap.len());
+        for std::cmp::Reverse((last_seen, id)) in heap {
+            if last_seen >= cutoff {
+                if let Some(a) = self.get(&String::from_utf8_lossy(&id))? {
+                    out.push(a);
+                }
+            }
+        }
+        Ok(out)
     }
 }

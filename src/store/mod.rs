@@ -503,6 +503,13 @@ impl Store {
         self.call("get", move |db| db.get(&id))
     }
 
+    /// The alerts whose episodes may still run after a restart: last seen within
+    /// `memory_secs` of the newest, at most `limit` (the most recently seen). Memory is
+    /// bounded by `limit`, whatever the store holds.
+    pub fn recent(&self, memory_secs: i64, limit: usize) -> Result<Vec<Alert>, StoreError> {
+        self.call("recent", move |db| db.recent(memory_secs, limit))
+    }
+
     /// Alerts in first-seen order.
     pub fn list(&self, filter: &AlertFilter) -> Result<Vec<Alert>, StoreError> {
         let filter = filter.clone();
