@@ -28,12 +28,13 @@ class Hook(http.server.BaseHTTPRequestHandler):
                 doc = json.loads(body)
             except ValueError:
                 doc = {}
-            alerts = doc.get("alerts", [doc]) if isinstance(doc, dict) else doc
+            # a webhook body carries one alert; an Alertmanager one a list
+            alerts = [doc.get("alert", doc)] if isinstance(doc, dict) else doc
             for a in alerts if isinstance(alerts, list) else []:
                 got["alerts"] += 1
                 if isinstance(a, dict):
                     got["ids"].add(a.get("id") or json.dumps(a.get("labels", a), sort_keys=True)[:200])
-                    if "rollup" in json.dumps(a):
+                    if str(a.get("rule", "")).endswith("-rollup"):
                         got["rollups"] += 1
         self.send_response(200); self.send_header("Content-Length", "0"); self.end_headers()
     def log_message(self, *a): pass

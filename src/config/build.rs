@@ -31,7 +31,7 @@ use crate::parse::{is_host_name, parse_client_ip, FieldPlan, LineFormat, LogForm
 use crate::privacy::Pseudonymizer;
 use crate::source::kafka::{check_client_option, KafkaSettings, PayloadFormat};
 use crate::source::{SourceInput, SourceSettings, TailSettings};
-use crate::store::StoreSettings;
+use crate::store::{Rollup, StoreSettings};
 
 /// Where errors point: the file, its text's key lines, and the directory relative paths are in.
 pub(super) struct Builder<'a> {
@@ -112,7 +112,14 @@ fn build_store(b: &Builder<'_>, store: RawStore, overrides: &Overrides) -> Resul
         ));
     }
     let dir = overrides.store_dir.clone().unwrap_or_else(|| b.base().join(&store.path));
-    Ok(StoreSettings { dir, retention_days: store.retention_days })
+    if store.rollup_window_secs <= 0 {
+        return Err(b.err(&[key("store"), key("rollup_window_secs")], "must be positive"));
+    }
+    Ok(StoreSettings {
+        dir,
+        retention_days: store.retention_days,
+        rollup: Rollup { after: store.rollup_after, window_secs: store.rollup_window_secs },
+    })
 }
 
 fn build_classify(

@@ -73,11 +73,13 @@ pub(super) struct RawStore {
     /// Relative to the config file's directory.
     pub path: String,
     pub retention_days: u32,
+    pub rollup_after: u64,
+    pub rollup_window_secs: i64,
 }
 
 impl Default for RawStore {
     fn default() -> Self {
-        RawStore { path: "/var/lib/recwatch".into(), retention_days: 90 }
+        RawStore { path: "/var/lib/recwatch".into(), retention_days: 90, rollup_after: 20, rollup_window_secs: 3600 }
     }
 }
 

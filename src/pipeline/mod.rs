@@ -161,6 +161,7 @@ impl Pipeline {
             // The daemon (which keeps no scope) resumes from checkpoints: its counts must
             // agree with them. A replay has none.
             hold_until_barrier: !options.keep_scope,
+            rollup: config.store.rollup,
         };
         let store_handle = std::thread::Builder::new()
             .name("store".into())

@@ -5,13 +5,15 @@
 //! methods are the records' shapes and their atomicity, nothing more.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 
 use super::ledger::{self, add_alert_paths, add_evidence};
-use super::{now_ms, AlertFilter, Counts, Delivery, Notify, OutboxMarker, PendingStats, StoreError, StoreWrite};
+use super::{
+    now_ms, AlertFilter, Counts, Delivery, Notify, OutboxMarker, PendingStats, Rollup, StoreError, StoreWrite,
+};
 use crate::detect::alert::{Alert, AlertStatus};
 use crate::detect::evidence::Evidence;
 
@@ -170,7 +172,60 @@ pub(super) struct Db {
     ledger: sled::Tree,
     ledger_by_hour: sled::Tree,
     alert_paths: sled::Tree,
+    /// Alert id → the id of the roll-up alert receivers are told about instead.
+    rolled_up: sled::Tree,
+    /// Storms of new alerts per (rule id, source), for roll-up paging (in memory: a restart
+    /// starts afresh).
+    storms: RefCell<HashMap<(String, String), Storm>>,
     tallies: RefCell<Tallies>,
+}
+
+/// New alerts of one rule for one source since `start` (event time).
+#[derive(Clone, Default)]
+struct Storm {
+    start: i64,
+    opened: u64,
+    /// The roll-up alert of this window, once there is one.
+    rollup: Option<String>,
+    /// The clients with the most requests, at most [`TOP_CLIENTS`], most first.
+    top: Vec<(String, u64)>,
+}
+
+/// Counts a new alert into its (rule, source) storm; the id of the roll-up alert it is paged
+/// through, once more than `rollup.after` opened within the storm's window.
+fn storm_rollup(storms: &mut HashMap<(String, String), Storm>, rollup: Rollup, a: &Alert) -> Option<String> {
+    if rollup.after == 0 {
+        return None;
+    }
+    let storm = storms.entry((a.rule_id.clone(), a.source.clone())).or_default();
+    if storm.opened == 0 || a.first_seen > storm.start.saturating_add(rollup.window_secs) {
+        *storm = Storm { start: a.first_seen, ..Storm::default() };
+    }
+    storm.opened += 1;
+    if storm.opened <= rollup.after {
+        return None;
+    }
+    let start = storm.start;
+    Some(
+        storm.rollup.get_or_insert_with(|| Alert::make_id(&a.rule_id, &format!("rollup\0{}", a.source), start)).clone(),
+    )
+}
+
+/// Clients a roll-up alert names (in its `sample`).
+const TOP_CLIENTS: usize = 20;
+
+impl Storm {
+    /// Notes `client`'s request total; keeps the top [`TOP_CLIENTS`].
+    fn note(&mut self, client: &str, requests: u64) {
+        if let Some((_, n)) = self.top.iter_mut().find(|(c, _)| c == client) {
+            *n = requests;
+        } else if self.top.len() < TOP_CLIENTS {
+            self.top.push((client.to_string(), requests));
+        } else if let Some(last) = self.top.last_mut().filter(|(_, n)| *n < requests) {
+            *last = (client.to_string(), requests);
+        }
+        self.top.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    }
 }
 
 impl Db {
@@ -186,6 +241,7 @@ impl Db {
         let ledger = db.open_tree("ledger")?;
         let ledger_by_hour = db.open_tree("ledger_by_hour")?;
         let alert_paths = db.open_tree("alert_paths")?;
+        let rolled_up = db.open_tree("alerts_rolled_up")?;
         let mut tallies = Tallies::default();
         for item in alerts.iter() {
             tallies.alert(Some(&item?.1), true);
@@ -204,6 +260,8 @@ impl Db {
             ledger,
             ledger_by_hour,
             alert_paths,
+            rolled_up,
+            storms: RefCell::default(),
             tallies: RefCell::new(tallies),
         })
     }
@@ -291,14 +349,19 @@ impl Db {
             &self.ledger,
             &self.ledger_by_hour,
             &self.meta,
+            &self.rolled_up,
         );
-        let (created, changes) =
-            trees.transaction(|(tx_alerts, tx_index, tx_outbox, tx_paths, tx_ledger, tx_hours, tx_meta)| {
+        let storms = RefCell::new(HashMap::new());
+        let (created, changes) = trees.transaction(
+            |(tx_alerts, tx_index, tx_outbox, tx_paths, tx_ledger, tx_hours, tx_meta, tx_rolled)| {
                 let mut created = Vec::new();
                 let mut changes = Vec::new();
                 if tx_meta.get(LAST_WRITE_KEY)?.as_deref() == Some(&write.id[..]) {
                     return Ok((created, changes));
                 }
+                // A retried transaction starts again from the storms as they were.
+                let mut storms = storms.borrow_mut();
+                storms.clone_from(&self.storms.borrow());
                 for (i, change) in write.alerts.iter().enumerate() {
                     let id = change.alert.id.as_bytes();
                     let old = tx_alerts.get(id)?;
@@ -343,8 +406,76 @@ impl Db {
                     changes.push((old.clone(), bytes));
                     tx_index.insert(time_key(&merged), &[])?;
                     if notify == Notify::Queue {
-                        let marker = fold_marker(tx_outbox.get(id)?.as_deref(), old.is_none(), now);
-                        tx_outbox.insert(id, marker)?;
+                        let before = stored.as_ref();
+                        let rollup = match before {
+                            None => storm_rollup(&mut storms, write.rollup, &merged),
+                            Some(_) => tx_rolled.get(id)?.map(|v| String::from_utf8_lossy(&v).into_owned()),
+                        };
+                        match rollup {
+                            None => {
+                                let marker = fold_marker(tx_outbox.get(id)?.as_deref(), old.is_none(), now);
+                                tx_outbox.insert(id, marker)?;
+                            }
+                            Some(rollup_id) => {
+                                if before.is_none() {
+                                    tx_rolled.insert(id, rollup_id.as_bytes())?;
+                                }
+                                let storm = storms.get_mut(&(merged.rule_id.clone(), merged.source.clone()));
+                                if let Some(storm) = storm.filter(|s| s.rollup.as_deref() == Some(rollup_id.as_str())) {
+                                    storm.note(&merged.client, merged.requests);
+                                }
+                                let top = storms
+                                    .get(&(merged.rule_id.clone(), merged.source.clone()))
+                                    .filter(|s| s.rollup.as_deref() == Some(rollup_id.as_str()))
+                                    .map(|s| s.top.clone());
+                                let old_rollup = tx_alerts.get(rollup_id.as_bytes())?;
+                                let mut r =
+                                    match old_rollup.as_ref().and_then(|b| serde_json::from_slice::<Alert>(b).ok()) {
+                                        Some(r) => r,
+                                        None => Alert {
+                                            id: rollup_id.clone(),
+                                            rule: format!("{}-rollup", merged.rule),
+                                            group_by: "rollup".into(),
+                                            partner: None,
+                                            requests: 0,
+                                            distinct_resources: 0,
+                                            bytes: 0,
+                                            sample: Vec::new(),
+                                            user_agents: Vec::new(),
+                                            ..merged.clone()
+                                        },
+                                    };
+                                let (req_before, bytes_before) = before.map_or((0, 0), |b| (b.requests, b.bytes));
+                                if before.is_none() {
+                                    r.distinct_resources += 1;
+                                }
+                                r.requests = r.requests.saturating_add(merged.requests.saturating_sub(req_before));
+                                r.bytes = r.bytes.saturating_add(merged.bytes.saturating_sub(bytes_before));
+                                r.client = format!("{} clients", r.distinct_resources);
+                                let old_first = r.first_seen;
+                                r.first_seen = r.first_seen.min(merged.first_seen);
+                                r.last_seen = r.last_seen.max(merged.last_seen);
+                                if let Some(top) = top {
+                                    r.sample = top.iter().map(|(c, n)| format!("{c} ({n} requests)")).collect();
+                                }
+                                let rbytes = match serde_json::to_vec(&r) {
+                                    Ok(b) => b,
+                                    Err(source) => return abort(StoreError::Corrupt { id: rollup_id, source }),
+                                };
+                                if old_rollup.is_some() && old_first != r.first_seen {
+                                    tx_index.remove(time_key(&Alert { first_seen: old_first, ..r.clone() }))?;
+                                }
+                                tx_alerts.insert(rollup_id.as_bytes(), rbytes.as_slice())?;
+                                tx_index.insert(time_key(&r), &[])?;
+                                let marker = fold_marker(
+                                    tx_outbox.get(rollup_id.as_bytes())?.as_deref(),
+                                    old_rollup.is_none(),
+                                    now,
+                                );
+                                tx_outbox.insert(rollup_id.as_bytes(), marker)?;
+                                changes.push((old_rollup, rbytes));
+                            }
+                        }
                     }
                 }
                 for e in &write.evidence {
@@ -361,7 +492,11 @@ impl Db {
                 }
                 tx_meta.insert(LAST_WRITE_KEY, &write.id[..])?;
                 Ok((created, changes))
-            })?;
+            },
+        )?;
+        if notify == Notify::Queue {
+            *self.storms.borrow_mut() = storms.into_inner();
+        }
         let mut tallies = self.tallies.borrow_mut();
         for (old, new) in &changes {
             tallies.alert_changed(old.as_deref(), Some(new));
@@ -666,6 +801,7 @@ impl Db {
                 self.tallies.borrow_mut().alert(stored.as_deref(), false);
                 self.by_time.remove(&key)?;
                 self.outbox.remove(id)?;
+                self.rolled_up.remove(id)?;
                 for item in self.alert_paths.scan_prefix(id) {
                     self.alert_paths.remove(item?.0)?;
                 }

@@ -51,6 +51,25 @@ pub struct StoreSettings {
     /// Alerts last seen longer ago are removed by the retention sweep; at least 1 (0 would
     /// delete all evidence within the hour).
     pub retention_days: u32,
+    /// When receivers get one roll-up alert instead of one per client (a storm).
+    pub rollup: Rollup,
+}
+
+/// Storm-proof paging: once a rule has opened more than `after` alerts for one source within
+/// `window_secs` (event time, from the first of them), each further new alert of that rule
+/// and source is stored and listed but not queued for the receivers; one roll-up alert per
+/// (rule, source, window) is queued instead, updated as it grows (alerts rolled up, their
+/// requests, the first clients). 0 = never roll up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rollup {
+    pub after: u64,
+    pub window_secs: i64,
+}
+
+impl Default for Rollup {
+    fn default() -> Self {
+        Rollup { after: 20, window_secs: 3600 }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -269,6 +288,8 @@ pub struct StoreWrite {
     /// Source positions counted through, as (key, offset): each stored as the larger of the
     /// stored and the new offset (Kafka: [`Store::kafka_position_key`]).
     pub positions: Vec<(Vec<u8>, i64)>,
+    /// How a storm of new alerts is paged (with [`Notify::Queue`]).
+    pub rollup: Rollup,
     /// How counts combine with the stored ones: added (the daemon's deltas, exactly once by
     /// position), or kept as the larger (a replay's whole-run totals: replaying a log again
     /// into the same store changes nothing).

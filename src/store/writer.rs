@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::detect::alert::Alert;
 use crate::detect::evidence::{AlertChange, Evidence};
 use crate::detect::thread::{Barrier, Changes, WorkerOutput};
-use crate::store::{Counts, Notify, Store, StoreError, StoreWrite};
+use crate::store::{Counts, Notify, Rollup, Store, StoreError, StoreWrite};
 use crate::telemetry::Telemetry;
 
 /// What the store stage does when a write fails.
@@ -72,6 +72,8 @@ pub(crate) struct StoreWriter<S: AlertStore = Store> {
     /// Write a worker's changes only with the barrier that follows them (the daemon: counts
     /// and checkpoints agree); else as they arrive (replay).
     pub(crate) hold_until_barrier: bool,
+    /// How a storm of new alerts is paged ([`Rollup`]).
+    pub(crate) rollup: Rollup,
 }
 
 /// Changes waiting for their write, coalesced.
@@ -170,7 +172,7 @@ impl<S: AlertStore> StoreWriter<S> {
             if changes.is_empty() && complete.is_none() {
                 continue;
             }
-            let write = into_write(next_id(), changes, complete.as_deref(), self.counts());
+            let write = into_write(next_id(), changes, complete.as_deref(), self.counts(), self.rollup);
             self.write(&write)?;
             if let Some(ids) = &mut reported {
                 ids.extend(write.alerts.iter().map(|c| c.alert.id.clone()));
@@ -186,7 +188,7 @@ impl<S: AlertStore> StoreWriter<S> {
         for (_, p) in std::mem::take(&mut pending) {
             changes.absorb(p);
         }
-        let write = into_write(next_id(), changes, None, self.counts());
+        let write = into_write(next_id(), changes, None, self.counts(), self.rollup);
         self.write(&write)?;
         if let Some(ids) = &mut reported {
             ids.extend(write.alerts.iter().map(|c| c.alert.id.clone()));
@@ -259,7 +261,13 @@ impl<S: AlertStore> StoreWriter<S> {
 
 /// One write of `changes` (with what `barrier` says where the lines before it end): each
 /// alert's path keys sorted and deduplicated.
-fn into_write(id: [u8; 16], changes: Pending, barrier: Option<&Barrier>, counts: Counts) -> Arc<StoreWrite> {
+fn into_write(
+    id: [u8; 16],
+    changes: Pending,
+    barrier: Option<&Barrier>,
+    counts: Counts,
+    rollup: Rollup,
+) -> Arc<StoreWrite> {
     let mut alerts: Vec<AlertChange> = changes.alerts.into_values().collect();
     for c in &mut alerts {
         c.paths.sort_unstable();
@@ -270,6 +278,7 @@ fn into_write(id: [u8; 16], changes: Pending, barrier: Option<&Barrier>, counts:
         alerts,
         evidence: changes.evidence.into_values().collect(),
         checkpoint: barrier.and_then(|b| b.checkpoint.clone()),
+        rollup,
         positions: barrier.map(|b| b.positions.clone()).unwrap_or_default(),
         counts,
     })
@@ -317,6 +326,7 @@ mod tests {
             durable: Arc::new(AtomicU64::new(0)),
             report: true,
             hold_until_barrier: true,
+            rollup: Rollup::default(),
         }
     }
 
@@ -513,6 +523,7 @@ mod exactly_once {
             durable: Arc::new(AtomicU64::new(0)),
             report: false,
             hold_until_barrier: true,
+            rollup: Rollup::default(),
         }
     }
 
@@ -590,6 +601,7 @@ mod exactly_once {
             durable: Arc::new(AtomicU64::new(0)),
             report: false,
             hold_until_barrier: true,
+            rollup: Rollup::default(),
         };
         let (tx, rx) = unbounded();
         tx.send(WorkerOutput::Changes(Changes { epoch: 1, alerts: vec![change(4, 0..3)], evidence: vec![] })).unwrap();
