@@ -63,7 +63,7 @@ name = "hook"
 kind = "webhook"
 url = "http://127.0.0.1:{hook.server_address[1]}/hook"
 secret_file = "hook.key"
-""")
+""" + os.environ.get("BENCH_EXTRA_TOML", ""))
 daemon = subprocess.Popen([binary, "run", "--config", os.path.join(tmp, "rw.toml")],
                           env=dict(os.environ, RECWATCH_LOG="warn"))
 addr_file = os.path.join(tmp, "state", "http.addr")
