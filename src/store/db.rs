@@ -174,6 +174,9 @@ pub(super) struct Db {
     alert_paths: sled::Tree,
     /// Alert id → the id of the roll-up alert receivers are told about instead.
     rolled_up: sled::Tree,
+    /// Roll-up alerts by id: what receivers are told in a storm. Read like alerts by id
+    /// ([`Db::get`]), never listed or counted as alerts of their own.
+    rollups: sled::Tree,
     /// Storms of new alerts per (rule id, source), for roll-up paging (in memory: a restart
     /// starts afresh).
     storms: RefCell<HashMap<(String, String), Storm>>,
@@ -242,6 +245,7 @@ impl Db {
         let ledger_by_hour = db.open_tree("ledger_by_hour")?;
         let alert_paths = db.open_tree("alert_paths")?;
         let rolled_up = db.open_tree("alerts_rolled_up")?;
+        let rollups = db.open_tree("rollups")?;
         let mut tallies = Tallies::default();
         for item in alerts.iter() {
             tallies.alert(Some(&item?.1), true);
@@ -261,6 +265,7 @@ impl Db {
             ledger_by_hour,
             alert_paths,
             rolled_up,
+            rollups,
             storms: RefCell::default(),
             tallies: RefCell::new(tallies),
         })
@@ -350,10 +355,11 @@ impl Db {
             &self.ledger_by_hour,
             &self.meta,
             &self.rolled_up,
+            &self.rollups,
         );
         let storms = RefCell::new(HashMap::new());
         let (created, changes) = trees.transaction(
-            |(tx_alerts, tx_index, tx_outbox, tx_paths, tx_ledger, tx_hours, tx_meta, tx_rolled)| {
+            |(tx_alerts, tx_index, tx_outbox, tx_paths, tx_ledger, tx_hours, tx_meta, tx_rolled, tx_rollups)| {
                 let mut created = Vec::new();
                 let mut changes = Vec::new();
                 if tx_meta.get(LAST_WRITE_KEY)?.as_deref() == Some(&write.id[..]) {
@@ -428,7 +434,7 @@ impl Db {
                                     .get(&(merged.rule_id.clone(), merged.source.clone()))
                                     .filter(|s| s.rollup.as_deref() == Some(rollup_id.as_str()))
                                     .map(|s| s.top.clone());
-                                let old_rollup = tx_alerts.get(rollup_id.as_bytes())?;
+                                let old_rollup = tx_rollups.get(rollup_id.as_bytes())?;
                                 let mut r =
                                     match old_rollup.as_ref().and_then(|b| serde_json::from_slice::<Alert>(b).ok()) {
                                         Some(r) => r,
@@ -452,7 +458,6 @@ impl Db {
                                 r.requests = r.requests.saturating_add(merged.requests.saturating_sub(req_before));
                                 r.bytes = r.bytes.saturating_add(merged.bytes.saturating_sub(bytes_before));
                                 r.client = format!("{} clients", r.distinct_resources);
-                                let old_first = r.first_seen;
                                 r.first_seen = r.first_seen.min(merged.first_seen);
                                 r.last_seen = r.last_seen.max(merged.last_seen);
                                 if let Some(top) = top {
@@ -462,18 +467,13 @@ impl Db {
                                     Ok(b) => b,
                                     Err(source) => return abort(StoreError::Corrupt { id: rollup_id, source }),
                                 };
-                                if old_rollup.is_some() && old_first != r.first_seen {
-                                    tx_index.remove(time_key(&Alert { first_seen: old_first, ..r.clone() }))?;
-                                }
-                                tx_alerts.insert(rollup_id.as_bytes(), rbytes.as_slice())?;
-                                tx_index.insert(time_key(&r), &[])?;
+                                tx_rollups.insert(rollup_id.as_bytes(), rbytes.as_slice())?;
                                 let marker = fold_marker(
                                     tx_outbox.get(rollup_id.as_bytes())?.as_deref(),
                                     old_rollup.is_none(),
                                     now,
                                 );
                                 tx_outbox.insert(rollup_id.as_bytes(), marker)?;
-                                changes.push((old_rollup, rbytes));
                             }
                         }
                     }
@@ -558,7 +558,11 @@ impl Db {
     }
 
     pub(super) fn get(&self, id: &str) -> Result<Option<Alert>, StoreError> {
-        match self.alerts.get(id.as_bytes())? {
+        let stored = match self.alerts.get(id.as_bytes())? {
+            Some(bytes) => Some(bytes),
+            None => self.rollups.get(id.as_bytes())?,
+        };
+        match stored {
             None => Ok(None),
             Some(bytes) => serde_json::from_slice(&bytes)
                 .map(Some)
@@ -808,6 +812,15 @@ impl Db {
                 removed_ids.insert(id.to_vec());
             }
         }
+        let alerts_removed = removed_ids.len();
+        for item in self.rollups.iter() {
+            let (id, bytes) = item?;
+            if serde_json::from_slice::<Alert>(&bytes).map_or(true, |a| a.last_seen < cutoff) {
+                self.rollups.remove(&id)?;
+                self.outbox.remove(&id)?;
+                removed_ids.insert(id.to_vec());
+            }
+        }
         let ledger_removed = self.remove_ledger_before(cutoff)?;
         if removed_ids.is_empty() {
             if ledger_removed > 0 {
@@ -824,7 +837,7 @@ impl Db {
             }
         }
         self.flush()?;
-        Ok(removed_ids.len())
+        Ok(alerts_removed)
     }
 
     /// Removes the ledger's hours before the cutoff's hour, and the entries last seen before
