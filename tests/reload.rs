@@ -18,9 +18,11 @@ fn fetch_line(client: &str) -> String {
     format!("{client} - - [18/Feb/2019:10:00:01 +0100] \"GET /recordings/a.wav HTTP/1.1\" 200 4096 \"-\" \"curl/8\"\n")
 }
 
+/// 200 clients fetch before a test looks for one client's page: every alert is paged by
+/// itself (`rollup_after = 0`), not rolled up into a storm's one page.
 fn config(log: &std::path::Path, severity: &str, receiver: &str) -> String {
     format!(
-        "[store]\npath = \"state\"\n[networks]\ninternal = [\"10.0.0.0/8\"]\n[http]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"token\"\n[tail]\npoll_interval_ms = 50\n[[source]]\nname = \"web\"\npath = \"{}\"\n[[rule]]\nid = \"R1\"\nname = \"unknown-client-fetch\"\nseverity = \"{severity}\"\nstatus = [200, 206]\nclient_kind = [\"unknown\"]\n[[rule]]\nid = \"R2\"\nname = \"enumeration\"\nseverity = \"critical\"\naggregate = \"distinct\"\nwindow_secs = 60\nthreshold = 1000\n{receiver}",
+        "[store]\npath = \"state\"\nrollup_after = 0\n[networks]\ninternal = [\"10.0.0.0/8\"]\n[http]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"token\"\n[tail]\npoll_interval_ms = 50\n[[source]]\nname = \"web\"\npath = \"{}\"\n[[rule]]\nid = \"R1\"\nname = \"unknown-client-fetch\"\nseverity = \"{severity}\"\nstatus = [200, 206]\nclient_kind = [\"unknown\"]\n[[rule]]\nid = \"R2\"\nname = \"enumeration\"\nseverity = \"critical\"\naggregate = \"distinct\"\nwindow_secs = 60\nthreshold = 1000\n{receiver}",
         log.display()
     )
 }
