@@ -13,7 +13,9 @@ pub mod ledger;
 pub mod period;
 pub mod text;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+type FastSet<K> = HashSet<K, ahash::RandomState>;
 
 use serde::Serialize;
 
@@ -353,10 +355,11 @@ impl Report {
         }
         let kind_of = |s: &ClientScope| s.class.unwrap_or(crate::classify::client::ClientClass::UNKNOWN);
         let mut totals = Totals::default();
-        let (mut calls, mut files, mut partial) = (BTreeSet::new(), BTreeSet::new(), BTreeSet::new());
+        // Hash sets: a replay's scope holds every file each client took (tens of thousands).
+        let (mut calls, mut files, mut partial) = (FastSet::default(), FastSet::default(), FastSet::default());
         let (mut outside_calls, mut outside_files, mut outside_partial) =
-            (BTreeSet::new(), BTreeSet::new(), BTreeSet::new());
-        let mut takers: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+            (FastSet::default(), FastSet::default(), FastSet::default());
+        let mut takers: HashMap<&str, Vec<&str>, ahash::RandomState> = HashMap::default();
         let mut outside = Vec::new();
         let (mut first, mut last) = (None::<i64>, None::<i64>);
         for s in &clients {
@@ -387,7 +390,7 @@ impl Report {
         totals.partial_files = partial.difference(&files).count() as u64;
         totals.first_seen = first.map(format_rfc3339);
         totals.last_seen = last.map(format_rfc3339);
-        let shared_calls = takers
+        let mut shared_calls: Vec<SharedCall> = takers
             .into_iter()
             .filter(|(_, c)| c.len() > 1)
             .map(|(call, mut c)| {
@@ -395,6 +398,7 @@ impl Report {
                 SharedCall { call: call.to_string(), clients: c.into_iter().map(String::from).collect() }
             })
             .collect();
+        shared_calls.sort_by(|a, b| a.call.cmp(&b.call));
         let art33 = Art33 {
             period_examined: PeriodText {
                 since: period.since.or(inputs.iter().filter_map(|i| i.first_line).min()).map(format_rfc3339),
