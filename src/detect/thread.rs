@@ -67,6 +67,9 @@ pub(crate) enum WorkerMsg {
     Reconfigure(Arc<DetectConfig>),
 }
 
+/// Alert changes (and, apart, evidence deltas) per message to the store writer.
+const CHANGES_PER_MESSAGE: usize = 64;
+
 /// What a worker thread hands back when its queue closes.
 pub(crate) type WorkerResult = (WorkerStats, HashMap<ClientId, ClientScope, ahash::RandomState>);
 
@@ -83,13 +86,25 @@ pub(crate) fn run_worker(
     let mut changed = Changes { epoch: 1, ..Changes::default() };
     let mut published = WorkerStats::default();
     // Hands out what changed (if anything) as the current epoch's changes.
+    // Hands out what changed (if anything) as the current epoch's changes, in messages of at
+    // most CHANGES_PER_MESSAGE each: the store queue is bounded in messages, so this bounds
+    // what waits for a slow store, and a slow store blocks this thread (then reading pauses).
     let hand_out = |worker: &mut Worker, changed: &mut Changes| -> bool {
         worker.take_changed(&mut changed.alerts, &mut changed.evidence);
-        if changed.is_empty() {
-            return true;
+        let epoch = changed.epoch;
+        while !changed.is_empty() {
+            let alerts = changed.alerts.len().saturating_sub(CHANGES_PER_MESSAGE);
+            let evidence = changed.evidence.len().saturating_sub(CHANGES_PER_MESSAGE);
+            let chunk = Changes {
+                epoch,
+                alerts: changed.alerts.split_off(alerts),
+                evidence: changed.evidence.split_off(evidence),
+            };
+            if to_store.send(WorkerOutput::Changes(chunk)).is_err() {
+                return false;
+            }
         }
-        let next = Changes { epoch: changed.epoch, ..Changes::default() };
-        to_store.send(WorkerOutput::Changes(std::mem::replace(changed, next))).is_ok()
+        true
     };
     for msg in rx {
         // Resolves made before this message was queued close their episodes before it is

@@ -117,6 +117,8 @@ impl Pending {
 }
 
 impl<S: AlertStore> StoreWriter<S> {
+    /// Messages taken from the queue before a write.
+    const DRAIN_PER_WRITE: usize = 1024;
     /// Back-off between retries of a failed write.
     const RETRY_DELAY: Duration = Duration::from_millis(500);
 
@@ -139,7 +141,9 @@ impl<S: AlertStore> StoreWriter<S> {
         };
         while let Ok(first) = rx.recv() {
             let mut complete: Option<Arc<Barrier>> = None;
-            for msg in std::iter::once(first).chain(rx.try_iter()) {
+            // At most a bounded batch per round: producers that keep up must not keep the
+            // writer draining (and its buffer growing) forever.
+            for msg in std::iter::once(first).chain(rx.try_iter()).take(Self::DRAIN_PER_WRITE) {
                 match msg {
                     WorkerOutput::Changes(changes) => {
                         let epoch = if self.hold_until_barrier { changes.epoch } else { 0 };
