@@ -92,6 +92,20 @@ impl Tally {
     }
 }
 
+/// The daemon's resident memory (KiB) and open file descriptors, from /proc: figures for the
+/// report (a leak shows as growth between start and end), never asserted on.
+fn resources(pid: u32) -> (u64, usize) {
+    let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| l.strip_prefix("VmRSS:").map(|v| v.trim().trim_end_matches(" kB").parse().ok()))
+        })
+        .flatten()
+        .unwrap_or(0);
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0);
+    (rss, fds)
+}
+
 fn metric(text: &str, name: &str) -> Option<f64> {
     text.lines()
         .filter(|l| !l.starts_with('#'))
@@ -124,6 +138,7 @@ fn soak_under_load_sighup_api_metrics_and_a_failing_receiver_never_wedges() {
     let d = Daemon::spawn(&config_file, Some(TOKEN));
     d.wait_ready();
     let pid = d.pid().to_string();
+    let (rss_start, fds_start) = resources(d.pid());
 
     let stop = Arc::new(AtomicBool::new(false));
     let written = Arc::new(AtomicU64::new(0));
@@ -203,9 +218,10 @@ fn soak_under_load_sighup_api_metrics_and_a_failing_receiver_never_wedges() {
     // /metrics in a loop; the newest lines_read_total for the progress check
     let scrapes = Arc::new(Tally::default());
     let lines_read = Arc::new(AtomicU64::new(0));
+    let alerts_raised = Arc::new(AtomicU64::new(0));
     {
-        let (stop, scrapes, lines_read, client, base) =
-            (stop.clone(), scrapes.clone(), lines_read.clone(), client.clone(), base.clone());
+        let (stop, scrapes, lines_read, alerts_raised, client, base) =
+            (stop.clone(), scrapes.clone(), lines_read.clone(), alerts_raised.clone(), client.clone(), base.clone());
         threads.push(std::thread::spawn(move || {
             while !stop.load(Relaxed) {
                 if let Some(text) = scrapes.timed("GET /metrics", || {
@@ -216,6 +232,7 @@ fn soak_under_load_sighup_api_metrics_and_a_failing_receiver_never_wedges() {
                     r.text().map_err(|e| e.to_string())
                 }) {
                     lines_read.store(metric(&text, "recwatch_lines_read_total").unwrap_or(0.0) as u64, Relaxed);
+                    alerts_raised.store(metric(&text, "recwatch_alerts_total").unwrap_or(0.0) as u64, Relaxed);
                 }
                 std::thread::sleep(Duration::from_millis(250));
             }
@@ -229,14 +246,18 @@ fn soak_under_load_sighup_api_metrics_and_a_failing_receiver_never_wedges() {
         std::thread::sleep(Duration::from_secs(1));
         if reported.elapsed() >= Duration::from_secs(60) {
             reported = Instant::now();
+            let (rss, fds) = resources(d.pid());
             eprintln!(
-                "soak at {:?}: {} lines written, {} read, {} SIGHUPs, API slowest {} ms, /metrics slowest {} ms",
+                "soak at {:?}: {} lines written, {} read, {} alerts, {} SIGHUPs, API slowest {} ms, /metrics slowest {} ms, RSS {} MiB, {} fds",
                 started.elapsed(),
                 written.load(Relaxed),
                 lines_read.load(Relaxed),
+                alerts_raised.load(Relaxed),
                 hups.load(Relaxed),
                 api.slowest_ms.load(Relaxed),
-                scrapes.slowest_ms.load(Relaxed)
+                scrapes.slowest_ms.load(Relaxed),
+                rss / 1024,
+                fds
             );
         }
         let now = lines_read.load(Relaxed);
@@ -254,17 +275,22 @@ fn soak_under_load_sighup_api_metrics_and_a_failing_receiver_never_wedges() {
         t.join().unwrap();
     }
     let ran = started.elapsed();
+    let (rss_end, fds_end) = resources(d.pid());
     let report = format!(
-        "soak {ran:?}: {} lines written, {} lines read (re-reads after reloads included), {} SIGHUPs; \
-         API {} requests (slowest {} ms), /metrics {} scrapes (slowest {} ms), failing receiver hit {} times",
+        "soak {ran:?}: {} lines written, {} lines read (re-reads after reloads included), {} alerts, {} SIGHUPs; \
+         API {} requests (slowest {} ms), /metrics {} scrapes (slowest {} ms, deadline {REQUEST_DEADLINE:?}), \
+         failing receiver hit {} times; RSS {} MiB at start, {} MiB at end; {fds_start} fds at start, {fds_end} at end",
         written.load(Relaxed),
         lines_read.load(Relaxed),
+        alerts_raised.load(Relaxed),
         hups.load(Relaxed),
         api.requests.load(Relaxed),
         api.slowest_ms.load(Relaxed),
         scrapes.requests.load(Relaxed),
         scrapes.slowest_ms.load(Relaxed),
         receiver_hits.load(Relaxed),
+        rss_start / 1024,
+        rss_end / 1024,
     );
     eprintln!("{report}");
     let failures: Vec<String> =
