@@ -70,14 +70,17 @@ pub(super) fn key_text(path: &[Seg]) -> String {
 /// Finds lines of keys in the original text, for errors found after deserialising.
 pub(super) struct Locator {
     text: String,
-    doc: Option<toml_edit::ImDocument<String>>,
+    /// Whether keys are looked up at all.
+    keys: bool,
+    /// The text parsed for its key spans, on the first lookup: a config that loads (or fails
+    /// with a span of its own) is parsed once, not twice.
+    doc: std::cell::OnceCell<Option<toml_edit::ImDocument<String>>>,
 }
 
 impl Locator {
-    /// `doc`: whether keys are looked up (only offsets are, for text whose keys need no lines).
-    pub(super) fn new(text: &str, doc: bool) -> Locator {
-        let parsed = if doc { toml_edit::ImDocument::parse(text.to_string()).ok() } else { None };
-        Locator { text: text.to_string(), doc: parsed }
+    /// `keys`: whether keys are looked up (only offsets are, for text whose keys need no lines).
+    pub(super) fn new(text: &str, keys: bool) -> Locator {
+        Locator { text: text.to_string(), keys, doc: std::cell::OnceCell::new() }
     }
 
     pub(super) fn line_of_offset(&self, offset: usize) -> usize {
@@ -86,7 +89,10 @@ impl Locator {
 
     /// The line of the deepest item of `path` that exists in the document.
     pub(super) fn line_of(&self, path: &[Seg]) -> Option<usize> {
-        let doc = self.doc.as_ref()?;
+        if !self.keys {
+            return None;
+        }
+        let doc = self.doc.get_or_init(|| toml_edit::ImDocument::parse(self.text.clone()).ok()).as_ref()?;
         let mut item = doc.as_item();
         let mut best = None;
         for seg in path {
