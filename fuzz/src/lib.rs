@@ -9,22 +9,60 @@ use axum::http::Uri;
 use recwatch::classify::path::{normalize_target, PathSemantics, MAX_NORMALIZED_LEN};
 use recwatch::config::Config;
 use recwatch::http::api::{parse_since, ListQuery};
-use recwatch::parse::{client_key, parse_client_ip, parse_line, LogFormat};
+use recwatch::parse::json::{JsonPlan, JsonProducer};
+use recwatch::parse::samba::SambaPlan;
+use recwatch::parse::{client_key, parse_client_ip, FieldPlan, LineFormat, LogFormat};
 use recwatch::source::kafka::{PayloadFormat, Unwrapper};
 use std::path::Path;
+use std::sync::{Arc, OnceLock};
 
-/// Fuzzes the access-log line parser in every format, and the lazy accessors a matching line
-/// is asked for (bytes, referer, user agent, time, client address, Kafka key). Never panics
-/// on any bytes; a parsed line's fields borrow from the input.
+/// Every line format a source can be configured with, built once: the named formats, a
+/// compiled nginx `log_format` and Apache `LogFormat` plan, the S3 server-access plan, every
+/// JSON producer's default map (and a custom `json_fields` map), FTP xferlog and Samba's
+/// full_audit records (default prefix and a longer one).
+fn every_line_format() -> &'static [LineFormat] {
+    static FORMATS: OnceLock<Vec<LineFormat>> = OnceLock::new();
+    FORMATS.get_or_init(|| {
+        let mut formats: Vec<LineFormat> = LogFormat::ALL.into_iter().map(LineFormat::from).collect();
+        let nginx = "$remote_addr - $remote_user [$time_local] \"$request\" $status $body_bytes_sent \"$http_referer\" \"$http_user_agent\" $scheme \"$http_x_forwarded_for\" $request_time";
+        let apache = "%h %l %u %t \"%r\" %>s %b \"%{Referer}i\" \"%{User-Agent}i\" %{HTTPS}e %v:%p %D";
+        formats.push(LineFormat::Plan(Arc::new(FieldPlan::nginx(nginx).expect("nginx plan"))));
+        formats.push(LineFormat::Plan(Arc::new(FieldPlan::apache(apache).expect("apache plan"))));
+        formats.push(LineFormat::Plan(Arc::new(FieldPlan::s3())));
+        for (producer, _) in JsonProducer::ALL {
+            let overrides: Vec<(String, String)> = match producer {
+                JsonProducer::Custom => [("client", "ip"), ("target", "req.uri"), ("status", "code"), ("time", "ts")]
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .to_vec(),
+                _ => Vec::new(),
+            };
+            formats.push(LineFormat::Json(Arc::new(JsonPlan::new(producer, &overrides).expect("json plan"))));
+        }
+        formats.push(LineFormat::Xferlog);
+        for prefix in ["%u|%I", "%u|%I|%m|%S"] {
+            formats.push(LineFormat::Samba(Arc::new(SambaPlan::new(prefix, "nobody").expect("samba plan"))));
+        }
+        formats
+    })
+}
+
+/// Fuzzes the access-log line parser in every format ([`every_line_format`]), the head
+/// parser of a line cut at the length bound, and the lazy accessors a matching line is asked
+/// for (bytes, referer, user agent, forwarded-for, time, transport, client address, Kafka
+/// key). Never panics on any bytes.
 pub fn line_parser(line: &[u8]) {
-    for format in LogFormat::ALL {
-        if let Ok(parsed) = parse_line(format, line) {
+    for format in every_line_format() {
+        for parsed in [format.parse(line), format.parse_head(line)].into_iter().flatten() {
             let _ = parsed.body_bytes();
             let _ = parsed.referer();
             let _ = parsed.user_agent();
+            let _ = parsed.forwarded_for();
             let _ = parsed.unix_time();
+            let _ = parsed.transport();
             let _ = parse_client_ip(parsed.client);
         }
+    }
+    for format in LogFormat::ALL {
         let _ = client_key(format, line);
     }
 }
