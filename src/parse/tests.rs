@@ -1134,3 +1134,17 @@ fn plain_line_target_takes_the_usual_lines() {
     assert_eq!(plain_line_target(LogFormat::Combined, line.as_bytes()), Some(&b"/x"[..]));
     assert_eq!(parse_line(LogFormat::Combined, line.as_bytes()).unwrap().target, b"/x");
 }
+
+proptest! {
+    /// The usual request shape's shortcut splits exactly as the general path does.
+    #[test]
+    fn split_request_shortcut_equals_the_general_split(
+        method in "[A-Z]{0,7}",
+        blanks in "[ ]{1,3}",
+        target in "[ /a-z.%]{0,12}",
+        tail in prop_oneof![Just(" HTTP/1.1"), Just("  HTTP/2.0"), Just(" HTTP/1.1 "), Just(" HTTP/x.1"), Just(""), Just("HTTP/1.0")],
+    ) {
+        let request = format!("{method}{blanks}{target}{tail}");
+        prop_assert_eq!(split_request(request.as_bytes()), split_request_in_general(request.as_bytes()));
+    }
+}
