@@ -6,6 +6,8 @@ is readable through the alert API (the store stage upserts, then flushes, in one
 Prints p50/p99/max of that, the daemon's own read→durable histogram quantiles, and its
 peak RSS. Usage: bench-live.py RECWATCH_BINARY RATE [SECONDS]"""
 import http.client, json, os, random, signal, socket, subprocess, sys, tempfile, threading, time
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
+import daemon as recwatch_daemon  # noqa: E402
 
 binary, rate = sys.argv[1], int(sys.argv[2])
 seconds = float(sys.argv[3]) if len(sys.argv) > 3 else 5.0
@@ -27,23 +29,11 @@ token_file = "token"
 name = "bench"
 path = "{log}"
 """)
-daemon = subprocess.Popen([binary, "run", "--config", os.path.join(tmp, "rw.toml")],
-                          env=dict(os.environ, RECWATCH_LOG="warn"))
-
-# The daemon binds port 0 and writes the address it got to <state>/http.addr.
-addr_file = os.path.join(tmp, "state", "http.addr")
-deadline = time.time() + 20
-while not os.path.exists(addr_file):
-    if daemon.poll() is not None: sys.exit(f"daemon exited: {daemon.returncode}")
-    if time.time() > deadline: sys.exit("daemon did not report its address")
-    time.sleep(0.05)
-port = int(open(addr_file).read().strip().rsplit(":", 1)[1])
+daemon, port = recwatch_daemon.start(binary, os.path.join(tmp, "rw.toml"), os.path.join(tmp, "state"), 20)
 
 def get(path):
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    c.request("GET", path, headers={"Authorization": "Bearer " + token})
-    r = c.getresponse(); body = r.read(); c.close()
-    return r.status, body
+    status, _, body = recwatch_daemon.get(port, token, path, timeout=5)
+    return status, body
 
 deadline = time.time() + 20
 while True:

@@ -6,6 +6,8 @@ the daemon pushes. Prints peak RSS (VmHWM) and RSS at every 100 k clients read, 
 the store. Default config (default rules, default engine), only loopback addresses.
 Usage: bench-mass.py RECWATCH_BINARY N [STEP]"""
 import hashlib, hmac, http.client, http.server, json, os, subprocess, sys, tempfile, threading, time
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
+import daemon as recwatch_daemon  # noqa: E402
 
 binary, total = sys.argv[1], int(sys.argv[2])
 step = int(sys.argv[3]) if len(sys.argv) > 3 else 100_000
@@ -64,21 +66,10 @@ kind = "webhook"
 url = "http://127.0.0.1:{hook.server_address[1]}/hook"
 secret_file = "hook.key"
 """ + os.environ.get("BENCH_EXTRA_TOML", ""))
-daemon = subprocess.Popen([binary, "run", "--config", os.path.join(tmp, "rw.toml")],
-                          env=dict(os.environ, RECWATCH_LOG="warn"))
-addr_file = os.path.join(tmp, "state", "http.addr")
-deadline = time.time() + 60
-while not os.path.exists(addr_file):
-    if daemon.poll() is not None: sys.exit(f"daemon exited: {daemon.returncode}")
-    if time.time() > deadline: sys.exit("daemon did not report its address")
-    time.sleep(0.05)
-port = int(open(addr_file).read().strip().rsplit(":", 1)[1])
+daemon, port = recwatch_daemon.start(binary, os.path.join(tmp, "rw.toml"), os.path.join(tmp, "state"), 60)
 
 def get(path):
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-    c.request("GET", path, headers={"Authorization": "Bearer " + token})
-    r = c.getresponse(); body = r.read(); c.close()
-    return r.status, dict(r.getheaders()), body
+    return recwatch_daemon.get(port, token, path, timeout=120)
 
 def metric(text, name):
     total = None

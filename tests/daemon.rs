@@ -47,6 +47,21 @@ impl Env {
         d
     }
 
+    /// The report of a clean replay of `log` (in the dir) into `clean-state`, ledger included:
+    /// what a daemon's alerts, counts and ledger must equal.
+    fn clean_replay(&self, log: &str) -> Value {
+        let out = Command::new(env!("CARGO_BIN_EXE_recwatch"))
+            .args(["replay", "--ledger", "--config"])
+            .arg(self.path("recwatch.toml"))
+            .arg("--state-dir")
+            .arg(self.path("clean-state"))
+            .arg(self.path(log))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
     fn append(&self, file: &str, text: &str) {
         let mut f = std::fs::OpenOptions::new().create(true).append(true).open(self.path(file)).unwrap();
         f.write_all(text.as_bytes()).unwrap();
@@ -271,16 +286,7 @@ fn kill_9_at_random_points_neither_loses_nor_doubles_alerts() {
     generate(&SynthOptions { lines: 60_000, seed: 21, ..SynthOptions::default() }, &mut full).unwrap();
     // the expected alerts: a clean replay of the same lines
     std::fs::write(env.path("full.log"), &full).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_recwatch"))
-        .args(["replay", "--ledger", "--config"])
-        .arg(env.path("recwatch.toml"))
-        .arg("--state-dir")
-        .arg(env.path("clean-state"))
-        .arg(env.path("full.log"))
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let clean: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let clean = env.clean_replay("full.log");
     let expected = alert_counts(clean["alerts"].as_array().unwrap());
     assert!(expected.len() > 10);
 
@@ -388,16 +394,7 @@ fn restart_in_the_middle_of_one_clients_fetches(kill: bool) {
     assert!(d.terminate().success());
     let r1 = after.iter().find(|a| a["rule"] == "unknown-client-fetch").unwrap();
     assert_eq!((r1["requests"].as_u64(), r1["distinct_resources"].as_u64()), (Some(200), Some(200)), "{r1}");
-    let out = Command::new(env!("CARGO_BIN_EXE_recwatch"))
-        .args(["replay", "--ledger", "--config"])
-        .arg(env.path("recwatch.toml"))
-        .arg("--state-dir")
-        .arg(env.path("clean-state"))
-        .arg(env.path("access.log"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let replayed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let replayed = env.clean_replay("access.log");
     assert_eq!(alert_totals(&after), alert_totals(replayed["alerts"].as_array().unwrap()));
     let entries = ledger(&env.path("state"));
     assert_eq!(entries.len(), 200, "one ledger entry per recording");
@@ -573,16 +570,7 @@ fn a_line_dated_2100_inside_an_enumeration_still_fires_r2_without_splitting_r1_o
 
     // A replay of the same log gives the same alerts and counts (distinct ones included: the
     // store keeps each alert's distinct set).
-    let out = Command::new(env!("CARGO_BIN_EXE_recwatch"))
-        .args(["replay", "--ledger", "--config"])
-        .arg(env.path("recwatch.toml"))
-        .arg("--state-dir")
-        .arg(env.path("clean-state"))
-        .arg(env.path("access.log"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let replayed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let replayed = env.clean_replay("access.log");
     let counts = |alerts: &[Value]| {
         alerts
             .iter()
