@@ -204,6 +204,10 @@ struct SafeJson<F>(F);
 
 impl<F: serde_json::ser::Formatter> serde_json::ser::Formatter for SafeJson<F> {
     fn write_string_fragment<W: ?Sized + std::io::Write>(&mut self, w: &mut W, fragment: &str) -> std::io::Result<()> {
+        // Printable ASCII (almost every fragment) is safe as it is.
+        if fragment.bytes().all(|b| (0x20..0x7F).contains(&b)) {
+            return w.write_all(fragment.as_bytes());
+        }
         let mut start = 0;
         for (i, c) in fragment.char_indices() {
             if !is_unsafe(c) {

@@ -431,7 +431,7 @@ impl Report {
                     .iter()
                     .map(|(call, c)| CallRow { call: call.clone(), files: c.files, partial_files: c.partial_files })
                     .collect();
-                call_list.sort_by(|a, b| a.call.cmp(&b.call));
+                call_list.sort_unstable_by(|a, b| a.call.cmp(&b.call));
                 let mut fetch_hours: Vec<(i64, u64)> = s.fetch_hours.iter().map(|(h, n)| (h * 3_600, *n)).collect();
                 fetch_hours.sort_unstable();
                 let mut alert_marks = marks.remove(s.client.as_str()).unwrap_or_default();
@@ -461,17 +461,11 @@ impl Report {
             })
             .collect();
         // Unknown clients first, then partners, then internal; within each, most taken first.
-        rows.sort_by(|(oa, a), (ob, b)| {
-            let key = |o: &u8, r: &ClientRow| {
-                (
-                    *o,
-                    std::cmp::Reverse(r.calls),
-                    std::cmp::Reverse(r.files),
-                    std::cmp::Reverse(r.requests),
-                    r.client.clone(),
-                )
+        rows.sort_unstable_by(|(oa, a), (ob, b)| {
+            let rank = |o: u8, r: &ClientRow| {
+                (o, std::cmp::Reverse(r.calls), std::cmp::Reverse(r.files), std::cmp::Reverse(r.requests))
             };
-            key(oa, a).cmp(&key(ob, b))
+            rank(*oa, a).cmp(&rank(*ob, b)).then_with(|| a.client.cmp(&b.client))
         });
         Report {
             origin: context.origin,

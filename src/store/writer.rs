@@ -143,7 +143,10 @@ impl<S: AlertStore> StoreWriter<S> {
             let mut complete: Option<Arc<Barrier>> = None;
             // At most a bounded batch per round: producers that keep up must not keep the
             // writer draining (and its buffer growing) forever.
-            for msg in std::iter::once(first).chain(rx.try_iter()).take(Self::DRAIN_PER_WRITE) {
+            // A replay writes each message alone: its alerts arrive once, at its end, and one
+            // transaction over all of them holds every version of every node it touches.
+            let drain = if self.hold_until_barrier { Self::DRAIN_PER_WRITE } else { 1 };
+            for msg in std::iter::once(first).chain(rx.try_iter()).take(drain) {
                 match msg {
                     WorkerOutput::Changes(changes) => {
                         let epoch = if self.hold_until_barrier { changes.epoch } else { 0 };
