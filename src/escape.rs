@@ -185,7 +185,7 @@ pub fn html(s: &str) -> String {
 /// terminal acts on.
 pub fn json_pretty<T: serde::Serialize + ?Sized>(value: &T) -> Result<String, serde_json::Error> {
     let mut out = Vec::with_capacity(256);
-    let mut ser = serde_json::Serializer::with_formatter(&mut out, SafeJson(serde_json::ser::PrettyFormatter::new()));
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, SafeJson::pretty());
     value.serialize(&mut ser)?;
     Ok(String::from_utf8(out).expect("serde_json writes UTF-8"))
 }
@@ -193,19 +193,75 @@ pub fn json_pretty<T: serde::Serialize + ?Sized>(value: &T) -> Result<String, se
 /// [`json_pretty`] without whitespace: for HTTP responses.
 pub fn json_compact<T: serde::Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, serde_json::Error> {
     let mut out = Vec::with_capacity(256);
-    let mut ser = serde_json::Serializer::with_formatter(&mut out, SafeJson(serde_json::ser::CompactFormatter));
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, SafeJson::compact());
     value.serialize(&mut ser)?;
     Ok(out)
 }
 
 /// A serde_json formatter that escapes unsafe characters inside strings as `\uXXXX`
-/// (UTF-16 surrogate pairs above U+FFFF); everything else as the wrapped formatter writes it.
-struct SafeJson<F>(F);
+/// (UTF-16 surrogate pairs above U+FFFF), and lays out as serde_json's compact or pretty
+/// (two-space) formatter does, byte for byte; a pretty line break and its indent are one write.
+struct SafeJson {
+    pretty: bool,
+    /// Nesting depth.
+    level: usize,
+    /// Whether the innermost open array or object has a value yet.
+    has_value: bool,
+}
 
-impl<F: serde_json::ser::Formatter> serde_json::ser::Formatter for SafeJson<F> {
+/// `,` then a line break and indent: a slice of it starts each pretty array value or key.
+const COMMA_BREAK: &[u8; 66] = b",\n                                                                ";
+
+impl SafeJson {
+    fn pretty() -> SafeJson {
+        SafeJson { pretty: true, level: 0, has_value: false }
+    }
+
+    fn compact() -> SafeJson {
+        SafeJson { pretty: false, level: 0, has_value: false }
+    }
+
+    /// `,` unless `first`, then (pretty) a line break and the indent of the current level.
+    fn separate<W: ?Sized + std::io::Write>(&self, w: &mut W, first: bool) -> std::io::Result<()> {
+        let from = usize::from(first);
+        if !self.pretty {
+            return w.write_all(&COMMA_BREAK[from..1]);
+        }
+        self.break_line(w, from)
+    }
+
+    /// `COMMA_BREAK[from..]` up to the current indent (`from` 1: the line break alone).
+    fn break_line<W: ?Sized + std::io::Write>(&self, w: &mut W, from: usize) -> std::io::Result<()> {
+        let indent = 2 * self.level;
+        match COMMA_BREAK.get(from..2 + indent) {
+            Some(bytes) => w.write_all(bytes),
+            None => {
+                w.write_all(&COMMA_BREAK[from..2])?;
+                (0..indent).try_for_each(|_| w.write_all(b" "))
+            }
+        }
+    }
+
+    fn open<W: ?Sized + std::io::Write>(&mut self, w: &mut W, bracket: &[u8]) -> std::io::Result<()> {
+        self.level += 1;
+        self.has_value = false;
+        w.write_all(bracket)
+    }
+
+    fn close<W: ?Sized + std::io::Write>(&mut self, w: &mut W, bracket: &[u8]) -> std::io::Result<()> {
+        self.level -= 1;
+        if self.pretty && self.has_value {
+            self.break_line(w, 1)?;
+        }
+        w.write_all(bracket)
+    }
+}
+
+impl serde_json::ser::Formatter for SafeJson {
     fn write_string_fragment<W: ?Sized + std::io::Write>(&mut self, w: &mut W, fragment: &str) -> std::io::Result<()> {
-        // Printable ASCII (almost every fragment) is safe as it is.
-        if fragment.bytes().all(|b| (0x20..0x7F).contains(&b)) {
+        // serde_json has escaped the C0 controls already; ASCII without DEL (almost every
+        // fragment) is safe as it is.
+        if fragment.is_ascii() && memchr::memchr(0x7F, fragment.as_bytes()).is_none() {
             return w.write_all(fragment.as_bytes());
         }
         let mut start = 0;
@@ -224,40 +280,53 @@ impl<F: serde_json::ser::Formatter> serde_json::ser::Formatter for SafeJson<F> {
     }
 
     fn begin_array<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
-        self.0.begin_array(w)
+        self.open(w, b"[")
     }
     fn end_array<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
-        self.0.end_array(w)
+        self.close(w, b"]")
     }
     fn begin_array_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W, first: bool) -> std::io::Result<()> {
-        self.0.begin_array_value(w, first)
+        self.separate(w, first)
     }
-    fn end_array_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
-        self.0.end_array_value(w)
+    fn end_array_value<W: ?Sized + std::io::Write>(&mut self, _w: &mut W) -> std::io::Result<()> {
+        self.has_value = true;
+        Ok(())
     }
     fn begin_object<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
-        self.0.begin_object(w)
+        self.open(w, b"{")
     }
     fn end_object<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
-        self.0.end_object(w)
+        self.close(w, b"}")
     }
     fn begin_object_key<W: ?Sized + std::io::Write>(&mut self, w: &mut W, first: bool) -> std::io::Result<()> {
-        self.0.begin_object_key(w, first)
-    }
-    fn end_object_key<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
-        self.0.end_object_key(w)
+        self.separate(w, first)
     }
     fn begin_object_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
-        self.0.begin_object_value(w)
+        w.write_all(if self.pretty { b": " } else { b":" })
     }
-    fn end_object_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
-        self.0.end_object_value(w)
+    fn end_object_value<W: ?Sized + std::io::Write>(&mut self, _w: &mut W) -> std::io::Result<()> {
+        self.has_value = true;
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_layout_is_serde_json_own_byte_for_byte() {
+        let mut deep = serde_json::json!([1, {}]);
+        for _ in 0..40 {
+            deep = serde_json::json!({ "a": [deep, [], {}, "x"], "b": {} });
+        }
+        for value in
+            [serde_json::json!([]), serde_json::json!({}), serde_json::json!({"k": [[], [{}], 1.5, null]}), deep]
+        {
+            assert_eq!(json_pretty(&value).unwrap(), serde_json::to_string_pretty(&value).unwrap());
+            assert_eq!(json_compact(&value).unwrap(), serde_json::to_vec(&value).unwrap());
+        }
+    }
 
     #[test]
     fn html_text_cannot_open_a_tag_or_leave_an_attribute() {
