@@ -7,15 +7,18 @@
 //! A recording is *taken* by a complete transfer: a 2xx answer other than 206. A *partial*
 //! transfer is a 206 (a byte range; xferlog's incomplete downloads read as 206) or a 499 (the
 //! client closed the connection before the answer was complete). A call is taken when at
-//! least one of its files was; which call a file belongs to is [`CallIds`]' business, and the
-//! call id is pseudonymised before it is kept, as paths are.
+//! least one of its files was; which call a file belongs to is [`CallIds`]' business. Calls
+//! are told apart by a hash of their id; the id itself is kept (pseudonymised, as paths are,
+//! once per call and worker) only for clients outside the internal networks, whose calls the
+//! report lists: an internal client's calls are counted, never listed (as in the ledger,
+//! which keeps no internal client at all).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use super::event::{Event, EventBatch};
 use crate::classify::call::CallIds;
-use crate::classify::client::{ClientClass, ClientId};
+use crate::classify::client::{ClientClass, ClientId, ClientKind};
 use crate::classify::path::PathClass;
 use crate::privacy::Pseudonymizer;
 
@@ -76,6 +79,13 @@ pub struct CallTaken {
     pub files: u64,
     /// Distinct files of the call the client got only partially (never completely).
     pub partial_files: u64,
+    /// The call id, pseudonymised: kept for clients outside the internal networks only.
+    pub name: Option<Arc<str>>,
+}
+
+/// The key a call is told apart by: a hash of its id as read from the path.
+pub fn call_key(call_id: &[u8]) -> u128 {
+    xxhash_rust::xxh3::xxh3_128(call_id)
 }
 
 /// Totals per client over a replay's period: the scope report's "who took what".
@@ -96,8 +106,8 @@ pub struct ClientScope {
     pub files: FastSet<u128>,
     /// Distinct recordings transferred partially, taken completely or not.
     pub partial: FastSet<u128>,
-    /// Calls touched by a complete or partial transfer, by pseudonymised call id.
-    pub calls: FastMap<String, CallTaken>,
+    /// Calls touched by a complete or partial transfer, by [`call_key`].
+    pub calls: FastMap<u128, CallTaken>,
     /// Distinct user agents of its requests, pseudonymised, at most [`MAX_SCOPE_USER_AGENTS`].
     pub user_agents: Vec<String>,
     /// Transfers of recordings (complete or partial) by hour (Unix seconds / 3600): the
@@ -109,7 +119,7 @@ pub struct ClientScope {
 
 impl ClientScope {
     /// Distinct calls with at least one file taken completely.
-    pub fn calls_taken(&self) -> impl Iterator<Item = (&String, &CallTaken)> {
+    pub fn calls_taken(&self) -> impl Iterator<Item = (&u128, &CallTaken)> {
         self.calls.iter().filter(|(_, c)| c.files > 0)
     }
 
@@ -127,9 +137,24 @@ pub fn client_text(ev: &Event, batch: &EventBatch) -> String {
     }
 }
 
-/// Counts one event into its client's scope, if it falls in the period.
-pub fn record_scope(
+/// The scopes of one worker's clients, and the pseudonymised ids of the calls they took
+/// (each pseudonymised once).
+#[derive(Debug, Default)]
+pub struct Scopes {
+    pub clients: FastMap<ClientId, ClientScope>,
+    call_names: FastMap<u128, Arc<str>>,
+}
+
+impl Scopes {
+    /// Counts one event into its client's scope, if it falls in the period.
+    pub fn record(&mut self, settings: &ScopeSettings, pseudonyms: &Pseudonymizer, ev: &Event, batch: &EventBatch) {
+        record_scope(&mut self.clients, &mut self.call_names, settings, pseudonyms, ev, batch);
+    }
+}
+
+fn record_scope(
     scope: &mut FastMap<ClientId, ClientScope>,
+    call_names: &mut FastMap<u128, Arc<str>>,
     settings: &ScopeSettings,
     pseudonyms: &Pseudonymizer,
     ev: &Event,
@@ -183,11 +208,17 @@ pub fn record_scope(
     if !new_file {
         return;
     }
-    // Once per (client, file): the regex and the pseudonymiser stay off the per-request path.
-    let call = pseudonyms.pseudonymize_bytes(settings.call_ids.call_of(batch.bytes(&ev.path)));
+    // Once per (client, file): the regex stays off the per-request path, the pseudonymiser
+    // runs once per call.
+    let call_id = settings.call_ids.call_of(batch.bytes(&ev.path));
+    let key = call_key(call_id);
     let taken_before = transfer == Transfer::Partial && s.files.contains(&ev.path_key);
     let completed_partial = transfer == Transfer::Complete && s.partial.contains(&ev.path_key);
-    let entry = s.calls.entry(call.into_owned()).or_default();
+    let entry = s.calls.entry(key).or_default();
+    if entry.name.is_none() && ev.client_class.kind != ClientKind::Internal {
+        let name = call_names.entry(key).or_insert_with(|| pseudonyms.pseudonymize_bytes(call_id).into());
+        entry.name = Some(name.clone());
+    }
     match transfer {
         Transfer::Complete => {
             entry.files += 1;
@@ -239,7 +270,7 @@ mod tests {
             period: Period { since: Some(100), until: Some(200) },
         };
         let key = Pseudonymizer::new(b"0123456789abcdef0123");
-        let mut scope = FastMap::default();
+        let mut scope = Scopes::default();
         let mut batch = EventBatch::default();
         let evs = [
             event(&mut batch, "/r/call-1-part1.wav", 200, 100),
@@ -253,14 +284,16 @@ mod tests {
             event(&mut batch, "/r/call-5-part1.wav", 200, 99),  // before it
         ];
         for ev in &evs {
-            record_scope(&mut scope, &settings, &key, ev, &batch);
+            scope.record(&settings, &key, ev, &batch);
         }
-        let s = scope.values().next().unwrap();
+        let s = scope.clients.values().next().unwrap();
         assert_eq!((s.requests, s.successful, s.partial_transfers), (7, 3, 3));
         assert_eq!((s.files.len(), s.partial_only().count()), (2, 2));
-        assert_eq!(s.calls_taken().map(|(c, _)| c.as_str()).collect::<Vec<_>>(), ["1"]);
-        assert_eq!(s.calls["1"], CallTaken { files: 2, partial_files: 0 });
-        assert_eq!(s.calls["2"], CallTaken { files: 0, partial_files: 2 });
+        let names: Vec<_> = s.calls_taken().filter_map(|(_, c)| c.name.as_deref()).collect();
+        assert_eq!(names, ["1"]);
+        let taken = |call: &str| s.calls[&call_key(call.as_bytes())].clone();
+        assert_eq!(taken("1"), CallTaken { files: 2, partial_files: 0, name: Some("1".into()) });
+        assert_eq!(taken("2"), CallTaken { files: 0, partial_files: 2, name: Some("2".into()) });
         assert_eq!((s.first_seen, s.last_seen), (100, 140));
         assert_eq!(s.user_agents, ["curl/8"]);
     }
@@ -272,12 +305,27 @@ mod tests {
             ..ScopeSettings::default()
         };
         let key = Pseudonymizer::new(b"0123456789abcdef0123");
-        let mut scope = FastMap::default();
+        let mut scope = Scopes::default();
         let mut batch = EventBatch::default();
         let ev = event(&mut batch, "/r/19121212-1212/part1.wav", 200, 5);
-        record_scope(&mut scope, &settings, &key, &ev, &batch);
-        let s = scope.values().next().unwrap();
-        let call = s.calls.keys().next().unwrap();
+        scope.record(&settings, &key, &ev, &batch);
+        let s = scope.clients.values().next().unwrap();
+        let call = s.calls.values().next().unwrap().name.as_deref().unwrap();
         assert!(call.starts_with("pnr-") && !call.contains("1212"), "{call}");
+    }
+
+    #[test]
+    fn an_internal_client_calls_are_counted_not_named() {
+        let settings = ScopeSettings::default();
+        let key = Pseudonymizer::new(b"0123456789abcdef0123");
+        let mut scope = Scopes::default();
+        let mut batch = EventBatch::default();
+        let mut ev = event(&mut batch, "/r/call-7.wav", 200, 5);
+        ev.client_class = ClientClass { kind: ClientKind::Internal, partner: 0 };
+        scope.record(&settings, &key, &ev, &batch);
+        let s = scope.clients.values().next().unwrap();
+        assert_eq!(s.calls_taken().count(), 1);
+        assert_eq!(s.calls.values().next().unwrap().name, None);
+        assert!(scope.call_names.is_empty(), "nothing was pseudonymised");
     }
 }

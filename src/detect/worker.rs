@@ -20,7 +20,7 @@ use crate::classify::client::{unified, ClientId, ClientKind};
 use crate::privacy::Pseudonymizer;
 
 pub use super::scope::ClientScope;
-use super::scope::{client_text, record_scope, ScopeSettings};
+use super::scope::{client_text, ScopeSettings, Scopes};
 
 type FastMap<K, V> = HashMap<K, V, ahash::RandomState>;
 type FastSet<K> = HashSet<K, ahash::RandomState>;
@@ -142,7 +142,7 @@ pub struct Worker {
     source_names: Vec<String>,
     groups: FastMap<GroupKey, GroupState>,
     dirty: Vec<(GroupKey, usize)>,
-    scope: FastMap<ClientId, ClientScope>,
+    scope: Scopes,
     latest_time: i64,
     events_since_sweep: u64,
     /// Changed alerts of groups evicted, or of episodes closed (a new one replaced them),
@@ -167,7 +167,7 @@ impl Worker {
             cfg,
             groups: FastMap::default(),
             dirty: Vec::new(),
-            scope: FastMap::default(),
+            scope: Scopes::default(),
             latest_time: i64::MIN,
             events_since_sweep: 0,
             evicted_changes: Vec::new(),
@@ -254,7 +254,7 @@ impl Worker {
                 &facts,
             );
             if cfg.keep_scope {
-                record_scope(&mut self.scope, &cfg.scope, &cfg.pseudonyms, ev, batch);
+                self.scope.record(&cfg.scope, &cfg.pseudonyms, ev, batch);
             }
             if cfg.ledger && !ev.reread && ev.client_class.kind != ClientKind::Internal {
                 record_evidence(cfg, &self.source_names, &mut self.evidence, ev, batch);
@@ -390,7 +390,7 @@ impl Worker {
 
     /// Per-client totals of this worker (clients are partitioned, so workers' maps are disjoint).
     pub fn take_scope(&mut self) -> FastMap<ClientId, ClientScope> {
-        std::mem::take(&mut self.scope)
+        std::mem::take(&mut self.scope).clients
     }
 }
 

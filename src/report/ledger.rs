@@ -16,7 +16,7 @@ use crate::classify::call::CallIds;
 use crate::classify::client::{ClientClass, ClientKind};
 use crate::detect::alert::Alert;
 use crate::detect::evidence::{Evidence, HourCounts};
-use crate::detect::scope::{ClientScope, Period, Transfer, MAX_SCOPE_USER_AGENTS};
+use crate::detect::scope::{call_key, ClientScope, Period, Transfer, MAX_SCOPE_USER_AGENTS};
 use crate::privacy::Pseudonymizer;
 
 use super::InputSummary;
@@ -116,8 +116,9 @@ pub fn scopes(
         if complete == 0 && partial == 0 {
             continue;
         }
-        let call = pseudonyms.pseudonymize_bytes(call_ids.call_of(e.path.as_bytes())).into_owned();
-        let taken = s.calls.entry(call).or_default();
+        let call = pseudonyms.pseudonymize_bytes(call_ids.call_of(e.path.as_bytes()));
+        let taken = s.calls.entry(call_key(call.as_bytes())).or_default();
+        taken.name.get_or_insert_with(|| call.into());
         let path = e.key.1;
         if complete > 0 {
             s.files.insert(path);
@@ -210,7 +211,7 @@ mod tests {
         assert_eq!((s.requests, s.successful, s.partial_transfers), (8, 3, 2));
         assert_eq!((s.files.len(), s.partial_only().count()), (2, 1));
         assert_eq!(s.calls_taken().count(), 1);
-        assert_eq!(s.calls["2"].partial_files, 1);
+        assert_eq!(s.calls[&call_key(b"2")].partial_files, 1);
         assert_eq!(inputs.len(), 1);
         assert_eq!(inputs[0].first_line, Some(7_200));
         // A period that ends before hour 2 leaves nothing; the client filter keeps one client.

@@ -77,7 +77,8 @@ pub struct Report {
     pub totals: Totals,
     /// Unknown clients first, then partners, then internal; within each, most calls first.
     pub clients: Vec<ClientRow>,
-    /// Calls taken (completely, at least one file) by more than one client.
+    /// Calls taken (completely, at least one file) by more than one client, at least one of
+    /// them outside the internal networks (internal clients' calls are counted, not named).
     pub shared_calls: Vec<SharedCall>,
     /// Alerts whose requests fall (at least partly) in the period.
     pub alerts: Vec<AlertRow>,
@@ -254,7 +255,8 @@ pub struct ClientRow {
     pub user_agents: Vec<String>,
     /// Rule ids of the alerts raised for it, one per alert.
     pub alerts: Vec<String>,
-    /// The calls it touched, by call id (pseudonymised).
+    /// The calls it touched, by call id (pseudonymised); empty for an internal client, whose
+    /// calls are counted only.
     pub call_list: Vec<CallRow>,
     /// Transfers of recordings by hour (hour start, Unix seconds), sorted: the timeline.
     #[serde(skip)]
@@ -359,7 +361,8 @@ impl Report {
         let (mut calls, mut files, mut partial) = (FastSet::default(), FastSet::default(), FastSet::default());
         let (mut outside_calls, mut outside_files, mut outside_partial) =
             (FastSet::default(), FastSet::default(), FastSet::default());
-        let mut takers: HashMap<&str, Vec<&str>, ahash::RandomState> = HashMap::default();
+        // Per call: its name (if a client outside the internal networks took it) and takers.
+        let mut takers: HashMap<u128, (Option<&str>, Vec<&str>), ahash::RandomState> = HashMap::default();
         let mut outside = Vec::new();
         let (mut first, mut last) = (None::<i64>, None::<i64>);
         for s in &clients {
@@ -370,11 +373,13 @@ impl Report {
             totals.bytes = totals.bytes.saturating_add(s.bytes);
             first = Some(first.map_or(s.first_seen, |f| f.min(s.first_seen)));
             last = Some(last.map_or(s.last_seen, |l| l.max(s.last_seen)));
-            for (call, _) in s.calls_taken() {
-                calls.insert(call.as_str());
-                takers.entry(call.as_str()).or_default().push(s.client.as_str());
+            for (call, taken) in s.calls_taken() {
+                calls.insert(*call);
+                let (name, clients) = takers.entry(*call).or_default();
+                *name = name.or(taken.name.as_deref());
+                clients.push(s.client.as_str());
                 if unknown {
-                    outside_calls.insert(call.as_str());
+                    outside_calls.insert(*call);
                 }
             }
             files.extend(s.files.iter().copied());
@@ -391,11 +396,11 @@ impl Report {
         totals.first_seen = first.map(format_rfc3339);
         totals.last_seen = last.map(format_rfc3339);
         let mut shared_calls: Vec<SharedCall> = takers
-            .into_iter()
+            .into_values()
             .filter(|(_, c)| c.len() > 1)
-            .map(|(call, mut c)| {
+            .filter_map(|(name, mut c)| {
                 c.sort_unstable();
-                SharedCall { call: call.to_string(), clients: c.into_iter().map(String::from).collect() }
+                Some(SharedCall { call: name?.to_string(), clients: c.into_iter().map(String::from).collect() })
             })
             .collect();
         shared_calls.sort_by(|a, b| a.call.cmp(&b.call));
@@ -428,8 +433,11 @@ impl Report {
                     .flatten();
                 let mut call_list: Vec<CallRow> = s
                     .calls
-                    .iter()
-                    .map(|(call, c)| CallRow { call: call.clone(), files: c.files, partial_files: c.partial_files })
+                    .values()
+                    .filter_map(|c| {
+                        let call = c.name.as_deref()?.to_string();
+                        Some(CallRow { call, files: c.files, partial_files: c.partial_files })
+                    })
                     .collect();
                 call_list.sort_unstable_by(|a, b| a.call.cmp(&b.call));
                 let mut fetch_hours: Vec<(i64, u64)> = s.fetch_hours.iter().map(|(h, n)| (h * 3_600, *n)).collect();
