@@ -54,8 +54,10 @@ pub struct RunOptions {
     pub workers: Option<usize>,
 }
 
-/// Bytes read per tail poll before a barrier is sent: bounds the work a checkpoint covers.
-const POLL_BUDGET: usize = 4 << 20;
+/// Bytes read per tail poll, and at most between two barriers: bounds the work a checkpoint
+/// covers, and so the largest store write (a mass fetch of one new client per line makes two
+/// changes per line, written in one sled transaction whose memory grows with it; issue 13).
+const POLL_BUDGET: usize = 64 << 10;
 /// A barrier at most this often while lines keep arriving (and after every quiet poll).
 pub(super) const BARRIER_EVERY: Duration = Duration::from_millis(10);
 /// Grace for the HTTP server to finish in-flight requests at shutdown.
@@ -287,6 +289,7 @@ fn tail_loop(
     let mut last_barrier = Instant::now();
     let mut sent_barrier = 0u64;
     let mut unsent = false;
+    let mut unsent_bytes = 0usize;
 
     while !control.shutdown.is_cancelled() {
         for k in &mut running.kafka_loops {
@@ -310,7 +313,8 @@ fn tail_loop(
         let polled = tailer.poll(&mut pipeline.ingest, POLL_BUDGET);
         ready.set_started(kafka_loops.iter().all(|k| k.status.joined.load(Relaxed)));
         unsent |= polled.bytes_read > 0;
-        if unsent && (last_barrier.elapsed() >= BARRIER_EVERY || !polled.more_pending) {
+        unsent_bytes = unsent_bytes.saturating_add(usize::try_from(polled.bytes_read).unwrap_or(usize::MAX));
+        if unsent && (last_barrier.elapsed() >= BARRIER_EVERY || !polled.more_pending || unsent_bytes >= POLL_BUDGET) {
             let checkpoint = history.record(
                 tailer.checkpoints(),
                 pipeline.ingest.latest_event_time(),
@@ -319,6 +323,7 @@ fn tail_loop(
             sent_barrier = pipeline.ingest.barrier(serde_json::to_vec(&checkpoint)?, read_at);
             last_barrier = Instant::now();
             unsent = false;
+            unsent_bytes = 0;
         }
         // /readyz and the watchdog ask the same question (Readiness::live): the store neither
         // failed nor stuck, every stage alive, handed-out work durable within its deadline.

@@ -108,6 +108,15 @@ struct Tallies {
     pending: BTreeMap<String, BTreeMap<i64, u64>>,
 }
 
+/// What `/metrics` and the unfiltered alert count read, published by the owner after every
+/// request that changed it ([`super::Published`]): scrapes never queue behind a busy owner.
+#[derive(Clone, Debug, Default)]
+pub(super) struct TallySnapshot {
+    pub(super) total: u64,
+    pub(super) unresolved: BTreeMap<(String, String), u64>,
+    pub(super) pending: BTreeMap<String, PendingStats>,
+}
+
 fn add(count: &mut u64, up: bool) {
     *count = if up { *count + 1 } else { count.saturating_sub(1) };
 }
@@ -181,6 +190,8 @@ pub(super) struct Db {
     /// starts afresh).
     storms: RefCell<HashMap<(String, String), Storm>>,
     tallies: RefCell<Tallies>,
+    /// The tallies changed since [`Db::changed_tallies`] last looked.
+    tallies_changed: std::cell::Cell<bool>,
 }
 
 /// New alerts of one rule for one source since `start` (event time).
@@ -268,6 +279,7 @@ impl Db {
             rollups,
             storms: RefCell::default(),
             tallies: RefCell::new(tallies),
+            tallies_changed: std::cell::Cell::new(true),
         })
     }
 
@@ -333,7 +345,7 @@ impl Db {
                 }
                 Ok((created, changes))
             })?;
-        let mut tallies = self.tallies.borrow_mut();
+        let mut tallies = self.tallies_mut();
         for (old, new) in &changes {
             tallies.alert_changed(old.as_deref(), Some(new));
         }
@@ -497,7 +509,7 @@ impl Db {
         if notify == Notify::Queue {
             *self.storms.borrow_mut() = storms.into_inner();
         }
-        let mut tallies = self.tallies.borrow_mut();
+        let mut tallies = self.tallies_mut();
         for (old, new) in &changes {
             tallies.alert_changed(old.as_deref(), Some(new));
         }
@@ -650,7 +662,7 @@ impl Db {
             Ok((a, changed))
         })?;
         if let Some((old, new)) = &changed {
-            self.tallies.borrow_mut().alert_changed(Some(old), Some(new));
+            self.tallies_mut().alert_changed(Some(old), Some(new));
         }
         let changed = changed.is_some();
         self.flush()?;
@@ -710,7 +722,7 @@ impl Db {
             Ok(true)
         })?;
         if committed {
-            let mut tallies = self.tallies.borrow_mut();
+            let mut tallies = self.tallies_mut();
             for ((key, new), old) in writes.iter().zip(existing) {
                 tallies.delivery_changed(key, old.as_deref(), new.as_deref());
             }
@@ -747,7 +759,7 @@ impl Db {
     ) -> Result<bool, StoreError> {
         let swapped = self.deliveries.compare_and_swap(key, old, new.as_deref())?.is_ok();
         if swapped {
-            self.tallies.borrow_mut().delivery_changed(key, old, new.as_deref());
+            self.tallies_mut().delivery_changed(key, old, new.as_deref());
         }
         Ok(swapped)
     }
@@ -760,7 +772,7 @@ impl Db {
             let receiver = String::from_utf8_lossy(receiver).into_owned();
             if !keep.contains(&receiver) {
                 self.deliveries.remove(&key)?;
-                self.tallies.borrow_mut().delivery(&key, Some(&value), false);
+                self.tallies_mut().delivery(&key, Some(&value), false);
                 *dropped.entry(receiver).or_insert(0) += 1;
             }
         }
@@ -777,6 +789,21 @@ impl Db {
                 (receiver.clone(), stats)
             })
             .collect())
+    }
+
+    fn tallies_mut(&self) -> std::cell::RefMut<'_, Tallies> {
+        self.tallies_changed.set(true);
+        self.tallies.borrow_mut()
+    }
+
+    /// The tallies, if they changed since the last call (for the owner to publish).
+    pub(super) fn changed_tallies(&self) -> Option<TallySnapshot> {
+        if !self.tallies_changed.replace(false) {
+            return None;
+        }
+        let pending = self.pending_deliveries().unwrap_or_default();
+        let tallies = self.tallies.borrow();
+        Some(TallySnapshot { total: tallies.total, unresolved: tallies.unresolved.clone(), pending })
     }
 
     pub(super) fn outbox_len(&self) -> usize {
@@ -802,7 +829,7 @@ impl Db {
             };
             if expired {
                 self.alerts.remove(id)?;
-                self.tallies.borrow_mut().alert(stored.as_deref(), false);
+                self.tallies_mut().alert(stored.as_deref(), false);
                 self.by_time.remove(&key)?;
                 self.outbox.remove(id)?;
                 self.rolled_up.remove(id)?;
@@ -833,7 +860,7 @@ impl Db {
             let id = key.iter().position(|&b| b == 0).map_or(&key[..0], |i| &key[i + 1..]);
             if removed_ids.contains(id) {
                 self.deliveries.remove(&key)?;
-                self.tallies.borrow_mut().delivery(&key, Some(&value), false);
+                self.tallies_mut().delivery(&key, Some(&value), false);
             }
         }
         self.flush()?;

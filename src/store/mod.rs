@@ -260,6 +260,26 @@ struct Shared {
     resolved: ResolvedFeed,
     /// The copy a read-only store was opened on, removed when the last handle goes.
     scratch: Option<PathBuf>,
+    /// The tallies as of the last request that changed them.
+    published: Arc<Published>,
+}
+
+/// The owner's tallies, readable without queueing a request: `/metrics` and the unfiltered
+/// alert count answer at once however busy the owner is (issue 13: a scrape waited 2 s behind
+/// the store writer during a mass fetch).
+#[derive(Default)]
+struct Published(std::sync::Mutex<Option<db::TallySnapshot>>);
+
+impl Published {
+    fn set(&self, tallies: Option<db::TallySnapshot>) {
+        if let Some(t) = tallies {
+            *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(t);
+        }
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&db::TallySnapshot) -> T) -> Option<T> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(f)
+    }
 }
 
 impl Drop for Shared {
@@ -380,6 +400,7 @@ impl Store {
             signal: OutboxSignal::new(),
             resolved: ResolvedFeed::default(),
             scratch,
+            published: Arc::default(),
         };
         Store { shared: Arc::new(shared), deadline: DEFAULT_DEADLINE }
     }
@@ -405,9 +426,15 @@ impl Store {
         let started = Instant::now();
         let deadline = started + self.deadline;
         let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
+        let published = self.shared.published.clone();
         let work: owner::Work = Box::new(move |db| {
+            let open = db.as_ref().ok().copied();
             let result = db.and_then(f);
             let failure = result.as_ref().err().and_then(db_failure);
+            // Before the answer: whoever saw this request done sees its counts.
+            if let Some(db) = open {
+                published.set(db.changed_tallies());
+            }
             let _ = reply_tx.send(result);
             failure
         });
@@ -553,6 +580,11 @@ impl Store {
 
     /// How many alerts match `filter` (without a filter: the index length, no alert decoded).
     pub fn count(&self, filter: &AlertFilter) -> Result<usize, StoreError> {
+        if filter.is_empty() {
+            if let Some(total) = self.published(|t| t.total as usize)? {
+                return Ok(total);
+            }
+        }
         let filter = filter.clone();
         self.call("count", move |db| db.count(&filter))
     }
@@ -670,6 +702,9 @@ impl Store {
 
     /// Pending deliveries per receiver (receivers with none are absent).
     pub fn pending_deliveries(&self) -> Result<BTreeMap<String, PendingStats>, StoreError> {
+        if let Some(pending) = self.published(|t| t.pending.clone())? {
+            return Ok(pending);
+        }
         self.call("pending_deliveries", |db| db.pending_deliveries())
     }
 
@@ -680,6 +715,9 @@ impl Store {
 
     /// Alerts not resolved, by (rule name, severity): for the open-alerts gauge.
     pub fn count_unresolved(&self) -> Result<BTreeMap<(String, String), u64>, StoreError> {
+        if let Some(open) = self.published(|t| t.unresolved.clone())? {
+            return Ok(open);
+        }
         self.call("count_unresolved", |db| db.count_unresolved())
     }
 
@@ -701,7 +739,20 @@ impl Store {
 
     /// Alerts stored (0 when the store cannot answer).
     pub fn len(&self) -> usize {
-        self.call("len", |db| Ok(db.len())).unwrap_or(0)
+        match self.published(|t| t.total as usize) {
+            Ok(Some(total)) => total,
+            _ => self.call("len", |db| Ok(db.len())).unwrap_or(0),
+        }
+    }
+
+    /// Reads the published tallies without asking the owner: an error when the store has
+    /// failed (its tallies are those of a database that is gone), None before the first
+    /// request published any.
+    fn published<T>(&self, f: impl FnOnce(&db::TallySnapshot) -> T) -> Result<Option<T>, StoreError> {
+        if let Some(problem) = self.shared.health.failed() {
+            return Err(StoreError::Failed(problem));
+        }
+        Ok(self.shared.published.read(f))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -1003,6 +1054,31 @@ mod tests {
             std::thread::sleep(Duration::from_millis(20));
         }
         assert_eq!(store.get("x").unwrap(), None);
+    }
+
+    /// Issue 13: `/metrics` queued behind the store writer and took 2 s during a mass fetch.
+    /// The tallies a scrape reads are published by the owner and read without queueing: a
+    /// caller that cannot wait at all for the owner still gets them while it is held.
+    #[test]
+    fn scrape_tallies_are_answered_while_the_owner_is_busy() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.upsert(&[alert("198.51.100.9", 100, 2)], Notify::Skip).unwrap();
+        let held = store.clone();
+        let pause = std::thread::spawn(move || held.pause(Duration::from_secs(3)));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while store.health(Duration::from_millis(100)).is_none() {
+            assert!(Instant::now() < deadline, "the pause never started");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let impatient = store.with_deadline(Duration::ZERO);
+        assert!(matches!(impatient.get("x"), Err(StoreError::Stalled { .. })), "a queued request must wait");
+        let open = impatient.count_unresolved().unwrap();
+        assert_eq!(open.values().sum::<u64>(), 1, "{open:?}");
+        assert!(impatient.pending_deliveries().unwrap().is_empty());
+        assert_eq!(impatient.count(&AlertFilter::default()).unwrap(), 1);
+        assert_eq!(impatient.len(), 1);
+        pause.join().unwrap().unwrap();
     }
 
     #[test]

@@ -64,6 +64,14 @@ impl Health {
         None
     }
 
+    /// Why the store cannot answer at all (failed, or its owner gone); a stall is not one.
+    pub(super) fn failed(&self) -> Option<String> {
+        if self.ended.load(Relaxed) {
+            return Some("the store owner thread has ended".into());
+        }
+        self.failure()
+    }
+
     fn set_failure(&self, failure: Option<String>) {
         *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = failure;
     }

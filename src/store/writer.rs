@@ -11,7 +11,7 @@
 //! exact across a crash (see [`crate::store::ledger`]). A replay has no checkpoint to agree
 //! with and writes whatever has arrived.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -114,22 +114,35 @@ impl Pending {
     fn is_empty(&self) -> bool {
         self.alerts.is_empty() && self.evidence.is_empty()
     }
+
+    /// Changes held (alerts and ledger entries).
+    fn len(&self) -> usize {
+        self.alerts.len() + self.evidence.len()
+    }
 }
 
 impl<S: AlertStore> StoreWriter<S> {
     /// Messages taken from the queue before a write.
     const DRAIN_PER_WRITE: usize = 1024;
+    /// Changes (alerts and ledger entries) per write, unless one barrier's lines made more:
+    /// a sled transaction keeps every tree node it replaces until it commits, so its memory
+    /// grows with its size (issue 13: 65 k changes in one write peaked above 1 GiB).
+    const MAX_WRITE_ITEMS: usize = 512;
     /// Back-off between retries of a failed write.
     const RETRY_DELAY: Duration = Duration::from_millis(500);
 
     pub(crate) fn run(self, rx: Receiver<WorkerOutput>) -> Result<Vec<Alert>, StoreError> {
         // The ids of this run's alerts (only when reporting them); and the coalescing buffer
         // by epoch (the barrier the changes belong before; all 0 without holding): whatever
-        // queued up while the last write ran is merged and written once.
+        // queued up while the last write ran is merged and written, at most
+        // MAX_WRITE_ITEMS changes (and whole barriers) per write.
         let mut reported: Option<HashSet<String>> = self.report.then(HashSet::new);
         let mut pending: BTreeMap<u64, Pending> = BTreeMap::new();
-        // Barrier seq → workers that passed it.
+        let mut pending_items = 0usize;
+        // Barrier seq → workers that passed it; and the barriers every worker has passed,
+        // oldest first, not yet written.
         let mut arrivals: BTreeMap<u64, usize> = BTreeMap::new();
+        let mut complete: VecDeque<Arc<Barrier>> = VecDeque::new();
         let nonce = std::collections::hash_map::RandomState::new().hash_one(std::process::id());
         let mut writes = 0u64;
         let mut next_id = || {
@@ -139,17 +152,44 @@ impl<S: AlertStore> StoreWriter<S> {
             id[8..].copy_from_slice(&writes.to_be_bytes());
             id
         };
-        while let Ok(first) = rx.recv() {
-            let mut complete: Option<Arc<Barrier>> = None;
-            // At most a bounded batch per round: producers that keep up must not keep the
-            // writer draining (and its buffer growing) forever.
+        let mut open = true;
+        while open || !complete.is_empty() {
+            // Wait for work only when nothing is ready to write.
+            let first = if complete.is_empty() && open {
+                match rx.recv() {
+                    Ok(m) => Some(m),
+                    Err(_) => break,
+                }
+            } else {
+                None
+            };
+            // A bounded batch per round: the buffer stays bounded by MAX_WRITE_ITEMS (plus
+            // the changes of one barrier, whose lines the ingest bounds), so one slow write
+            // cannot make the next one larger, and the next larger still (issue 13: sled keeps
+            // every node a transaction replaced until it ends).
             // A replay writes each message alone: its alerts arrive once, at its end, and one
             // transaction over all of them holds every version of every node it touches.
             let drain = if self.hold_until_barrier { Self::DRAIN_PER_WRITE } else { 1 };
-            for msg in std::iter::once(first).chain(rx.try_iter()).take(drain) {
+            let mut taken = 0;
+            let mut queue = first.into_iter().map(Ok).chain(std::iter::from_fn(|| match rx.try_recv() {
+                Ok(m) => Some(Ok(m)),
+                Err(crossbeam_channel::TryRecvError::Empty) => None,
+                Err(crossbeam_channel::TryRecvError::Disconnected) => Some(Err(())),
+            }));
+            while open && (taken == 0 || (taken < drain && pending_items < Self::MAX_WRITE_ITEMS)) {
+                let msg = match queue.next() {
+                    Some(Ok(msg)) => msg,
+                    Some(Err(())) => {
+                        open = false;
+                        break;
+                    }
+                    None => break,
+                };
+                taken += 1;
                 match msg {
                     WorkerOutput::Changes(changes) => {
                         let epoch = if self.hold_until_barrier { changes.epoch } else { 0 };
+                        pending_items += changes.alerts.len() + changes.evidence.len();
                         pending.entry(epoch).or_default().add(changes);
                     }
                     WorkerOutput::Barrier(b) => {
@@ -157,34 +197,47 @@ impl<S: AlertStore> StoreWriter<S> {
                         *n += 1;
                         if *n == self.workers {
                             arrivals.remove(&b.seq);
-                            complete = Some(b);
+                            complete.push_back(b);
                         }
                     }
                 }
             }
-            // What may be written now: without holding, everything; else the epochs up to
-            // the barrier every worker has passed.
-            let ready = match (&complete, self.hold_until_barrier) {
-                (_, false) => std::mem::take(&mut pending),
-                (Some(b), true) => {
-                    let later = pending.split_off(&(b.seq + 1));
-                    std::mem::replace(&mut pending, later)
-                }
-                (None, true) => continue,
-            };
+            drop(queue);
+            // What may be written now: without holding, everything (the barriers only report
+            // durability); else the epochs up to the barriers every worker has passed, as
+            // many whole barriers as fit in one write.
             let mut changes = Pending::default();
-            for (_, p) in ready {
-                changes.absorb(p);
+            let mut through: Option<Arc<Barrier>> = None;
+            if self.hold_until_barrier {
+                while let Some(b) = complete.pop_front() {
+                    let later = pending.split_off(&(b.seq + 1));
+                    for (_, p) in std::mem::replace(&mut pending, later) {
+                        changes.absorb(p);
+                    }
+                    through = Some(b);
+                    if changes.len() >= Self::MAX_WRITE_ITEMS {
+                        break;
+                    }
+                }
+                if through.is_none() {
+                    continue;
+                }
+            } else {
+                for (_, p) in std::mem::take(&mut pending) {
+                    changes.absorb(p);
+                }
+                through = complete.drain(..).next_back();
             }
-            if changes.is_empty() && complete.is_none() {
+            pending_items = pending.values().map(Pending::len).sum();
+            if changes.is_empty() && through.is_none() {
                 continue;
             }
-            let write = into_write(next_id(), changes, complete.as_deref(), self.counts(), self.rollup);
+            let write = into_write(next_id(), changes, through.as_deref(), self.counts(), self.rollup);
             self.write(&write)?;
             if let Some(ids) = &mut reported {
                 ids.extend(write.alerts.iter().map(|c| c.alert.id.clone()));
             }
-            if let Some(b) = complete {
+            if let Some(b) = through {
                 self.telemetry.detection_latency_seconds.observe(b.read_at.elapsed().as_secs_f64());
                 self.durable.store(b.seq, Relaxed);
             }
@@ -591,6 +644,78 @@ mod exactly_once {
         fn get(&self, id: &str) -> Result<Option<Alert>, StoreError> {
             self.store.get(id)
         }
+    }
+
+    /// Records the size of every write it applies.
+    struct Recording {
+        store: Store,
+        sizes: std::sync::Mutex<Vec<usize>>,
+    }
+
+    impl AlertStore for Arc<Recording> {
+        fn apply(&self, write: Arc<StoreWrite>, notify: Notify) -> Result<Vec<usize>, StoreError> {
+            self.sizes.lock().unwrap().push(write.alerts.len() + write.evidence.len());
+            self.store.apply(write, notify)
+        }
+        fn flush(&self) -> Result<usize, StoreError> {
+            self.store.flush()
+        }
+        fn get(&self, id: &str) -> Result<Option<Alert>, StoreError> {
+            self.store.get(id)
+        }
+    }
+
+    /// Issue 13: the writer merged everything queued while its last write ran into the next
+    /// one (65 k changes in one sled transaction, RSS above 1 GiB). Now a write holds at most
+    /// MAX_WRITE_ITEMS changes plus the rest of the barrier that crossed it, whatever queued.
+    #[test]
+    fn a_backlog_is_written_in_bounded_writes_of_whole_barriers() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_state_dir(dir.path()).unwrap();
+        let recording = Arc::new(Recording { store: store.clone(), sizes: Default::default() });
+        let w = StoreWriter {
+            store: recording.clone(),
+            workers: 1,
+            on_error: OnStoreError::Fail,
+            shutdown: CancellationToken::new(),
+            notify: Notify::Skip,
+            telemetry: Arc::new(Telemetry::default()),
+            durable: Arc::new(AtomicU64::new(0)),
+            report: false,
+            hold_until_barrier: true,
+            rollup: Rollup::default(),
+        };
+        let per_barrier = StoreWriter::<Store>::MAX_WRITE_ITEMS / 2 + 1;
+        let barriers = 8u64;
+        let (tx, rx) = unbounded();
+        for seq in 1..=barriers {
+            let alerts = (0..per_barrier)
+                .map(|i| {
+                    let mut a = alert(1);
+                    a.id = format!("{:08x}{:08x}", seq, i);
+                    AlertChange { alert: a, requests: 1, bytes: 10, paths: vec![i as u128] }
+                })
+                .collect();
+            tx.send(WorkerOutput::Changes(Changes { epoch: seq, alerts, evidence: vec![] })).unwrap();
+            let checkpoint = Some(format!("through {seq}").into_bytes());
+            tx.send(WorkerOutput::Barrier(Arc::new(Barrier {
+                seq,
+                read_at: Instant::now(),
+                checkpoint,
+                positions: Vec::new(),
+            })))
+            .unwrap();
+        }
+        drop(tx);
+        let durable = w.durable.clone();
+        w.run(rx).unwrap();
+        let sizes = recording.sizes.lock().unwrap().clone();
+        assert!(sizes.len() >= 4, "a backlog of {barriers} barriers is not one write: {sizes:?}");
+        assert!(sizes.iter().all(|&n| n <= 2 * per_barrier), "{sizes:?}");
+        assert_eq!(sizes.iter().sum::<usize>(), barriers as usize * per_barrier, "every change written once");
+        assert_eq!(durable.load(Relaxed), barriers);
+        assert_eq!(store.load_checkpoint().unwrap().as_deref(), Some(&format!("through {barriers}").into_bytes()[..]));
+        assert_eq!(store.len(), barriers as usize * per_barrier);
     }
 
     #[test]
