@@ -105,7 +105,8 @@ fn detect(c: &mut Criterion) {
         let (mut changed, mut evidence) = (Vec::new(), Vec::new());
         b.iter(|| {
             worker.process_batch(black_box(&batch));
-            worker.take_changed(&mut changed, &mut evidence);
+            worker.take_changed(&mut changed);
+            worker.take_evidence(&mut evidence);
             changed.clear();
             evidence.clear();
         })

@@ -102,6 +102,7 @@ pub(crate) fn run_worker(
     recycle: Sender<EventBatch>,
     telemetry: Arc<Telemetry>,
 ) -> WorkerResult {
+    let keep_evidence_until_end = cfg.keep_scope;
     let mut worker = Worker::new(cfg);
     let mut changed = Changes { epoch: 1, ..Changes::default() };
     let mut published = WorkerStats::default();
@@ -109,8 +110,13 @@ pub(crate) fn run_worker(
     // Hands out what changed (if anything) as the current epoch's changes, in messages of at
     // most CHANGES_PER_MESSAGE each: the store queue is bounded in messages, so this bounds
     // what waits for a slow store, and a slow store blocks this thread (then reading pauses).
-    let hand_out = |worker: &mut Worker, changed: &mut Changes| -> bool {
-        worker.take_changed(&mut changed.alerts, &mut changed.evidence);
+    // A replay (which keeps the scope) folds its ledger deltas as maxima: it hands them out
+    // once, at its end; its alert changes (running totals, path keys) at every barrier too.
+    let hand_out = |worker: &mut Worker, changed: &mut Changes, end: bool| -> bool {
+        worker.take_changed(&mut changed.alerts);
+        if end || !keep_evidence_until_end {
+            worker.take_evidence(&mut changed.evidence);
+        }
         let epoch = changed.epoch;
         while !changed.is_empty() {
             let alerts = chunk_start(&changed.alerts);
@@ -136,7 +142,7 @@ pub(crate) fn run_worker(
             WorkerMsg::Events(batch) => batch,
             WorkerMsg::Barrier(b) => {
                 // The alerts changed before the marker go first; the marker follows them.
-                if !hand_out(&mut worker, &mut changed) {
+                if !hand_out(&mut worker, &mut changed, false) {
                     break;
                 }
                 changed.epoch = b.seq + 1;
@@ -156,7 +162,7 @@ pub(crate) fn run_worker(
                 continue;
             }
             WorkerMsg::Reconfigure(cfg) => {
-                if !hand_out(&mut worker, &mut changed) {
+                if !hand_out(&mut worker, &mut changed, false) {
                     break;
                 }
                 worker.reconfigure(cfg);
@@ -174,7 +180,7 @@ pub(crate) fn run_worker(
     }
     // The queue closed: hand out what changed since the last barrier (the store is still
     // listening: it stops only when every worker has dropped its sender).
-    let _ = hand_out(&mut worker, &mut changed);
+    let _ = hand_out(&mut worker, &mut changed, true);
     telemetry.groups_tracked.fetch_sub(published.groups_tracked as i64, Relaxed);
     (worker.stats, worker.take_scope())
 }

@@ -278,10 +278,9 @@ impl Worker {
         }
     }
 
-    /// Hands out what every alert counted since the last call, and the evidence since then
-    /// (the store stage writes them; the pipeline calls this at each barrier and at the end,
-    /// when durability is needed).
-    pub fn take_changed(&mut self, changed: &mut Vec<AlertChange>, evidence: &mut Vec<Evidence>) {
+    /// Hands out what every alert counted since the last call (the store stage writes it;
+    /// the pipeline calls this at each barrier and at the end, when durability is needed).
+    pub fn take_changed(&mut self, changed: &mut Vec<AlertChange>) {
         changed.append(&mut self.evicted_changes);
         for (key, slot) in self.dirty.drain(..) {
             let Some(state) = self.groups.get_mut(&key) else { continue };
@@ -289,6 +288,10 @@ impl Worker {
                 changed.push(ep.take_change());
             }
         }
+    }
+
+    /// Hands out the evidence (ledger deltas) since the last call.
+    pub fn take_evidence(&mut self, evidence: &mut Vec<Evidence>) {
         evidence.extend(self.evidence.drain().map(|(_, e)| e));
     }
 
@@ -734,7 +737,8 @@ mod tests {
 
     fn take(w: &mut Worker, out: &mut Vec<Alert>) {
         let (mut changes, mut evidence) = (Vec::new(), Vec::new());
-        w.take_changed(&mut changes, &mut evidence);
+        w.take_changed(&mut changes);
+        w.take_evidence(&mut evidence);
         STORE.with(|store| {
             let (alerts, paths) = &mut *store.borrow_mut();
             for c in changes {

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 use crossbeam_channel::bounded;
 use tokio_util::sync::CancellationToken;
@@ -31,6 +32,12 @@ const CHUNK_BYTES: usize = 1 << 20;
 /// Every this many lines, a parser thread reads the line's time for the report's coverage
 /// (first and last line, silences): the cost of one time parse per 64 lines.
 const TIME_SAMPLE_EVERY: u64 = 64;
+
+/// Every this many chunks (of about 1 MiB) forwarded, a marker makes the workers hand their
+/// alert changes to the store: its writes overlap the reading instead of all following it.
+/// (Changes are running totals kept as maxima, and path keys a union: handing them out more
+/// than once changes no count.)
+const HAND_OUT_EVERY_CHUNKS: u64 = 48;
 
 /// How a replay runs (from `recwatch replay`'s arguments and the config).
 pub struct ReplayOptions {
@@ -306,6 +313,11 @@ impl Pipeline {
                     }
                     spare.push(parsed.chunk);
                     next_to_forward += 1;
+                    if next_to_forward % HAND_OUT_EVERY_CHUNKS == 0 {
+                        // The workers hand their alert changes to the store now, so the store
+                        // writes while the rest is read, not all at the end.
+                        self.ingest.durable_marker(Instant::now());
+                    }
                 }
             }
             drop(job_tx);
