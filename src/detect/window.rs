@@ -16,7 +16,11 @@ struct Entry {
 /// non-decreasing time the window is exactly `(now - window, now]`.
 pub struct Window {
     entries: VecDeque<Entry>,
-    /// Only for distinct counting: occurrences of each path key in the window.
+    /// Counts distinct paths.
+    distinct: bool,
+    /// Only for distinct counting, and only once the window holds more than
+    /// [`Window::SMALL`] entries (below, the entries are scanned): occurrences of each path
+    /// key in the window. Most clients fetch once; a map per window was most of their memory.
     path_counts: Option<HashMap<u128, u32, ahash::RandomState>>,
     /// Exact: at most [`Window::MAX_ENTRIES`] values below 2^64 each, so it cannot overflow
     /// (logged sizes are attacker-influenced: `%b` may be u64::MAX on every line).
@@ -27,11 +31,14 @@ impl Window {
     /// Per-window cap on entries: a flood beyond this keeps only the newest, so memory stays
     /// bounded; every aggregate is then a lower bound, far above any sane threshold.
     pub const MAX_ENTRIES: usize = 65_536;
+    /// Up to this many entries, distinct paths are counted by scanning them.
+    const SMALL: usize = 8;
 
     pub fn new(aggregate: Aggregate) -> Window {
         Window {
             entries: VecDeque::new(),
-            path_counts: (aggregate == Aggregate::DistinctPaths).then(HashMap::default),
+            distinct: aggregate == Aggregate::DistinctPaths,
+            path_counts: None,
             sum_bytes: 0,
         }
     }
@@ -42,10 +49,20 @@ impl Window {
         if self.entries.len() >= Self::MAX_ENTRIES {
             self.pop_front();
         }
+        if self.entries.capacity() == 0 {
+            // Room for one entry, not the four a first push makes: most windows keep one.
+            self.entries.reserve_exact(1);
+        }
         self.entries.push_back(Entry { time, path_key, body_bytes });
         self.sum_bytes += u128::from(body_bytes);
         if let Some(counts) = &mut self.path_counts {
             *counts.entry(path_key).or_insert(0) += 1;
+        } else if self.distinct && self.entries.len() > Self::SMALL {
+            let mut counts = HashMap::default();
+            for e in &self.entries {
+                *counts.entry(e.path_key).or_insert(0) += 1;
+            }
+            self.path_counts = Some(counts);
         }
     }
 
@@ -71,7 +88,14 @@ impl Window {
     pub fn value(&self, aggregate: Aggregate) -> u64 {
         match aggregate {
             Aggregate::None | Aggregate::Count => self.entries.len() as u64,
-            Aggregate::DistinctPaths => self.path_counts.as_ref().map_or(0, |c| c.len() as u64),
+            Aggregate::DistinctPaths => match &self.path_counts {
+                Some(counts) => counts.len() as u64,
+                // At most SMALL entries: the first occurrence of each key counts.
+                None => {
+                    let keys = || self.entries.iter().map(|e| e.path_key);
+                    keys().enumerate().filter(|&(i, k)| !keys().take(i).any(|p| p == k)).count() as u64
+                }
+            },
             Aggregate::SumBytes => self.sum_bytes(),
         }
     }
@@ -101,6 +125,7 @@ impl Window {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashSet;
 
     #[test]
     fn window_is_half_open_on_the_left() {
@@ -124,6 +149,23 @@ mod tests {
         }
         assert_eq!(w.value(Aggregate::DistinctPaths), 5);
         assert_eq!(w.value(Aggregate::Count), 50);
+    }
+
+    /// The distinct count is the same whether the window scans its few entries or keeps a map
+    /// (it switches past SMALL entries and keeps the map as entries leave).
+    #[test]
+    fn distinct_counts_agree_below_and_above_the_small_window_size() {
+        let mut w = Window::new(Aggregate::DistinctPaths);
+        let mut t = 0;
+        for round in 0..3u128 {
+            for i in 0..(Window::SMALL as u128 + 4) {
+                t += 1;
+                w.push(t, 10, (i + round) % 6, 1);
+                let truth: HashSet<u128> = w.path_keys().collect();
+                assert_eq!(w.value(Aggregate::DistinctPaths), truth.len() as u64, "at t={t}");
+            }
+        }
+        assert!(w.path_counts.is_some());
     }
 
     #[test]
