@@ -296,6 +296,11 @@ fn real_smbd_guest_download_in_full_audit_raises_r1_and_r3() {
     let www = write_doc_root(dir);
     std::fs::write(www.join("recordings/locked.wav"), b"not for guests").unwrap();
     std::fs::set_permissions(www.join("recordings/locked.wav"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    // File names are file names, not URLs: a `#` cuts nothing, `%2e` decodes to nothing.
+    for name in ["call #5.wav", "evil%2ewav"] {
+        std::fs::write(www.join("recordings").join(name), vec![0x80u8; 600]).unwrap();
+        std::fs::set_permissions(www.join("recordings").join(name), std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
     let state = dir.join("samba");
     for sub in ["private", "lock", "state", "cache", "pid", "ncalrpc", "bind-dns", "log"] {
         std::fs::create_dir_all(state.join(sub)).unwrap();
@@ -370,16 +375,20 @@ fn real_smbd_guest_download_in_full_audit_raises_r1_and_r3() {
             .output()
             .expect("smbclient is installed by scripts/test")
     };
-    let fetched = smbclient("get recordings/call.wav fetched.wav; get index.html index.html");
+    let fetched = smbclient(
+        "get recordings/call.wav fetched.wav; get index.html index.html; \
+         get \"recordings/call #5.wav\" hash.wav; get recordings/evil%2ewav evil.bin",
+    );
     assert!(fetched.status.success(), "smbclient: {}", String::from_utf8_lossy(&fetched.stderr));
+    assert_eq!(std::fs::read(state.join("hash.wav")).unwrap().len(), 600);
     assert_eq!(std::fs::read(state.join("fetched.wav")).unwrap().len(), 600);
     // Refused: the guest (nobody) may not read a 0600 file of root's.
     let refused = smbclient("get recordings/locked.wav locked.wav");
     assert!(String::from_utf8_lossy(&refused.stdout).contains("NT_STATUS_ACCESS_DENIED"), "{refused:?}");
     let reads = |text: &str| text.lines().filter(|l| l.contains("|pread_recv|ok|")).count();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while reads(&std::fs::read_to_string(&audit_log).unwrap_or_default()) < 2 {
-        assert!(Instant::now() < deadline, "smbd never logged both reads");
+    while reads(&std::fs::read_to_string(&audit_log).unwrap_or_default()) < 4 {
+        assert!(Instant::now() < deadline, "smbd never logged the four reads");
         std::thread::sleep(Duration::from_millis(20));
     }
     drop(server);
@@ -433,6 +442,14 @@ fn real_smbd_guest_download_in_full_audit_raises_r1_and_r3() {
     assert!(report["inputs"][0].get("warning").is_none(), "{report}");
     assert!(log_text.contains("|create_file|fail ("), "{log_text}");
     assert!(report["recording_requests"].as_u64().unwrap() >= 3, "{report}");
+    // The recordings the guest took, by the names the share gives them (case-folded, as the
+    // default `case_insensitive` compares them).
+    let guest = report["clients"].as_array().unwrap().iter().find(|c| c["client"] == "127.0.0.1").unwrap();
+    let mut taken: Vec<&str> =
+        guest["call_list"].as_array().unwrap().iter().map(|c| c["call"].as_str().unwrap()).collect();
+    taken.sort();
+    let recordings = www.join("recordings").display().to_string().to_lowercase();
+    assert_eq!(taken, [format!("{recordings}/call #5.wav"), format!("{recordings}/call.wav")], "{report}");
 
     let sample =
         Command::new(env!("CARGO_BIN_EXE_recwatch")).arg("check").arg("--sample").arg(&audit_log).output().unwrap();

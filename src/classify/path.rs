@@ -372,6 +372,27 @@ fn may_normalize_elsewhere(raw_target: &[u8]) -> bool {
     false
 }
 
+/// A file path (from a storage log) written as the request target that normalises to that
+/// same path: `%`, `?`, `#` and `\\` percent-encoded, so none is decoded, cut at, or read as a
+/// log escape (`\\` then separates under `windows` only, as it does on that file system).
+/// `path` itself when it holds none of them.
+pub fn file_path_as_target<'a>(path: &'a [u8], scratch: &'a mut Vec<u8>) -> &'a [u8] {
+    if !path.iter().any(|b| matches!(b, b'%' | b'?' | b'#' | b'\\')) {
+        return path;
+    }
+    scratch.clear();
+    for &byte in path {
+        match byte {
+            b'%' => scratch.extend_from_slice(b"%25"),
+            b'?' => scratch.extend_from_slice(b"%3F"),
+            b'#' => scratch.extend_from_slice(b"%23"),
+            b'\\' => scratch.extend_from_slice(b"%5C"),
+            _ => scratch.push(byte),
+        }
+    }
+    scratch
+}
+
 /// Normalisation of a simple target's path part (see [`simple_path_len`]).
 fn write_simple_path(path: &[u8], semantics: PathSemantics, case_fold: bool, out: &mut Vec<u8>) {
     let mut path = path;
@@ -614,6 +635,28 @@ mod tests {
                 || path.windows(2).any(|pair| pair[0] == b'/' && matches!(pair[1], b'/' | b'.'));
             prop_assert!(!byte_by_byte || may_normalize_elsewhere(&raw), "{:?}", String::from_utf8_lossy(&raw));
         }
+    }
+
+    #[test]
+    fn a_storage_log_file_name_with_hash_percent_or_query_mark_is_the_file_it_names() {
+        let paths = recordings_wav_mp3();
+        let classified = |path: &str, semantics: PathSemantics| {
+            let mut scratch = Vec::new();
+            let target = file_path_as_target(path.as_bytes(), &mut scratch).to_vec();
+            let mut out = Vec::new();
+            let class = paths.classify(&target, semantics, &mut out);
+            (class, String::from_utf8_lossy(&out).into_owned())
+        };
+        let recording = Some(PathClass::Recording);
+        assert_eq!(classified("/recordings/call #5.wav", Linux), (recording, "/recordings/call #5.wav".into()));
+        assert_eq!(classified("/recordings/is it?.wav", Linux), (recording, "/recordings/is it?.wav".into()));
+        assert_eq!(classified("/recordings/100%.wav", Linux), (recording, "/recordings/100%.wav".into()));
+        assert_eq!(classified("/recordings/evil%2ewav", Linux).0, Some(PathClass::OtherUnderPrefix));
+        assert_eq!(classified("/recordings/a\\x41.wav", Linux), (recording, "/recordings/a\\x41.wav".into()));
+        assert_eq!(classified("/x/..\\recordings\\a.wav", PathSemantics::Windows).1, "/recordings/a.wav");
+        let mut scratch = Vec::new();
+        assert_eq!(file_path_as_target(b"/r/a b.wav", &mut scratch), b"/r/a b.wav");
+        assert!(scratch.is_empty(), "a plain name is not copied");
     }
 
     fn strings(items: &[&str]) -> Vec<String> {

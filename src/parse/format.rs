@@ -65,6 +65,12 @@ impl LineFormat {
         }
     }
 
+    /// Whether its targets are file paths as the server's file system names them (the storage
+    /// logs: FTP, Samba), not HTTP request targets: `%`, `?` and `#` in them are plain bytes.
+    pub fn targets_are_file_paths(&self) -> bool {
+        matches!(self, LineFormat::Xferlog | LineFormat::Samba(_))
+    }
+
     /// How `recwatch check` names it: `combined`, or `nginx_log_format '…'`.
     pub fn describe(&self) -> String {
         match self {

@@ -13,7 +13,7 @@ use xxhash_rust::xxh3::xxh3_128_with_seed;
 
 use super::{worker_for, SourceSpec, MAX_SOURCES};
 use crate::classify::client::{Client, ClientId, Networks};
-use crate::classify::path::{PathSemantics, SensitivePaths};
+use crate::classify::path::{file_path_as_target, PathSemantics, SensitivePaths};
 use crate::detect::event::{Event, EventBatch, Route};
 use crate::detect::thread::{Barrier, WorkerMsg};
 use crate::parse::time::UtcOffset;
@@ -34,6 +34,8 @@ pub struct Ingest {
     truncated_lines: Vec<Arc<AtomicU64>>,
     /// Reused buffer for the normalised path of the current line.
     path_scratch: Vec<u8>,
+    /// A storage log's file path written as a request target ([`file_path_as_target`]).
+    target_scratch: Vec<u8>,
     /// Reused buffer for the unescaped user agent of the current line.
     ua_scratch: Vec<u8>,
     /// Last timestamp text and its value: consecutive lines mostly share a second.
@@ -91,6 +93,7 @@ impl Ingest {
             source_index,
             truncated_lines,
             path_scratch: Vec::with_capacity(4096),
+            target_scratch: Vec::new(),
             ua_scratch: Vec::with_capacity(1024),
             time_cache: ([0; 32], 0, TimeKind::Clf, 0),
             path_seed: std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), 0u8),
@@ -138,16 +141,17 @@ impl Ingest {
         let parsed = match self.sources.get(usize::from(source)) {
             Some(s) => {
                 let parsed = if is_head { s.format.parse_head(line) } else { s.format.parse(line) };
-                parsed.map(|access| (access, s.path_semantics, s.timezone))
+                let file_paths = s.format.targets_are_file_paths();
+                parsed.map(|access| (access, s.path_semantics, s.timezone, file_paths))
             }
             None => {
                 let format = LogFormat::Combined;
                 let parsed =
                     if is_head { parse::parse_line_head(format, line) } else { parse::parse_line(format, line) };
-                parsed.map(|access| (access, PathSemantics::default(), UtcOffset::UTC))
+                parsed.map(|access| (access, PathSemantics::default(), UtcOffset::UTC, false))
             }
         };
-        let (access, path_semantics, timezone) = match parsed {
+        let (access, path_semantics, timezone, file_paths) = match parsed {
             Ok(parsed) => parsed,
             Err(reason) => return self.tally.skip(reason),
         };
@@ -157,7 +161,11 @@ impl Ingest {
         if access.junk_request {
             self.tally.junk_requests += 1;
         }
-        let Some(path_class) = self.paths.classify(access.target, path_semantics, &mut self.path_scratch) else {
+        let target = match file_paths {
+            true => file_path_as_target(access.target, &mut self.target_scratch),
+            false => access.target,
+        };
+        let Some(path_class) = self.paths.classify(target, path_semantics, &mut self.path_scratch) else {
             self.tally.parsed += 1;
             return;
         };
@@ -311,6 +319,7 @@ impl Ingest {
             source_index: self.source_index.clone(),
             truncated_lines: self.truncated_lines.clone(),
             path_scratch: Vec::with_capacity(4096),
+            target_scratch: Vec::new(),
             ua_scratch: Vec::with_capacity(1024),
             time_cache: ([0; 32], 0, TimeKind::Clf, 0),
             path_seed: self.path_seed,
