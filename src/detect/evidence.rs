@@ -89,7 +89,8 @@ pub struct Evidence {
     pub first_seen: i64,
     pub last_seen: i64,
     pub requests: u64,
-    /// Requests answered 2xx, and their body bytes (saturating).
+    /// Requests answered 2xx with the file (not HEAD, OPTIONS, TRACE, CONNECT: see
+    /// [`crate::detect::rule::NO_BODY_METHODS`]), and their body bytes (saturating).
     pub ok: u64,
     pub bytes: u64,
     /// (status, requests), at most [`MAX_STATUSES`]; status 0 holds the rest.
@@ -107,12 +108,14 @@ pub fn is_success(status: u16) -> bool {
 }
 
 impl Evidence {
-    /// Counts one request at `time` answered `status` with `body_bytes`.
-    pub fn count(&mut self, time: i64, status: u16, body_bytes: u64) {
+    /// Counts one request at `time` answered `status` with `body_bytes`; `carries_body` is
+    /// false for a method whose answer never holds the file (HEAD, …): such a request is
+    /// counted with its status, never as a transfer.
+    pub fn count(&mut self, time: i64, status: u16, body_bytes: u64, carries_body: bool) {
         self.first_seen = self.first_seen.min(time);
         self.last_seen = self.last_seen.max(time);
         self.requests = self.requests.saturating_add(1);
-        let ok = is_success(status);
+        let ok = carries_body && is_success(status);
         let bytes = if ok { body_bytes } else { 0 };
         if ok {
             self.ok = self.ok.saturating_add(1);
@@ -206,11 +209,11 @@ mod tests {
     #[test]
     fn counts_fold_saturate_and_statuses_stay_bounded() {
         let mut a = evidence();
-        a.count(7200, 200, u64::MAX);
-        a.count(7300, 206, 5);
+        a.count(7200, 200, u64::MAX, true);
+        a.count(7300, 206, 5, true);
         let mut b = evidence();
         for s in 400..420 {
-            b.count(3600, s, 1);
+            b.count(3600, s, 1, true);
         }
         a.fold(&b);
         assert_eq!((a.requests, a.ok, a.bytes, a.first_seen, a.last_seen), (22, 2, u64::MAX, 3600, 7300));
@@ -218,5 +221,15 @@ mod tests {
         assert_eq!(a.statuses.iter().map(|s| s.1).sum::<u64>(), 22, "every request under some status");
         assert_eq!(a.hours.iter().map(|h| h.1.requests).sum::<u64>(), 22);
         assert_eq!(a.hours.iter().find(|h| h.0 == 2).map(|h| h.1.ok), Some(2));
+    }
+
+    #[test]
+    fn a_head_answered_200_is_a_request_with_its_status_not_a_transfer() {
+        let mut a = evidence();
+        a.count(7200, 200, 0, false);
+        a.count(7201, 200, 4800, true);
+        assert_eq!((a.requests, a.ok, a.bytes), (2, 1, 4800));
+        assert_eq!(a.statuses, [(200, 2)], "the ledger keeps what the server answered");
+        assert_eq!(a.hours.iter().map(|h| h.1.ok).sum::<u64>(), 1);
     }
 }

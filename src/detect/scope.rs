@@ -4,7 +4,8 @@
 //! the client (no lock); never touches alerts or windows: detection sees every event, the
 //! scope only those inside the period.
 //!
-//! A recording is *taken* by a complete transfer: a 2xx answer other than 206. A *partial*
+//! A recording is *taken* by a complete transfer: a 2xx answer other than 206 to a method
+//! whose answer carries the file (not HEAD, OPTIONS, TRACE or CONNECT). A *partial*
 //! transfer is a 206 (a byte range; xferlog's incomplete downloads read as 206) or a 499 (the
 //! client closed the connection before the answer was complete). A call is taken when at
 //! least one of its files was; which call a file belongs to is [`CallIds`]' business. Calls
@@ -20,6 +21,7 @@ use super::event::{Event, EventBatch};
 use crate::classify::call::CallIds;
 use crate::classify::client::{ClientClass, ClientId, ClientKind};
 use crate::classify::path::PathClass;
+use crate::detect::rule::MethodKind;
 use crate::privacy::Pseudonymizer;
 
 type FastMap<K, V> = HashMap<K, V, ahash::RandomState>;
@@ -184,7 +186,8 @@ fn record_scope(
             }
         }
     }
-    if ev.path_class != PathClass::Recording {
+    // A HEAD (OPTIONS, TRACE, CONNECT) answered 2xx transferred nothing.
+    if ev.path_class != PathClass::Recording || !MethodKind::Body.admits(batch.bytes(&ev.method)) {
         return;
     }
     let transfer = Transfer::of_status(ev.status);

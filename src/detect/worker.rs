@@ -14,7 +14,7 @@ use std::sync::Arc;
 use super::alert::{Alert, AlertStatus, MAX_SAMPLE_PATHS, MAX_USER_AGENTS};
 use super::event::{Event, EventBatch};
 use super::evidence::{AlertChange, Evidence};
-use super::rule::{Aggregate, Facts, GroupBy, Rule};
+use super::rule::{Aggregate, Facts, GroupBy, MethodKind, Rule};
 use super::window::Window;
 use crate::classify::client::{unified, ClientId, ClientKind};
 use crate::privacy::Pseudonymizer;
@@ -572,7 +572,7 @@ fn record_evidence(
         key: (ledger_client_key(ev.client, batch.bytes(&ev.client_name), cfg.stable_seed), ev.path_key),
         hours: Vec::new(),
     });
-    e.count(ev.time, ev.status, ev.body_bytes);
+    e.count(ev.time, ev.status, ev.body_bytes, MethodKind::Body.admits(batch.bytes(&ev.method)));
 }
 
 fn mark_dirty(ep: &mut Episode, key: GroupKey, slot: usize, dirty: &mut Vec<(GroupKey, usize)>) {
