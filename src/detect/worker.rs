@@ -670,10 +670,15 @@ impl Episode {
     }
 
     /// What it counted since the last hand-out, for the store.
+    /// The sample and user agents handed out move into the change: the store unions them
+    /// into the alert (bounded), so the episode keeps only what it sees next (issue 13: they
+    /// were ~150 bytes of every idle one-fetch client's state).
     fn take_change(&mut self) -> AlertChange {
         self.dirty = false;
+        let sample = std::mem::take(&mut self.alert.sample);
+        let user_agents = std::mem::take(&mut self.alert.user_agents);
         AlertChange {
-            alert: self.alert.clone(),
+            alert: Alert { sample, user_agents, ..self.alert.clone() },
             requests: std::mem::take(&mut self.pending_requests),
             bytes: std::mem::take(&mut self.pending_bytes),
             paths: std::mem::take(&mut self.pending_paths),
