@@ -25,6 +25,7 @@ use crate::detect::rule::{
 use crate::detect::EngineSettings;
 use crate::http::HttpSettings;
 use crate::parse::json::{JsonPlan, JsonProducer};
+use crate::parse::plan::{apache_named_equivalent, nginx_named_equivalent};
 use crate::parse::samba::{SambaPlan, FORMAT_NAME as SAMBA_FORMAT};
 use crate::parse::time::UtcOffset;
 use crate::parse::{is_host_name, parse_client_ip, FieldPlan, LineFormat, LogFormat};
@@ -253,12 +254,19 @@ fn build_sources(b: &Builder<'_>, sources: Vec<RawSource>) -> Result<Vec<SourceS
                     &names,
                 )?)
             }
-            (None, Some(text), None) => LineFormat::Plan(Arc::new(
-                FieldPlan::nginx(text).map_err(|e| b.err(&at("nginx_log_format"), e.to_string()))?,
-            )),
-            (None, None, Some(text)) => LineFormat::Plan(Arc::new(
-                FieldPlan::apache(text).map_err(|e| b.err(&at("apache_log_format"), e.to_string()))?,
-            )),
+            // A string that is a named format word for word is read by that format's tokenizer.
+            (None, Some(text), None) => match nginx_named_equivalent(text) {
+                Some(named) => LineFormat::Named(named),
+                None => LineFormat::Plan(Arc::new(
+                    FieldPlan::nginx(text).map_err(|e| b.err(&at("nginx_log_format"), e.to_string()))?,
+                )),
+            },
+            (None, None, Some(text)) => match apache_named_equivalent(text) {
+                Some(named) => LineFormat::Named(named),
+                None => LineFormat::Plan(Arc::new(
+                    FieldPlan::apache(text).map_err(|e| b.err(&at("apache_log_format"), e.to_string()))?,
+                )),
+            },
             (Some(_), _, _) => {
                 return Err(b.err(&at("format"), "give either format or a log format string, not both"));
             }

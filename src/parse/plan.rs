@@ -8,7 +8,7 @@
 
 use memchr::{memchr, memmem};
 
-use super::{dash_is_none, find_closing_quote, SkipReason};
+use super::{dash_is_none, find_closing_quote, LogFormat, SkipReason};
 
 /// What a plan read after the request: found in the same pass as the head, so kept whole.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -794,9 +794,127 @@ fn parse_epoch(text: &[u8], per_second: i64) -> Option<i64> {
     Some(value / per_second)
 }
 
+/// nginx `log_format` strings that are a named format, word for word.
+const NGINX_NAMED: [(&str, LogFormat); 3] = [
+    (
+        r#"$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent "$http_referer" "$http_user_agent""#,
+        LogFormat::Combined,
+    ),
+    (
+        r#"$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent "$http_referer" "$http_user_agent" "$http_x_forwarded_for""#,
+        LogFormat::Main,
+    ),
+    (r#"$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent"#, LogFormat::Common),
+];
+
+/// Apache `LogFormat` strings that are a named format, word for word (with `%b`; `%B` and
+/// `%O` read the same number there: see [`Field::BytesSent`]).
+const APACHE_NAMED: [(&str, LogFormat); 4] = [
+    (r#"%h %l %u %t "%r" %>s %b "%{Referer}i" "%{User-Agent}i""#, LogFormat::Combined),
+    (r#"%h %l %u %t "%r" %>s %b"#, LogFormat::Common),
+    (r#"%v:%p %h %l %u %t "%r" %>s %b "%{Referer}i" "%{User-Agent}i""#, LogFormat::VhostCombined),
+    (r#"%v:%p %h %l %u %t "%r" %>s %b"#, LogFormat::VhostCommon),
+];
+
+/// The named format an nginx `log_format` string is, if it is one word for word (runs of
+/// blanks read as one; no `escape=` other than `default`): its lines are then read by that
+/// format's own tokenizer, with the fast path for lines no rule can match, instead of by a
+/// plan that would read the same fields (a test holds the two equal).
+pub fn nginx_named_equivalent(format: &str) -> Option<LogFormat> {
+    let text = format.trim_start();
+    let text = text.strip_prefix("escape=default").map_or(text, |rest| rest.trim().trim_matches('\''));
+    let words = blanks_as_one(text);
+    NGINX_NAMED.iter().find(|(named, _)| *named == words).map(|(_, f)| *f)
+}
+
+/// [`nginx_named_equivalent`] for an Apache `LogFormat` string (`\"` read as `"`).
+pub fn apache_named_equivalent(format: &str) -> Option<LogFormat> {
+    let words = blanks_as_one(&format.replace("\\\"", "\"")).replace(" %O", " %b").replace(" %B", " %b");
+    APACHE_NAMED.iter().find(|(named, _)| *named == words).map(|(_, f)| *f)
+}
+
+fn blanks_as_one(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::parse::AccessLine;
+
+    /// Lines of every shape the named tokenizers read: escapes, `-` fields, IPv6, a host-name
+    /// client, an odd request line, a long user agent, a user, a list in X-Forwarded-For.
+    const SHAPES: [&str; 9] = [
+        r#"203.0.113.9 - - [18/Feb/2019:10:00:01 +0100] "GET /recordings/a.wav HTTP/1.1" 200 5120 "-" "curl/8.0""#,
+        r#"2001:db8::7 - alice [18/Feb/2019:10:00:02 +0000] "GET /recordings/b.wav?x=1 HTTP/2.0" 206 - "https://r.example/" "Mozilla/5.0 (X11; Linux x86_64)""#,
+        r#"198.51.100.3 - - [18/Feb/2019:10:00:03 -0500] "HEAD /recordings/%2e%2e/c.wav HTTP/1.0" 404 0 "-" "agent \x22quoted\x22 \xFF""#,
+        r#"client.example - - [18/Feb/2019:10:00:04 +0100] "GET / HTTP/1.1" 301 178 "-" "-""#,
+        r#"203.0.113.10 - - [18/Feb/2019:10:00:05 +0100] "\x16\x03\x01\x00" 400 157 "-" "-""#,
+        r#"203.0.113.11 - - [18/Feb/2019:10:00:06 +0100] "-" 408 0 "-" "-""#,
+        r#"203.0.113.12 - bob [18/Feb/2019:10:00:07 +0100] "POST /api/upload HTTP/1.1" 201 12 "-" "python-requests/2.31.0""#,
+        r#"203.0.113.13 - - [18/Feb/2019:10:00:08 +0100] "GET /recordings/d.wav HTTP/1.1" 200 999999999999 "-" "Wget/1.21""#,
+        r#"203.0.113.14 - - [18/Feb/2019:10:00:09 +0100] "GET http://h.example/recordings/e.wav HTTP/1.1" 200 10 "-" "x""#,
+    ];
+
+    /// What the pipeline reads of a line (the virtual host it never reads).
+    fn fields(a: &AccessLine<'_>) -> String {
+        format!(
+            "{:?} {:?} {:?} {:?} {} {} {:?} {:?} {:?} {:?}",
+            a.client,
+            a.user,
+            a.time,
+            a.method,
+            String::from_utf8_lossy(a.target),
+            a.status,
+            a.body_bytes(),
+            a.user_agent(),
+            a.junk_request,
+            a.forwarded_for(),
+        )
+    }
+
+    #[test]
+    fn a_log_format_string_of_a_named_format_reads_what_its_plan_reads() {
+        let vhost = |line: &str| format!("files.example:443 {line}");
+        let xff = |line: &str| format!("{line} \"198.51.100.7, 10.0.0.1\"");
+        let common = |line: &str| line.rsplitn(3, " \"").last().unwrap().to_string();
+        let cases: Vec<(FieldPlan, LogFormat, Vec<String>)> = vec![
+            (FieldPlan::nginx(NGINX_NAMED[0].0).unwrap(), LogFormat::Combined, SHAPES.map(String::from).to_vec()),
+            (FieldPlan::nginx(NGINX_NAMED[1].0).unwrap(), LogFormat::Main, SHAPES.map(xff).to_vec()),
+            (FieldPlan::nginx(NGINX_NAMED[2].0).unwrap(), LogFormat::Common, SHAPES.map(common).to_vec()),
+            (FieldPlan::apache(APACHE_NAMED[0].0).unwrap(), LogFormat::Combined, SHAPES.map(String::from).to_vec()),
+            (FieldPlan::apache(APACHE_NAMED[1].0).unwrap(), LogFormat::Common, SHAPES.map(common).to_vec()),
+            (FieldPlan::apache(APACHE_NAMED[2].0).unwrap(), LogFormat::VhostCombined, SHAPES.map(vhost).to_vec()),
+            (
+                FieldPlan::apache(APACHE_NAMED[3].0).unwrap(),
+                LogFormat::VhostCommon,
+                SHAPES.map(|l| vhost(&common(l))).to_vec(),
+            ),
+        ];
+        for (plan, named, lines) in cases {
+            let plan = crate::parse::LineFormat::Plan(std::sync::Arc::new(plan));
+            for line in &lines {
+                let by_plan = plan.parse(line.as_bytes()).map(|a| fields(&a));
+                let by_name = crate::parse::parse_line(named, line.as_bytes()).map(|a| fields(&a));
+                assert_eq!(by_plan, by_name, "{named:?}: {line}");
+            }
+        }
+    }
+
+    #[test]
+    fn log_format_strings_of_named_formats_are_recognised_word_for_word() {
+        let nginx_conf = "$remote_addr - $remote_user [$time_local] \"$request\" \n  $status $body_bytes_sent \"$http_referer\" \"$http_user_agent\"";
+        assert_eq!(nginx_named_equivalent(nginx_conf), Some(LogFormat::Combined));
+        assert_eq!(nginx_named_equivalent(&format!("escape=default '{nginx_conf}'")), Some(LogFormat::Combined));
+        assert_eq!(nginx_named_equivalent(&format!("escape=json '{nginx_conf}'")), None);
+        assert_eq!(nginx_named_equivalent(NGINX_MAIN), Some(LogFormat::Main));
+        assert_eq!(nginx_named_equivalent("$remote_addr $status"), None);
+        // Debian's apache2.conf, as written inside the directive's quotes.
+        let debian = r#"%v:%p %h %l %u %t \"%r\" %>s %O \"%{Referer}i\" \"%{User-Agent}i\""#;
+        assert_eq!(apache_named_equivalent(debian), Some(LogFormat::VhostCombined));
+        assert_eq!(apache_named_equivalent(r#"%h %l %u %t "%r" %>s %B"#), Some(LogFormat::Common));
+        assert_eq!(apache_named_equivalent(r#"%a %l %u %t "%r" %>s %b"#), None, "%a is not %h");
+    }
 
     const NGINX_MAIN: &str = r#"$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent "$http_referer" "$http_user_agent" "$http_x_forwarded_for""#;
 
