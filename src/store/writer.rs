@@ -375,7 +375,7 @@ mod tests {
         }
     }
 
-    fn writer<S: AlertStore>(store: S, workers: usize, on_error: OnStoreError) -> StoreWriter<S> {
+    pub(super) fn writer<S: AlertStore>(store: S, workers: usize, on_error: OnStoreError) -> StoreWriter<S> {
         StoreWriter {
             store,
             workers,
@@ -565,6 +565,7 @@ mod exactly_once {
 
     use crossbeam_channel::unbounded;
 
+    use super::tests::writer;
     use super::*;
     use crate::detect::alert::tests::alert;
 
@@ -573,18 +574,7 @@ mod exactly_once {
     }
 
     fn daemon_writer(store: Store, workers: usize) -> StoreWriter {
-        StoreWriter {
-            store,
-            workers,
-            on_error: OnStoreError::Fail,
-            shutdown: CancellationToken::new(),
-            notify: Notify::Skip,
-            telemetry: Arc::new(Telemetry::default()),
-            durable: Arc::new(AtomicU64::new(0)),
-            report: false,
-            hold_until_barrier: true,
-            rollup: Rollup::default(),
-        }
+        StoreWriter { report: false, ..writer(store, workers, OnStoreError::Fail) }
     }
 
     #[test]
@@ -673,18 +663,7 @@ mod exactly_once {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open_state_dir(dir.path()).unwrap();
         let recording = Arc::new(Recording { store: store.clone(), sizes: Default::default() });
-        let w = StoreWriter {
-            store: recording.clone(),
-            workers: 1,
-            on_error: OnStoreError::Fail,
-            shutdown: CancellationToken::new(),
-            notify: Notify::Skip,
-            telemetry: Arc::new(Telemetry::default()),
-            durable: Arc::new(AtomicU64::new(0)),
-            report: false,
-            hold_until_barrier: true,
-            rollup: Rollup::default(),
-        };
+        let w = StoreWriter { report: false, ..writer(recording.clone(), 1, OnStoreError::Fail) };
         let per_barrier = StoreWriter::<Store>::MAX_WRITE_ITEMS / 2 + 1;
         let barriers = 8u64;
         let (tx, rx) = unbounded();
@@ -723,18 +702,7 @@ mod exactly_once {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open_state_dir(dir.path()).unwrap();
         let failing = FlushFailsOnce { store: store.clone(), failures: AtomicU32::new(1) };
-        let w = StoreWriter {
-            store: failing,
-            workers: 1,
-            on_error: OnStoreError::Retry,
-            shutdown: CancellationToken::new(),
-            notify: Notify::Skip,
-            telemetry: Arc::new(Telemetry::default()),
-            durable: Arc::new(AtomicU64::new(0)),
-            report: false,
-            hold_until_barrier: true,
-            rollup: Rollup::default(),
-        };
+        let w = StoreWriter { report: false, ..writer(failing, 1, OnStoreError::Retry) };
         let (tx, rx) = unbounded();
         tx.send(WorkerOutput::Changes(Changes { epoch: 1, alerts: vec![change(4, 0..3)], evidence: vec![] })).unwrap();
         tx.send(WorkerOutput::Barrier(Arc::new(Barrier {
