@@ -106,10 +106,10 @@ pub(crate) fn run_worker(
     let mut worker = Worker::new(cfg);
     let mut changed = Changes { epoch: 1, ..Changes::default() };
     let mut published = WorkerStats::default();
-    // Hands out what changed (if anything) as the current epoch's changes.
     // Hands out what changed (if anything) as the current epoch's changes, in messages of at
-    // most CHANGES_PER_MESSAGE each: the store queue is bounded in messages, so this bounds
-    // what waits for a slow store, and a slow store blocks this thread (then reading pauses).
+    // most CHANGES_PER_MESSAGE changes and PATHS_PER_MESSAGE path keys each: the store queue is
+    // bounded in messages, so this bounds what waits for a slow store, and a slow store blocks
+    // this thread (then reading pauses).
     // A replay (which keeps the scope) folds its ledger deltas as maxima: it hands them out
     // once, at its end; its alert changes (running totals, path keys) at every barrier too.
     let hand_out = |worker: &mut Worker, changed: &mut Changes, end: bool| -> bool {
