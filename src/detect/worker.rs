@@ -40,6 +40,10 @@ pub struct DetectConfig {
     pub max_groups: usize,
     /// Keep per-client totals for the scope report (replay). Off in the daemon.
     pub keep_scope: bool,
+    /// Episodes keep every path key they count, so their distinct counts are exact in memory
+    /// and the store keeps no distinct sets for them (replay: see [`path_cap`]). Off in the
+    /// daemon, whose memory must not grow with an alert's distinct paths.
+    pub keeps_every_path: bool,
     /// What the scope counts as a call, and its period (set by the pipeline after `new`).
     pub scope: ScopeSettings,
     /// The longest window or suppression time of the rules: how long (event time) a group's
@@ -75,6 +79,7 @@ impl DetectConfig {
             idle_secs: idle_secs.max(longest),
             max_groups: max_groups.max(1),
             keep_scope,
+            keeps_every_path: false,
             scope: ScopeSettings::default(),
             memory_secs: longest,
             stable_seed: pseudonyms.stable_seed(),
@@ -127,25 +132,54 @@ struct Episode {
 }
 
 /// The path keys an episode knows are counted in its alert, at most its `path_cap`: a sorted
-/// vector, exactly as long as what it holds (an episode of a one-fetch client holds one key in
-/// 16 bytes; a hash set took ~100 bytes per episode, issue 13).
-#[derive(Default)]
-struct PathCache(Vec<u128>);
+/// vector, exactly as long as what it holds, while small (an episode of a one-fetch client
+/// holds one key in 16 bytes; a hash set took ~100 bytes per episode, issue 13); a hash set
+/// beyond [`PathCache::SMALL`] keys (a replay's episodes keep every key).
+enum PathCache {
+    Small(Vec<u128>),
+    Large(FastSet<u128>),
+}
+
+impl Default for PathCache {
+    fn default() -> Self {
+        PathCache::Small(Vec::new())
+    }
+}
 
 impl PathCache {
+    const SMALL: usize = 64;
+
     fn contains(&self, key: &u128) -> bool {
-        self.0.binary_search(key).is_ok()
+        match self {
+            PathCache::Small(keys) => keys.binary_search(key).is_ok(),
+            PathCache::Large(keys) => keys.contains(key),
+        }
     }
 
     fn insert(&mut self, key: u128) {
-        if let Err(at) = self.0.binary_search(&key) {
-            self.0.reserve_exact(1);
-            self.0.insert(at, key);
+        match self {
+            PathCache::Small(keys) if keys.len() >= Self::SMALL => {
+                let mut large: FastSet<u128> = keys.drain(..).collect();
+                large.insert(key);
+                *self = PathCache::Large(large);
+            }
+            PathCache::Small(keys) => {
+                if let Err(at) = keys.binary_search(&key) {
+                    keys.reserve_exact(1);
+                    keys.insert(at, key);
+                }
+            }
+            PathCache::Large(keys) => {
+                keys.insert(key);
+            }
         }
     }
 
     fn len(&self) -> usize {
-        self.0.len()
+        match self {
+            PathCache::Small(keys) => keys.len(),
+            PathCache::Large(keys) => keys.len(),
+        }
     }
 }
 
@@ -355,7 +389,7 @@ impl Worker {
     /// ignored by the caller's routing.
     pub fn resume(&mut self, alert: Alert) {
         let Some((key, slot, n)) = self.locate(&alert) else { return };
-        let path_cap = path_cap(rule_of(&self.cfg, key, slot));
+        let path_cap = path_cap(&self.cfg, rule_of(&self.cfg, key, slot));
         let g = self.groups.entry(key).or_insert_with(|| GroupState {
             last_seen: alert.last_seen,
             windows: (0..n).map(|_| None).collect(),
@@ -519,11 +553,19 @@ fn apply_rules(
     }
 }
 
-/// How many path keys an episode of `rule` keeps in memory: enough for the rule to decide
-/// (threshold + 1), never more; the store keeps the alert's whole distinct set.
-fn path_cap(rule: &Rule) -> usize {
+/// How many path keys an episode of `rule` keeps in memory: in the daemon enough for the rule
+/// to decide (threshold + 1), never more, and the store keeps the alert's whole distinct set;
+/// in a replay every key ([`KEEPS_EVERY_PATH`]): its distinct counts are exact in memory (a
+/// replay keeps every client's files for its scope anyway) and the store keeps no sets for it.
+fn path_cap(cfg: &DetectConfig, rule: &Rule) -> usize {
+    if cfg.keeps_every_path {
+        return KEEPS_EVERY_PATH;
+    }
     usize::try_from(rule.threshold).unwrap_or(usize::MAX).saturating_add(1).min(Window::MAX_ENTRIES)
 }
+
+/// The `path_cap` of an episode that keeps every path key it counts.
+const KEEPS_EVERY_PATH: usize = usize::MAX;
 
 /// The rule of slot `slot` of a group of `key`'s kind.
 fn rule_of(cfg: &DetectConfig, key: GroupKey, slot: usize) -> &Rule {
@@ -613,7 +655,7 @@ impl Episode {
                 (ev.time, 1, success_bytes)
             }
         };
-        let path_cap = path_cap(rule);
+        let path_cap = path_cap(cfg, rule);
         let kind = ev.client_class.kind;
         let partner = match kind {
             crate::classify::client::ClientKind::Partner => {
@@ -645,7 +687,9 @@ impl Episode {
             // What the window holds is why the rule fired: all of it is counted at the opening.
             ep.pending_requests = requests;
             ep.pending_bytes = bytes;
-            ep.pending_paths.extend(paths.iter().copied());
+            if path_cap != KEEPS_EVERY_PATH {
+                ep.pending_paths.extend(paths.iter().copied());
+            }
         }
         for key in paths.into_iter().take(path_cap) {
             ep.seen_paths.insert(key);
@@ -712,12 +756,15 @@ impl Episode {
         self.pending_requests = self.pending_requests.saturating_add(1);
         self.pending_bytes = self.pending_bytes.saturating_add(success_bytes);
         if !self.seen_paths.contains(&ev.path_key) {
-            // Maybe new to the alert: the store decides (it keeps the alert's distinct set).
-            self.pending_paths.push(ev.path_key);
+            // Maybe new to the alert: the store decides (it keeps the alert's distinct set),
+            // unless this episode keeps every key and knows.
+            if self.path_cap != KEEPS_EVERY_PATH {
+                self.pending_paths.push(ev.path_key);
+            }
             if self.seen_paths.len() < self.path_cap {
                 self.seen_paths.insert(ev.path_key);
-                // The worker's own view (a lower bound once the cache is full or after a
-                // restart); the store's count is exact.
+                // The worker's own view: exact in a replay; in the daemon a lower bound once
+                // the cache is full or after a restart, and the store's count is exact.
                 a.distinct_resources = a.distinct_resources.saturating_add(1);
             }
             if a.sample.len() < MAX_SAMPLE_PATHS {
@@ -916,6 +963,24 @@ mod tests {
         let changed = Rule { threshold: 10, window_secs: 120, ..r2() };
         assert_eq!(distinct_after_reload(changed.clone(), 10), Vec::<u64>::new());
         assert_eq!(distinct_after_reload(changed, 11), [11]);
+    }
+
+    #[test]
+    fn a_replay_episode_counts_every_distinct_path_itself_and_hands_out_no_keys() {
+        let mut cfg = DetectConfig::new(vec![r1(&["200"])], vec![], vec!["web1".into()], 3600, 1000, true, test_key());
+        cfg.keeps_every_path = true;
+        let mut w = Worker::new(Arc::new(cfg));
+        let mut batch = EventBatch::default();
+        // 300 distinct recordings (past the cache's small form), each fetched twice.
+        for i in 0..600 {
+            push(&mut batch, "203.0.113.7", ClientKind::Unknown, 1_000 + i, 200, &format!("/r/{}.wav", i % 300), false);
+        }
+        w.process_batch(&batch);
+        let mut changes = Vec::new();
+        w.take_changed(&mut changes);
+        assert_eq!(changes.len(), 1);
+        assert_eq!((changes[0].alert.requests, changes[0].alert.distinct_resources), (600, 300));
+        assert!(changes[0].paths.is_empty(), "the store keeps no distinct set for a replay");
     }
 
     #[test]

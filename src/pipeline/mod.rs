@@ -128,6 +128,9 @@ impl Pipeline {
             options.pseudonyms.clone(),
         );
         detect.scope = options.scope.clone();
+        // A replay keeps every client's files for its scope: its episodes may as well keep
+        // every path key, and its store writes no distinct sets.
+        detect.keeps_every_path = options.keep_scope;
         detect.ledger = options.ledger;
         let detect = Arc::new(detect);
         telemetry.register_sources(sources.iter().map(|s| s.name.as_str()));

@@ -405,6 +405,11 @@ impl Db {
                     }
                     let added = add_alert_paths(tx_paths, &change.alert.id, &change.paths)?;
                     merged.distinct_resources = merged.distinct_resources.saturating_add(added);
+                    if write.counts == Counts::Max {
+                        // A replay's episodes keep every path key (and send none): their count
+                        // is exact.
+                        merged.distinct_resources = merged.distinct_resources.max(change.alert.distinct_resources);
+                    }
                     if old.is_none() {
                         created.push(i);
                     }

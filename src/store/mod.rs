@@ -311,8 +311,9 @@ pub struct StoreWrite {
     /// How a storm of new alerts is paged (with [`Notify::Queue`]).
     pub rollup: Rollup,
     /// How counts combine with the stored ones: added (the daemon's deltas, exactly once by
-    /// position), or kept as the larger (a replay's whole-run totals: replaying a log again
-    /// into the same store changes nothing).
+    /// position; distinct resources from the alert's stored distinct set), or kept as the
+    /// larger (a replay's running totals, distinct resources included, which its episodes
+    /// count exactly: replaying a log again into the same store changes nothing).
     pub counts: Counts,
 }
 
