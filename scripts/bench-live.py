@@ -5,7 +5,7 @@ at a fixed rate; every 50 ms one "probe" line is a recording fetch by a new unkn
 is readable through the alert API (the store stage upserts, then flushes, in one write).
 Prints p50/p99/max of that, the daemon's own read→durable histogram quantiles, and its
 peak RSS. Usage: bench-live.py RECWATCH_BINARY RATE [SECONDS]"""
-import http.client, json, os, random, signal, socket, subprocess, sys, tempfile, threading, time
+import http.client, json, os, random, signal, socket, subprocess, sys, threading, time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 import daemon as recwatch_daemon  # noqa: E402
 
@@ -13,35 +13,12 @@ binary, rate = sys.argv[1], int(sys.argv[2])
 seconds = float(sys.argv[3]) if len(sys.argv) > 3 else 5.0
 token = "bench-token-0123456789abcdef"
 
-tmp = tempfile.mkdtemp(prefix="recwatch-live-")
-log = os.path.join(tmp, "access.log")
-open(log, "w").close()
-open(os.path.join(tmp, "token"), "w").write(token)
-open(os.path.join(tmp, "rw.toml"), "w").write(f"""
-[store]
-path = "state"
-[networks]
-internal = ["10.0.0.0/8"]
-[http]
-listen = "127.0.0.1:0"
-token_file = "token"
-[[source]]
-name = "bench"
-path = "{log}"
-""")
-daemon, port = recwatch_daemon.start(binary, os.path.join(tmp, "rw.toml"), os.path.join(tmp, "state"), 20)
+tmp, log, config = recwatch_daemon.scratch("recwatch-live-", token, "bench")
+daemon, port = recwatch_daemon.start(binary, config, os.path.join(tmp, "state"), token, 20)
 
 def get(path):
     status, _, body = recwatch_daemon.get(port, token, path, timeout=5)
     return status, body
-
-deadline = time.time() + 20
-while True:
-    try:
-        if get("/readyz")[0] == 200: break
-    except OSError: pass
-    if time.time() > deadline: sys.exit("daemon did not become ready")
-    time.sleep(0.05)
 
 ts = time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime())
 def line(ip, path, status=200):

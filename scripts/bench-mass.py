@@ -5,7 +5,7 @@ the daemon pushes. Prints peak RSS (VmHWM) and RSS at every 100 k clients read, 
 /metrics scrape time at the end, what the receiver got, and the alerts and ledger clients in
 the store. Default config (default rules, default engine), only loopback addresses.
 Usage: bench-mass.py RECWATCH_BINARY N [STEP]"""
-import hashlib, hmac, http.client, http.server, json, os, subprocess, sys, tempfile, threading, time
+import hashlib, hmac, http.client, http.server, json, os, subprocess, sys, threading, time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 import daemon as recwatch_daemon  # noqa: E402
 
@@ -44,29 +44,15 @@ class Hook(http.server.BaseHTTPRequestHandler):
 hook = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
 threading.Thread(target=hook.serve_forever, daemon=True).start()
 
-tmp = tempfile.mkdtemp(prefix="recwatch-mass-")
-log = os.path.join(tmp, "access.log")
-open(log, "w").close()
-open(os.path.join(tmp, "token"), "w").write(token)
-open(os.path.join(tmp, "hook.key"), "wb").write(secret)
-open(os.path.join(tmp, "rw.toml"), "w").write(f"""
-[store]
-path = "state"
-[networks]
-internal = ["10.0.0.0/8"]
-[http]
-listen = "127.0.0.1:0"
-token_file = "token"
-[[source]]
-name = "web"
-path = "{log}"
+tmp, log, config = recwatch_daemon.scratch("recwatch-mass-", token, "web", f"""
 [[receiver]]
 name = "hook"
 kind = "webhook"
 url = "http://127.0.0.1:{hook.server_address[1]}/hook"
 secret_file = "hook.key"
 """ + os.environ.get("BENCH_EXTRA_TOML", ""))
-daemon, port = recwatch_daemon.start(binary, os.path.join(tmp, "rw.toml"), os.path.join(tmp, "state"), 60)
+open(os.path.join(tmp, "hook.key"), "wb").write(secret)
+daemon, port = recwatch_daemon.start(binary, config, os.path.join(tmp, "state"), token, 60)
 
 def get(path):
     return recwatch_daemon.get(port, token, path, timeout=120)
@@ -83,14 +69,6 @@ def status(field):
         if l.startswith(field + ":"):
             return int(l.split()[1]) / 1024.0  # MiB
     return 0.0
-
-deadline = time.time() + 60
-while True:
-    try:
-        if get("/readyz")[0] == 200: break
-    except OSError: pass
-    if time.time() > deadline: sys.exit("daemon did not become ready")
-    time.sleep(0.05)
 
 ts = time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime())
 def client(i):

@@ -1,11 +1,35 @@
-"""Starts `recwatch run` for the bench scripts and talks to its HTTP API. Owns the port-0
-handshake (the daemon writes the address it bound to <state>/http.addr) and the token-bearing
-GET; never builds configs or measures anything."""
-import http.client, os, subprocess, sys, time
+"""Starts `recwatch run` for the bench scripts and talks to its HTTP API. Owns the scratch
+directory and base config they share, the port-0 handshake (the daemon writes the address it
+bound to <state>/http.addr) and the token-bearing GET; never measures anything."""
+import http.client, os, subprocess, sys, tempfile, time
 
 
-def start(binary, config, state_dir, wait_secs):
-    """The daemon on `config` and the port it reported, once it reported one."""
+def scratch(prefix, token, source_name, extra_toml=""):
+    """A scratch directory with an empty access.log, the API token file and rw.toml: the store
+    in state/, 10.0.0.0/8 internal, the API on 127.0.0.1 port 0, one file source on the log,
+    then `extra_toml`. Returns (directory, log path, config path)."""
+    tmp = tempfile.mkdtemp(prefix=prefix)
+    log = os.path.join(tmp, "access.log")
+    open(log, "w").close()
+    open(os.path.join(tmp, "token"), "w").write(token)
+    config = os.path.join(tmp, "rw.toml")
+    open(config, "w").write(f"""
+[store]
+path = "state"
+[networks]
+internal = ["10.0.0.0/8"]
+[http]
+listen = "127.0.0.1:0"
+token_file = "token"
+[[source]]
+name = "{source_name}"
+path = "{log}"
+""" + extra_toml)
+    return tmp, log, config
+
+
+def start(binary, config, state_dir, token, wait_secs):
+    """The daemon on `config` and the port it reported, once /readyz answers 200."""
     daemon = subprocess.Popen([binary, "run", "--config", config], env=dict(os.environ, RECWATCH_LOG="warn"))
     addr_file = os.path.join(state_dir, "http.addr")
     deadline = time.time() + wait_secs
@@ -13,7 +37,13 @@ def start(binary, config, state_dir, wait_secs):
         if daemon.poll() is not None: sys.exit(f"daemon exited: {daemon.returncode}")
         if time.time() > deadline: sys.exit("daemon did not report its address")
         time.sleep(0.05)
-    return daemon, int(open(addr_file).read().strip().rsplit(":", 1)[1])
+    port = int(open(addr_file).read().strip().rsplit(":", 1)[1])
+    while True:
+        try:
+            if get(port, token, "/readyz", timeout=5)[0] == 200: return daemon, port
+        except OSError: pass
+        if time.time() > deadline: sys.exit("daemon did not become ready")
+        time.sleep(0.05)
 
 
 def get(port, token, path, timeout):

@@ -161,10 +161,8 @@ impl Ingest {
         if access.junk_request {
             self.tally.junk_requests += 1;
         }
-        let target = match file_paths {
-            true => file_path_as_target(access.target, &mut self.target_scratch),
-            false => access.target,
-        };
+        let target =
+            if file_paths { file_path_as_target(access.target, &mut self.target_scratch) } else { access.target };
         let Some(path_class) = self.paths.classify(target, path_semantics, &mut self.path_scratch) else {
             self.tally.parsed += 1;
             return;

@@ -167,8 +167,8 @@ impl<S: AlertStore> StoreWriter<S> {
             // the changes of one barrier, whose lines the ingest bounds), so one slow write
             // cannot make the next one larger, and the next larger still (issue 13: sled keeps
             // every node a transaction replaced until it ends).
-            // A replay writes each message alone: its alerts arrive once, at its end, and one
-            // transaction over all of them holds every version of every node it touches.
+            // A replay writes each message alone (bounded in changes and path keys by the
+            // worker): one transaction over many holds every version of every node it touches.
             let drain = if self.hold_until_barrier { Self::DRAIN_PER_WRITE } else { 1 };
             let mut taken = 0;
             let mut queue = first.into_iter().map(Ok).chain(std::iter::from_fn(|| match rx.try_recv() {
@@ -266,7 +266,8 @@ impl<S: AlertStore> StoreWriter<S> {
     }
 
     /// Deltas exactly once by position (the daemon), or one run's totals kept as maxima (a
-    /// replay, which hands each alert and ledger entry out once, at its end).
+    /// replay, whose alert changes are running totals and whose ledger entries are handed out
+    /// once, at its end).
     fn counts(&self) -> Counts {
         if self.hold_until_barrier {
             Counts::Add
