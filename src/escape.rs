@@ -185,9 +185,20 @@ pub fn html(s: &str) -> String {
 /// terminal acts on.
 pub fn json_pretty<T: serde::Serialize + ?Sized>(value: &T) -> Result<String, serde_json::Error> {
     let mut out = Vec::with_capacity(256);
-    let mut ser = serde_json::Serializer::with_formatter(&mut out, SafeJson::pretty());
-    value.serialize(&mut ser)?;
+    json_pretty_nested(value, 0, &mut out)?;
     Ok(String::from_utf8(out).expect("serde_json writes UTF-8"))
+}
+
+/// [`json_pretty`] of a value that sits `level` arrays or objects deep in a larger document,
+/// appended to `out`: its lines are indented as [`json_pretty`] of the whole document would
+/// indent them, so values rendered apart (on several threads) can be spliced into it.
+pub fn json_pretty_nested<T: serde::Serialize + ?Sized>(
+    value: &T,
+    level: usize,
+    out: &mut Vec<u8>,
+) -> Result<(), serde_json::Error> {
+    let formatter = SafeJson { level, ..SafeJson::pretty() };
+    value.serialize(&mut serde_json::Serializer::with_formatter(out, formatter))
 }
 
 /// [`json_pretty`] without whitespace: for HTTP responses.

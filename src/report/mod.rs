@@ -320,7 +320,7 @@ impl Report {
         telemetry: &Telemetry,
         inputs: Vec<InputSummary>,
         alerts: &[Alert],
-        clients: Vec<ClientScope>,
+        clients: &[ClientScope],
         context: ReportContext,
     ) -> Report {
         use std::sync::atomic::Ordering::Relaxed;
@@ -344,130 +344,66 @@ impl Report {
         lines: LineCounts,
         inputs: Vec<InputSummary>,
         alerts: &[Alert],
-        clients: Vec<ClientScope>,
+        clients: &[ClientScope],
         context: ReportContext,
     ) -> Report {
         let period = context.period;
         let in_period =
             |a: &&Alert| period.since.is_none_or(|s| a.last_seen >= s) && period.until.is_none_or(|u| a.first_seen < u);
         let alerts: Vec<&Alert> = alerts.iter().filter(in_period).collect();
-        let mut marks: HashMap<&str, Vec<(i64, String, &'static str)>> = HashMap::new();
+        let mut marks: Marks<'_> = HashMap::new();
         for a in alerts.iter().filter(|a| a.group_by != "source") {
             marks.entry(a.client.as_str()).or_default().push((a.first_seen, a.rule_id.clone(), a.severity.as_str()));
         }
-        let kind_of = |s: &ClientScope| s.class.unwrap_or(crate::classify::client::ClientClass::UNKNOWN);
-        let mut totals = Totals::default();
-        // Hash sets: a replay's scope holds every file each client took (tens of thousands).
-        let (mut calls, mut files, mut partial) = (FastSet::default(), FastSet::default(), FastSet::default());
-        let (mut outside_calls, mut outside_files, mut outside_partial) =
-            (FastSet::default(), FastSet::default(), FastSet::default());
-        // Per call: its name (if a client outside the internal networks took it) and takers.
-        let mut takers: HashMap<u128, (Option<&str>, Vec<&str>), ahash::RandomState> = HashMap::default();
-        let mut outside = Vec::new();
-        let (mut first, mut last) = (None::<i64>, None::<i64>);
-        for s in &clients {
-            let unknown = kind_of(s).kind == ClientKind::Unknown;
-            totals.clients += 1;
-            totals.clients_taking += u64::from(!s.files.is_empty());
-            totals.partial_transfers = totals.partial_transfers.saturating_add(s.partial_transfers);
-            totals.bytes = totals.bytes.saturating_add(s.bytes);
-            first = Some(first.map_or(s.first_seen, |f| f.min(s.first_seen)));
-            last = Some(last.map_or(s.last_seen, |l| l.max(s.last_seen)));
-            for (call, taken) in s.calls_taken() {
-                calls.insert(*call);
-                let (name, clients) = takers.entry(*call).or_default();
-                *name = name.or(taken.name.as_deref());
-                clients.push(s.client.as_str());
-                if unknown {
-                    outside_calls.insert(*call);
-                }
+        // Each scoped thread builds the rows of one part of the clients and tallies one shard
+        // of the calls and recordings of all of them (shards split by key, so counts add).
+        let threads = available_threads();
+        let part = clients.len().div_ceil(threads).max(1);
+        let (mut rows, tally) = std::thread::scope(|scope| {
+            let (marks, partner_names) = (&marks, &context.partner_names);
+            let handles: Vec<_> = (0..threads)
+                .map(|shard| {
+                    scope.spawn(move || {
+                        let mine = clients.iter().skip(shard * part).take(part);
+                        let rows: Vec<(u8, ClientRow)> = mine.map(|s| client_row(s, marks, partner_names)).collect();
+                        (rows, Tally::of(clients, shard, threads))
+                    })
+                })
+                .collect();
+            let mut all = (Vec::with_capacity(clients.len()), Tally::default());
+            for handle in handles {
+                let (rows, tally) = handle.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
+                all.0.extend(rows);
+                all.1.add(tally);
             }
-            files.extend(s.files.iter().copied());
-            partial.extend(s.partial.iter().copied());
-            if unknown {
-                outside.push(s.client.clone());
-                outside_files.extend(s.files.iter().copied());
-                outside_partial.extend(s.partial.iter().copied());
-            }
-        }
-        totals.calls = calls.len() as u64;
-        totals.files = files.len() as u64;
-        totals.partial_files = partial.difference(&files).count() as u64;
+            all
+        });
+        let Tally {
+            mut totals,
+            mut shared_calls,
+            outside_calls,
+            outside_files,
+            outside_partial,
+            mut outside,
+            first,
+            last,
+        } = tally;
         totals.first_seen = first.map(format_rfc3339);
         totals.last_seen = last.map(format_rfc3339);
-        let mut shared_calls: Vec<SharedCall> = takers
-            .into_values()
-            .filter(|(_, c)| c.len() > 1)
-            .filter_map(|(name, mut c)| {
-                c.sort_unstable();
-                Some(SharedCall { call: name?.to_string(), clients: c.into_iter().map(String::from).collect() })
-            })
-            .collect();
         shared_calls.sort_by(|a, b| a.call.cmp(&b.call));
+        outside.sort();
         let art33 = Art33 {
             period_examined: PeriodText {
                 since: period.since.or(inputs.iter().filter_map(|i| i.first_line).min()).map(format_rfc3339),
                 until: period.until.or(inputs.iter().filter_map(|i| i.last_line).max()).map(format_rfc3339),
             },
-            data_subjects_approx: outside_calls.len() as u64,
-            records: outside_files.len() as u64,
-            partial_records: outside_partial.difference(&outside_files).count() as u64,
-            clients_outside_known_networks: {
-                outside.sort();
-                outside
-            },
+            data_subjects_approx: outside_calls,
+            records: outside_files,
+            partial_records: outside_partial,
+            clients_outside_known_networks: outside,
             gaps_between_sources: gaps_between(&inputs),
             cannot_know: cannot_know(&context, &inputs),
         };
-        let mut rows: Vec<(u8, ClientRow)> = clients
-            .into_iter()
-            .map(|s| {
-                let class = kind_of(&s);
-                let order = match class.kind {
-                    ClientKind::Unknown => 0,
-                    ClientKind::Partner => 1,
-                    ClientKind::Internal => 2,
-                };
-                let partner = (class.kind == ClientKind::Partner)
-                    .then(|| context.partner_names.get(usize::from(class.partner)).cloned())
-                    .flatten();
-                let mut call_list: Vec<CallRow> = s
-                    .calls
-                    .values()
-                    .filter_map(|c| {
-                        let call = c.name.as_deref()?.to_string();
-                        Some(CallRow { call, files: c.files, partial_files: c.partial_files })
-                    })
-                    .collect();
-                call_list.sort_unstable_by(|a, b| a.call.cmp(&b.call));
-                let mut fetch_hours: Vec<(i64, u64)> = s.fetch_hours.iter().map(|(h, n)| (h * 3_600, *n)).collect();
-                fetch_hours.sort_unstable();
-                let mut alert_marks = marks.remove(s.client.as_str()).unwrap_or_default();
-                alert_marks.sort();
-                let mut alerts: Vec<String> = alert_marks.iter().map(|(_, r, _)| r.clone()).collect();
-                alerts.sort();
-                let row = ClientRow {
-                    kind: class.kind.as_str(),
-                    partner,
-                    requests: s.requests,
-                    calls: s.calls_taken().count() as u64,
-                    files: s.files.len() as u64,
-                    successful: s.successful,
-                    partial_transfers: s.partial_transfers,
-                    partial_files: s.partial_only().count() as u64,
-                    bytes: s.bytes,
-                    first_seen: format_rfc3339(s.first_seen),
-                    last_seen: format_rfc3339(s.last_seen),
-                    user_agents: s.user_agents,
-                    alerts,
-                    call_list,
-                    fetch_hours,
-                    alert_marks,
-                    client: s.client,
-                };
-                (order, row)
-            })
-            .collect();
         // Unknown clients first, then partners, then internal; within each, most taken first.
         // By cached keys: a row is large, and sorting moves only indices.
         rows.sort_by_cached_key(|(o, r)| {
@@ -492,13 +428,53 @@ impl Report {
         }
     }
 
-    pub fn render(&self, format: ReportFormat) -> String {
+    /// Writes the report as `format` to `out`. (JSON takes the client rows out while it
+    /// renders the rest, and puts them back.)
+    pub fn write_to(&mut self, format: ReportFormat, out: &mut impl std::io::Write) -> std::io::Result<()> {
         match format {
-            ReportFormat::Json => escape::json_pretty(self).expect("report serialises") + "\n",
-            ReportFormat::Csv => text::csv(self),
-            ReportFormat::Markdown => text::markdown(self),
-            ReportFormat::Html => html::page(self),
+            ReportFormat::Json => self.write_json(out),
+            ReportFormat::Csv => out.write_all(text::csv(self).as_bytes()),
+            ReportFormat::Markdown => out.write_all(text::markdown(self).as_bytes()),
+            ReportFormat::Html => out.write_all(html::page(self).as_bytes()),
         }
+    }
+
+    /// Pretty JSON. The client rows (most of a large report) are rendered in parts on scoped
+    /// threads and written between the rest's `"clients": [` and `]`: byte for byte what
+    /// one pass would write.
+    fn write_json(&mut self, out: &mut impl std::io::Write) -> std::io::Result<()> {
+        let rows = std::mem::take(&mut self.clients);
+        let head = escape::json_pretty(&*self).expect("report serialises");
+        self.clients = rows;
+        // The key sits one level deep, so a line break and two spaces precede it (a string
+        // value cannot hold a raw line break).
+        const EMPTY: &str = "\n  \"clients\": []";
+        let at = head.find(EMPTY).expect("the report has its clients key") + EMPTY.len() - 1;
+        let rows = &self.clients;
+        let parts: Vec<Vec<u8>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = rows
+                .chunks(rows.len().div_ceil(available_threads()).max(1))
+                .enumerate()
+                .map(|(i, part)| {
+                    scope.spawn(move || {
+                        let mut text = Vec::new();
+                        for (j, row) in part.iter().enumerate() {
+                            text.extend_from_slice(if i == 0 && j == 0 { b"\n    " } else { b",\n    " });
+                            escape::json_pretty_nested(row, 2, &mut text).expect("a client row serialises");
+                        }
+                        text
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e))).collect()
+        });
+        out.write_all(&head.as_bytes()[..at])?;
+        parts.iter().try_for_each(|part| out.write_all(part))?;
+        if !rows.is_empty() {
+            out.write_all(b"\n  ")?;
+        }
+        out.write_all(&head.as_bytes()[at..])?;
+        out.write_all(b"\n")
     }
 
     /// Clients outside the internal networks.
@@ -507,6 +483,169 @@ impl Report {
     }
 }
 
+/// What the report counts over all clients: one shard of it, or the sum of all shards.
+#[derive(Default)]
+struct Tally {
+    totals: Totals,
+    /// Calls taken by more than one client (not sorted).
+    shared_calls: Vec<SharedCall>,
+    /// Distinct calls, recordings and partial-only recordings of clients outside the known
+    /// networks, and those clients (not sorted).
+    outside_calls: u64,
+    outside_files: u64,
+    outside_partial: u64,
+    outside: Vec<String>,
+    first: Option<i64>,
+    last: Option<i64>,
+}
+
+impl Tally {
+    /// Shard `shard` of `shards`: the calls and recordings whose keys fall in it; the
+    /// per-client sums go to shard 0.
+    fn of(clients: &[ClientScope], shard: usize, shards: usize) -> Tally {
+        let mine = |key: &u128| (*key as u64) % shards as u64 == shard as u64;
+        let mut tally = Tally::default();
+        // Hash sets: a replay's scope holds every file each client took (tens of thousands).
+        // Sized up front for this shard's share: growing them rehashed every key several times.
+        let share = |n: usize| FastSet::<u128>::with_capacity_and_hasher(n / shards + 16, Default::default());
+        let (n_calls, n_files, n_partial) =
+            clients.iter().fold((0, 0, 0), |(c, f, p), s| (c + s.calls.len(), f + s.files.len(), p + s.partial.len()));
+        let (mut calls, mut files, mut partial) = (share(n_calls), share(n_files), share(n_partial));
+        let (mut outside_calls, mut outside_files, mut outside_partial) =
+            (share(n_calls), share(n_files), share(n_partial));
+        // Per call: its name (if a client outside the internal networks took it), its first
+        // taker and any others (most calls have one).
+        type Takers<'a> = (Option<&'a str>, &'a str, Vec<&'a str>);
+        let mut takers: HashMap<u128, Takers<'_>, ahash::RandomState> =
+            HashMap::with_capacity_and_hasher(n_calls / shards + 16, Default::default());
+        for s in clients {
+            let unknown = kind_of(s).kind == ClientKind::Unknown;
+            if shard == 0 {
+                let totals = &mut tally.totals;
+                totals.clients += 1;
+                totals.clients_taking += u64::from(!s.files.is_empty());
+                totals.partial_transfers = totals.partial_transfers.saturating_add(s.partial_transfers);
+                totals.bytes = totals.bytes.saturating_add(s.bytes);
+                tally.first = Some(tally.first.map_or(s.first_seen, |f| f.min(s.first_seen)));
+                tally.last = Some(tally.last.map_or(s.last_seen, |l| l.max(s.last_seen)));
+                if unknown {
+                    tally.outside.push(s.client.clone());
+                }
+            }
+            for (call, taken) in s.calls_taken().filter(|(call, _)| mine(call)) {
+                calls.insert(*call);
+                let (name, first, more) = takers.entry(*call).or_insert((None, s.client.as_str(), Vec::new()));
+                *name = name.or(taken.name.as_deref());
+                if *first != s.client {
+                    more.push(s.client.as_str());
+                }
+                if unknown {
+                    outside_calls.insert(*call);
+                }
+            }
+            files.extend(s.files.iter().filter(|k| mine(k)));
+            partial.extend(s.partial.iter().filter(|k| mine(k)));
+            if unknown {
+                outside_files.extend(s.files.iter().filter(|k| mine(k)));
+                outside_partial.extend(s.partial.iter().filter(|k| mine(k)));
+            }
+        }
+        tally.totals.calls = calls.len() as u64;
+        tally.totals.files = files.len() as u64;
+        tally.totals.partial_files = partial.difference(&files).count() as u64;
+        tally.shared_calls = takers
+            .into_values()
+            .filter_map(|(name, first, mut more)| {
+                let name = name.filter(|_| !more.is_empty())?;
+                more.push(first);
+                more.sort_unstable();
+                Some(SharedCall { call: name.to_string(), clients: more.into_iter().map(String::from).collect() })
+            })
+            .collect();
+        tally.outside_calls = outside_calls.len() as u64;
+        tally.outside_files = outside_files.len() as u64;
+        tally.outside_partial = outside_partial.difference(&outside_files).count() as u64;
+        tally
+    }
+
+    /// Adds another shard's counts (shards count disjoint keys).
+    fn add(&mut self, other: Tally) {
+        let (t, o) = (&mut self.totals, other.totals);
+        t.clients += o.clients;
+        t.clients_taking += o.clients_taking;
+        t.calls += o.calls;
+        t.files += o.files;
+        t.partial_transfers = t.partial_transfers.saturating_add(o.partial_transfers);
+        t.partial_files += o.partial_files;
+        t.bytes = t.bytes.saturating_add(o.bytes);
+        self.shared_calls.extend(other.shared_calls);
+        self.outside_calls += other.outside_calls;
+        self.outside_files += other.outside_files;
+        self.outside_partial += other.outside_partial;
+        self.outside.extend(other.outside);
+        self.first = self.first.into_iter().chain(other.first).min();
+        self.last = self.last.into_iter().chain(other.last).max();
+    }
+}
+
+fn kind_of(s: &ClientScope) -> crate::classify::client::ClientClass {
+    s.class.unwrap_or(crate::classify::client::ClientClass::UNKNOWN)
+}
+
+/// Alert marks by client: (first seen, rule id, severity).
+type Marks<'a> = HashMap<&'a str, Vec<(i64, String, &'static str)>>;
+
+/// A client's row, with its rank group (unknown 0, partner 1, internal 2).
+fn client_row(s: &ClientScope, marks: &Marks<'_>, partner_names: &[String]) -> (u8, ClientRow) {
+    let class = kind_of(s);
+    let order = match class.kind {
+        ClientKind::Unknown => 0,
+        ClientKind::Partner => 1,
+        ClientKind::Internal => 2,
+    };
+    let partner =
+        (class.kind == ClientKind::Partner).then(|| partner_names.get(usize::from(class.partner)).cloned()).flatten();
+    let mut call_list: Vec<CallRow> = s
+        .calls
+        .values()
+        .filter_map(|c| {
+            let call = c.name.as_deref()?.to_string();
+            Some(CallRow { call, files: c.files, partial_files: c.partial_files })
+        })
+        .collect();
+    call_list.sort_unstable_by(|a, b| a.call.cmp(&b.call));
+    let mut fetch_hours: Vec<(i64, u64)> = s.fetch_hours.iter().map(|(h, n)| (h * 3_600, *n)).collect();
+    fetch_hours.sort_unstable();
+    let mut alert_marks = marks.get(s.client.as_str()).cloned().unwrap_or_default();
+    alert_marks.sort();
+    let mut alerts: Vec<String> = alert_marks.iter().map(|(_, r, _)| r.clone()).collect();
+    alerts.sort();
+    let row = ClientRow {
+        kind: class.kind.as_str(),
+        partner,
+        requests: s.requests,
+        calls: s.calls_taken().count() as u64,
+        files: s.files.len() as u64,
+        successful: s.successful,
+        partial_transfers: s.partial_transfers,
+        partial_files: s.partial_only().count() as u64,
+        bytes: s.bytes,
+        first_seen: format_rfc3339(s.first_seen),
+        last_seen: format_rfc3339(s.last_seen),
+        user_agents: s.user_agents.clone(),
+        alerts,
+        call_list,
+        fetch_hours,
+        alert_marks,
+        client: s.client.clone(),
+    };
+    (order, row)
+}
+
+/// Threads the process may run on (its CPU affinity: 1 under `taskset -c 0`).
+fn available_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |t| t.get())
+}
 /// The line counts a report starts with.
 #[derive(Clone, Debug, Default)]
 pub struct LineCounts {
@@ -625,5 +764,78 @@ mod tests {
             none.ends_with("no known format fits them (formats: combined, main, common, vhost_combined, vhost_common)"),
             "{none}"
         );
+    }
+    /// Clients of every kind that took overlapping calls (some shared), with names and user
+    /// agents holding characters the JSON escapes.
+    fn scopes(n: usize) -> Vec<ClientScope> {
+        use crate::classify::client::ClientClass;
+        use crate::detect::scope::CallTaken;
+        (0..n)
+            .map(|i| {
+                let kind = [ClientKind::Unknown, ClientKind::Partner, ClientKind::Internal][i % 3];
+                let calls = (0..i % 5 + 1)
+                    .map(|c| {
+                        let key = (i / 2 + c) as u128 * 0x9E37_79B9_7F4A_7C15;
+                        let name = (kind != ClientKind::Internal).then(|| format!("call-{key}\u{7f}\"").into());
+                        (key, CallTaken { files: (c % 2) as u64, partial_files: 1, name })
+                    })
+                    .collect();
+                ClientScope {
+                    client: format!("198.51.100.{i}"),
+                    class: Some(ClientClass { kind, partner: 0 }),
+                    requests: i as u64 + 1,
+                    files: (0..i as u128).collect(),
+                    partial: (i as u128 / 2..i as u128 + 3).collect(),
+                    calls,
+                    user_agents: vec![format!("agent {i} \u{1b}[2J")],
+                    first_seen: 1_550_000_000 + i as i64,
+                    last_seen: 1_550_000_100 + i as i64,
+                    ..ClientScope::default()
+                }
+            })
+            .collect()
+    }
+
+    fn report_of(clients: &[ClientScope]) -> Report {
+        let context = ReportContext {
+            origin: "replay",
+            period: Period::default(),
+            call_ids_configured: false,
+            partner_names: vec!["acme".into()],
+        };
+        Report::from_scopes(LineCounts::default(), Vec::new(), &[], clients, context)
+    }
+
+    #[test]
+    fn json_with_rows_rendered_apart_is_one_pass_json_byte_for_byte() {
+        for n in [0, 1, 2, 7, 40] {
+            let mut report = report_of(&scopes(n));
+            let one_pass = escape::json_pretty(&report).unwrap() + "\n";
+            let mut spliced = Vec::new();
+            report.write_to(ReportFormat::Json, &mut spliced).unwrap();
+            assert_eq!(String::from_utf8(spliced).unwrap(), one_pass, "{n} clients");
+            assert_eq!(report.clients.len(), n, "the rows are put back");
+        }
+    }
+
+    #[test]
+    fn shards_of_the_tally_add_up_to_the_whole() {
+        let clients = scopes(40);
+        let whole = Tally::of(&clients, 0, 1);
+        for shards in [2, 3, 8] {
+            let mut sum = Tally::default();
+            (0..shards).for_each(|shard| sum.add(Tally::of(&clients, shard, shards)));
+            assert_eq!(sum.totals, whole.totals, "{shards} shards");
+            let sorted = |t: &Tally| {
+                let mut calls = t.shared_calls.clone();
+                calls.sort_by(|a, b| a.call.cmp(&b.call));
+                calls
+            };
+            assert_eq!(sorted(&sum), sorted(&whole));
+            assert!(!whole.shared_calls.is_empty(), "the clients share calls");
+            let outside =
+                |t: &Tally| (t.outside_calls, t.outside_files, t.outside_partial, t.outside.len(), t.first, t.last);
+            assert_eq!(outside(&sum), outside(&whole));
+        }
     }
 }
