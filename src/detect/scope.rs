@@ -112,9 +112,11 @@ pub struct ClientScope {
     pub calls: FastMap<u128, CallTaken>,
     /// Distinct user agents of its requests, pseudonymised, at most [`MAX_SCOPE_USER_AGENTS`].
     pub user_agents: Vec<String>,
-    /// Transfers of recordings (complete or partial) by hour (Unix seconds / 3600): the
-    /// report's timeline.
-    pub fetch_hours: FastMap<i64, u64>,
+    /// A hash of the last user agent looked up in `user_agents`: a client sends the same one
+    /// request after request, and this spares reading the list (cold in memory) each time.
+    pub(crate) last_user_agent: u64,
+    /// Transfers of recordings (complete or partial) by hour: the report's timeline.
+    pub fetch_hours: FetchHours,
     pub first_seen: i64,
     pub last_seen: i64,
 }
@@ -125,9 +127,51 @@ impl ClientScope {
         self.calls.iter().filter(|(_, c)| c.files > 0)
     }
 
+    /// Whether `ua` differs from the user agent of the client's previous request.
+    fn user_agent_changed(&mut self, ua: &[u8]) -> bool {
+        let hash = xxhash_rust::xxh3::xxh3_64(ua);
+        std::mem::replace(&mut self.last_user_agent, hash) != hash
+    }
+
     /// Distinct files transferred only partially, never completely.
     pub fn partial_only(&self) -> impl Iterator<Item = &u128> {
         self.partial.iter().filter(|k| !self.files.contains(k))
+    }
+}
+
+/// Counts by hour (Unix seconds / 3600). Logs come mostly in time order, so the hour being
+/// counted is kept in the struct itself: a count rarely touches the list of the others.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FetchHours {
+    /// The hour counted last, and its count (0: none yet).
+    current: (i64, u64),
+    /// Every other hour counted, sorted.
+    others: Vec<(i64, u64)>,
+}
+
+impl FetchHours {
+    pub fn add(&mut self, hour: i64, n: u64) {
+        if self.current.1 > 0 && self.current.0 != hour {
+            let (earlier, count) = self.current;
+            match self.others.binary_search_by_key(&earlier, |&(h, _)| h) {
+                Ok(i) => self.others[i].1 = self.others[i].1.saturating_add(count),
+                Err(i) => self.others.insert(i, (earlier, count)),
+            }
+            self.current = (hour, 0);
+        }
+        self.current = (hour, self.current.1.saturating_add(n));
+    }
+
+    /// Every hour counted and its count, sorted by hour.
+    pub fn sorted(&self) -> Vec<(i64, u64)> {
+        let mut all = self.others.clone();
+        if self.current.1 > 0 {
+            match all.binary_search_by_key(&self.current.0, |&(h, _)| h) {
+                Ok(i) => all[i].1 = all[i].1.saturating_add(self.current.1),
+                Err(i) => all.insert(i, self.current),
+            }
+        }
+        all
     }
 }
 
@@ -177,13 +221,15 @@ fn record_scope(
     s.requests = s.requests.saturating_add(1);
     s.first_seen = s.first_seen.min(ev.time);
     s.last_seen = s.last_seen.max(ev.time);
-    if s.user_agents.len() < MAX_SCOPE_USER_AGENTS {
-        let ua = batch.bytes(&ev.user_agent);
-        if !ua.is_empty() && !s.user_agents.iter().any(|k| k.as_bytes() == ua) {
-            let text = pseudonyms.pseudonymize_bytes(ua);
-            if !s.user_agents.iter().any(|k| *k == text) {
-                s.user_agents.push(text.into_owned());
-            }
+    let ua = batch.bytes(&ev.user_agent);
+    if s.user_agents.len() < MAX_SCOPE_USER_AGENTS
+        && !ua.is_empty()
+        && s.user_agent_changed(ua)
+        && !s.user_agents.iter().any(|k| k.as_bytes() == ua)
+    {
+        let text = pseudonyms.pseudonymize_bytes(ua);
+        if !s.user_agents.iter().any(|k| *k == text) {
+            s.user_agents.push(text.into_owned());
         }
     }
     // A HEAD (OPTIONS, TRACE, CONNECT) answered 2xx transferred nothing.
@@ -194,7 +240,7 @@ fn record_scope(
     if transfer == Transfer::None {
         return;
     }
-    *s.fetch_hours.entry(ev.time.div_euclid(3_600)).or_default() += 1;
+    s.fetch_hours.add(ev.time.div_euclid(3_600), 1);
     if (200..300).contains(&ev.status) {
         s.bytes = s.bytes.saturating_add(ev.body_bytes);
     }
@@ -299,6 +345,19 @@ mod tests {
         assert_eq!(taken("2"), CallTaken { files: 0, partial_files: 2, name: Some("2".into()) });
         assert_eq!((s.first_seen, s.last_seen), (100, 140));
         assert_eq!(s.user_agents, ["curl/8"]);
+    }
+
+    #[test]
+    fn hours_counted_out_of_order_come_out_sorted_and_summed() {
+        let mut hours = FetchHours::default();
+        assert_eq!(hours.sorted(), []);
+        for (hour, n) in [(5, 1), (5, 2), (3, 1), (7, 1), (5, 1), (3, 4), (3, 1)] {
+            hours.add(hour, n);
+        }
+        assert_eq!(hours.sorted(), [(3, 6), (5, 4), (7, 1)]);
+        hours.add(9, u64::MAX);
+        hours.add(9, 1);
+        assert_eq!(hours.sorted().last(), Some(&(9, u64::MAX)), "counts saturate");
     }
 
     #[test]

@@ -111,7 +111,7 @@ pub fn scopes(
         s.successful = s.successful.saturating_add(complete);
         s.partial_transfers = s.partial_transfers.saturating_add(partial);
         for (hour, n) in fetch_hours {
-            *s.fetch_hours.entry(hour).or_default() += n;
+            s.fetch_hours.add(hour, n);
         }
         if complete == 0 && partial == 0 {
             continue;

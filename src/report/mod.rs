@@ -614,8 +614,7 @@ fn client_row(s: &ClientScope, marks: &Marks<'_>, partner_names: &[String]) -> (
         })
         .collect();
     call_list.sort_unstable_by(|a, b| a.call.cmp(&b.call));
-    let mut fetch_hours: Vec<(i64, u64)> = s.fetch_hours.iter().map(|(h, n)| (h * 3_600, *n)).collect();
-    fetch_hours.sort_unstable();
+    let fetch_hours: Vec<(i64, u64)> = s.fetch_hours.sorted().into_iter().map(|(h, n)| (h * 3_600, n)).collect();
     let mut alert_marks = marks.get(s.client.as_str()).cloned().unwrap_or_default();
     alert_marks.sort();
     let mut alerts: Vec<String> = alert_marks.iter().map(|(_, r, _)| r.clone()).collect();
