@@ -269,7 +269,8 @@ pub struct ClientRow {
 /// One call as one client touched it.
 #[derive(Serialize, Clone, Debug, PartialEq, Eq)]
 pub struct CallRow {
-    pub call: String,
+    /// Shared with the scope that named it: a large report has one row per (client, call).
+    pub call: std::sync::Arc<str>,
     /// Distinct files of it taken completely.
     pub files: u64,
     /// Distinct files of it got only partially.
@@ -609,7 +610,7 @@ fn client_row(s: &ClientScope, marks: &Marks<'_>, partner_names: &[String]) -> (
         .calls
         .values()
         .filter_map(|c| {
-            let call = c.name.as_deref()?.to_string();
+            let call = c.name.clone()?;
             Some(CallRow { call, files: c.files, partial_files: c.partial_files })
         })
         .collect();
