@@ -13,9 +13,8 @@ pub mod ledger;
 pub mod period;
 pub mod text;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
-type FastSet<K> = HashSet<K, ahash::RandomState>;
 
 use serde::Serialize;
 
@@ -506,20 +505,13 @@ impl Tally {
     fn of(clients: &[ClientScope], shard: usize, shards: usize) -> Tally {
         let mine = |key: &u128| (*key as u64) % shards as u64 == shard as u64;
         let mut tally = Tally::default();
-        // Hash sets: a replay's scope holds every file each client took (tens of thousands).
-        // Sized up front for this shard's share: growing them rehashed every key several times.
-        let share = |n: usize| FastSet::<u128>::with_capacity_and_hasher(n / shards + 16, Default::default());
-        let (n_calls, n_files, n_partial) =
-            clients.iter().fold((0, 0, 0), |(c, f, p), s| (c + s.calls.len(), f + s.files.len(), p + s.partial.len()));
-        let (mut calls, mut files, mut partial) = (share(n_calls), share(n_files), share(n_partial));
-        let (mut outside_calls, mut outside_files, mut outside_partial) =
-            (share(n_calls), share(n_files), share(n_partial));
-        // Per call: its name (if a client outside the internal networks took it), its first
-        // taker and any others (most calls have one).
-        type Takers<'a> = (Option<&'a str>, &'a str, Vec<&'a str>);
-        let mut takers: HashMap<u128, Takers<'_>, ahash::RandomState> =
-            HashMap::with_capacity_and_hasher(n_calls / shards + 16, Default::default());
-        for s in clients {
+        // Sorted lists of keys, counted after one sort each: a replay's scope holds every file
+        // each client took (tens of thousands), and hash sets of them took more time and
+        // twice the memory. `_out`: those of clients outside the known networks.
+        let (mut files, mut files_out, mut partial, mut partial_out) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        // (call, index of a client that took it), and the calls those outside took.
+        let (mut calls, mut calls_out) = (Vec::new(), Vec::new());
+        for (i, s) in clients.iter().enumerate() {
             let unknown = kind_of(s).kind == ClientKind::Unknown;
             if shard == 0 {
                 let totals = &mut tally.totals;
@@ -533,39 +525,41 @@ impl Tally {
                     tally.outside.push(s.client.clone());
                 }
             }
-            for (call, taken) in s.calls_taken().filter(|(call, _)| mine(call)) {
-                calls.insert(*call);
-                let (name, first, more) = takers.entry(*call).or_insert((None, s.client.as_str(), Vec::new()));
-                *name = name.or(taken.name.as_deref());
-                if *first != s.client {
-                    more.push(s.client.as_str());
-                }
-                if unknown {
-                    outside_calls.insert(*call);
-                }
-            }
+            let before = calls.len();
+            calls.extend(s.calls_taken().map(|(call, _)| (*call, i)).filter(|(call, _)| mine(call)));
+            let before_files = (files.len(), partial.len());
             files.extend(s.files.iter().filter(|k| mine(k)));
             partial.extend(s.partial.iter().filter(|k| mine(k)));
             if unknown {
-                outside_files.extend(s.files.iter().filter(|k| mine(k)));
-                outside_partial.extend(s.partial.iter().filter(|k| mine(k)));
+                calls_out.extend(calls[before..].iter().map(|(call, _)| *call));
+                files_out.extend_from_slice(&files[before_files.0..]);
+                partial_out.extend_from_slice(&partial[before_files.1..]);
             }
         }
-        tally.totals.calls = calls.len() as u64;
+        for keys in [&mut files, &mut files_out, &mut partial, &mut partial_out, &mut calls_out] {
+            keys.sort_unstable();
+            keys.dedup();
+        }
+        calls.sort_unstable();
         tally.totals.files = files.len() as u64;
-        tally.totals.partial_files = partial.difference(&files).count() as u64;
-        tally.shared_calls = takers
-            .into_values()
-            .filter_map(|(name, first, mut more)| {
-                let name = name.filter(|_| !more.is_empty())?;
-                more.push(first);
-                more.sort_unstable();
-                Some(SharedCall { call: name.to_string(), clients: more.into_iter().map(String::from).collect() })
-            })
-            .collect();
-        tally.outside_calls = outside_calls.len() as u64;
-        tally.outside_files = outside_files.len() as u64;
-        tally.outside_partial = outside_partial.difference(&outside_files).count() as u64;
+        tally.totals.partial_files = count_not_in(&partial, &files);
+        tally.outside_files = files_out.len() as u64;
+        tally.outside_partial = count_not_in(&partial_out, &files_out);
+        tally.outside_calls = calls_out.len() as u64;
+        for takers in calls.chunk_by(|a, b| a.0 == b.0) {
+            tally.totals.calls += 1;
+            if takers.len() < 2 {
+                continue;
+            }
+            // Named when a client outside the internal networks took it.
+            let key = takers[0].0;
+            let name = takers.iter().find_map(|(_, i)| clients[*i].calls.get(&key)?.name.as_deref());
+            if let Some(name) = name {
+                let mut names: Vec<String> = takers.iter().map(|(_, i)| clients[*i].client.clone()).collect();
+                names.sort_unstable();
+                tally.shared_calls.push(SharedCall { call: name.to_string(), clients: names });
+            }
+        }
         tally
     }
 
@@ -591,6 +585,18 @@ impl Tally {
 
 fn kind_of(s: &ClientScope) -> crate::classify::client::ClientClass {
     s.class.unwrap_or(crate::classify::client::ClientClass::UNKNOWN)
+}
+
+/// How many keys of sorted, distinct `keys` are not in sorted, distinct `other`.
+fn count_not_in(keys: &[u128], other: &[u128]) -> u64 {
+    let mut rest = other;
+    let mut count = 0;
+    for key in keys {
+        let skip = rest.partition_point(|k| k < key);
+        rest = &rest[skip..];
+        count += u64::from(rest.first() != Some(key));
+    }
+    count
 }
 
 /// Alert marks by client: (first seen, rule id, severity).
