@@ -25,7 +25,25 @@ use crate::detect::rule::MethodKind;
 use crate::privacy::Pseudonymizer;
 
 type FastMap<K, V> = HashMap<K, V, ahash::RandomState>;
-type FastSet<K> = HashSet<K, ahash::RandomState>;
+/// The sets and maps inside each client's scope, seeded with the process's one random seed:
+/// a `RandomState` in each of them made every scope 96 bytes larger, and a replay touches
+/// thousands of scopes in turn (the smaller they are, the more of them stay in the cache).
+type ScopeSet<K> = HashSet<K, ProcessSeed>;
+type ScopeMap<K, V> = HashMap<K, V, ProcessSeed>;
+
+/// ahash keyed once per process (as `ahash::RandomState` is per map): a key an attacker
+/// chose cannot be made to collide without knowing the seed.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ProcessSeed;
+
+impl std::hash::BuildHasher for ProcessSeed {
+    type Hasher = ahash::AHasher;
+
+    fn build_hasher(&self) -> ahash::AHasher {
+        static SEED: std::sync::OnceLock<ahash::RandomState> = std::sync::OnceLock::new();
+        SEED.get_or_init(ahash::RandomState::new).build_hasher()
+    }
+}
 
 /// Distinct user agents kept per client (the rest are counted only).
 pub const MAX_SCOPE_USER_AGENTS: usize = 8;
@@ -105,11 +123,11 @@ pub struct ClientScope {
     /// Body bytes of recordings answered 2xx (partial ones too; saturating).
     pub bytes: u64,
     /// Distinct recordings taken completely (keys of their normalised paths).
-    pub files: FastSet<u128>,
+    pub files: ScopeSet<u128>,
     /// Distinct recordings transferred partially, taken completely or not.
-    pub partial: FastSet<u128>,
+    pub partial: ScopeSet<u128>,
     /// Calls touched by a complete or partial transfer, by [`call_key`].
-    pub calls: FastMap<u128, CallTaken>,
+    pub calls: ScopeMap<u128, CallTaken>,
     /// Distinct user agents of its requests, pseudonymised, at most [`MAX_SCOPE_USER_AGENTS`].
     pub user_agents: Vec<String>,
     /// A hash of the last user agent looked up in `user_agents`: a client sends the same one
