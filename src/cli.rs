@@ -18,7 +18,7 @@ use recwatch::pipeline::replay::{self, ReplayOptions, ReplayOutcome};
 use recwatch::privacy::Pseudonymizer;
 use recwatch::report::ledger::LedgerQuery;
 use recwatch::report::period::parse_period;
-use recwatch::report::{skipped_lines_warning, AlertRow, LineCounts, Report, ReportContext, ReportFormat};
+use recwatch::report::{skipped_lines_warning, AlertRow, LineCounts, Report, ReportContext, ReportFormat, ScopeRows};
 use recwatch::source::replay::{open, Input};
 use recwatch::store::{AlertFilter, Store, StoreError};
 use recwatch::telemetry::Telemetry;
@@ -521,7 +521,7 @@ fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         |e| progress_errors.suspend(|| eprintln!("recwatch: {}", escape::text(e))),
     );
     progress.finish_and_clear();
-    let ReplayOutcome { inputs: mut summaries, run: outcome } = replayed?;
+    let ReplayOutcome { inputs: mut summaries, run: outcome, rows } = replayed?;
     for (summary, input) in summaries.iter_mut().zip(&inputs) {
         if summary.skipped * 2 > summary.lines {
             let sample = first_lines(input, 200);
@@ -547,7 +547,7 @@ fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         call_ids_configured: config.classify.call_ids.pattern().is_some(),
         partner_names: config.classify.partner_names(),
     };
-    let report = Report::build(&telemetry, summaries, &outcome.alerts, &outcome.clients, context);
+    let report = Report::build(&telemetry, summaries, &outcome.alerts, rows, context);
     write_report(report, report_format, args.output.as_deref(), outcome)?;
     if nothing_read {
         eprintln!("recwatch: nothing could be read");
@@ -600,7 +600,8 @@ fn report(args: ReportArgs) -> anyhow::Result<ExitCode> {
         call_ids_configured: config.classify.call_ids.pattern().is_some(),
         partner_names,
     };
-    let report = Report::from_scopes(LineCounts::default(), inputs, &alerts, &scopes, context);
+    let rows = ScopeRows::build(&scopes, &context.partner_names);
+    let report = Report::from_rows(LineCounts::default(), inputs, &alerts, rows, context);
     write_report(report, format, args.output.as_deref(), (scopes, alerts))?;
     Ok(ExitCode::SUCCESS)
 }

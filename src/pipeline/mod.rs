@@ -261,7 +261,16 @@ impl Pipeline {
     }
 
     /// Sends what is buffered, waits for workers and the store to drain, flushes the store.
-    pub fn finish(mut self) -> Result<RunOutcome, PipelineError> {
+    pub fn finish(self) -> Result<RunOutcome, PipelineError> {
+        self.finish_with(|_| ()).map(|(run, ())| run)
+    }
+
+    /// [`Pipeline::finish`], which calls `while_storing` with the clients' scopes once every
+    /// worker has stopped, while the store still writes and flushes the last changes.
+    pub fn finish_with<R>(
+        mut self,
+        while_storing: impl FnOnce(&[ClientScope]) -> R,
+    ) -> Result<(RunOutcome, R), PipelineError> {
         self.ingest.flush();
         let Ingest { to_workers, .. } = self.ingest;
         drop(to_workers);
@@ -272,8 +281,9 @@ impl Pipeline {
             stats.push(s);
             clients.extend(scope.into_values());
         }
+        let prepared = while_storing(&clients);
         let alerts = self.store.join().map_err(|_| PipelineError::Thread("the store thread panicked".into()))??;
-        Ok(RunOutcome { alerts, clients, workers: stats })
+        Ok((RunOutcome { alerts, clients, workers: stats }, prepared))
     }
 }
 

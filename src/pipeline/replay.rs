@@ -19,7 +19,7 @@ use crate::detect::thread::WorkerMsg;
 use crate::parse::time::{format_rfc3339, parse_clf_time_in, UtcOffset};
 use crate::parse::{LineFormat, SkipReason, TimeKind, MAX_LINE_LEN};
 use crate::privacy::Pseudonymizer;
-use crate::report::{Gap, InputSummary, GAP_SECS};
+use crate::report::{Gap, InputSummary, ScopeRows, GAP_SECS};
 use crate::source::framing::{Chunk, ChunkSource, Frame, LineChunks};
 use crate::source::mapped::{MappedChunks, WINDOW_BYTES};
 use crate::source::replay::{open, Input};
@@ -63,6 +63,8 @@ pub struct ReplayOutcome {
     /// One per input, in order.
     pub inputs: Vec<InputSummary>,
     pub run: RunOutcome,
+    /// The report's rows of the clients' scopes, built while the store wrote the last alerts.
+    pub rows: ScopeRows,
 }
 
 /// Reads every input in order through one pipeline into `store` and waits until every alert
@@ -157,7 +159,9 @@ pub fn run(
             .collect();
         summaries.push(summary);
     }
-    Ok(ReplayOutcome { inputs: summaries, run: pipeline.finish()? })
+    let partner_names = config.classify.partner_names();
+    let (run, rows) = pipeline.finish_with(|scopes| ScopeRows::build(scopes, &partner_names))?;
+    Ok(ReplayOutcome { inputs: summaries, run, rows })
 }
 
 /// One chunk parsed by a parser thread, waiting to be forwarded in input order.

@@ -15,7 +15,6 @@ pub mod text;
 
 use std::collections::{BTreeMap, HashMap};
 
-
 use serde::Serialize;
 
 use crate::classify::client::ClientKind;
@@ -315,12 +314,13 @@ pub struct ReportContext {
 }
 
 impl Report {
-    /// Builds the report of a replay from its telemetry, inputs, alerts and per-client scopes.
+    /// Builds the report of a replay from its telemetry, inputs, alerts and the rows of its
+    /// per-client scopes.
     pub fn build(
         telemetry: &Telemetry,
         inputs: Vec<InputSummary>,
         alerts: &[Alert],
-        clients: &[ClientScope],
+        rows: ScopeRows,
         context: ReportContext,
     ) -> Report {
         use std::sync::atomic::Ordering::Relaxed;
@@ -335,49 +335,35 @@ impl Report {
             sensitive_requests: telemetry.sensitive_requests.load(Relaxed),
             recording_requests: telemetry.recording_requests.load(Relaxed),
         };
-        Report::from_scopes(lines, inputs, alerts, clients, context)
+        Report::from_rows(lines, inputs, alerts, rows, context)
     }
 
-    /// Builds the report from line counts, sources, alerts and per-client scopes (whatever
-    /// read them: a replay, or the evidence ledger).
-    pub fn from_scopes(
+    /// Builds the report from line counts, sources, alerts and the rows of the per-client
+    /// scopes (whatever read them: a replay, or the evidence ledger).
+    pub fn from_rows(
         lines: LineCounts,
         inputs: Vec<InputSummary>,
         alerts: &[Alert],
-        clients: &[ClientScope],
+        rows: ScopeRows,
         context: ReportContext,
     ) -> Report {
         let period = context.period;
         let in_period =
             |a: &&Alert| period.since.is_none_or(|s| a.last_seen >= s) && period.until.is_none_or(|u| a.first_seen < u);
         let alerts: Vec<&Alert> = alerts.iter().filter(in_period).collect();
-        let mut marks: Marks<'_> = HashMap::new();
+        let mut marks: HashMap<&str, Vec<(i64, String, &'static str)>> = HashMap::new();
         for a in alerts.iter().filter(|a| a.group_by != "source") {
             marks.entry(a.client.as_str()).or_default().push((a.first_seen, a.rule_id.clone(), a.severity.as_str()));
         }
-        // Each scoped thread builds the rows of one part of the clients and tallies one shard
-        // of the calls and recordings of all of them (shards split by key, so counts add).
-        let threads = available_threads();
-        let part = clients.len().div_ceil(threads).max(1);
-        let (mut rows, tally) = std::thread::scope(|scope| {
-            let (marks, partner_names) = (&marks, &context.partner_names);
-            let handles: Vec<_> = (0..threads)
-                .map(|shard| {
-                    scope.spawn(move || {
-                        let mine = clients.iter().skip(shard * part).take(part);
-                        let rows: Vec<(u8, ClientRow)> = mine.map(|s| client_row(s, marks, partner_names)).collect();
-                        (rows, Tally::of(clients, shard, threads))
-                    })
-                })
-                .collect();
-            let mut all = (Vec::with_capacity(clients.len()), Tally::default());
-            for handle in handles {
-                let (rows, tally) = handle.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
-                all.0.extend(rows);
-                all.1.add(tally);
+        let ScopeRows { mut rows, tally } = rows;
+        for (_, row) in &mut rows {
+            if let Some(mut alert_marks) = marks.get(row.client.as_str()).cloned() {
+                alert_marks.sort();
+                row.alerts = alert_marks.iter().map(|(_, r, _)| r.clone()).collect();
+                row.alerts.sort();
+                row.alert_marks = alert_marks;
             }
-            all
-        });
+        }
         let Tally {
             mut totals,
             mut shared_calls,
@@ -480,6 +466,41 @@ impl Report {
     /// Clients outside the internal networks.
     pub fn outside_clients(&self) -> impl Iterator<Item = &ClientRow> {
         self.clients.iter().filter(|c| c.kind != "internal")
+    }
+}
+
+/// What a report takes from the per-client scopes alone: a row per client (its alerts not
+/// yet marked) and the totals. A replay builds it while the store writes its last alerts.
+pub struct ScopeRows {
+    /// With each row, its rank group (unknown 0, partner 1, internal 2).
+    rows: Vec<(u8, ClientRow)>,
+    tally: Tally,
+}
+
+impl ScopeRows {
+    /// Each scoped thread builds the rows of one part of the clients and tallies one shard of
+    /// the calls and recordings of all of them (shards split by key, so counts add).
+    pub fn build(clients: &[ClientScope], partner_names: &[String]) -> ScopeRows {
+        let threads = available_threads();
+        let part = clients.len().div_ceil(threads).max(1);
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..threads)
+                .map(|shard| {
+                    scope.spawn(move || {
+                        let mine = clients.iter().skip(shard * part).take(part);
+                        let rows: Vec<(u8, ClientRow)> = mine.map(|s| client_row(s, partner_names)).collect();
+                        (rows, Tally::of(clients, shard, threads))
+                    })
+                })
+                .collect();
+            let mut all = ScopeRows { rows: Vec::with_capacity(clients.len()), tally: Tally::default() };
+            for handle in handles {
+                let (rows, tally) = handle.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
+                all.rows.extend(rows);
+                all.tally.add(tally);
+            }
+            all
+        })
     }
 }
 
@@ -599,11 +620,8 @@ fn count_not_in(keys: &[u128], other: &[u128]) -> u64 {
     count
 }
 
-/// Alert marks by client: (first seen, rule id, severity).
-type Marks<'a> = HashMap<&'a str, Vec<(i64, String, &'static str)>>;
-
 /// A client's row, with its rank group (unknown 0, partner 1, internal 2).
-fn client_row(s: &ClientScope, marks: &Marks<'_>, partner_names: &[String]) -> (u8, ClientRow) {
+fn client_row(s: &ClientScope, partner_names: &[String]) -> (u8, ClientRow) {
     let class = kind_of(s);
     let order = match class.kind {
         ClientKind::Unknown => 0,
@@ -622,10 +640,6 @@ fn client_row(s: &ClientScope, marks: &Marks<'_>, partner_names: &[String]) -> (
         .collect();
     call_list.sort_unstable_by(|a, b| a.call.cmp(&b.call));
     let fetch_hours: Vec<(i64, u64)> = s.fetch_hours.sorted().into_iter().map(|(h, n)| (h * 3_600, n)).collect();
-    let mut alert_marks = marks.get(s.client.as_str()).cloned().unwrap_or_default();
-    alert_marks.sort();
-    let mut alerts: Vec<String> = alert_marks.iter().map(|(_, r, _)| r.clone()).collect();
-    alerts.sort();
     let row = ClientRow {
         kind: class.kind.as_str(),
         partner,
@@ -639,10 +653,10 @@ fn client_row(s: &ClientScope, marks: &Marks<'_>, partner_names: &[String]) -> (
         first_seen: format_rfc3339(s.first_seen),
         last_seen: format_rfc3339(s.last_seen),
         user_agents: s.user_agents.clone(),
-        alerts,
+        alerts: Vec::new(),
         call_list,
         fetch_hours,
-        alert_marks,
+        alert_marks: Vec::new(),
         client: s.client.clone(),
     };
     (order, row)
@@ -809,7 +823,8 @@ mod tests {
             call_ids_configured: false,
             partner_names: vec!["acme".into()],
         };
-        Report::from_scopes(LineCounts::default(), Vec::new(), &[], clients, context)
+        let rows = ScopeRows::build(clients, &context.partner_names);
+        Report::from_rows(LineCounts::default(), Vec::new(), &[], rows, context)
     }
 
     #[test]
