@@ -66,7 +66,7 @@ pub(super) fn build(b: &Builder<'_>, raw: RawConfig, overrides: &Overrides) -> R
     let raw_rules = if raw.rule.is_empty() { raw::default_rules()? } else { raw.rule };
     let http = build_http(b, &raw.http, overrides)?;
     let external_url = match &raw.http.external_url {
-        None => format!("http://{}", http.listen),
+        None => super::default_external_url(http.listen),
         Some(u) => http_url(b, &[key("http"), key("external_url")], u, true)?,
     };
     let mut sources = build_sources(b, raw.source)?;

@@ -92,4 +92,19 @@ impl Config {
         let raw: raw::RawConfig = raw::parse(file, &locator, text)?;
         build::build(&build::Builder { file, locator: &locator }, raw, overrides)
     }
+
+    /// The config of a daemon that listens on `bound` (`http.listen` may ask for port 0):
+    /// `listen` becomes it, and so does the default external URL derived from it (a
+    /// configured one is kept).
+    pub fn bound_to(&mut self, bound: std::net::SocketAddr) {
+        if self.alerting.external_url == default_external_url(self.http.listen) {
+            self.alerting.external_url = default_external_url(bound);
+        }
+        self.http.listen = bound;
+    }
+}
+
+/// The alerts' external URL when none is configured: the API's own listen address.
+fn default_external_url(listen: std::net::SocketAddr) -> String {
+    format!("http://{listen}")
 }

@@ -312,6 +312,18 @@ fn listen_override_moves_the_default_external_url_with_it() {
 }
 
 #[test]
+fn a_daemon_bound_to_port_0_links_alerts_to_the_port_it_got() {
+    let bound: std::net::SocketAddr = "127.0.0.1:40123".parse().unwrap();
+    let mut c = load("[http]\nlisten = \"127.0.0.1:0\"\n").unwrap();
+    assert_eq!(c.alerting.external_url, "http://127.0.0.1:0");
+    c.bound_to(bound);
+    assert_eq!((c.http.listen, c.alerting.external_url.as_str()), (bound, "http://127.0.0.1:40123"));
+    let mut c = load("[http]\nlisten = \"127.0.0.1:0\"\nexternal_url = \"https://recwatch.example\"\n").unwrap();
+    c.bound_to(bound);
+    assert_eq!(c.alerting.external_url, "https://recwatch.example", "a configured URL is kept");
+}
+
+#[test]
 fn log_format_strings_compile_into_plans_and_errors_name_their_key() {
     let text = "[[source]]\npath = \"/a.log\"\nnginx_log_format = '$remote_addr [$time_local] \"$request\" $status $geo_city'\n";
     let c = load(text).unwrap();

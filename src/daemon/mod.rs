@@ -80,7 +80,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     // Read before the config is built: a change in between makes the next reload restart more,
     // never less.
     let fingerprint = reload::Fingerprint::read(&opts.config);
-    let config = load_config(&opts)?;
+    let mut config = load_config(&opts)?;
     let state_dir = config.store.dir.clone();
     std::fs::create_dir_all(&state_dir)
         .with_context(|| format!("cannot create state directory {}", state_dir.display()))?;
@@ -105,8 +105,13 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     let listener = runtime
         .block_on(tokio::net::TcpListener::bind(config.http.listen))
         .with_context(|| format!("cannot listen on {}", config.http.listen))?;
-    let _bound = http::announce(listener.local_addr()?, &state_dir)
+    let bound = listener.local_addr()?;
+    let _bound = http::announce(bound, &state_dir)
         .with_context(|| format!("cannot report the HTTP address in {}", state_dir.display()))?;
+    // From here on the config names the address bound (`listen` may ask for port 0), and so
+    // does the alerts' default link, also in configs reloaded later.
+    config.bound_to(bound);
+    let opts = RunOptions { listen: Some(bound), ..opts };
     // The server keeps answering (/readyz says draining) until the drain is over.
     let http_stop = CancellationToken::new();
     let state = HttpState { store: store.clone(), telemetry: telemetry.clone(), api_token, ready: ready.clone() };
