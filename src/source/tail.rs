@@ -233,6 +233,10 @@ impl Followed {
         self.size.saturating_sub(self.scanned_to)
     }
 
+    /// Where lines are done: the read position, or, while lines counted before a restart are
+    /// read again, the position they were counted through (a checkpoint taken then and
+    /// persisted must not move that back: after another crash the lines between would be
+    /// counted twice).
     fn checkpoint(&self) -> FileCheckpoint {
         FileCheckpoint {
             source: self.source,
@@ -241,7 +245,7 @@ impl Followed {
             ino: self.ino,
             fingerprint_len: self.fp_len,
             fingerprint: self.fp,
-            offset: self.offset,
+            offset: self.offset.max(self.counted_to),
         }
     }
 }
@@ -428,7 +432,14 @@ impl Tailer {
     /// is missing), to be persisted by the caller AFTER the lines before them are processed
     /// durably.
     pub fn checkpoints(&self) -> Vec<FileCheckpoint> {
-        self.files.iter().map(Followed::checkpoint).chain(self.pending.iter().cloned()).collect()
+        // A resume checkpoint not matched yet keeps the position its lines were counted
+        // through, as a followed file does (see `Followed::checkpoint`).
+        let counted = |p: &FileCheckpoint| {
+            let through = self.counted.iter().filter(|c| (c.source, c.dev, c.ino) == (p.source, p.dev, p.ino));
+            through.map(|c| c.offset).fold(p.offset, u64::max)
+        };
+        let pending = self.pending.iter().map(|p| FileCheckpoint { offset: counted(p), ..p.clone() });
+        self.files.iter().map(Followed::checkpoint).chain(pending).collect()
     }
 
     /// Blocks until an inotify event concerning a followed file or pattern arrives, or
@@ -1377,6 +1388,33 @@ mod tests {
         assert_eq!(rec.heads, [vec![b'y'; 100]]);
         assert!(offsets.iter().all(|o| [4, content.len() as u64 - 4, content.len() as u64].contains(o)), "{offsets:?}");
         assert_eq!(offsets.last(), Some(&(content.len() as u64)));
+    }
+
+    /// Found by the kill -9 test: a checkpoint taken while a restart re-read lines counted
+    /// before it said only the re-read part was counted; killed again then, the daemon counted
+    /// the rest twice.
+    #[test]
+    fn a_checkpoint_taken_while_rereading_keeps_the_position_counted_before_the_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.log");
+        let lines: String = (0..1000).map(|i| format!("line {i:04}\n")).collect();
+        fs::write(&path, &lines).unwrap();
+        let tel = Arc::new(Telemetry::default());
+        let opts = TailOptions { read_chunk: 4096, max_line_len: 100, ..TailOptions::default() };
+        // Counted through the whole file before a restart; the restart re-reads from 0.
+        let mut first = tailer(&path, opts.clone(), &tel);
+        first.poll(&mut Rec::default(), 1 << 20);
+        let counted = first.checkpoints();
+        assert_eq!(counted[0].offset, lines.len() as u64);
+        let rewind = vec![FileCheckpoint { offset: 0, ..counted[0].clone() }];
+        let src = TailSource { index: 0, pattern: path.to_str().unwrap().to_string() };
+        let mut again = Tailer::new(vec![src], opts, rewind, tel.clone());
+        again.counted_through(counted.clone());
+        // One small poll: still re-reading.
+        let mut rec = Rec::default();
+        again.poll(&mut rec, 1);
+        assert!(!rec.lines.is_empty() && rec.lines.len() < 1000, "{} lines", rec.lines.len());
+        assert_eq!(again.checkpoints()[0].offset, lines.len() as u64, "counted through the whole file");
     }
 
     #[test]
