@@ -2,6 +2,7 @@
 //! recording (a scraped exposure): receivers are paged once per storm, not once per client, and
 //! memory stops growing with the clients once the per-worker cap is reached.
 
+use std::path::Path;
 use std::time::Duration;
 
 mod common;
@@ -15,6 +16,20 @@ fn client(i: u64) -> String {
     format!("2001:db8:{:x}:{:x}::{:x}", i >> 32 & 0xffff, i >> 16 & 0xffff, i & 0xffff)
 }
 
+/// Starts the daemon on `dir`'s `access.log` (written by the caller) and returns it ready:
+/// the internal network 10/8, `store` inside `[store]`, `tables` after the source.
+fn start_daemon(dir: &Path, store: &str, tables: &str) -> Daemon {
+    std::fs::write(dir.join("token"), TOKEN).unwrap();
+    let config = format!(
+        "[store]\npath = \"state\"\n{store}[networks]\ninternal = [\"10.0.0.0/8\"]\n[http]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"token\"\n[tail]\npoll_interval_ms = 50\n[[source]]\nname = \"web\"\npath = \"{}\"\n{tables}",
+        dir.join("access.log").display()
+    );
+    std::fs::write(dir.join("recwatch.toml"), config).unwrap();
+    let d = Daemon::spawn(&dir.join("recwatch.toml"), Some(TOKEN));
+    d.wait_ready();
+    d
+}
+
 /// Storm-proof paging: 60 unknown clients fetch a recording each. With `rollup_after = 5`, the
 /// receiver gets the first 5 R1 alerts one by one and then ONE roll-up alert for (R1, source),
 /// updated as it grows, instead of 55 more; every individual alert is still stored and listed.
@@ -22,7 +37,6 @@ fn client(i: u64) -> String {
 fn a_mass_fetch_pages_one_rollup_alert_instead_of_one_per_client() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("access.log");
-    std::fs::write(dir.path().join("token"), TOKEN).unwrap();
     std::fs::write(dir.path().join("hook.key"), "mass-webhook-secret-0123456789").unwrap();
     let (port, bodies) = webhook_sink();
     let mut text = String::new();
@@ -34,13 +48,10 @@ fn a_mass_fetch_pages_one_rollup_alert_instead_of_one_per_client() {
         );
     }
     std::fs::write(&log, text).unwrap();
-    let config = format!(
-        "[store]\npath = \"state\"\nrollup_after = 5\n[networks]\ninternal = [\"10.0.0.0/8\"]\n[http]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"token\"\n[tail]\npoll_interval_ms = 50\n[[source]]\nname = \"web\"\npath = \"{}\"\n[[receiver]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:{port}/hook\"\nsecret_file = \"hook.key\"\nresend_secs = 1\n",
-        log.display()
+    let receiver = format!(
+        "[[receiver]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:{port}/hook\"\nsecret_file = \"hook.key\"\nresend_secs = 1\n"
     );
-    std::fs::write(dir.path().join("recwatch.toml"), config).unwrap();
-    let d = Daemon::spawn(&dir.path().join("recwatch.toml"), Some(TOKEN));
-    d.wait_ready();
+    let d = start_daemon(dir.path(), "rollup_after = 5\n", &receiver);
     // Told: 5 R1 alerts, the R3 alert, and the roll-up once it has all 55 others.
     let told = wait_until("the roll-up of 55 clients to reach the receiver", Duration::from_secs(120), || {
         let alerts: Vec<Value> = bodies
@@ -101,14 +112,7 @@ fn memory_stops_growing_with_clients_once_the_caps_are_reached() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("access.log");
     std::fs::write(&log, "").unwrap();
-    std::fs::write(dir.path().join("token"), TOKEN).unwrap();
-    let config = format!(
-        "[store]\npath = \"state\"\n[networks]\ninternal = [\"10.0.0.0/8\"]\n[http]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"token\"\n[tail]\npoll_interval_ms = 50\n[engine]\nworkers = 1\nmax_clients_per_worker = 500\n[[source]]\nname = \"web\"\npath = \"{}\"\n",
-        log.display()
-    );
-    std::fs::write(dir.path().join("recwatch.toml"), config).unwrap();
-    let d = Daemon::spawn(&dir.path().join("recwatch.toml"), Some(TOKEN));
-    d.wait_ready();
+    let d = start_daemon(dir.path(), "", "[engine]\nworkers = 1\nmax_clients_per_worker = 500\n");
     let mut rss = Vec::new();
     for round in 0..ROUNDS {
         let mut text = String::new();
