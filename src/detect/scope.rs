@@ -14,7 +14,7 @@
 //! report lists: an internal client's calls are counted, never listed (as in the ledger,
 //! which keeps no internal client at all).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::event::{Event, EventBatch};
@@ -25,25 +25,6 @@ use crate::detect::rule::MethodKind;
 use crate::privacy::Pseudonymizer;
 
 type FastMap<K, V> = HashMap<K, V, ahash::RandomState>;
-/// The sets and maps inside each client's scope, seeded with the process's one random seed:
-/// a `RandomState` in each of them made every scope 96 bytes larger, and a replay touches
-/// thousands of scopes in turn (the smaller they are, the more of them stay in the cache).
-type ScopeSet<K> = HashSet<K, ProcessSeed>;
-type ScopeMap<K, V> = HashMap<K, V, ProcessSeed>;
-
-/// ahash keyed once per process (as `ahash::RandomState` is per map): a key an attacker
-/// chose cannot be made to collide without knowing the seed.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct ProcessSeed;
-
-impl std::hash::BuildHasher for ProcessSeed {
-    type Hasher = ahash::AHasher;
-
-    fn build_hasher(&self) -> ahash::AHasher {
-        static SEED: std::sync::OnceLock<ahash::RandomState> = std::sync::OnceLock::new();
-        SEED.get_or_init(ahash::RandomState::new).build_hasher()
-    }
-}
 
 /// Distinct user agents kept per client (the rest are counted only).
 pub const MAX_SCOPE_USER_AGENTS: usize = 8;
@@ -122,12 +103,12 @@ pub struct ClientScope {
     pub partial_transfers: u64,
     /// Body bytes of recordings answered 2xx (partial ones too; saturating).
     pub bytes: u64,
-    /// Distinct recordings taken completely (keys of their normalised paths).
-    pub files: ScopeSet<u128>,
-    /// Distinct recordings transferred partially, taken completely or not.
-    pub partial: ScopeSet<u128>,
-    /// Calls touched by a complete or partial transfer, by [`call_key`].
-    pub calls: ScopeMap<u128, CallTaken>,
+    /// Distinct recordings taken completely (keys of their normalised paths), sorted.
+    pub files: Vec<u128>,
+    /// Distinct recordings transferred partially, taken completely or not, sorted.
+    pub partial: Vec<u128>,
+    /// Calls touched by a complete or partial transfer, by key, sorted by key.
+    pub calls: Vec<(u128, CallTaken)>,
     /// Distinct user agents of its requests, pseudonymised, at most [`MAX_SCOPE_USER_AGENTS`].
     pub user_agents: Vec<String>,
     /// A hash of the last user agent looked up in `user_agents`: a client sends the same one
@@ -141,8 +122,34 @@ pub struct ClientScope {
 
 impl ClientScope {
     /// Distinct calls with at least one file taken completely.
-    pub fn calls_taken(&self) -> impl Iterator<Item = (&u128, &CallTaken)> {
+    pub fn calls_taken(&self) -> impl Iterator<Item = &(u128, CallTaken)> {
         self.calls.iter().filter(|(_, c)| c.files > 0)
+    }
+
+    /// The call with key `key`, if the client touched it.
+    pub fn call(&self, key: u128) -> Option<&CallTaken> {
+        self.calls.binary_search_by_key(&key, |(k, _)| *k).ok().map(|i| &self.calls[i].1)
+    }
+
+    /// Sorts the files, partial files and calls pushed in any order, and merges duplicates (a
+    /// call pushed once per file adds up; its name is the first given).
+    pub fn normalise(&mut self) {
+        for keys in [&mut self.files, &mut self.partial] {
+            keys.sort_unstable();
+            keys.dedup();
+        }
+        self.calls.sort_by_key(|(key, _)| *key);
+        self.calls.dedup_by(|(later_key, later), (key, kept)| {
+            let same = later_key == key;
+            if same {
+                kept.files += later.files;
+                kept.partial_files += later.partial_files;
+                if kept.name.is_none() {
+                    kept.name = later.name.take();
+                }
+            }
+            same
+        });
     }
 
     /// Whether `ua` differs from the user agent of the client's previous request.
@@ -153,7 +160,7 @@ impl ClientScope {
 
     /// Distinct files transferred only partially, never completely.
     pub fn partial_only(&self) -> impl Iterator<Item = &u128> {
-        self.partial.iter().filter(|k| !self.files.contains(k))
+        self.partial.iter().filter(|k| self.files.binary_search(k).is_err())
     }
 }
 
@@ -221,15 +228,41 @@ fn ipv4_text(ip: std::net::Ipv4Addr) -> String {
     text
 }
 
-/// The scopes of one worker's clients, and the pseudonymised ids of the calls they took
-/// (each pseudonymised once).
+/// The scopes of one worker's clients while a replay runs. Per event it touches only the
+/// client's totals and appends a transfer to a log (with its path, in an arena); which files
+/// and calls each client took, and their names, are folded from that log once, at the end
+/// ([`Scopes::into_clients`]): hash sets and maps per client and per file, grown one insert at
+/// a time, cost a third of the detection thread (nearly every transfer in a scrape is of a
+/// file new to the client), a sorted log costs one sort.
 #[derive(Debug, Default)]
 pub struct Scopes {
-    pub clients: FastMap<ClientId, ClientScope>,
-    call_names: FastMap<u128, Arc<str>>,
+    /// Index of each client's scope in `clients`.
+    index: FastMap<ClientId, u32>,
+    /// The clients' totals; their files, partial files and calls are filled at the end.
+    clients: Vec<ClientScope>,
+    /// Every transfer of a recording in the period, folded to one entry per (client, file)
+    /// whenever it has doubled since it was last folded (so it stays within about twice the
+    /// distinct pairs, however often they repeat).
+    transfers: Vec<FileTransfer>,
+    /// Entries of `transfers` when it was last folded.
+    folded_len: usize,
+    /// The transfers' normalised paths, one after another (rebuilt when folded).
+    paths: Vec<u8>,
     /// User agents as logged, and pseudonymised (each once: a browser's version number reads
     /// like a run of digits, so most agents go through the token scanner).
     user_agent_names: FastMap<Box<[u8]>, Arc<str>>,
+}
+
+/// One or more transfers of one file to one client.
+#[derive(Clone, Copy, Debug)]
+struct FileTransfer {
+    path_key: u128,
+    client: u32,
+    /// Where its path is in [`Scopes::paths`].
+    path_start: u32,
+    path_len: u32,
+    complete: bool,
+    partial: bool,
 }
 
 impl Scopes {
@@ -239,14 +272,18 @@ impl Scopes {
         if ev.reread || !settings.period.contains(ev.time) {
             return;
         }
-        let Scopes { clients, call_names, user_agent_names } = self;
-        let s = clients.entry(ev.client).or_insert_with(|| ClientScope {
-            client: client_text(ev, batch),
-            class: Some(ev.client_class),
-            first_seen: ev.time,
-            last_seen: ev.time,
-            ..ClientScope::default()
+        let Scopes { index, clients, user_agent_names, .. } = self;
+        let slot = *index.entry(ev.client).or_insert_with(|| {
+            clients.push(ClientScope {
+                client: client_text(ev, batch),
+                class: Some(ev.client_class),
+                first_seen: ev.time,
+                last_seen: ev.time,
+                ..ClientScope::default()
+            });
+            (clients.len() - 1) as u32
         });
+        let s = &mut clients[slot as usize];
         // Sums of logged values saturate: `%b` is attacker-influenced and may be u64::MAX.
         s.requests = s.requests.saturating_add(1);
         s.first_seen = s.first_seen.min(ev.time);
@@ -273,40 +310,84 @@ impl Scopes {
         if (200..300).contains(&ev.status) {
             s.bytes = s.bytes.saturating_add(ev.body_bytes);
         }
-        let new_file = match transfer {
-            Transfer::Complete => {
-                s.successful = s.successful.saturating_add(1);
-                s.files.insert(ev.path_key)
-            }
-            _ => {
-                s.partial_transfers = s.partial_transfers.saturating_add(1);
-                s.partial.insert(ev.path_key)
-            }
-        };
-        if !new_file {
-            return;
+        let complete = transfer == Transfer::Complete;
+        if complete {
+            s.successful = s.successful.saturating_add(1);
+        } else {
+            s.partial_transfers = s.partial_transfers.saturating_add(1);
         }
-        // Once per (client, file): the regex stays off the per-request path, the pseudonymiser
-        // runs once per call.
-        let call_id = settings.call_ids.call_of(batch.bytes(&ev.path));
-        let key = call_key(call_id);
-        let taken_before = transfer == Transfer::Partial && s.files.contains(&ev.path_key);
-        let completed_partial = transfer == Transfer::Complete && s.partial.contains(&ev.path_key);
-        let entry = s.calls.entry(key).or_default();
-        if entry.name.is_none() && ev.client_class.kind != ClientKind::Internal {
-            let name = call_names.entry(key).or_insert_with(|| pseudonyms.pseudonymize_bytes(call_id).into());
-            entry.name = Some(name.clone());
+        let path = batch.bytes(&ev.path);
+        self.transfers.push(FileTransfer {
+            path_key: ev.path_key,
+            client: slot,
+            path_start: self.paths.len() as u32,
+            path_len: path.len() as u32,
+            complete,
+            partial: !complete,
+        });
+        self.paths.extend_from_slice(path);
+        // Offsets are u32: fold well before the arena could pass 4 GiB.
+        if self.transfers.len() >= 2 * self.folded_len.max(1 << 16) || self.paths.len() > 1 << 31 {
+            self.fold();
+            self.folded_len = self.transfers.len();
         }
-        match transfer {
-            Transfer::Complete => {
-                entry.files += 1;
-                if completed_partial {
-                    entry.partial_files = entry.partial_files.saturating_sub(1);
-                }
+    }
+
+    /// Sorts the transfers by client and file and folds each (client, file) into one entry;
+    /// the arena keeps only their paths.
+    fn fold(&mut self) {
+        let Scopes { transfers, paths, .. } = self;
+        transfers.sort_unstable_by_key(|t| (t.client, t.path_key));
+        transfers.dedup_by(|later, kept| {
+            let same = later.client == kept.client && later.path_key == kept.path_key;
+            if same {
+                kept.complete |= later.complete;
+                kept.partial |= later.partial;
             }
-            _ if !taken_before => entry.partial_files += 1,
-            _ => {}
+            same
+        });
+        let mut kept = Vec::with_capacity(transfers.iter().map(|t| t.path_len as usize).sum());
+        for t in transfers.iter_mut() {
+            let start = kept.len() as u32;
+            kept.extend_from_slice(&paths[t.path_start as usize..][..t.path_len as usize]);
+            t.path_start = start;
         }
+        *paths = kept;
+    }
+
+    /// The clients' scopes, with the files, partial files and calls each took. A file's call
+    /// is what `settings.call_ids` makes of its path (the pattern runs once per client and
+    /// file); calls are named (pseudonymised) for clients outside the internal networks only.
+    pub fn into_clients(mut self, settings: &ScopeSettings, pseudonyms: &Pseudonymizer) -> Vec<ClientScope> {
+        self.fold();
+        let Scopes { mut clients, transfers, paths, .. } = self;
+        // (call key, taken completely, where the call id is in `paths`) per file of a client.
+        let mut files: Vec<(u128, bool, usize, usize)> = Vec::new();
+        for run in transfers.chunk_by(|a, b| a.client == b.client) {
+            let s = &mut clients[run[0].client as usize];
+            let named = s.class.is_none_or(|c| c.kind != ClientKind::Internal);
+            // The run is sorted by path key: so are these.
+            s.files = run.iter().filter(|t| t.complete).map(|t| t.path_key).collect();
+            s.partial = run.iter().filter(|t| t.partial).map(|t| t.path_key).collect();
+            files.clear();
+            files.extend(run.iter().map(|t| {
+                let path = &paths[t.path_start as usize..][..t.path_len as usize];
+                let call = settings.call_ids.call_of(path);
+                let start = t.path_start as usize + (call.as_ptr() as usize - path.as_ptr() as usize);
+                (call_key(call), t.complete, start, call.len())
+            }));
+            files.sort_unstable_by_key(|f| f.0);
+            s.calls = files
+                .chunk_by(|a, b| a.0 == b.0)
+                .map(|call| {
+                    let (key, _, start, len) = call[0];
+                    let complete = call.iter().filter(|f| f.1).count() as u64;
+                    let name = named.then(|| pseudonyms.pseudonymize_bytes(&paths[start..][..len]).into());
+                    (key, CallTaken { files: complete, partial_files: call.len() as u64 - complete, name })
+                })
+                .collect();
+        }
+        clients
     }
 }
 
@@ -365,12 +446,13 @@ mod tests {
         for ev in &evs {
             scope.record(&settings, &key, ev, &batch);
         }
-        let s = scope.clients.values().next().unwrap();
+        let clients = scope.into_clients(&settings, &key);
+        let s = &clients[0];
         assert_eq!((s.requests, s.successful, s.partial_transfers), (7, 3, 3));
         assert_eq!((s.files.len(), s.partial_only().count()), (2, 2));
         let names: Vec<_> = s.calls_taken().filter_map(|(_, c)| c.name.as_deref()).collect();
         assert_eq!(names, ["1"]);
-        let taken = |call: &str| s.calls[&call_key(call.as_bytes())].clone();
+        let taken = |call: &str| s.call(call_key(call.as_bytes())).unwrap().clone();
         assert_eq!(taken("1"), CallTaken { files: 2, partial_files: 0, name: Some("1".into()) });
         assert_eq!(taken("2"), CallTaken { files: 0, partial_files: 2, name: Some("2".into()) });
         assert_eq!((s.first_seen, s.last_seen), (100, 140));
@@ -409,8 +491,8 @@ mod tests {
         let mut batch = EventBatch::default();
         let ev = event(&mut batch, "/r/19121212-1212/part1.wav", 200, 5);
         scope.record(&settings, &key, &ev, &batch);
-        let s = scope.clients.values().next().unwrap();
-        let call = s.calls.values().next().unwrap().name.as_deref().unwrap();
+        let clients = scope.into_clients(&settings, &key);
+        let call = clients[0].calls[0].1.name.as_deref().unwrap();
         assert!(call.starts_with("pnr-") && !call.contains("1212"), "{call}");
     }
 
@@ -423,9 +505,47 @@ mod tests {
         let mut ev = event(&mut batch, "/r/call-7.wav", 200, 5);
         ev.client_class = ClientClass { kind: ClientKind::Internal, partner: 0 };
         scope.record(&settings, &key, &ev, &batch);
-        let s = scope.clients.values().next().unwrap();
-        assert_eq!(s.calls_taken().count(), 1);
-        assert_eq!(s.calls.values().next().unwrap().name, None);
-        assert!(scope.call_names.is_empty(), "nothing was pseudonymised");
+        // The same call taken by a client outside: named for it, still not for the internal one.
+        let mut outside = event(&mut batch, "/r/call-7.wav", 200, 6);
+        outside.client = ClientId::Ip("198.51.100.7".parse().unwrap());
+        scope.record(&settings, &key, &outside, &batch);
+        let clients = scope.into_clients(&settings, &key);
+        let name = |s: &ClientScope| s.calls[0].1.name.clone();
+        assert_eq!(clients[0].calls_taken().count(), 1);
+        assert_eq!(name(&clients[0]), None);
+        assert!(name(&clients[1]).is_some());
+    }
+
+    #[test]
+    fn transfers_repeated_past_the_fold_count_once_per_client_and_file() {
+        let settings = ScopeSettings::default();
+        let key = Pseudonymizer::new(b"0123456789abcdef0123");
+        let mut scope = Scopes::default();
+        let mut batch = EventBatch::default();
+        let paths: Vec<String> = (0..50).map(|i| format!("/r/f{i}.wav")).collect();
+        let mut evs = Vec::new();
+        for (i, path) in paths.iter().enumerate() {
+            // Even files only partially, odd ones partially and then completely.
+            evs.push(event(&mut batch, path, 206, i as i64));
+            if i % 2 == 1 {
+                evs.push(event(&mut batch, path, 200, i as i64));
+            }
+        }
+        // Far more transfers than the log holds before it folds them.
+        let rounds = (3 << 16) / evs.len() + 1;
+        for _ in 0..rounds {
+            for ev in &evs {
+                scope.record(&settings, &key, ev, &batch);
+            }
+        }
+        assert!(scope.transfers.len() < 1 << 17, "folded: {}", scope.transfers.len());
+        assert!(scope.paths.len() < (1 << 17) * 12, "the arena too: {}", scope.paths.len());
+        let clients = scope.into_clients(&settings, &key);
+        let s = &clients[0];
+        assert_eq!((s.files.len(), s.partial.len(), s.partial_only().count()), (25, 50, 25));
+        assert_eq!(s.calls.len(), 50);
+        assert_eq!(s.calls_taken().count(), 25);
+        assert!(s.calls.iter().all(|(_, c)| c.files + c.partial_files == 1));
+        assert_eq!(s.successful, 25 * rounds as u64);
     }
 }

@@ -3,8 +3,6 @@
 //! sources, new rules (a reload). Passes changed alerts and then each barrier on to the store writer, so a barrier
 //! never overtakes an alert caused before it. Never parses and never writes to the store.
 
-use crate::classify::client::ClientId;
-use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Instant;
@@ -91,7 +89,7 @@ fn chunk_start(alerts: &[AlertChange]) -> usize {
 }
 
 /// What a worker thread hands back when its queue closes.
-pub(crate) type WorkerResult = (WorkerStats, HashMap<ClientId, ClientScope, ahash::RandomState>);
+pub(crate) type WorkerResult = (WorkerStats, Vec<ClientScope>);
 
 /// Runs one detection worker until its inbox closes; returns its totals and (when kept) the per-client scope.
 pub(crate) fn run_worker(

@@ -279,7 +279,7 @@ impl Pipeline {
         for h in self.workers {
             let (s, scope) = h.join().map_err(|_| PipelineError::Thread("a detection worker panicked".into()))?;
             stats.push(s);
-            clients.extend(scope.into_values());
+            clients.extend(scope);
         }
         let prepared = while_storing(&clients);
         let alerts = self.store.join().map_err(|_| PipelineError::Thread("the store thread panicked".into()))??;

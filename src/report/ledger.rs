@@ -11,12 +11,13 @@
 //! statuses over all time.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use crate::classify::call::CallIds;
 use crate::classify::client::{ClientClass, ClientKind};
 use crate::detect::alert::Alert;
 use crate::detect::evidence::{Evidence, HourCounts};
-use crate::detect::scope::{call_key, ClientScope, Period, Transfer, MAX_SCOPE_USER_AGENTS};
+use crate::detect::scope::{call_key, CallTaken, ClientScope, Period, Transfer, MAX_SCOPE_USER_AGENTS};
 use crate::privacy::Pseudonymizer;
 
 use super::InputSummary;
@@ -117,19 +118,20 @@ pub fn scopes(
             continue;
         }
         let call = pseudonyms.pseudonymize_bytes(call_ids.call_of(e.path.as_bytes()));
-        let taken = s.calls.entry(call_key(call.as_bytes())).or_default();
-        taken.name.get_or_insert_with(|| call.into());
         let path = e.key.1;
         if complete > 0 {
-            s.files.insert(path);
-            taken.files += 1;
+            s.files.push(path);
         }
         if partial > 0 {
-            s.partial.insert(path);
-            if complete == 0 {
-                taken.partial_files += 1;
-            }
+            s.partial.push(path);
         }
+        // One per file, merged per call by `normalise`.
+        let taken = CallTaken {
+            files: u64::from(complete > 0),
+            partial_files: u64::from(complete == 0),
+            name: Some(Arc::from(&*call)),
+        };
+        s.calls.push((call_key(call.as_bytes()), taken));
     }
     for a in alerts {
         if let Some(s) = clients.get_mut(&a.client) {
@@ -149,7 +151,14 @@ pub fn scopes(
             i
         })
         .collect();
-    (clients.into_values().collect(), inputs)
+    let clients = clients
+        .into_values()
+        .map(|mut s| {
+            s.normalise();
+            s
+        })
+        .collect();
+    (clients, inputs)
 }
 
 fn class_of(e: &Evidence, partner_names: &mut Vec<String>) -> ClientClass {
@@ -211,7 +220,7 @@ mod tests {
         assert_eq!((s.requests, s.successful, s.partial_transfers), (8, 3, 2));
         assert_eq!((s.files.len(), s.partial_only().count()), (2, 1));
         assert_eq!(s.calls_taken().count(), 1);
-        assert_eq!(s.calls[&call_key(b"2")].partial_files, 1);
+        assert_eq!(s.call(call_key(b"2")).unwrap().partial_files, 1);
         assert_eq!(inputs.len(), 1);
         assert_eq!(inputs[0].first_line, Some(7_200));
         // A period that ends before hour 2 leaves nothing; the client filter keeps one client.

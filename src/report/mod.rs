@@ -574,7 +574,7 @@ impl Tally {
             }
             // Named when a client outside the internal networks took it.
             let key = takers[0].0;
-            let name = takers.iter().find_map(|(_, i)| clients[*i].calls.get(&key)?.name.as_deref());
+            let name = takers.iter().find_map(|(_, i)| clients[*i].call(key)?.name.as_deref());
             if let Some(name) = name {
                 let mut names: Vec<String> = takers.iter().map(|(_, i)| clients[*i].client.clone()).collect();
                 names.sort_unstable();
@@ -632,8 +632,8 @@ fn client_row(s: &ClientScope, partner_names: &[String]) -> (u8, ClientRow) {
         (class.kind == ClientKind::Partner).then(|| partner_names.get(usize::from(class.partner)).cloned()).flatten();
     let mut call_list: Vec<CallRow> = s
         .calls
-        .values()
-        .filter_map(|c| {
+        .iter()
+        .filter_map(|(_, c)| {
             let call = c.name.clone()?;
             Some(CallRow { call, files: c.files, partial_files: c.partial_files })
         })
