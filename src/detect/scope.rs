@@ -333,19 +333,10 @@ impl Scopes {
         }
     }
 
-    /// Sorts the transfers by client and file and folds each (client, file) into one entry;
-    /// the arena keeps only their paths.
+    /// Folds the transfers (see [`fold_transfers`]); the arena keeps only their paths.
     fn fold(&mut self) {
         let Scopes { transfers, paths, .. } = self;
-        transfers.sort_unstable_by_key(|t| (t.client, t.path_key));
-        transfers.dedup_by(|later, kept| {
-            let same = later.client == kept.client && later.path_key == kept.path_key;
-            if same {
-                kept.complete |= later.complete;
-                kept.partial |= later.partial;
-            }
-            same
-        });
+        fold_transfers(transfers);
         let mut kept = Vec::with_capacity(transfers.iter().map(|t| t.path_len as usize).sum());
         for t in transfers.iter_mut() {
             let start = kept.len() as u32;
@@ -358,9 +349,9 @@ impl Scopes {
     /// The clients' scopes, with the files, partial files and calls each took. A file's call
     /// is what `settings.call_ids` makes of its path (the pattern runs once per client and
     /// file); calls are named (pseudonymised) for clients outside the internal networks only.
-    pub fn into_clients(mut self, settings: &ScopeSettings, pseudonyms: &Pseudonymizer) -> Vec<ClientScope> {
-        self.fold();
-        let Scopes { mut clients, transfers, paths, .. } = self;
+    pub fn into_clients(self, settings: &ScopeSettings, pseudonyms: &Pseudonymizer) -> Vec<ClientScope> {
+        let Scopes { mut clients, mut transfers, paths, .. } = self;
+        fold_transfers(&mut transfers);
         // (call key, taken completely, where the call id is in `paths`) per file of a client.
         let mut files: Vec<(u128, bool, usize, usize)> = Vec::new();
         for run in transfers.chunk_by(|a, b| a.client == b.client) {
@@ -389,6 +380,19 @@ impl Scopes {
         }
         clients
     }
+}
+
+/// Sorts `transfers` by client and file and folds each (client, file) into one entry.
+fn fold_transfers(transfers: &mut Vec<FileTransfer>) {
+    transfers.sort_unstable_by_key(|t| (t.client, t.path_key));
+    transfers.dedup_by(|later, kept| {
+        let same = later.client == kept.client && later.path_key == kept.path_key;
+        if same {
+            kept.complete |= later.complete;
+            kept.partial |= later.partial;
+        }
+        same
+    });
 }
 
 #[cfg(test)]
