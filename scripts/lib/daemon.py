@@ -1,7 +1,15 @@
 """Starts `recwatch run` for the bench scripts and talks to its HTTP API. Owns the scratch
 directory and base config they share, the port-0 handshake (the daemon writes the address it
 bound to <state>/http.addr) and the token-bearing GET; never measures anything."""
-import http.client, os, subprocess, sys, tempfile, time
+import ctypes, http.client, os, signal, subprocess, sys, tempfile, time
+
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent():
+    """In the child before exec: SIGTERM when the bench script dies, also when it is killed
+    (a `timeout` around a bench left its daemon running)."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def scratch(prefix, token, source_name, extra_toml=""):
@@ -30,19 +38,25 @@ path = "{log}"
 
 def start(binary, config, state_dir, token, wait_secs):
     """The daemon on `config` and the port it reported, once /readyz answers 200."""
-    daemon = subprocess.Popen([binary, "run", "--config", config], env=dict(os.environ, RECWATCH_LOG="warn"))
+    daemon = subprocess.Popen([binary, "run", "--config", config], env=dict(os.environ, RECWATCH_LOG="warn"),
+                              preexec_fn=_die_with_parent)
+
+    def give_up(why):
+        daemon.kill()
+        sys.exit(why)
+
     addr_file = os.path.join(state_dir, "http.addr")
     deadline = time.time() + wait_secs
     while not os.path.exists(addr_file):
         if daemon.poll() is not None: sys.exit(f"daemon exited: {daemon.returncode}")
-        if time.time() > deadline: sys.exit("daemon did not report its address")
+        if time.time() > deadline: give_up("daemon did not report its address")
         time.sleep(0.05)
     port = int(open(addr_file).read().strip().rsplit(":", 1)[1])
     while True:
         try:
             if get(port, token, "/readyz", timeout=5)[0] == 200: return daemon, port
         except OSError: pass
-        if time.time() > deadline: sys.exit("daemon did not become ready")
+        if time.time() > deadline: give_up("daemon did not become ready")
         time.sleep(0.05)
 
 
