@@ -10,9 +10,9 @@
 //! client closed the connection before the answer was complete). A call is taken when at
 //! least one of its files was; which call a file belongs to is [`CallIds`]' business. Calls
 //! are told apart by a hash of their id; the id itself is kept (pseudonymised, as paths are,
-//! once per call and worker) only for clients outside the internal networks, whose calls the
-//! report lists: an internal client's calls are counted, never listed (as in the ledger,
-//! which keeps no internal client at all).
+//! once per client and call, at the end) only for clients outside the internal networks,
+//! whose calls the report lists: an internal client's calls are counted, never listed (as in
+//! the ledger, which keeps no internal client at all).
 
 use std::collections::HashMap;
 use std::sync::Arc;
