@@ -265,6 +265,13 @@ struct FileTransfer {
     partial: bool,
 }
 
+impl FileTransfer {
+    /// Its path, in `arena` ([`Scopes::paths`]).
+    fn path<'a>(&self, arena: &'a [u8]) -> &'a [u8] {
+        &arena[self.path_start as usize..][..self.path_len as usize]
+    }
+}
+
 impl Scopes {
     /// Counts one event into its client's scope, if it falls in the period.
     pub fn record(&mut self, settings: &ScopeSettings, pseudonyms: &Pseudonymizer, ev: &Event, batch: &EventBatch) {
@@ -340,7 +347,7 @@ impl Scopes {
         let mut kept = Vec::with_capacity(transfers.iter().map(|t| t.path_len as usize).sum());
         for t in transfers.iter_mut() {
             let start = kept.len() as u32;
-            kept.extend_from_slice(&paths[t.path_start as usize..][..t.path_len as usize]);
+            kept.extend_from_slice(t.path(paths));
             t.path_start = start;
         }
         *paths = kept;
@@ -353,7 +360,8 @@ impl Scopes {
         let Scopes { mut clients, mut transfers, paths, .. } = self;
         fold_transfers(&mut transfers);
         // (call key, taken completely, where the call id is in `paths`) per file of a client.
-        let mut files: Vec<(u128, bool, usize, usize)> = Vec::new();
+        // (call key, taken completely, call id) per file of a client.
+        let mut files: Vec<(u128, bool, &[u8])> = Vec::new();
         for run in transfers.chunk_by(|a, b| a.client == b.client) {
             let s = &mut clients[run[0].client as usize];
             let named = s.class.is_none_or(|c| c.kind != ClientKind::Internal);
@@ -362,18 +370,16 @@ impl Scopes {
             s.partial = run.iter().filter(|t| t.partial).map(|t| t.path_key).collect();
             files.clear();
             files.extend(run.iter().map(|t| {
-                let path = &paths[t.path_start as usize..][..t.path_len as usize];
-                let call = settings.call_ids.call_of(path);
-                let start = t.path_start as usize + (call.as_ptr() as usize - path.as_ptr() as usize);
-                (call_key(call), t.complete, start, call.len())
+                let call = settings.call_ids.call_of(t.path(&paths));
+                (call_key(call), t.complete, call)
             }));
             files.sort_unstable_by_key(|f| f.0);
             s.calls = files
                 .chunk_by(|a, b| a.0 == b.0)
                 .map(|call| {
-                    let (key, _, start, len) = call[0];
+                    let (key, _, id) = call[0];
                     let complete = call.iter().filter(|f| f.1).count() as u64;
-                    let name = named.then(|| pseudonyms.pseudonymize_bytes(&paths[start..][..len]).into());
+                    let name = named.then(|| pseudonyms.pseudonymize_bytes(id).into());
                     (key, CallTaken { files: complete, partial_files: call.len() as u64 - complete, name })
                 })
                 .collect();
