@@ -81,13 +81,28 @@ pub struct Alert {
 
 impl Alert {
     pub fn make_id(rule_id: &str, group_key: &str, first_seen: i64) -> String {
+        Alert::id_text(Alert::id_hash(rule_id, group_key, first_seen))
+    }
+
+    /// The hash an id is the hex form of (what a worker keeps instead of the text).
+    pub fn id_hash(rule_id: &str, group_key: &str, first_seen: i64) -> u64 {
         let mut buf = Vec::with_capacity(rule_id.len() + group_key.len() + 24);
         buf.extend_from_slice(rule_id.as_bytes());
         buf.push(0);
         buf.extend_from_slice(group_key.as_bytes());
         buf.push(0);
         buf.extend_from_slice(&first_seen.to_be_bytes());
-        format!("{:016x}", xxh3_64(&buf))
+        xxh3_64(&buf)
+    }
+
+    pub fn id_text(hash: u64) -> String {
+        format!("{hash:016x}")
+    }
+
+    /// The hash of an id [`Alert::make_id`] made; `None` for any other text.
+    pub fn parse_id(id: &str) -> Option<u64> {
+        let lower_hex = |b: u8| b.is_ascii_digit() || (b'a'..=b'f').contains(&b);
+        (id.len() == 16 && id.bytes().all(lower_hex)).then(|| u64::from_str_radix(id, 16).ok()).flatten()
     }
 
     /// Folds a newer snapshot of the same alert into a stored one. Counters never go down

@@ -203,9 +203,16 @@ impl FetchHours {
 /// How an event's client is shown in alerts and reports: its address, or its host name.
 pub fn client_text(ev: &Event, batch: &EventBatch) -> String {
     match ev.client {
-        ClientId::Ip(std::net::IpAddr::V4(ip)) => ipv4_text(ip),
-        ClientId::Ip(ip) => ip.to_string(),
+        ClientId::Ip(ip) => ip_text(ip),
         ClientId::Name(_) => String::from_utf8_lossy(batch.bytes(&ev.client_name)).into_owned(),
+    }
+}
+
+/// A client address as alerts and reports show it (`Display`).
+pub fn ip_text(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V4(ip) => ipv4_text(ip),
+        ip => ip.to_string(),
     }
 }
 

@@ -20,8 +20,10 @@ pub struct Window {
     distinct: bool,
     /// Only for distinct counting, and only once the window holds more than
     /// [`Window::SMALL`] entries (below, the entries are scanned): occurrences of each path
-    /// key in the window. Most clients fetch once; a map per window was most of their memory.
-    path_counts: Option<HashMap<u128, u32, ahash::RandomState>>,
+    /// key in the window. Most clients fetch once; a map per window was most of their memory
+    /// (boxed: an absent map costs 8 bytes, not 64).
+    #[allow(clippy::box_collection)]
+    path_counts: Option<Box<HashMap<u128, u32, ahash::RandomState>>>,
     /// Exact: at most [`Window::MAX_ENTRIES`] values below 2^64 each, so it cannot overflow
     /// (logged sizes are attacker-influenced: `%b` may be u64::MAX on every line).
     sum_bytes: u128,
@@ -58,7 +60,7 @@ impl Window {
         if let Some(counts) = &mut self.path_counts {
             *counts.entry(path_key).or_insert(0) += 1;
         } else if self.distinct && self.entries.len() > Self::SMALL {
-            let mut counts = HashMap::default();
+            let mut counts: Box<HashMap<u128, u32, ahash::RandomState>> = Box::default();
             for e in &self.entries {
                 *counts.entry(e.path_key).or_insert(0) += 1;
             }

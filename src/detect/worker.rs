@@ -16,11 +16,11 @@ use super::event::{Event, EventBatch};
 use super::evidence::{AlertChange, Evidence};
 use super::rule::{Aggregate, Facts, GroupBy, MethodKind, Rule};
 use super::window::Window;
-use crate::classify::client::{unified, ClientId, ClientKind};
+use crate::classify::client::{unified, ClientClass, ClientId, ClientKind};
 use crate::privacy::Pseudonymizer;
 
 pub use super::scope::ClientScope;
-use super::scope::{client_text, ScopeSettings, Scopes};
+use super::scope::{client_text, ip_text, ScopeSettings, Scopes};
 
 type FastMap<K, V> = HashMap<K, V, ahash::RandomState>;
 type FastSet<K> = HashSet<K, ahash::RandomState>;
@@ -109,8 +109,31 @@ struct GroupState {
     episodes: Vec<Option<Box<Episode>>>,
 }
 
+/// An alert episode as a worker keeps it: the alert's identity, times and counts, and what it
+/// saw since the last hand-out. The rest of the alert (rule name, severity, client, kind and
+/// source text) is rebuilt from the rule, the group key and the tables when it is handed out
+/// ([`Episode::take_change`]): a full [`Alert`] held ten heap strings, ~900 bytes for every
+/// one-fetch client of a mass fetch (issue 13).
 struct Episode {
-    alert: Alert,
+    /// [`Alert::id_hash`]; the alert's id is its hex form.
+    id: u64,
+    first_seen: i64,
+    last_seen: i64,
+    /// The worker's own view of the counts (exact in a replay; the store keeps the truth).
+    requests: u64,
+    distinct_resources: u64,
+    bytes: u64,
+    class: ClientClass,
+    /// Index into the worker's source names ([`NO_SOURCE`]: a resumed alert of a source that
+    /// is no longer read).
+    source: u16,
+    /// The alert's client when the group key cannot give it back: a client known by name, or
+    /// the first client of a source-grouped alert.
+    client: Option<Box<str>>,
+    /// Paths (pseudonymised) and user agents seen since the last hand-out; the store unions
+    /// them into the alert, bounded.
+    sample: Vec<String>,
+    user_agents: Vec<String>,
     /// Path keys known to be counted in the alert, at most `path_cap`: a cache that spares
     /// the store most look-ups, never the truth (the store keeps the alert's distinct set).
     seen_paths: PathCache,
@@ -137,7 +160,7 @@ struct Episode {
 /// beyond [`PathCache::SMALL`] keys (a replay's episodes keep every key).
 enum PathCache {
     Small(Vec<u128>),
-    Large(FastSet<u128>),
+    Large(Box<FastSet<u128>>),
 }
 
 impl Default for PathCache {
@@ -161,7 +184,7 @@ impl PathCache {
             PathCache::Small(keys) if keys.len() >= Self::SMALL => {
                 let mut large: FastSet<u128> = keys.drain(..).collect();
                 large.insert(key);
-                *self = PathCache::Large(large);
+                *self = PathCache::Large(Box::new(large));
             }
             PathCache::Small(keys) => {
                 if let Err(at) = keys.binary_search(&key) {
@@ -342,7 +365,7 @@ impl Worker {
         for (key, slot) in self.dirty.drain(..) {
             let Some(state) = self.groups.get_mut(&key) else { continue };
             if let Some(ep) = state.episodes[slot].as_mut().filter(|ep| ep.dirty) {
-                changed.push(ep.take_change());
+                changed.push(ep.take_change(&self.cfg, &self.source_names, key, slot));
             }
         }
     }
@@ -356,15 +379,18 @@ impl Worker {
         self.events_since_sweep = 0;
         let before = self.groups.len();
         let cutoff = self.latest_time.saturating_sub(self.cfg.idle_secs);
-        let evicted_changes = &mut self.evicted_changes;
-        let mut retain = |g: &mut GroupState, keep: bool| {
+        let (cfg, source_names, evicted_changes) = (&*self.cfg, &self.source_names, &mut self.evicted_changes);
+        let mut retain = |key: &GroupKey, g: &mut GroupState, keep: bool| {
             if !keep {
-                evicted_changes
-                    .extend(g.episodes.iter_mut().flatten().filter(|ep| ep.dirty).map(|ep| ep.take_change()));
+                for (slot, ep) in g.episodes.iter_mut().enumerate() {
+                    if let Some(ep) = ep.as_mut().filter(|ep| ep.dirty) {
+                        evicted_changes.push(ep.take_change(cfg, source_names, *key, slot));
+                    }
+                }
             }
             keep
         };
-        self.groups.retain(|_, g| retain(g, g.last_seen >= cutoff));
+        self.groups.retain(|key, g| retain(key, g, g.last_seen >= cutoff));
         if self.groups.len() > self.cfg.max_groups {
             // Keep the most recently seen 90 % of the cap.
             let keep = self.cfg.max_groups - self.cfg.max_groups / 10;
@@ -373,10 +399,10 @@ impl Worker {
             let (_, newest_evicted, _) = seen.select_nth_unstable(nth.saturating_sub(1));
             let newest_evicted = *newest_evicted;
             let mut budget = nth;
-            self.groups.retain(|_, g| {
+            self.groups.retain(|key, g| {
                 let evict = budget > 0 && g.last_seen <= newest_evicted;
                 budget -= usize::from(evict);
-                retain(g, !evict)
+                retain(key, g, !evict)
             });
         }
         self.stats.groups_evicted += (before - self.groups.len()) as u64;
@@ -390,6 +416,7 @@ impl Worker {
     pub fn resume(&mut self, alert: Alert) {
         let Some((key, slot, n)) = self.locate(&alert) else { return };
         let path_cap = path_cap(&self.cfg, rule_of(&self.cfg, key, slot));
+        let Some(resumed) = Episode::of_stored(&alert, key, &self.cfg, &self.source_names, path_cap) else { return };
         let g = self.groups.entry(key).or_insert_with(|| GroupState {
             last_seen: alert.last_seen,
             windows: (0..n).map(|_| None).collect(),
@@ -397,11 +424,8 @@ impl Worker {
         });
         g.last_seen = g.last_seen.max(alert.last_seen);
         self.latest_time = self.latest_time.max(alert.last_seen);
-        let newer = g.episodes[slot].as_ref().is_none_or(|ep| ep.alert.last_seen < alert.last_seen);
-        if newer {
-            let closed = alert.status == AlertStatus::Resolved;
-            let counted_through = if closed { alert.last_seen } else { i64::MIN };
-            g.episodes[slot] = Some(Box::new(Episode { counted_through, closed, ..Episode::empty(alert, path_cap) }));
+        if g.episodes[slot].as_ref().is_none_or(|ep| ep.last_seen < resumed.last_seen) {
+            g.episodes[slot] = Some(Box::new(resumed));
         }
     }
 
@@ -412,9 +436,10 @@ impl Worker {
     pub fn close(&mut self, alert: &Alert) {
         let Some((key, slot, _)) = self.locate(alert) else { return };
         let Some(g) = self.groups.get_mut(&key) else { return };
-        let Some(ep) = g.episodes[slot].as_mut().filter(|ep| ep.alert.id == alert.id && !ep.closed) else { return };
+        let id = Alert::parse_id(&alert.id);
+        let Some(ep) = g.episodes[slot].as_mut().filter(|ep| Some(ep.id) == id && !ep.closed) else { return };
         if ep.dirty {
-            self.evicted_changes.push(ep.take_change());
+            self.evicted_changes.push(ep.take_change(&self.cfg, &self.source_names, key, slot));
         }
         ep.close(alert.last_seen);
         g.windows[slot] = None;
@@ -515,7 +540,7 @@ fn apply_rules(
         }
         let episode = &mut g.episodes[slot];
         if let Some(ep) = episode {
-            if ev.time - ep.alert.last_seen <= rule.suppress_secs {
+            if ev.time - ep.last_seen <= rule.suppress_secs {
                 if ev.time > ep.counted_through {
                     ep.record(ev, batch, success_bytes, &cfg.pseudonyms);
                     if !ev.reread {
@@ -526,7 +551,7 @@ fn apply_rules(
             }
             // The episode is over; changes not handed out yet must still reach the store.
             if let Some(mut ep) = episode.take().filter(|ep| ep.dirty) {
-                closed_changes.push(ep.take_change());
+                closed_changes.push(ep.take_change(cfg, source_names, key, slot));
             }
         }
         let fired = match rule.aggregate {
@@ -639,11 +664,6 @@ impl Episode {
         window: Option<&Window>,
     ) -> Episode {
         let client = client_text(ev, batch);
-        let source = source_names.get(usize::from(ev.source)).cloned().unwrap_or_default();
-        let group_key = match key {
-            GroupKey::Client(_) => client.clone(),
-            GroupKey::Source(_) => source.clone(),
-        };
         let mut paths: FastSet<u128> = FastSet::default();
         let (first_seen, requests, bytes) = match window {
             Some(w) if !w.is_empty() => {
@@ -655,34 +675,28 @@ impl Episode {
                 (ev.time, 1, success_bytes)
             }
         };
-        let path_cap = path_cap(cfg, rule);
-        let kind = ev.client_class.kind;
-        let partner = match kind {
-            crate::classify::client::ClientKind::Partner => {
-                cfg.partner_names.get(usize::from(ev.client_class.partner)).cloned()
+        let (id, client) = match key {
+            GroupKey::Client(ClientId::Ip(_)) => (Alert::id_hash(&rule.id, &client, first_seen), None),
+            GroupKey::Client(ClientId::Name(_)) => (Alert::id_hash(&rule.id, &client, first_seen), Some(client)),
+            GroupKey::Source(source) => {
+                let name = source_names.get(usize::from(source)).map_or("", String::as_str);
+                (Alert::id_hash(&rule.id, name, first_seen), Some(client))
             }
-            _ => None,
         };
-        let alert = Alert {
-            id: Alert::make_id(&rule.id, &group_key, first_seen),
-            rule_id: rule.id.clone(),
-            rule: rule.name.clone(),
-            severity: rule.severity,
-            group_by: rule.group_by.as_str().to_string(),
-            client,
-            client_kind: kind.as_str().to_string(),
-            partner,
-            source,
+        let path_cap = path_cap(cfg, rule);
+        let mut ep = Episode {
+            id,
             first_seen,
             last_seen: ev.time.max(first_seen),
             requests,
             distinct_resources: paths.len() as u64,
             bytes,
+            class: ev.client_class,
+            source: ev.source,
+            client: client.map(String::into_boxed_str),
             sample: vec![cfg.pseudonyms.pseudonymize_bytes(batch.bytes(&ev.path)).into_owned()],
-            user_agents: Vec::new(),
-            status: AlertStatus::Open,
+            ..Episode::empty(path_cap)
         };
-        let mut ep = Episode::empty(alert, path_cap);
         if !ev.reread {
             // What the window holds is why the rule fired: all of it is counted at the opening.
             ep.pending_requests = requests;
@@ -698,10 +712,20 @@ impl Episode {
         ep
     }
 
-    /// An episode of `alert` that has counted nothing yet.
-    fn empty(alert: Alert, path_cap: usize) -> Episode {
+    /// An episode that has counted nothing yet.
+    fn empty(path_cap: usize) -> Episode {
         Episode {
-            alert,
+            id: 0,
+            first_seen: 0,
+            last_seen: 0,
+            requests: 0,
+            distinct_resources: 0,
+            bytes: 0,
+            class: ClientClass::UNKNOWN,
+            source: NO_SOURCE,
+            client: None,
+            sample: Vec::new(),
+            user_agents: Vec::new(),
             seen_paths: PathCache::default(),
             path_cap,
             pending_requests: 0,
@@ -713,16 +737,69 @@ impl Episode {
         }
     }
 
-    /// What it counted since the last hand-out, for the store.
-    /// The sample and user agents handed out move into the change: the store unions them
-    /// into the alert (bounded), so the episode keeps only what it sees next (issue 13: they
-    /// were ~150 bytes of every idle one-fetch client's state).
-    fn take_change(&mut self) -> AlertChange {
+    /// The episode of a stored alert (resumed after a restart), if its id is one a worker made.
+    fn of_stored(
+        alert: &Alert,
+        key: GroupKey,
+        cfg: &DetectConfig,
+        source_names: &[String],
+        path_cap: usize,
+    ) -> Option<Episode> {
+        let kind = ClientKind::from_name(&alert.client_kind).unwrap_or(ClientKind::Unknown);
+        let partner = alert.partner.as_ref().and_then(|p| cfg.partner_names.iter().position(|n| n == p));
+        let closed = alert.status == AlertStatus::Resolved;
+        Some(Episode {
+            id: Alert::parse_id(&alert.id)?,
+            first_seen: alert.first_seen,
+            last_seen: alert.last_seen,
+            requests: alert.requests,
+            distinct_resources: alert.distinct_resources,
+            bytes: alert.bytes,
+            class: ClientClass { kind, partner: partner.map_or(0, |p| p as u16) },
+            source: source_names.iter().position(|n| *n == alert.source).map_or(NO_SOURCE, |i| i as u16),
+            client: (!matches!(key, GroupKey::Client(ClientId::Ip(_)))).then(|| alert.client.clone().into_boxed_str()),
+            counted_through: if closed { alert.last_seen } else { i64::MIN },
+            closed,
+            ..Episode::empty(path_cap)
+        })
+    }
+
+    /// What it counted since the last hand-out, for the store: the alert (rebuilt from the
+    /// rule of `key`'s slot `slot` and the tables) and the deltas. The sample and user agents
+    /// move into the change: the store unions them into the alert (bounded), so the episode
+    /// keeps only what it sees next.
+    fn take_change(&mut self, cfg: &DetectConfig, source_names: &[String], key: GroupKey, slot: usize) -> AlertChange {
         self.dirty = false;
-        let sample = std::mem::take(&mut self.alert.sample);
-        let user_agents = std::mem::take(&mut self.alert.user_agents);
+        let rule = rule_of(cfg, key, slot);
+        let client = match (&self.client, key) {
+            (Some(client), _) => client.to_string(),
+            (None, GroupKey::Client(ClientId::Ip(ip))) => ip_text(ip),
+            (None, _) => String::new(),
+        };
+        let partner = (self.class.kind == ClientKind::Partner)
+            .then(|| cfg.partner_names.get(usize::from(self.class.partner)).cloned())
+            .flatten();
+        let alert = Alert {
+            id: Alert::id_text(self.id),
+            rule_id: rule.id.clone(),
+            rule: rule.name.clone(),
+            severity: rule.severity,
+            group_by: rule.group_by.as_str().to_string(),
+            client,
+            client_kind: self.class.kind.as_str().to_string(),
+            partner,
+            source: source_names.get(usize::from(self.source)).cloned().unwrap_or_default(),
+            first_seen: self.first_seen,
+            last_seen: self.last_seen,
+            requests: self.requests,
+            distinct_resources: self.distinct_resources,
+            bytes: self.bytes,
+            sample: std::mem::take(&mut self.sample),
+            user_agents: std::mem::take(&mut self.user_agents),
+            status: AlertStatus::Open,
+        };
         AlertChange {
-            alert: Alert { sample, user_agents, ..self.alert.clone() },
+            alert,
             requests: std::mem::take(&mut self.pending_requests),
             bytes: std::mem::take(&mut self.pending_bytes),
             paths: std::mem::take(&mut self.pending_paths),
@@ -732,7 +809,7 @@ impl Episode {
     /// Turns a running episode into a closed one that remembers only how far it counted.
     fn close(&mut self, resolved_last_seen: i64) {
         self.closed = true;
-        self.counted_through = self.alert.last_seen.max(resolved_last_seen);
+        self.counted_through = self.last_seen.max(resolved_last_seen);
         self.seen_paths = PathCache::default();
         self.pending_paths = Vec::new();
     }
@@ -744,15 +821,14 @@ impl Episode {
         if ev.time <= self.counted_through {
             return;
         }
-        let a = &mut self.alert;
-        a.first_seen = a.first_seen.min(ev.time);
-        a.last_seen = a.last_seen.max(ev.time);
+        self.first_seen = self.first_seen.min(ev.time);
+        self.last_seen = self.last_seen.max(ev.time);
         if ev.reread {
             return;
         }
         // Sums of logged values saturate: `%b` is attacker-influenced and may be u64::MAX.
-        a.requests = a.requests.saturating_add(1);
-        a.bytes = a.bytes.saturating_add(success_bytes);
+        self.requests = self.requests.saturating_add(1);
+        self.bytes = self.bytes.saturating_add(success_bytes);
         self.pending_requests = self.pending_requests.saturating_add(1);
         self.pending_bytes = self.pending_bytes.saturating_add(success_bytes);
         if !self.seen_paths.contains(&ev.path_key) {
@@ -765,12 +841,12 @@ impl Episode {
                 self.seen_paths.insert(ev.path_key);
                 // The worker's own view: exact in a replay; in the daemon a lower bound once
                 // the cache is full or after a restart, and the store's count is exact.
-                a.distinct_resources = a.distinct_resources.saturating_add(1);
+                self.distinct_resources = self.distinct_resources.saturating_add(1);
             }
-            if a.sample.len() < MAX_SAMPLE_PATHS {
+            if self.sample.len() < MAX_SAMPLE_PATHS {
                 let path = pseudonyms.pseudonymize_bytes(batch.bytes(&ev.path));
-                if !a.sample.iter().any(|s| *s == *path) {
-                    a.sample.push(path.into_owned());
+                if !self.sample.iter().any(|s| *s == *path) {
+                    self.sample.push(path.into_owned());
                 }
             }
         }
@@ -778,7 +854,7 @@ impl Episode {
     }
 
     fn note_user_agent(&mut self, ua: &[u8], pseudonyms: &Pseudonymizer) {
-        let uas = &mut self.alert.user_agents;
+        let uas = &mut self.user_agents;
         // Stored agents are pseudonymised; one without a token is stored as logged, so the
         // common case (an agent seen before) is a plain comparison.
         if ua.is_empty() || uas.len() >= MAX_USER_AGENTS || uas.iter().any(|u| u.as_bytes() == ua) {
@@ -792,6 +868,9 @@ impl Episode {
         }
     }
 }
+
+/// [`Episode::source`] of a resumed alert whose source is no longer read.
+const NO_SOURCE: u16 = u16::MAX;
 
 #[cfg(test)]
 mod tests {
@@ -1302,6 +1381,56 @@ mod tests {
         assert_eq!(changed.len(), 1);
         assert_eq!((changed[0].source.as_str(), changed[0].requests), ("web1", 2));
         assert_eq!(changed[0].group_by, "source");
+    }
+
+    #[test]
+    fn a_handed_out_alert_is_the_one_a_full_alert_was_before_episodes_were_compacted() {
+        // The episode keeps ids, times and counts; the rest is rebuilt at each hand-out and
+        // must read as the alert did when the episode held it whole.
+        let r1 = Rule { client_kinds: ClientKind::Unknown.bit() | ClientKind::Partner.bit(), ..r1(&["2xx"]) };
+        let r3 = Rule { id: "R3".into(), group_by: GroupBy::Source, ..r1.clone() };
+        let cfg =
+            DetectConfig::new(vec![r3, r1], vec!["acme".into()], vec!["web1".into()], 3600, 100, false, test_key());
+        let mut w = Worker::new(Arc::new(cfg));
+        let mut batch = EventBatch::with_capacity();
+        push(&mut batch, "2001:db8::7", ClientKind::Unknown, 10, 200, "/r/a.wav", false);
+        push(&mut batch, "198.51.100.9", ClientKind::Partner, 11, 200, "/r/b.wav", false);
+        let named = batch.push_bytes(b"crawler.example.net");
+        let mut by_name = batch.events[0].clone();
+        by_name.client = ClientId::of_name(b"crawler.example.net");
+        by_name.client_name = named;
+        by_name.time = 12;
+        batch.events.push(by_name);
+        w.process_batch(&batch);
+        let mut changed = Vec::new();
+        take(&mut w, &mut changed);
+        let shown = |rule: &str, client: &str| {
+            let a = changed.iter().find(|a| a.rule_id == rule && a.client == client).expect(client);
+            (a.id.clone(), a.client_kind.clone(), a.partner.clone(), a.source.clone(), a.group_by.clone(), a.requests)
+        };
+        let id = |group: &str, t: i64| Alert::make_id(if group == "web1" { "R3" } else { "R1" }, group, t);
+        let some = |s: &str| Some(s.to_string());
+        assert_eq!(
+            shown("R1", "2001:db8::7"),
+            (id("2001:db8::7", 10), "unknown".into(), None, "web1".into(), "client".into(), 1)
+        );
+        assert_eq!(
+            shown("R1", "198.51.100.9"),
+            (id("198.51.100.9", 11), "partner".into(), some("acme"), "web1".into(), "client".into(), 1)
+        );
+        assert_eq!(
+            shown("R1", "crawler.example.net"),
+            (id("crawler.example.net", 12), "unknown".into(), None, "web1".into(), "client".into(), 1)
+        );
+        // A source-grouped alert is named after its first client and keyed by its source.
+        assert_eq!(
+            shown("R3", "2001:db8::7"),
+            (id("web1", 10), "unknown".into(), None, "web1".into(), "source".into(), 3)
+        );
+        for a in &changed {
+            assert_eq!(Alert::parse_id(&a.id).map(Alert::id_text).as_deref(), Some(a.id.as_str()));
+        }
+        assert_eq!(Alert::parse_id("00019FE4A00EEB29"), None);
     }
 
     #[test]
