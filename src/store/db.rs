@@ -10,7 +10,7 @@ use std::path::Path;
 
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 
-use super::ledger::{self, add_alert_paths, add_evidence};
+use super::ledger::{self, add_alert_paths, add_evidence, InlinePaths};
 use super::{
     now_ms, AlertFilter, Counts, Delivery, Notify, OutboxMarker, PendingStats, Rollup, StoreError, StoreWrite,
 };
@@ -87,6 +87,50 @@ fn key_pair(key: &[u8]) -> (u128, u128) {
 
 /// What the owner read for a fan-out: the marker's bytes and each receiver's record's bytes.
 pub(super) type FanOutRead = Option<(Vec<u8>, Vec<Option<Vec<u8>>>)>;
+
+/// What an alert record holds besides the alert (the API and every reader decode only the
+/// [`Alert`], whose decoding skips these fields).
+/// A record without them was written before records carried them: its distinct set is all in
+/// `alert_paths`, and its roll-up (if any) in `alerts_rolled_up`.
+#[derive(serde::Serialize, serde::Deserialize, Default, Clone)]
+struct RecordExtras {
+    /// The first distinct path keys ([`InlinePaths`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    path_keys: InlinePaths,
+    /// The roll-up alert it was paged through, in a storm (one sled entry less per alert of
+    /// a mass fetch than a tree of its own: sled's memory follows its number of entries).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rollup: Option<String>,
+}
+
+impl RecordExtras {
+    /// Written by this version (a new record always carries its keys, if none yet).
+    fn is_current(&self) -> bool {
+        self.path_keys.is_some()
+    }
+}
+
+#[derive(serde::Serialize)]
+struct RecordOut<'a> {
+    #[serde(flatten)]
+    alert: &'a Alert,
+    #[serde(flatten)]
+    extras: &'a RecordExtras,
+}
+
+/// A stored alert record: the alert and what only the store reads of it.
+fn decode_record(bytes: &[u8]) -> Option<(Alert, RecordExtras)> {
+    let alert = serde_json::from_slice::<Alert>(bytes).ok()?;
+    Some((alert, decode_extras(bytes)))
+}
+
+fn decode_extras(bytes: &[u8]) -> RecordExtras {
+    serde_json::from_slice::<RecordExtras>(bytes).unwrap_or_default()
+}
+
+fn encode_record(alert: &Alert, extras: &RecordExtras) -> Result<Vec<u8>, serde_json::Error> {
+    serde_json::to_vec(&RecordOut { alert, extras })
+}
 
 /// What a tally needs of a stored alert.
 #[derive(serde::Deserialize)]
@@ -181,7 +225,9 @@ pub(super) struct Db {
     ledger: sled::Tree,
     ledger_by_hour: sled::Tree,
     alert_paths: sled::Tree,
-    /// Alert id → the id of the roll-up alert receivers are told about instead.
+    /// Alert id → the id of the roll-up alert receivers are told about instead: read only for
+    /// records written before a record carried its roll-up ([`RecordExtras`]); retention
+    /// still clears it.
     rolled_up: sled::Tree,
     /// Roll-up alerts by id: what receivers are told in a storm. Read like alerts by id
     /// ([`Db::get`]), never listed or counted as alerts of their own.
@@ -310,7 +356,11 @@ impl Db {
                 for (i, newer) in alerts.iter().enumerate() {
                     let id = newer.id.as_bytes();
                     let old = tx_alerts.get(id)?;
-                    let stored = old.as_ref().and_then(|bytes| serde_json::from_slice::<Alert>(bytes).ok());
+                    let record = old.as_ref().and_then(|bytes| decode_record(bytes));
+                    let (stored, extras) = match record {
+                        Some((alert, extras)) => (Some(alert), extras),
+                        None => (None, RecordExtras::default()),
+                    };
                     // New, or an unreadable record: the live snapshot replaces it.
                     let merged = match &stored {
                         Some(stored) => {
@@ -323,7 +373,7 @@ impl Db {
                     if old.is_none() {
                         created.push(i);
                     }
-                    let bytes = match serde_json::to_vec(&merged) {
+                    let bytes = match encode_record(&merged, &extras) {
                         Ok(b) => b,
                         Err(source) => return abort(StoreError::Corrupt { id: newer.id.clone(), source }),
                     };
@@ -383,7 +433,13 @@ impl Db {
                 for (i, change) in write.alerts.iter().enumerate() {
                     let id = change.alert.id.as_bytes();
                     let old = tx_alerts.get(id)?;
-                    let stored = old.as_ref().and_then(|bytes| serde_json::from_slice::<Alert>(bytes).ok());
+                    let record = old.as_ref().and_then(|bytes| decode_record(bytes));
+                    // A new record keeps its first keys itself; one written before that (or
+                    // unreadable) keeps its set in `alert_paths` only.
+                    let (stored, mut extras) = match record {
+                        Some((alert, extras)) => (Some(alert), extras),
+                        None => (None, RecordExtras { path_keys: old.is_none().then(Vec::new), rollup: None }),
+                    };
                     let mut merged = match &stored {
                         Some(stored) => {
                             let mut merged = stored.clone();
@@ -403,7 +459,7 @@ impl Db {
                             merged.bytes = merged.bytes.max(change.alert.bytes);
                         }
                     }
-                    let added = add_alert_paths(tx_paths, &change.alert.id, &change.paths)?;
+                    let added = add_alert_paths(tx_paths, &mut extras.path_keys, &change.alert.id, &change.paths)?;
                     merged.distinct_resources = merged.distinct_resources.saturating_add(added);
                     if write.counts == Counts::Max {
                         // A replay's episodes keep every path key (and send none): their count
@@ -413,7 +469,16 @@ impl Db {
                     if old.is_none() {
                         created.push(i);
                     }
-                    let bytes = match serde_json::to_vec(&merged) {
+                    // The roll-up it is paged through: decided when it is new (a storm of new
+                    // alerts), kept in its record after that.
+                    if notify == Notify::Queue {
+                        if stored.is_none() {
+                            extras.rollup = storm_rollup(&mut storms, write.rollup, &merged);
+                        } else if !extras.is_current() && extras.rollup.is_none() {
+                            extras.rollup = tx_rolled.get(id)?.map(|v| String::from_utf8_lossy(&v).into_owned());
+                        }
+                    }
+                    let bytes = match encode_record(&merged, &extras) {
                         Ok(b) => b,
                         Err(source) => return abort(StoreError::Corrupt { id: change.alert.id.clone(), source }),
                     };
@@ -430,19 +495,12 @@ impl Db {
                     tx_index.insert(time_key(&merged), &[])?;
                     if notify == Notify::Queue {
                         let before = stored.as_ref();
-                        let rollup = match before {
-                            None => storm_rollup(&mut storms, write.rollup, &merged),
-                            Some(_) => tx_rolled.get(id)?.map(|v| String::from_utf8_lossy(&v).into_owned()),
-                        };
-                        match rollup {
+                        match extras.rollup.clone() {
                             None => {
                                 let marker = fold_marker(tx_outbox.get(id)?.as_deref(), old.is_none(), now);
                                 tx_outbox.insert(id, marker)?;
                             }
                             Some(rollup_id) => {
-                                if before.is_none() {
-                                    tx_rolled.insert(id, rollup_id.as_bytes())?;
-                                }
                                 let storm = storms.get_mut(&(merged.rule_id.clone(), merged.source.clone()));
                                 if let Some(storm) = storm.filter(|s| s.rollup.as_deref() == Some(rollup_id.as_str())) {
                                     storm.note(&merged.client, merged.requests);
@@ -659,7 +717,8 @@ impl Db {
             let mut changed = None;
             if a.status != status {
                 a.status = status;
-                let new = serde_json::to_vec(&a).expect("an alert always serialises");
+                // What the store keeps in the record (distinct keys, roll-up) stays with it.
+                let new = encode_record(&a, &decode_extras(&bytes)).expect("an alert always serialises");
                 tx_alerts.insert(id.as_bytes(), new.as_slice())?;
                 tx_outbox.insert(id.as_bytes(), fold_marker(tx_outbox.get(id.as_bytes())?.as_deref(), true, now))?;
                 changed = Some((bytes.to_vec(), new));
@@ -925,5 +984,106 @@ impl Db {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::alert::tests::alert;
+    use crate::detect::evidence::AlertChange;
+
+    fn write(n: u8, a: &Alert, keys: impl IntoIterator<Item = u128>) -> StoreWrite {
+        let paths: Vec<u128> = keys.into_iter().collect();
+        let change = AlertChange { alert: a.clone(), requests: paths.len() as u64, bytes: 0, paths };
+        StoreWrite { id: [n; 16], alerts: vec![change], ..StoreWrite::default() }
+    }
+
+    fn distinct(db: &Db, a: &Alert) -> u64 {
+        db.get(&a.id).unwrap().unwrap().distinct_resources
+    }
+
+    #[test]
+    fn distinct_keys_inline_and_past_the_inline_ones_count_once_also_after_an_ack() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path()).unwrap();
+        let a = alert(1);
+        db.apply(&write(1, &a, 0..20), Notify::Skip).unwrap();
+        assert_eq!(distinct(&db, &a), 20);
+        // Crosses the inline bound; every key already counted comes again.
+        db.apply(&write(2, &a, (10..40).chain(0..20)), Notify::Skip).unwrap();
+        db.apply(&write(3, &a, (0..50).rev()), Notify::Skip).unwrap();
+        assert_eq!(distinct(&db, &a), 50);
+        assert_eq!(db.alert_paths.len(), 50 - ledger::INLINE_PATHS);
+        // An ack re-writes the record: its keys stay with it.
+        db.set_status(&a.id, AlertStatus::Acked).unwrap();
+        db.apply(&write(4, &a, 0..60), Notify::Skip).unwrap();
+        assert_eq!(distinct(&db, &a), 60);
+        // Readers see the alert, not the store's keys.
+        let raw = db.alerts.get(a.id.as_bytes()).unwrap().unwrap();
+        assert!(String::from_utf8_lossy(&raw).contains("\"path_keys\""));
+        let listed = serde_json::to_string(&db.get(&a.id).unwrap().unwrap()).unwrap();
+        assert!(!listed.contains("path_keys"), "{listed}");
+    }
+
+    /// A write of one new alert per client, all of one storm (rule R1, same source).
+    fn storm_write(n: u8, clients: &[&str], requests: u64) -> StoreWrite {
+        let alerts = clients
+            .iter()
+            .map(|c| {
+                let a = Alert { id: Alert::make_id("R1", c, 1), client: c.to_string(), ..alert(1) };
+                AlertChange { alert: a, requests, bytes: 0, paths: Vec::new() }
+            })
+            .collect();
+        StoreWrite { id: [n; 16], alerts, rollup: Rollup { after: 2, window_secs: 3600 }, ..StoreWrite::default() }
+    }
+
+    fn rollup_requests(db: &Db) -> Vec<u64> {
+        db.rollups.iter().map(|kv| serde_json::from_slice::<Alert>(&kv.unwrap().1).unwrap().requests).collect()
+    }
+
+    #[test]
+    fn an_alert_paged_through_a_rollup_stays_in_it_through_updates_acks_and_older_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path()).unwrap();
+        let clients = ["198.51.100.1", "198.51.100.2", "198.51.100.3", "198.51.100.4"];
+        db.apply(&storm_write(1, &clients, 1), Notify::Queue).unwrap();
+        let id = |c: &str| Alert::make_id("R1", c, 1);
+        // The first two are paged one by one, the others through the roll-up.
+        let queued: Vec<bool> = clients.iter().map(|c| db.outbox.get(id(c)).unwrap().is_some()).collect();
+        assert_eq!(queued, [true, true, false, false]);
+        assert_eq!(rollup_requests(&db), [2]);
+        assert_eq!(db.rolled_up.len(), 0, "the record says which roll-up");
+        // An update, an ack (which rewrites the record), another update: still the roll-up's.
+        db.apply(&storm_write(2, &clients[3..], 5), Notify::Queue).unwrap();
+        db.set_status(&id(clients[3]), AlertStatus::Acked).unwrap();
+        db.outbox.remove(id(clients[3])).unwrap();
+        db.apply(&storm_write(3, &clients[3..], 5), Notify::Queue).unwrap();
+        assert!(db.outbox.get(id(clients[3])).unwrap().is_none());
+        assert_eq!(rollup_requests(&db), [12]);
+        // A record written before records carried it: its roll-up is in alerts_rolled_up.
+        let older = Alert { id: id("198.51.100.9"), client: "198.51.100.9".into(), ..alert(1) };
+        db.alerts.insert(older.id.as_bytes(), serde_json::to_vec(&older).unwrap()).unwrap();
+        let rollup_id = db.rollups.iter().next().unwrap().unwrap().0;
+        db.rolled_up.insert(older.id.as_bytes(), rollup_id).unwrap();
+        db.apply(&storm_write(4, &["198.51.100.9"], 3), Notify::Queue).unwrap();
+        assert!(db.outbox.get(older.id.as_bytes()).unwrap().is_none());
+        assert_eq!(rollup_requests(&db), [15]);
+    }
+
+    #[test]
+    fn a_record_written_before_records_kept_keys_counts_on_from_its_alert_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path()).unwrap();
+        // As an older recwatch stored it: the alert alone, its set of 5 in alert_paths.
+        let a = Alert { distinct_resources: 5, ..alert(1) };
+        db.alerts.insert(a.id.as_bytes(), serde_json::to_vec(&a).unwrap()).unwrap();
+        for k in 0..5u128 {
+            db.alert_paths.insert(ledger::alert_path_key(&a.id, k), &[][..]).unwrap();
+        }
+        db.apply(&write(1, &a, 0..10), Notify::Skip).unwrap();
+        assert_eq!(distinct(&db, &a), 10);
+        db.apply(&write(2, &a, 8..12), Notify::Skip).unwrap();
+        assert_eq!(distinct(&db, &a), 12);
     }
 }
