@@ -1,7 +1,7 @@
 """Starts `recwatch run` for the bench scripts and talks to its HTTP API. Owns the scratch
 directory and base config they share, the port-0 handshake (the daemon writes the address it
 bound to <state>/http.addr) and the token-bearing GET; never measures anything."""
-import ctypes, http.client, os, signal, subprocess, sys, tempfile, time
+import atexit, ctypes, http.client, os, shutil, signal, subprocess, sys, tempfile, time
 
 PR_SET_PDEATHSIG = 1
 
@@ -15,8 +15,12 @@ def _die_with_parent():
 def scratch(prefix, token, source_name, extra_toml=""):
     """A scratch directory with an empty access.log, the API token file and rw.toml: the store
     in state/, 10.0.0.0/8 internal, the API on 127.0.0.1 port 0, one file source on the log,
-    then `extra_toml`. Returns (directory, log path, config path)."""
+    then `extra_toml`. Returns (directory, log path, config path); the directory is removed
+    when the script exits."""
     tmp = tempfile.mkdtemp(prefix=prefix)
+    # Removed when the script exits: a mass bench's store is gigabytes (1 M clients: 3.5 GB);
+    # a few left behind kept the kernel reclaiming memory and skewed later timings.
+    atexit.register(shutil.rmtree, tmp, True)
     log = os.path.join(tmp, "access.log")
     open(log, "w").close()
     open(os.path.join(tmp, "token"), "w").write(token)
