@@ -96,6 +96,14 @@ pub struct ClientClass {
 
 impl ClientClass {
     pub const UNKNOWN: ClientClass = ClientClass { kind: ClientKind::Unknown, partner: 0 };
+
+    /// The partner's name among the configured `names`, for a class of kind Partner.
+    pub fn partner_name_in(self, names: &[String]) -> Option<&str> {
+        match self.kind {
+            ClientKind::Partner => names.get(usize::from(self.partner)).map(String::as_str),
+            _ => None,
+        }
+    }
 }
 
 /// A network in the unified IPv6 space (IPv4 lives in `::ffff:0:0/96`).
@@ -303,10 +311,7 @@ impl Networks {
 
     /// The partner's configured name, for a class of kind Partner.
     pub fn partner_name(&self, class: ClientClass) -> Option<&str> {
-        match class.kind {
-            ClientKind::Partner => self.partner_names.get(usize::from(class.partner)).map(String::as_str),
-            _ => None,
-        }
+        class.partner_name_in(&self.partner_names)
     }
 }
 

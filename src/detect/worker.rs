@@ -99,6 +99,14 @@ enum GroupKey {
     Source(u16),
 }
 
+impl GroupKey {
+    /// Whether an episode of this group keeps its alert's client text: the key gives back an
+    /// address, not a host name or the first client of a source-grouped alert.
+    fn keeps_client_text(self) -> bool {
+        !matches!(self, GroupKey::Client(ClientId::Ip(_)))
+    }
+}
+
 struct GroupState {
     last_seen: i64,
     /// Per rule slot, created on the first matching event of a windowed rule.
@@ -623,10 +631,7 @@ fn record_evidence(
     let e = evidence.entry((ev.client, ev.path_key)).or_insert_with(|| Evidence {
         client: client_text(ev, batch),
         client_kind: ev.client_class.kind.as_str().to_string(),
-        partner: match ev.client_class.kind {
-            ClientKind::Partner => cfg.partner_names.get(usize::from(ev.client_class.partner)).cloned(),
-            _ => None,
-        },
+        partner: ev.client_class.partner_name_in(&cfg.partner_names).map(str::to_string),
         path: cfg.pseudonyms.pseudonymize_bytes(batch.bytes(&ev.path)).into_owned(),
         path_class: ev.path_class.as_str().to_string(),
         source: source_names.get(usize::from(ev.source)).cloned().unwrap_or_default(),
@@ -675,14 +680,11 @@ impl Episode {
                 (ev.time, 1, success_bytes)
             }
         };
-        let (id, client) = match key {
-            GroupKey::Client(ClientId::Ip(_)) => (Alert::id_hash(&rule.id, &client, first_seen), None),
-            GroupKey::Client(ClientId::Name(_)) => (Alert::id_hash(&rule.id, &client, first_seen), Some(client)),
-            GroupKey::Source(source) => {
-                let name = source_names.get(usize::from(source)).map_or("", String::as_str);
-                (Alert::id_hash(&rule.id, name, first_seen), Some(client))
-            }
+        let group_name = match key {
+            GroupKey::Source(source) => source_names.get(usize::from(source)).map_or("", String::as_str),
+            GroupKey::Client(_) => &client,
         };
+        let id = Alert::id_hash(&rule.id, group_name, first_seen);
         let path_cap = path_cap(cfg, rule);
         let mut ep = Episode {
             id,
@@ -693,7 +695,7 @@ impl Episode {
             bytes,
             class: ev.client_class,
             source: ev.source,
-            client: client.map(String::into_boxed_str),
+            client: key.keeps_client_text().then(|| client.into_boxed_str()),
             sample: vec![cfg.pseudonyms.pseudonymize_bytes(batch.bytes(&ev.path)).into_owned()],
             ..Episode::empty(path_cap)
         };
@@ -757,7 +759,7 @@ impl Episode {
             bytes: alert.bytes,
             class: ClientClass { kind, partner: partner.map_or(0, |p| p as u16) },
             source: source_names.iter().position(|n| *n == alert.source).map_or(NO_SOURCE, |i| i as u16),
-            client: (!matches!(key, GroupKey::Client(ClientId::Ip(_)))).then(|| alert.client.clone().into_boxed_str()),
+            client: key.keeps_client_text().then(|| alert.client.clone().into_boxed_str()),
             counted_through: if closed { alert.last_seen } else { i64::MIN },
             closed,
             ..Episode::empty(path_cap)
@@ -776,9 +778,6 @@ impl Episode {
             (None, GroupKey::Client(ClientId::Ip(ip))) => ip_text(ip),
             (None, _) => String::new(),
         };
-        let partner = (self.class.kind == ClientKind::Partner)
-            .then(|| cfg.partner_names.get(usize::from(self.class.partner)).cloned())
-            .flatten();
         let alert = Alert {
             id: Alert::id_text(self.id),
             rule_id: rule.id.clone(),
@@ -787,7 +786,7 @@ impl Episode {
             group_by: rule.group_by.as_str().to_string(),
             client,
             client_kind: self.class.kind.as_str().to_string(),
-            partner,
+            partner: self.class.partner_name_in(&cfg.partner_names).map(str::to_string),
             source: source_names.get(usize::from(self.source)).cloned().unwrap_or_default(),
             first_seen: self.first_seen,
             last_seen: self.last_seen,

@@ -628,8 +628,7 @@ fn client_row(s: &ClientScope, partner_names: &[String]) -> (u8, ClientRow) {
         ClientKind::Partner => 1,
         ClientKind::Internal => 2,
     };
-    let partner =
-        (class.kind == ClientKind::Partner).then(|| partner_names.get(usize::from(class.partner)).cloned()).flatten();
+    let partner = class.partner_name_in(partner_names).map(str::to_string);
     let mut call_list: Vec<CallRow> = s
         .calls
         .iter()
