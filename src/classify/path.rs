@@ -119,6 +119,9 @@ pub struct SensitivePaths {
     /// when `case_insensitive`, and paths of a `windows` source whatever the configuration.
     folded_prefixes: Vec<Box<[u8]>>,
     folded_extensions: Vec<Box<[u8]>>,
+    /// The directories of `prefixes` and of `folded_prefixes`, for the fast reject.
+    directories: Vec<PrefixDirectory>,
+    folded_directories: Vec<PrefixDirectory>,
     /// The configuration listed no extensions: every file under a prefix is a recording.
     any_extension: bool,
     /// Fold ASCII case in paths, prefixes and extensions of every source.
@@ -155,8 +158,14 @@ impl SensitivePaths {
         };
         let folded_prefixes = folded(&prepared_prefixes);
         let folded_extensions = folded(&prepared_extensions);
+        let prefixes = if case_insensitive { folded_prefixes.clone() } else { prepared_prefixes };
+        let directories = |items: &[Box<[u8]>], case_fold: bool| -> Vec<PrefixDirectory> {
+            items.iter().map(|prefix| PrefixDirectory::of(prefix, case_fold)).collect()
+        };
         SensitivePaths {
-            prefixes: if case_insensitive { folded_prefixes.clone() } else { prepared_prefixes },
+            directories: directories(&prefixes, case_insensitive),
+            folded_directories: directories(&folded_prefixes, true),
+            prefixes,
             extensions: if case_insensitive { folded_extensions.clone() } else { prepared_extensions },
             folded_prefixes,
             folded_extensions,
@@ -178,13 +187,15 @@ impl SensitivePaths {
     /// its trailing slash gets one). A simple target that cannot
     /// normalise to anything under a prefix is rejected without touching `scratch`.
     pub fn classify(&self, raw_target: &[u8], semantics: PathSemantics, scratch: &mut Vec<u8>) -> Option<PathClass> {
-        if !self.may_be_sensitive(raw_target, semantics) {
+        // `may_be_sensitive`, keeping its prefix test for the simple path below.
+        let case_fold = self.folds_case(semantics);
+        let under_a_prefix = self.may_be_under_a_prefix(raw_target, case_fold);
+        if !(semantics.is_windows() || under_a_prefix || may_normalize_elsewhere(raw_target)) {
             return None;
         }
-        let case_fold = self.folds_case(semantics);
         let simple_path = simple_path_len(raw_target, semantics);
         if let Some(path_len) = simple_path {
-            if !self.may_be_under_a_prefix(raw_target, case_fold) {
+            if !under_a_prefix {
                 return None;
             }
             write_simple_path(&raw_target[..path_len], semantics, case_fold, scratch);
@@ -262,29 +273,53 @@ impl SensitivePaths {
     /// query (and, for `windows`, trims the last segment): the result is a prefix of the raw
     /// bytes.
     fn may_be_under_a_prefix(&self, raw_target: &[u8], case_fold: bool) -> bool {
-        let (prefixes, _) = self.tables(case_fold);
-        prefixes.iter().any(|prefix| {
-            let directory = &prefix[..prefix.len() - 1];
-            match raw_target.get(..directory.len()) {
-                Some(head) if case_fold => head.eq_ignore_ascii_case(directory),
-                Some(head) => head == directory,
-                None => false,
-            }
-        })
+        let directories = if case_fold { &self.folded_directories } else { &self.directories };
+        directories.iter().any(|directory| directory.starts(raw_target))
     }
 }
 
-/// How [`simple_path_len`] treats each byte.
+/// A prefix directory (the prefix without its trailing `/`) prepared for comparing raw
+/// targets with it eight bytes at a time.
+#[derive(Clone, Debug)]
+struct PrefixDirectory {
+    /// Its bytes, folded when compared with case folded.
+    bytes: Box<[u8]>,
+    /// Per byte, `0x20` where a letter's case is folded, else 0: OR-ed into a target's bytes it
+    /// turns `A`..`Z` into `a`..`z` there and no other byte into a letter.
+    fold: Box<[u8]>,
+}
+
+impl PrefixDirectory {
+    fn of(prefix: &[u8], case_fold: bool) -> PrefixDirectory {
+        let bytes: Box<[u8]> = prefix[..prefix.len() - 1].into();
+        let fold = bytes.iter().map(|&byte| if case_fold && byte.is_ascii_lowercase() { 0x20 } else { 0 }).collect();
+        PrefixDirectory { bytes, fold }
+    }
+
+    /// Whether `target` starts with the directory (case folded where prepared so).
+    #[inline]
+    fn starts(&self, target: &[u8]) -> bool {
+        let n = self.bytes.len();
+        let Some(head) = target.get(..n) else { return false };
+        let word = |bytes: &[u8], at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("eight bytes"));
+        let word_matches = |at: usize| word(head, at) | word(&self.fold, at) == word(&self.bytes, at);
+        if n < 8 {
+            return head.iter().zip(&self.fold).map(|(byte, fold)| byte | fold).eq(self.bytes.iter().copied());
+        }
+        // Whole words, then the last eight bytes (overlapping the one before).
+        (0..n / 8).all(|i| word_matches(8 * i)) && word_matches(n - 8)
+    }
+}
+
+/// How the `windows` branch of [`simple_path_len`] treats each byte.
 const PLAIN: u8 = 0;
 const SLASH: u8 = 1;
 const QUERY: u8 = 2;
 const NOT_SIMPLE: u8 = 3;
-/// `;`: a plain name byte for `linux`, a parameter start for `windows`.
-const WINDOWS_SPECIAL: u8 = 4;
 
-/// Byte classes for the simple-target scan: `/` needs a look at its neighbours, `?` and `#`
-/// end the path, `%` and `\` (percent and log escapes) need the full normalisation, and so
-/// does `;` for `windows`.
+/// Byte classes for the simple-target scan of `windows` targets: `/` needs a look at its
+/// neighbours, `?` and `#` end the path, `%` and `\` (percent and log escapes) and `;`
+/// (parameters) need the full normalisation.
 const SIMPLE_SCAN_CLASS: [u8; 256] = {
     let mut table = [PLAIN; 256];
     table[b'/' as usize] = SLASH;
@@ -292,7 +327,7 @@ const SIMPLE_SCAN_CLASS: [u8; 256] = {
     table[b'#' as usize] = QUERY;
     table[b'%' as usize] = NOT_SIMPLE;
     table[b'\\' as usize] = NOT_SIMPLE;
-    table[b';' as usize] = WINDOWS_SPECIAL;
+    table[b';' as usize] = NOT_SIMPLE;
     table
 };
 
@@ -302,10 +337,12 @@ const SIMPLE_SCAN_CLASS: [u8; 256] = {
 /// segment starting with `.`; for `windows` also no `;` and no segment ending in `.` or space
 /// other than the last. `None` otherwise.
 fn simple_path_len(raw_target: &[u8], semantics: PathSemantics) -> Option<usize> {
+    if !semantics.is_windows() {
+        return simple_linux_path_len(raw_target);
+    }
     if raw_target.first() != Some(&b'/') {
         return None;
     }
-    let windows = semantics.is_windows();
     for (index, &byte) in raw_target.iter().enumerate() {
         match SIMPLE_SCAN_CLASS[usize::from(byte)] {
             PLAIN => {}
@@ -313,12 +350,11 @@ fn simple_path_len(raw_target: &[u8], semantics: PathSemantics) -> Option<usize>
                 if matches!(raw_target.get(index + 1), Some(b'/' | b'.')) {
                     return None;
                 }
-                if windows && index > 0 && matches!(raw_target[index - 1], b'.' | b' ') {
+                if index > 0 && matches!(raw_target[index - 1], b'.' | b' ') {
                     return None;
                 }
             }
             QUERY => return Some(index),
-            WINDOWS_SPECIAL if !windows => {}
             _ => return None,
         }
     }
@@ -327,10 +363,17 @@ fn simple_path_len(raw_target: &[u8], semantics: PathSemantics) -> Option<usize>
 
 /// Whether normalising a `linux` target could give a path that is not a prefix of its raw
 /// bytes: it is not in origin form (`/…`), or its path (before `?`/`#`) holds a `%` or a backslash, an
-/// empty segment (`//`) or a dot segment (`/.`). Vectorised scans only: it runs on every line.
+/// empty segment (`//`) or a dot segment (`/.`). Runs on every line.
 fn may_normalize_elsewhere(raw_target: &[u8]) -> bool {
+    simple_linux_path_len(raw_target).is_none()
+}
+
+/// [`simple_path_len`] for `linux`: the length of the path part of a target whose
+/// normalisation only cuts the query, else `None` (rarely also for such a target: the full
+/// normalisation then gives it the same path).
+fn simple_linux_path_len(raw_target: &[u8]) -> Option<usize> {
     if raw_target.first() != Some(&b'/') {
-        return true;
+        return None;
     }
     // Eight bytes at a time (SWAR): flags `%`, `\`, a `/` followed by `/` or `.` (the word
     // one byte on), and the `?`/`#` that ends the path. A flag may be false (a byte above a
@@ -353,23 +396,24 @@ fn may_normalize_elsewhere(raw_target: &[u8]) -> bool {
         let path_end = has(word, b'?') | has(word, b'#');
         if path_end != 0 {
             // Only the bytes before the first `?`/`#` are path.
-            return flags & ((1u64 << path_end.trailing_zeros()) - 1) != 0;
+            let end_bit = path_end.trailing_zeros();
+            return (flags & ((1u64 << end_bit) - 1) == 0).then_some(at + end_bit as usize / 8);
         }
         if flags != 0 {
-            return true;
+            return None;
         }
         at += 8;
     }
     let tail = &raw_target[at..];
     for (i, &byte) in tail.iter().enumerate() {
         match byte {
-            b'?' | b'#' => return false,
-            b'%' | b'\\' => return true,
-            b'/' if matches!(tail.get(i + 1), Some(b'/' | b'.')) => return true,
+            b'?' | b'#' => return Some(at + i),
+            b'%' | b'\\' => return None,
+            b'/' if matches!(tail.get(i + 1), Some(b'/' | b'.')) => return None,
             _ => {}
         }
     }
-    false
+    Some(raw_target.len())
 }
 
 /// A file path (from a storage log) written as the request target that normalises to that

@@ -84,7 +84,8 @@ pub struct CallTaken {
     pub name: Option<Arc<str>>,
 }
 
-/// The key a call is told apart by: a hash of its id as read from the path.
+/// The key a call is told apart by: a hash of its id as read from the path. (Without a call
+/// pattern a replay's scope keys each file's call by the file's path key instead.)
 pub fn call_key(call_id: &[u8]) -> u128 {
     xxhash_rust::xxh3::xxh3_128(call_id)
 }
@@ -366,7 +367,7 @@ impl Scopes {
     pub fn into_clients(self, settings: &ScopeSettings, pseudonyms: &Pseudonymizer) -> Vec<ClientScope> {
         let Scopes { mut clients, mut transfers, paths, .. } = self;
         fold_transfers(&mut transfers);
-        // (call key, taken completely, where the call id is in `paths`) per file of a client.
+        let whole_files = settings.call_ids.pattern().is_none();
         // (call key, taken completely, call id) per file of a client.
         let mut files: Vec<(u128, bool, &[u8])> = Vec::new();
         for run in transfers.chunk_by(|a, b| a.client == b.client) {
@@ -375,6 +376,19 @@ impl Scopes {
             // The run is sorted by path key: so are these.
             s.files = run.iter().filter(|t| t.complete).map(|t| t.path_key).collect();
             s.partial = run.iter().filter(|t| t.partial).map(|t| t.path_key).collect();
+            if whole_files {
+                // Each file is its own call, told apart by its path key: the run is sorted
+                // by it and holds each once.
+                s.calls = run
+                    .iter()
+                    .map(|t| {
+                        let name = named.then(|| pseudonyms.pseudonymize_bytes(t.path(&paths)).into());
+                        let complete = u64::from(t.complete);
+                        (t.path_key, CallTaken { files: complete, partial_files: 1 - complete, name })
+                    })
+                    .collect();
+                continue;
+            }
             files.clear();
             files.extend(run.iter().map(|t| {
                 let call = settings.call_ids.call_of(t.path(&paths));

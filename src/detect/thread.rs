@@ -95,7 +95,7 @@ pub(crate) type WorkerResult = (WorkerStats, Vec<ClientScope>);
 pub(crate) fn run_worker(
     cfg: Arc<DetectConfig>,
     rx: Receiver<WorkerMsg>,
-    resolved: Receiver<Alert>,
+    resolved: Receiver<Box<Alert>>,
     to_store: Sender<WorkerOutput>,
     recycle: Sender<EventBatch>,
     telemetry: Arc<Telemetry>,

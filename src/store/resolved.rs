@@ -11,19 +11,21 @@ use crossbeam_channel::{Receiver, Sender};
 use crate::detect::alert::Alert;
 
 /// Notices a worker may hold unread; resolves are human actions, so this is never reached in
-/// practice, and beyond it a notice is dropped rather than blocking the API.
+/// practice, and beyond it a notice is dropped rather than blocking the API. Notices are
+/// boxed: the queue's slots are allocated and written when a worker subscribes, and 4096
+/// whole alerts would be 1.7 MB per worker.
 const NOTICE_QUEUE: usize = 4096;
 
 /// Fan-out of resolve notices to every subscribed worker. The lock is taken only when a
 /// worker subscribes and when a person resolves an alert, never on the line path.
 #[derive(Default)]
 pub struct ResolvedFeed {
-    subscribers: Mutex<Vec<Sender<Alert>>>,
+    subscribers: Mutex<Vec<Sender<Box<Alert>>>>,
 }
 
 impl ResolvedFeed {
     /// A receiver of every alert resolved from now on.
-    pub fn subscribe(&self) -> Receiver<Alert> {
+    pub fn subscribe(&self) -> Receiver<Box<Alert>> {
         let (tx, rx) = crossbeam_channel::bounded(NOTICE_QUEUE);
         self.lock().push(tx);
         rx
@@ -31,13 +33,13 @@ impl ResolvedFeed {
 
     /// Tells every live subscriber that `alert` is resolved; forgets those that went away.
     pub fn publish(&self, alert: &Alert) {
-        self.lock().retain(|tx| match tx.try_send(alert.clone()) {
+        self.lock().retain(|tx| match tx.try_send(Box::new(alert.clone())) {
             Ok(()) | Err(crossbeam_channel::TrySendError::Full(_)) => true,
             Err(crossbeam_channel::TrySendError::Disconnected(_)) => false,
         });
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Sender<Alert>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Sender<Box<Alert>>>> {
         // A panic while holding this lock leaves a plain Vec behind: still usable.
         self.subscribers.lock().unwrap_or_else(|p| p.into_inner())
     }
