@@ -326,10 +326,36 @@ pub fn parse_line(format: LogFormat, line: &[u8]) -> Result<AccessLine<'_>, Skip
 /// ident, a user without `[`, a zoned timestamp, a request that is no junk, a valid status, no NUL in
 /// the target — found and checked exactly as [`parse_line`] finds and checks them, so that
 /// `parse_line` accepts the line with this target. `None` for any other line: [`parse_line`]
-/// judges it. The hot path of replay: most lines are passed over on their target alone,
-/// without building an [`AccessLine`].
-#[inline]
+/// judges it. [`plain_line`] and [`PlainLine::is_plain`] in one call.
 pub fn plain_line_target(format: LogFormat, line: &[u8]) -> Option<&[u8]> {
+    plain_line(format, line).filter(PlainLine::is_plain).map(|plain| plain.target)
+}
+
+/// A line's request target found where [`plain_line_target`] looks for it, its checks
+/// not yet made. The hot path of replay: most lines are passed over on their target alone,
+/// without building an [`AccessLine`], and a line whose target may be sensitive is parsed in
+/// full at once, without the checks.
+pub struct PlainLine<'a> {
+    line: &'a [u8],
+    bracket: usize,
+    request_end: usize,
+    pub target: &'a [u8],
+}
+
+impl PlainLine<'_> {
+    /// The checks of [`plain_line_target`] that finding the target did not make: a zoned
+    /// timestamp, a valid status, no NUL in the target.
+    #[inline]
+    pub fn is_plain(&self) -> bool {
+        is_timestamp_at(self.line, self.bracket)
+            && parse_status(&self.line[self.request_end + 1..]).is_ok()
+            && memchr(0, self.target).is_none()
+    }
+}
+
+/// Finds the request target as [`plain_line_target`] does (see [`PlainLine`]).
+#[inline]
+pub fn plain_line(format: LogFormat, line: &[u8]) -> Option<PlainLine<'_>> {
     let line = line.strip_suffix(b"\n").unwrap_or(line);
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     if line.len() > MAX_LINE_LEN || syslog::may_be_wrapped(line) {
@@ -357,16 +383,16 @@ pub fn plain_line_target(format: LogFormat, line: &[u8]) -> Option<&[u8]> {
     } else {
         user_start + memchr(b'[', line.get(user_start..)?)?
     };
-    if bracket <= user_start || line[bracket - 1] != b' ' || !is_timestamp_at(line, bracket) {
+    if bracket <= user_start || line[bracket - 1] != b' ' {
         return None;
     }
     let request_start = bracket + time::CLF_TIME_LEN + 4;
     let request_end = find_closing_quote(line, request_start)?;
     let (_, target, junk_request) = request_or_junk(&line[request_start..request_end]);
-    if junk_request || parse_status(&line[request_end + 1..]).is_err() || memchr(0, target).is_some() {
+    if junk_request {
         return None;
     }
-    Some(target)
+    Some(PlainLine { line, bracket, request_end, target })
 }
 
 /// Bytes of an IPv4 or IPv6 address (hex digits, `.`, `:`).

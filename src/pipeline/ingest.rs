@@ -127,11 +127,11 @@ impl Ingest {
         self.tally.lines += 1;
         self.tally.bytes += line.len() as u64 + 1;
         // Most lines are plain and request no sensitive path: they are passed over on their
-        // target alone (`plain_line_target` checks what `parse_line` would).
+        // target alone (`PlainLine::is_plain` checks what `parse_line` would).
         if let Some(spec) = self.sources.get(usize::from(source)) {
             if let (LineFormat::Named(format), false) = (&spec.format, is_head) {
-                if let Some(target) = parse::plain_line_target(*format, line) {
-                    if !self.paths.may_be_sensitive(target, spec.path_semantics) {
+                if let Some(plain) = parse::plain_line(*format, line) {
+                    if !self.paths.may_be_sensitive(plain.target, spec.path_semantics) && plain.is_plain() {
                         self.tally.parsed += 1;
                         return;
                     }
