@@ -102,7 +102,10 @@ impl Alert {
     /// The hash of an id [`Alert::make_id`] made; `None` for any other text.
     pub fn parse_id(id: &str) -> Option<u64> {
         let lower_hex = |b: u8| b.is_ascii_digit() || (b'a'..=b'f').contains(&b);
-        (id.len() == 16 && id.bytes().all(lower_hex)).then(|| u64::from_str_radix(id, 16).ok()).flatten()
+        if id.len() != 16 || !id.bytes().all(lower_hex) {
+            return None;
+        }
+        u64::from_str_radix(id, 16).ok()
     }
 
     /// Folds a newer snapshot of the same alert into a stored one. Counters never go down

@@ -376,25 +376,16 @@ impl Scopes {
             // The run is sorted by path key: so are these.
             s.files = run.iter().filter(|t| t.complete).map(|t| t.path_key).collect();
             s.partial = run.iter().filter(|t| t.partial).map(|t| t.path_key).collect();
-            if whole_files {
-                // Each file is its own call, told apart by its path key: the run is sorted
-                // by it and holds each once.
-                s.calls = run
-                    .iter()
-                    .map(|t| {
-                        let name = named.then(|| pseudonyms.pseudonymize_bytes(t.path(&paths)).into());
-                        let complete = u64::from(t.complete);
-                        (t.path_key, CallTaken { files: complete, partial_files: 1 - complete, name })
-                    })
-                    .collect();
-                continue;
-            }
             files.clear();
             files.extend(run.iter().map(|t| {
                 let call = settings.call_ids.call_of(t.path(&paths));
-                (call_key(call), t.complete, call)
+                // Without a pattern each file is its own call, told apart by its path key:
+                // no second hash, and the run is already sorted by it.
+                (if whole_files { t.path_key } else { call_key(call) }, t.complete, call)
             }));
-            files.sort_unstable_by_key(|f| f.0);
+            if !whole_files {
+                files.sort_unstable_by_key(|f| f.0);
+            }
             s.calls = files
                 .chunk_by(|a, b| a.0 == b.0)
                 .map(|call| {
