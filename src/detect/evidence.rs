@@ -45,8 +45,9 @@ impl AlertChange {
     }
 }
 
-/// Per-hour counts of one (client, resource): the ledger's time index (what a report over a
-/// time range reads).
+/// Per-hour counts of one (client, resource): what a report over a time range reads. A ledger
+/// entry keeps its own, so that a (client, resource) is one sled entry (issue 13: sled's
+/// memory follows its number of entries).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HourCounts {
     pub requests: u64,
@@ -98,8 +99,9 @@ pub struct Evidence {
     /// Stable keyed hashes of the client and the raw normalised path (the ledger's key).
     #[serde(skip)]
     pub key: (u128, u128),
-    /// Counts by hour (Unix seconds / 3600) of this delta; empty in a stored entry.
-    #[serde(skip)]
+    /// Counts by hour (Unix seconds / 3600), sorted by hour: of this delta, or of a stored
+    /// entry (within retention). Stored as `[hour, requests, ok, bytes]` rows.
+    #[serde(default, skip_serializing_if = "Vec::is_empty", with = "hour_rows")]
     pub hours: Vec<(i64, HourCounts)>,
 }
 
@@ -122,12 +124,8 @@ impl Evidence {
             self.bytes = self.bytes.saturating_add(bytes);
         }
         add_status(&mut self.statuses, status, 1);
-        let hour = time.div_euclid(3600);
         let counts = HourCounts { requests: 1, ok: u64::from(ok), bytes };
-        match self.hours.iter_mut().find(|(h, _)| *h == hour) {
-            Some((_, c)) => c.add(&counts),
-            None => self.hours.push((hour, counts)),
-        }
+        fold_hour(&mut self.hours, time.div_euclid(3600), &counts, HourCounts::add);
     }
 
     /// Folds another delta (or entry) of the same (client, resource) into this one.
@@ -141,10 +139,7 @@ impl Evidence {
             add_status(&mut self.statuses, status, n);
         }
         for (hour, counts) in &other.hours {
-            match self.hours.iter_mut().find(|(h, _)| h == hour) {
-                Some((_, c)) => c.add(counts),
-                None => self.hours.push((*hour, *counts)),
-            }
+            fold_hour(&mut self.hours, *hour, counts, HourCounts::add);
         }
         if self.partner.is_none() {
             self.partner.clone_from(&other.partner);
@@ -167,9 +162,46 @@ impl Evidence {
                 None => add_status(&mut self.statuses, status, n),
             }
         }
+        for (hour, counts) in &other.hours {
+            fold_hour(&mut self.hours, *hour, counts, HourCounts::max);
+        }
         if self.partner.is_none() {
             self.partner.clone_from(&other.partner);
         }
+    }
+}
+
+/// Folds `counts` into the row of `hour` with `combine`, keeping the rows sorted by hour.
+pub fn fold_hour(
+    hours: &mut Vec<(i64, HourCounts)>,
+    hour: i64,
+    counts: &HourCounts,
+    combine: fn(&mut HourCounts, &HourCounts),
+) {
+    match hours.binary_search_by_key(&hour, |(h, _)| *h) {
+        Ok(at) => combine(&mut hours[at].1, counts),
+        Err(at) => hours.insert(at, (hour, *counts)),
+    }
+}
+
+/// Hour rows as `[hour, requests, ok, bytes]` arrays: a third of the bytes of named fields,
+/// in an entry rewritten at every delta.
+mod hour_rows {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::{fold_hour, HourCounts};
+
+    pub fn serialize<S: Serializer>(hours: &[(i64, HourCounts)], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(hours.iter().map(|(h, c)| (h, c.requests, c.ok, c.bytes)))
+    }
+
+    /// Rows in any order, repeated hours added: the result is sorted and one row an hour.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(i64, HourCounts)>, D::Error> {
+        let mut hours = Vec::new();
+        for (hour, requests, ok, bytes) in Vec::<(i64, u64, u64, u64)>::deserialize(d)? {
+            fold_hour(&mut hours, hour, &HourCounts { requests, ok, bytes }, HourCounts::add);
+        }
+        Ok(hours)
     }
 }
 

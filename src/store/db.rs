@@ -18,6 +18,9 @@ use crate::detect::alert::{Alert, AlertStatus};
 use crate::detect::evidence::Evidence;
 
 const CHECKPOINT_KEY: &[u8] = b"source_checkpoint";
+/// The tree of ledger hours of stores written before entries kept their own (see
+/// [`ledger::migrate_hour_rows`]).
+const LEGACY_HOUR_ROWS: &str = "ledger_by_hour";
 /// sled's page cache (its default is 1 GiB): the store may hold millions of alerts and ledger
 /// entries, the daemon's memory must not grow with them (issue 13: ≤ 64 MiB at 100 k clients).
 const CACHE_BYTES: u64 = 16 << 20;
@@ -223,7 +226,6 @@ pub(super) struct Db {
     deliveries: sled::Tree,
     /// The evidence ledger and the alerts' distinct sets ([`super::ledger`]).
     ledger: sled::Tree,
-    ledger_by_hour: sled::Tree,
     alert_paths: sled::Tree,
     /// Alert id → the id of the roll-up alert receivers are told about instead: read only for
     /// records written before a record carried its roll-up ([`RecordExtras`]); retention
@@ -299,7 +301,17 @@ impl Db {
         let outbox = db.open_tree("outbox")?;
         let deliveries = db.open_tree("deliveries")?;
         let ledger = db.open_tree("ledger")?;
-        let ledger_by_hour = db.open_tree("ledger_by_hour")?;
+        if db.tree_names().iter().any(|name| name.as_ref() == LEGACY_HOUR_ROWS.as_bytes()) {
+            let rows = db.open_tree(LEGACY_HOUR_ROWS)?;
+            let migrated = ledger::migrate_hour_rows(&ledger, &rows).map_err(|e| match e {
+                StoreError::Db(e) => e,
+                other => sled::Error::Unsupported(other.to_string()),
+            })?;
+            drop(rows);
+            db.drop_tree(LEGACY_HOUR_ROWS)?;
+            db.flush()?;
+            tracing::info!(migrated, "ledger hours moved into their entries");
+        }
         let alert_paths = db.open_tree("alert_paths")?;
         let rolled_up = db.open_tree("alerts_rolled_up")?;
         let rollups = db.open_tree("rollups")?;
@@ -319,7 +331,6 @@ impl Db {
             outbox,
             deliveries,
             ledger,
-            ledger_by_hour,
             alert_paths,
             rolled_up,
             rollups,
@@ -414,14 +425,13 @@ impl Db {
             &self.outbox,
             &self.alert_paths,
             &self.ledger,
-            &self.ledger_by_hour,
             &self.meta,
             &self.rolled_up,
             &self.rollups,
         );
         let storms = RefCell::new(HashMap::new());
         let (created, changes) = trees.transaction(
-            |(tx_alerts, tx_index, tx_outbox, tx_paths, tx_ledger, tx_hours, tx_meta, tx_rolled, tx_rollups)| {
+            |(tx_alerts, tx_index, tx_outbox, tx_paths, tx_ledger, tx_meta, tx_rolled, tx_rollups)| {
                 let mut created = Vec::new();
                 let mut changes = Vec::new();
                 if tx_meta.get(LAST_WRITE_KEY)?.as_deref() == Some(&write.id[..]) {
@@ -554,7 +564,7 @@ impl Db {
                     }
                 }
                 for e in &write.evidence {
-                    add_evidence(tx_ledger, tx_hours, e, write.counts)?;
+                    add_evidence(tx_ledger, e, write.counts)?;
                 }
                 if let Some(checkpoint) = &write.checkpoint {
                     tx_meta.insert(CHECKPOINT_KEY, checkpoint.as_slice())?;
@@ -585,7 +595,7 @@ impl Db {
         let mut out = Vec::new();
         for item in self.ledger.scan_prefix(prefix) {
             let (key, value) = item?;
-            if let Ok(mut e) = serde_json::from_slice::<Evidence>(&value) {
+            if let Some(mut e) = ledger::decode_entry(&value) {
                 e.key = key_pair(&key);
                 out.push(e);
             }
@@ -594,16 +604,18 @@ impl Db {
     }
 
     /// Hourly counts of every (client, resource) between hours `since` and `until` (exclusive):
-    /// (hour, client key, path key, counts), in time order.
+    /// (hour, client key, path key, counts), in time order. Reads the whole ledger (reports
+    /// are offline).
     pub(super) fn ledger_hours(&self, since: i64, until: i64) -> Result<Vec<LedgerHour>, StoreError> {
         let mut out = Vec::new();
-        for item in self.ledger_by_hour.range(ledger::hour_start(since)..ledger::hour_start(until)) {
+        for item in self.ledger.iter() {
             let (key, value) = item?;
-            let hour =
-                key.get(..8).and_then(|b| b.try_into().ok()).map_or(0, |b| (u64::from_be_bytes(b) ^ (1 << 63)) as i64);
-            let (client, path) = key_pair(key.get(8..).unwrap_or_default());
-            out.push((hour, client, path, ledger::decode_hour(&value)));
+            let Some(e) = ledger::decode_entry(&value) else { continue };
+            let (client, path) = key_pair(&key);
+            let within = e.hours.iter().filter(|(hour, _)| (since..until).contains(hour));
+            out.extend(within.map(|&(hour, counts)| (hour, client, path, counts)));
         }
+        out.sort_unstable_by_key(|&(hour, client, path, _)| (hour, client, path));
         Ok(out)
     }
 
@@ -931,21 +943,37 @@ impl Db {
         Ok(alerts_removed)
     }
 
-    /// Removes the ledger's hours before the cutoff's hour, and the entries last seen before
-    /// the cutoff; returns how many entries went.
+    /// Removes the ledger's entries last seen before the cutoff, and the hours before the
+    /// cutoff's hour from the others; returns how many entries went. Reads every entry's
+    /// times, decodes only those first seen before the cutoff's hour.
     fn remove_ledger_before(&self, cutoff: i64) -> Result<usize, StoreError> {
-        let end = ledger::hour_start(cutoff.div_euclid(3600));
+        #[derive(serde::Deserialize)]
+        struct Seen {
+            first_seen: i64,
+        }
+        let first_hour = cutoff.div_euclid(3600);
         let mut removed = 0;
-        for item in self.ledger_by_hour.range(..end.as_slice()) {
-            let (key, _) = item?;
-            self.ledger_by_hour.remove(&key)?;
-            let entry = key.get(8..).unwrap_or_default();
-            let expired = self
-                .ledger
-                .get(entry)?
-                .is_some_and(|bytes| serde_json::from_slice::<Evidence>(&bytes).map_or(true, |e| e.last_seen < cutoff));
-            if expired && self.ledger.remove(entry)?.is_some() {
-                removed += 1;
+        for item in self.ledger.iter() {
+            let (key, value) = item?;
+            let seen = serde_json::from_slice::<Seen>(&value).ok();
+            if seen.as_ref().is_some_and(|s| s.first_seen.div_euclid(3600) >= first_hour) {
+                continue;
+            }
+            match ledger::decode_entry(&value) {
+                Some(mut e) if e.last_seen >= cutoff => {
+                    let kept = e.hours.partition_point(|(hour, _)| *hour < first_hour);
+                    if kept > 0 {
+                        e.hours.drain(..kept);
+                        let bytes = serde_json::to_vec(&e)
+                            .map_err(|source| StoreError::Corrupt { id: "ledger entry".into(), source })?;
+                        self.ledger.insert(&key, bytes)?;
+                    }
+                }
+                // Expired, or unreadable.
+                _ => {
+                    self.ledger.remove(&key)?;
+                    removed += 1;
+                }
             }
         }
         Ok(removed)
@@ -1085,5 +1113,103 @@ mod tests {
         assert_eq!(distinct(&db, &a), 10);
         db.apply(&write(2, &a, 8..12), Notify::Skip).unwrap();
         assert_eq!(distinct(&db, &a), 12);
+    }
+
+    /// A delta of (client 7, path `path`): `n` requests at each of `times`, answered 200.
+    fn evidence(path: u128, times: &[i64], n: u64) -> Evidence {
+        let mut e = Evidence {
+            client: "203.0.113.7".into(),
+            client_kind: "unknown".into(),
+            partner: None,
+            path: format!("/r/{path}.wav"),
+            path_class: "recording".into(),
+            source: "web".into(),
+            first_seen: i64::MAX,
+            last_seen: i64::MIN,
+            requests: 0,
+            ok: 0,
+            bytes: 0,
+            statuses: Vec::new(),
+            key: (7, path),
+            hours: Vec::new(),
+        };
+        for &t in times {
+            for _ in 0..n {
+                e.count(t, 200, 10, true);
+            }
+        }
+        e
+    }
+
+    fn write_evidence(db: &Db, n: u8, evidence: Vec<Evidence>, counts: Counts) {
+        db.apply(&StoreWrite { id: [n; 16], evidence, counts, ..StoreWrite::default() }, Notify::Skip).unwrap();
+    }
+
+    fn hours(db: &Db) -> Vec<(i64, u128, u64)> {
+        let rows = db.ledger_hours(i64::MIN, i64::MAX).unwrap();
+        rows.into_iter().map(|(hour, _, path, c)| (hour, path, c.requests)).collect()
+    }
+
+    #[test]
+    fn ledger_hours_live_in_their_entries_added_or_as_a_replays_maxima() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path()).unwrap();
+        write_evidence(&db, 1, vec![evidence(1, &[7200, 3600], 1), evidence(2, &[3700], 2)], Counts::Add);
+        write_evidence(&db, 2, vec![evidence(1, &[7300], 3)], Counts::Add);
+        assert_eq!(hours(&db), [(1, 1, 1), (1, 2, 2), (2, 1, 4)], "in time order, added");
+        assert_eq!(db.ledger.len(), 2, "one sled entry per (client, resource), hours inside");
+        assert!(!db.db.tree_names().iter().any(|n| n.as_ref() == LEGACY_HOUR_ROWS.as_bytes()));
+        // A replay's totals fold in as maxima: the same lines again change nothing.
+        write_evidence(&db, 3, vec![evidence(1, &[7200], 4)], Counts::Max);
+        write_evidence(&db, 4, vec![evidence(1, &[7200], 4)], Counts::Max);
+        assert_eq!(hours(&db), [(1, 1, 1), (1, 2, 2), (2, 1, 4)]);
+        write_evidence(&db, 5, vec![evidence(1, &[7200], 6)], Counts::Max);
+        assert_eq!(hours(&db), [(1, 1, 1), (1, 2, 2), (2, 1, 6)]);
+        assert_eq!(db.ledger_hours(2, 3).unwrap().len(), 1, "a range is exact to the hour");
+    }
+
+    #[test]
+    fn a_store_with_hour_rows_moves_them_into_its_entries_once_when_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            // As an older recwatch stored it: entries without hours, one row per hour.
+            let db = sled::open(dir.path()).unwrap();
+            let (ledger_tree, rows) = (db.open_tree("ledger").unwrap(), db.open_tree(LEGACY_HOUR_ROWS).unwrap());
+            for path in [1u128, 2] {
+                let e = Evidence { hours: Vec::new(), ..evidence(path, &[3600, 7200], 1) };
+                ledger_tree.insert(ledger::entry_key(7, path), serde_json::to_vec(&e).unwrap()).unwrap();
+                for hour in [1, 2] {
+                    let counts = crate::detect::evidence::HourCounts { requests: 1, ok: 1, bytes: 10 };
+                    rows.insert(ledger::hour_key(hour, 7, path), &ledger::encode_hour(&counts)[..]).unwrap();
+                }
+            }
+            // A row whose entry is gone: dropped.
+            rows.insert(ledger::hour_key(1, 9, 9), &[0u8; 24][..]).unwrap();
+            db.flush().unwrap();
+        }
+        let db = Db::open(dir.path()).unwrap();
+        let moved = [(1, 1, 1), (1, 2, 1), (2, 1, 1), (2, 2, 1)];
+        assert_eq!(hours(&db), moved);
+        assert!(!db.db.tree_names().iter().any(|n| n.as_ref() == LEGACY_HOUR_ROWS.as_bytes()), "the tree is dropped");
+        // New deltas add to the moved hours; opening again moves nothing twice.
+        write_evidence(&db, 1, vec![evidence(1, &[3600], 2)], Counts::Add);
+        drop(db);
+        let db = Db::open(dir.path()).unwrap();
+        assert_eq!(hours(&db), [(1, 1, 3), (1, 2, 1), (2, 1, 1), (2, 2, 1)]);
+    }
+
+    #[test]
+    fn retention_drops_the_hours_before_its_cutoff_and_the_entries_last_seen_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path()).unwrap();
+        let old = evidence(1, &[3600], 1);
+        let spanning = evidence(2, &[3600, 3 * 3600, 5 * 3600], 1);
+        let recent = evidence(3, &[5 * 3600], 1);
+        write_evidence(&db, 1, vec![old, spanning, recent], Counts::Add);
+        assert_eq!(db.remove_ledger_before(4 * 3600 + 10).unwrap(), 1, "only the entry last seen before");
+        assert_eq!(hours(&db), [(5, 2, 1), (5, 3, 1)]);
+        let spanning = db.ledger_entries(Some(7)).unwrap().into_iter().find(|e| e.key.1 == 2).unwrap();
+        assert_eq!(spanning.requests, 3, "an entry's totals stay while it is within retention");
+        assert_eq!(db.remove_ledger_before(4 * 3600 + 10).unwrap(), 0, "a second sweep finds nothing");
     }
 }

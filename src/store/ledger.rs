@@ -1,19 +1,23 @@
 //! The evidence ledger: what every non-internal client did to every sensitive resource, and the
-//! distinct set behind each alert's `distinct_resources`. Owns the key layout of three sled
+//! distinct set behind each alert's `distinct_resources`. Owns the key layout of its sled
 //! trees and how a delta is added to them inside the store writer's transaction. Never opens a
 //! transaction or flushes ([`super::db`] does, owned by the one store thread), never sees a raw
 //! path (paths arrive pseudonymised, keys are hashes keyed with a secret).
 //!
 //! # Layout (all integers big-endian; times sign-flipped so byte order is time order)
 //! - `ledger`: `client(16) ‖ path(16)` → [`Evidence`] (JSON): first/last seen, requests, 2xx
-//!   requests and bytes, statuses, source, client kind and partner, the pseudonymised path.
+//!   requests and bytes, statuses, source, client kind and partner, the pseudonymised path,
+//!   and its counts by hour (requests, 2xx requests, 2xx bytes). A time range [since, until)
+//!   is exact to the hour; retention drops the hours before its cutoff.
 //!   `client` is the IPv6-mapped address, or for a host name a keyed hash with the top bit
 //!   set ([`crate::detect::worker::ledger_client_key`]); `path` the keyed hash of the raw
 //!   normalised path (two spellings of a personnummer are two files, as in alerts).
 //!   All resources of one client: a prefix scan of 16 bytes.
-//! - `ledger_by_hour`: `hour(8) ‖ client(16) ‖ path(16)` → requests, 2xx requests, 2xx bytes
-//!   (3 × u64) of that hour. A time range [since, until) is a range scan of hours, exact to
-//!   the hour; joined to `ledger` by the 32 bytes after the hour. Retention deletes by hour.
+//! - `ledger_by_hour` (stores written before entries kept their hours): `hour(8) ‖ client(16)
+//!   ‖ path(16)` → requests, 2xx requests, 2xx bytes (3 × u64). Folded into the entries when
+//!   the store is opened ([`migrate_hour_rows`]), then dropped: a row for each (client,
+//!   resource, hour) was one sled entry more per client of a mass fetch (~16 MiB of RSS per
+//!   100 k clients, issue 13).
 //! - `alert_paths`: `alert id(16 ASCII hex) ‖ path(16)` → empty: the alert's distinct set
 //!   beyond its first [`INLINE_PATHS`] keys, which its own record carries (`path_keys`; a
 //!   record written before that has none, and its whole set is here).
@@ -30,14 +34,15 @@
 //! offset per partition, written in the same transaction (`meta`: `kafka_counted\0source\0
 //! topic\0partition` → offset): a message re-delivered at or below it is a re-read.
 
-use sled::transaction::{ConflictableTransactionError, TransactionalTree};
+use sled::transaction::{ConflictableTransactionError, Transactional, TransactionalTree};
 
 use super::{Counts, StoreError};
-use crate::detect::evidence::{Evidence, HourCounts};
+use crate::detect::evidence::{fold_hour, Evidence, HourCounts};
 
 pub(super) type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
 
 /// Sign bit flipped: byte order is numeric order for negative times too.
+#[cfg(test)]
 fn ordered(t: i64) -> [u8; 8] {
     ((t as u64) ^ (1 << 63)).to_be_bytes()
 }
@@ -49,16 +54,12 @@ pub(super) fn entry_key(client: u128, path: u128) -> [u8; 32] {
     k
 }
 
+#[cfg(test)]
 pub(super) fn hour_key(hour: i64, client: u128, path: u128) -> [u8; 40] {
     let mut k = [0u8; 40];
     k[..8].copy_from_slice(&ordered(hour));
     k[8..].copy_from_slice(&entry_key(client, path));
     k
-}
-
-/// The first key of hour `hour` (for range scans).
-pub(super) fn hour_start(hour: i64) -> [u8; 8] {
-    ordered(hour)
 }
 
 pub(super) fn alert_path_key(id: &str, path: u128) -> Vec<u8> {
@@ -68,7 +69,8 @@ pub(super) fn alert_path_key(id: &str, path: u128) -> Vec<u8> {
     k
 }
 
-fn encode_hour(c: &HourCounts) -> [u8; 24] {
+#[cfg(test)]
+pub(super) fn encode_hour(c: &HourCounts) -> [u8; 24] {
     let mut v = [0u8; 24];
     v[..8].copy_from_slice(&c.requests.to_be_bytes());
     v[8..16].copy_from_slice(&c.ok.to_be_bytes());
@@ -76,44 +78,66 @@ fn encode_hour(c: &HourCounts) -> [u8; 24] {
     v
 }
 
-pub(super) fn decode_hour(v: &[u8]) -> HourCounts {
+fn decode_hour(v: &[u8]) -> HourCounts {
     let at = |i: usize| v.get(i..i + 8).and_then(|b| b.try_into().ok()).map_or(0, u64::from_be_bytes);
     HourCounts { requests: at(0), ok: at(8), bytes: at(16) }
 }
 
-/// Adds one (client, resource) delta to its entry and its hours (with [`Counts::Max`], a
+/// A ledger entry as stored, or None when it is unreadable.
+pub(super) fn decode_entry(bytes: &[u8]) -> Option<Evidence> {
+    serde_json::from_slice(bytes).ok()
+}
+
+fn encode_entry(e: &Evidence) -> TxResult<Vec<u8>> {
+    serde_json::to_vec(e).map_err(|source| {
+        ConflictableTransactionError::Abort(StoreError::Corrupt { id: "ledger entry".into(), source })
+    })
+}
+
+/// Adds one (client, resource) delta, hours included, to its entry (with [`Counts::Max`], a
 /// replay's totals: each count becomes the larger of the stored one and the new one).
-pub(super) fn add_evidence(
-    ledger: &TransactionalTree,
-    hours: &TransactionalTree,
-    e: &Evidence,
-    mode: Counts,
-) -> TxResult<()> {
-    let (client, path) = e.key;
-    let key = entry_key(client, path);
-    let mut entry = match ledger.get(key)?.and_then(|b| serde_json::from_slice::<Evidence>(&b).ok()) {
+pub(super) fn add_evidence(ledger: &TransactionalTree, e: &Evidence, mode: Counts) -> TxResult<()> {
+    let key = entry_key(e.key.0, e.key.1);
+    let mut entry = match ledger.get(key)?.and_then(|b| decode_entry(&b)) {
         Some(stored) => stored,
         // New (or unreadable: the delta starts it again).
         None => Evidence { requests: 0, ok: 0, bytes: 0, statuses: Vec::new(), hours: Vec::new(), ..e.clone() },
     };
     match mode {
-        Counts::Add => entry.fold(&Evidence { hours: Vec::new(), ..e.clone() }),
+        Counts::Add => entry.fold(e),
         Counts::Max => entry.fold_max(e),
     }
-    let bytes = serde_json::to_vec(&entry).map_err(|source| {
-        ConflictableTransactionError::Abort(StoreError::Corrupt { id: "ledger entry".into(), source })
-    })?;
-    ledger.insert(&key[..], bytes)?;
-    for (hour, counts) in &e.hours {
-        let k = hour_key(*hour, client, path);
-        let mut c = hours.get(k)?.map(|v| decode_hour(&v)).unwrap_or_default();
-        match mode {
-            Counts::Add => c.add(counts),
-            Counts::Max => c.max(counts),
-        }
-        hours.insert(&k[..], &encode_hour(&c)[..])?;
-    }
+    ledger.insert(&key[..], encode_entry(&entry)?)?;
     Ok(())
+}
+
+/// Rows of `ledger_by_hour` folded per transaction by [`migrate_hour_rows`].
+const MIGRATE_BATCH: usize = 4096;
+
+/// Folds the rows of a store's `ledger_by_hour` tree (written before entries kept their hours)
+/// into their entries, each batch in one transaction with the removal of its rows: a crash in
+/// the middle leaves every row counted once, in the entry or still in the tree. A row whose
+/// entry is gone or unreadable is dropped (no report could join it). Returns the rows folded.
+pub(super) fn migrate_hour_rows(ledger: &sled::Tree, hour_rows: &sled::Tree) -> Result<usize, StoreError> {
+    let mut migrated = 0;
+    loop {
+        let batch: Vec<(sled::IVec, sled::IVec)> = hour_rows.iter().take(MIGRATE_BATCH).collect::<Result<_, _>>()?;
+        if batch.is_empty() {
+            return Ok(migrated);
+        }
+        (ledger, hour_rows).transaction(|(tx_ledger, tx_rows)| {
+            for (key, value) in &batch {
+                tx_rows.remove(key)?;
+                let (Some(hour), Some(entry_key)) = (key.get(..8), key.get(8..)) else { continue };
+                let hour = (u64::from_be_bytes(hour.try_into().expect("8 bytes")) ^ (1 << 63)) as i64;
+                let Some(mut entry) = tx_ledger.get(entry_key)?.and_then(|b| decode_entry(&b)) else { continue };
+                fold_hour(&mut entry.hours, hour, &decode_hour(value), HourCounts::add);
+                tx_ledger.insert(entry_key, encode_entry(&entry)?)?;
+            }
+            Ok(())
+        })?;
+        migrated += batch.len();
+    }
 }
 
 /// The first distinct path keys an alert record carries itself ([`InlinePaths`]); later ones go
@@ -159,13 +183,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn keys_sort_by_time_then_client_and_hours_round_trip() {
-        assert!(hour_key(-1, 5, 5) < hour_key(0, 0, 0));
-        assert!(hour_key(10, 1, u128::MAX) < hour_key(10, 2, 0));
-        assert!(hour_start(10).as_slice() < hour_key(10, 0, 0).as_slice());
-        assert!(hour_key(10, u128::MAX, u128::MAX).as_slice() < hour_start(11).as_slice());
+    fn legacy_hour_rows_decode_and_a_short_value_is_zeros() {
         let c = HourCounts { requests: 3, ok: 2, bytes: u64::MAX };
         assert_eq!(decode_hour(&encode_hour(&c)), c);
         assert_eq!(decode_hour(b"short"), HourCounts::default(), "a short value is zeros, not a panic");
+        assert!(hour_key(-1, 5, 5) < hour_key(0, 0, 0), "rows sort by hour, negative ones first");
     }
 }
