@@ -10,7 +10,7 @@ use std::path::Path;
 
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 
-use super::ledger::{self, add_alert_paths, add_evidence, InlinePaths};
+use super::ledger::{self, add_alert_paths, add_evidence, InlinePaths, Spill};
 use super::{
     now_ms, AlertFilter, Counts, Delivery, Notify, OutboxMarker, PendingStats, Rollup, StoreError, StoreWrite,
 };
@@ -104,12 +104,30 @@ struct RecordExtras {
     /// a mass fetch than a tree of its own: sled's memory follows its number of entries).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     rollup: Option<String>,
+    /// Its keys past the inline ones are kept in buckets ([`Spill::Buckets`]); a record
+    /// written before buckets has them one entry per key.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    buckets: bool,
 }
 
 impl RecordExtras {
-    /// Written by this version (a new record always carries its keys, if none yet).
+    /// What a new record carries: no keys yet, kept in buckets past the inline ones.
+    fn new() -> RecordExtras {
+        RecordExtras { path_keys: Some(Vec::new()), rollup: None, buckets: true }
+    }
+
+    /// Written by a version that kept the roll-up in the record (it always carries its keys,
+    /// if none yet).
     fn is_current(&self) -> bool {
         self.path_keys.is_some()
+    }
+
+    fn spill(&self) -> Spill {
+        if self.buckets {
+            Spill::Buckets
+        } else {
+            Spill::Keys
+        }
     }
 }
 
@@ -448,7 +466,8 @@ impl Db {
                     // unreadable) keeps its set in `alert_paths` only.
                     let (stored, mut extras) = match record {
                         Some((alert, extras)) => (Some(alert), extras),
-                        None => (None, RecordExtras { path_keys: old.is_none().then(Vec::new), rollup: None }),
+                        None if old.is_none() => (None, RecordExtras::new()),
+                        None => (None, RecordExtras::default()),
                     };
                     let mut merged = match &stored {
                         Some(stored) => {
@@ -469,7 +488,9 @@ impl Db {
                             merged.bytes = merged.bytes.max(change.alert.bytes);
                         }
                     }
-                    let added = add_alert_paths(tx_paths, &mut extras.path_keys, &change.alert.id, &change.paths)?;
+                    let spill = extras.spill();
+                    let added =
+                        add_alert_paths(tx_paths, &mut extras.path_keys, spill, &change.alert.id, &change.paths)?;
                     merged.distinct_resources = merged.distinct_resources.saturating_add(added);
                     if write.counts == Counts::Max {
                         // A replay's episodes keep every path key (and send none): their count
@@ -1042,7 +1063,7 @@ mod tests {
         db.apply(&write(2, &a, (10..40).chain(0..20)), Notify::Skip).unwrap();
         db.apply(&write(3, &a, (0..50).rev()), Notify::Skip).unwrap();
         assert_eq!(distinct(&db, &a), 50);
-        assert_eq!(db.alert_paths.len(), 50 - ledger::INLINE_PATHS);
+        assert_eq!(db.alert_paths.len(), 1, "the keys past the inline ones share one bucket (top bits 0)");
         // An ack re-writes the record: its keys stay with it.
         db.set_status(&a.id, AlertStatus::Acked).unwrap();
         db.apply(&write(4, &a, 0..60), Notify::Skip).unwrap();
@@ -1052,6 +1073,23 @@ mod tests {
         assert!(String::from_utf8_lossy(&raw).contains("\"path_keys\""));
         let listed = serde_json::to_string(&db.get(&a.id).unwrap().unwrap()).unwrap();
         assert!(!listed.contains("path_keys"), "{listed}");
+    }
+
+    #[test]
+    fn a_large_distinct_set_takes_at_most_one_entry_per_bucket_and_counts_each_key_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path()).unwrap();
+        let a = alert(1);
+        // Keyed hashes in the store; spread over the buckets here by an odd multiplier.
+        let key = |i: u128| i.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835);
+        db.apply(&write(1, &a, (0..6000).map(key)), Notify::Skip).unwrap();
+        db.apply(&write(2, &a, (5000..12000).map(key)), Notify::Skip).unwrap();
+        assert_eq!(distinct(&db, &a), 12000);
+        assert!(db.alert_paths.len() <= ledger::BUCKETS, "{} entries", db.alert_paths.len());
+        db.apply(&write(3, &a, (0..12000).rev().map(key)), Notify::Skip).unwrap();
+        assert_eq!(distinct(&db, &a), 12000, "every key again adds nothing");
+        assert_eq!(db.remove_last_seen_before(i64::MAX).unwrap(), 1);
+        assert_eq!(db.alert_paths.len(), 0, "retention removes the buckets with the alert");
     }
 
     /// A write of one new alert per client, all of one storm (rule R1, same source).

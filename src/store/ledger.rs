@@ -18,9 +18,11 @@
 //!   the store is opened ([`migrate_hour_rows`]), then dropped: a row for each (client,
 //!   resource, hour) was one sled entry more per client of a mass fetch (~16 MiB of RSS per
 //!   100 k clients, issue 13).
-//! - `alert_paths`: `alert id(16 ASCII hex) ‖ path(16)` → empty: the alert's distinct set
-//!   beyond its first [`INLINE_PATHS`] keys, which its own record carries (`path_keys`; a
-//!   record written before that has none, and its whole set is here).
+//! - `alert_paths`: the alert's distinct set beyond its first [`INLINE_PATHS`] keys, which its
+//!   own record carries (`path_keys`; a record written before that has none, and its whole
+//!   set is here): `alert id(16 ASCII hex) ‖ bucket(2)` → the bucket's path keys (16 bytes
+//!   each, sorted; [`Spill::Buckets`]), or in records written before buckets `alert id ‖
+//!   path(16)` → empty ([`Spill::Keys`]). Retention removes both by the id's prefix.
 //!   `distinct_resources` grows by the keys a write adds that were not there.
 //!
 //! # Exactly once, by source position
@@ -150,15 +152,64 @@ pub(super) const INLINE_PATHS: usize = 32;
 /// `None` in a record written before records carried keys: its whole set is in `alert_paths`.
 pub(super) type InlinePaths = Option<Vec<String>>;
 
+/// How an alert's keys past its inline ones are kept in `alert_paths`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Spill {
+    /// One entry per bucket of keys (`id ‖ bucket(2)` → its keys, 16 bytes each, sorted): at
+    /// most [`BUCKETS`] entries per alert, whatever its set. The set of a source-grouped alert
+    /// grows with every recording fetched anonymously from its source: a mass fetch of 100 k
+    /// files was 100 k entries.
+    Buckets,
+    /// One entry per key (`id ‖ path(16)` → empty): records written before buckets.
+    Keys,
+}
+
+/// Path keys are keyed hashes, so their top bits spread them evenly over the buckets.
+const BUCKET_BITS: u32 = 12;
+#[cfg(test)]
+pub(super) const BUCKETS: usize = 1 << BUCKET_BITS;
+
+fn bucket_of(path: u128) -> u16 {
+    (path >> (128 - BUCKET_BITS)) as u16
+}
+
+fn bucket_key(id: &str, bucket: u16) -> Vec<u8> {
+    let mut k = Vec::with_capacity(id.len() + 2);
+    k.extend_from_slice(id.as_bytes());
+    k.extend_from_slice(&bucket.to_be_bytes());
+    k
+}
+
+/// Merges sorted, distinct `keys` into a bucket's value; returns the new value and how many
+/// of `keys` it did not hold. A value that is not whole keys keeps its whole ones.
+fn merge_bucket(value: &[u8], keys: &[u128]) -> (Vec<u8>, u64) {
+    let mut held = value.chunks_exact(16).map(|k| u128::from_be_bytes(k.try_into().expect("16 bytes"))).peekable();
+    let mut out = Vec::with_capacity(value.len() + keys.len() * 16);
+    let mut added = 0;
+    for &key in keys {
+        while let Some(h) = held.next_if(|&h| h < key) {
+            out.extend_from_slice(&h.to_be_bytes());
+        }
+        if held.next_if_eq(&key).is_none() {
+            added += 1;
+        }
+        out.extend_from_slice(&key.to_be_bytes());
+    }
+    held.for_each(|h| out.extend_from_slice(&h.to_be_bytes()));
+    (out, added)
+}
+
 /// Adds `paths` to the distinct set of alert `id`: into its record's `inline` keys while they
-/// have room, else into `alert_paths`. Returns how many were not in the set.
+/// have room, else into `alert_paths` as `spill` says. Returns how many were not in the set.
 pub(super) fn add_alert_paths(
     alert_paths: &TransactionalTree,
     inline: &mut InlinePaths,
+    spill: Spill,
     id: &str,
     paths: &[u128],
 ) -> TxResult<u64> {
     let mut added = 0;
+    let mut spilled = Vec::new();
     for &p in paths {
         if let Some(keys) = inline.as_mut() {
             let hex = format!("{p:032x}");
@@ -171,8 +222,28 @@ pub(super) fn add_alert_paths(
                 continue;
             }
         }
-        if alert_paths.insert(alert_path_key(id, p), &[][..])?.is_none() {
-            added += 1;
+        spilled.push(p);
+    }
+    match spill {
+        Spill::Keys => {
+            for p in spilled {
+                if alert_paths.insert(alert_path_key(id, p), &[][..])?.is_none() {
+                    added += 1;
+                }
+            }
+        }
+        Spill::Buckets => {
+            spilled.sort_unstable();
+            spilled.dedup();
+            for keys in spilled.chunk_by(|a, b| bucket_of(*a) == bucket_of(*b)) {
+                let key = bucket_key(id, bucket_of(keys[0]));
+                let old = alert_paths.get(&key)?;
+                let (value, new) = merge_bucket(old.as_deref().unwrap_or_default(), keys);
+                if new > 0 {
+                    alert_paths.insert(key, value)?;
+                    added += new;
+                }
+            }
         }
     }
     Ok(added)
@@ -188,5 +259,18 @@ mod tests {
         assert_eq!(decode_hour(&encode_hour(&c)), c);
         assert_eq!(decode_hour(b"short"), HourCounts::default(), "a short value is zeros, not a panic");
         assert!(hour_key(-1, 5, 5) < hour_key(0, 0, 0), "rows sort by hour, negative ones first");
+    }
+
+    #[test]
+    fn a_bucket_merges_keys_in_order_and_counts_only_new_ones() {
+        let value = |keys: &[u128]| keys.iter().flat_map(|k| k.to_be_bytes()).collect::<Vec<u8>>();
+        assert_eq!(merge_bucket(&[], &[3, 9]), (value(&[3, 9]), 2));
+        assert_eq!(merge_bucket(&value(&[3, 9]), &[1, 3, 5, 12]), (value(&[1, 3, 5, 9, 12]), 3));
+        assert_eq!(merge_bucket(&value(&[3, 9]), &[3, 9]), (value(&[3, 9]), 0));
+        let mut torn = value(&[3, 9]);
+        torn.extend_from_slice(b"short");
+        assert_eq!(merge_bucket(&torn, &[4]), (value(&[3, 4, 9]), 1), "a torn tail is dropped");
+        assert_eq!(bucket_of(u128::MAX) as usize, BUCKETS - 1);
+        assert_eq!(bucket_of(u128::MAX >> BUCKET_BITS), 0);
     }
 }
