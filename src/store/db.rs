@@ -945,11 +945,7 @@ impl Db {
                 removed_ids.insert(id.to_vec());
             }
         }
-        let ledger_removed = self.remove_ledger_before(cutoff)?;
         if removed_ids.is_empty() {
-            if ledger_removed > 0 {
-                self.flush()?;
-            }
             return Ok(0);
         }
         for item in self.deliveries.iter() {
@@ -965,37 +961,47 @@ impl Db {
     }
 
     /// Removes the ledger's entries last seen before the cutoff, and the hours before the
-    /// cutoff's hour from the others; returns how many entries went. Reads every entry's
-    /// times, decodes only those first seen before the cutoff's hour.
-    fn remove_ledger_before(&self, cutoff: i64) -> Result<usize, StoreError> {
+    /// cutoff's hour from the others, among at most `limit` entries from key `from`, durably.
+    /// Returns the key to go on from, or None at the end. Reads every entry's first time;
+    /// decodes only those first seen before the cutoff's hour.
+    pub(super) fn sweep_ledger(&self, cutoff: i64, from: &[u8], limit: usize) -> Result<Option<Vec<u8>>, StoreError> {
         #[derive(serde::Deserialize)]
         struct Seen {
             first_seen: i64,
         }
         let first_hour = cutoff.div_euclid(3600);
-        let mut removed = 0;
-        for item in self.ledger.iter() {
+        let mut changed = false;
+        let mut next = None;
+        for (read, item) in self.ledger.range(from..).enumerate() {
             let (key, value) = item?;
+            if read == limit {
+                next = Some(key.to_vec());
+                break;
+            }
             let seen = serde_json::from_slice::<Seen>(&value).ok();
             if seen.as_ref().is_some_and(|s| s.first_seen.div_euclid(3600) >= first_hour) {
                 continue;
             }
             match ledger::decode_entry(&value) {
                 Some(mut e) if e.last_seen >= cutoff => {
-                    let kept = e.hours.partition_point(|(hour, _)| *hour < first_hour);
-                    if kept > 0 {
-                        e.hours.drain(..kept);
+                    let old_hours = e.hours.partition_point(|(hour, _)| *hour < first_hour);
+                    if old_hours > 0 {
+                        e.hours.drain(..old_hours);
                         self.ledger.insert(&key, ledger::encode_entry(&e)?)?;
+                        changed = true;
                     }
                 }
                 // Expired, or unreadable.
                 _ => {
                     self.ledger.remove(&key)?;
-                    removed += 1;
+                    changed = true;
                 }
             }
         }
-        Ok(removed)
+        if changed {
+            self.flush()?;
+        }
+        Ok(next)
     }
 
     pub(super) fn len(&self) -> usize {
@@ -1242,10 +1248,19 @@ mod tests {
         let spanning = evidence(2, &[3600, 3 * 3600, 5 * 3600], 1);
         let recent = evidence(3, &[5 * 3600], 1);
         write_evidence(&db, 1, vec![old, spanning, recent], Counts::Add);
-        assert_eq!(db.remove_ledger_before(4 * 3600 + 10).unwrap(), 1, "only the entry last seen before");
+        // In requests of one entry: each says where the next starts.
+        let cutoff = 4 * 3600 + 10;
+        let mut from = Vec::new();
+        let mut requests = 0;
+        while let Some(next) = db.sweep_ledger(cutoff, &from, 1).unwrap() {
+            (from, requests) = (next, requests + 1);
+        }
+        assert_eq!(requests, 2);
+        assert_eq!(db.ledger.len(), 2, "only the entry last seen before the cutoff went");
         assert_eq!(hours(&db), [(5, 2, 1), (5, 3, 1)]);
         let spanning = db.ledger_entries(Some(7)).unwrap().into_iter().find(|e| e.key.1 == 2).unwrap();
         assert_eq!(spanning.requests, 3, "an entry's totals stay while it is within retention");
-        assert_eq!(db.remove_ledger_before(4 * 3600 + 10).unwrap(), 0, "a second sweep finds nothing");
+        assert_eq!(db.sweep_ledger(cutoff, &[], 10).unwrap(), None);
+        assert_eq!(hours(&db), [(5, 2, 1), (5, 3, 1)], "a second sweep changes nothing");
     }
 }

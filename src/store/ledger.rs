@@ -115,9 +115,11 @@ pub(super) fn add_evidence(ledger: &TransactionalTree, e: &Evidence, mode: Count
 const MIGRATE_BATCH: usize = 4096;
 
 /// Folds the rows of a store's `ledger_by_hour` tree (written before entries kept their hours)
-/// into their entries, each batch in one transaction with the removal of its rows: a crash in
-/// the middle leaves every row counted once, in the entry or still in the tree. A row whose
-/// entry is gone or unreadable is dropped (no report could join it). Returns the rows folded.
+/// into their entries, each batch in one transaction with the removal of its rows, flushed: a
+/// crash in the middle leaves every row counted once, in the entry or still in the tree, and
+/// the next start goes on from there (~55 k rows/s: millions of rows can outlast systemd's
+/// start timeout). A row whose entry is gone or unreadable is dropped (no report could join
+/// it). Returns the rows folded.
 pub(super) fn migrate_hour_rows(ledger: &sled::Tree, hour_rows: &sled::Tree) -> Result<usize, StoreError> {
     let mut migrated = 0;
     loop {
@@ -136,7 +138,11 @@ pub(super) fn migrate_hour_rows(ledger: &sled::Tree, hour_rows: &sled::Tree) -> 
             }
             Ok(())
         })?;
+        ledger.flush()?;
         migrated += batch.len();
+        if migrated % (MIGRATE_BATCH * 64) == 0 {
+            tracing::info!(migrated, "moving ledger hours into their entries");
+        }
     }
 }
 

@@ -249,6 +249,8 @@ const QUEUE: usize = 1024;
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(60);
 /// One request running longer than this means the store is stuck ([`Store::health`]).
 pub const STALL_AFTER: Duration = Duration::from_secs(10);
+/// Ledger entries one request of the retention sweep reads (~35 ms).
+const LEDGER_SWEEP_CHUNK: usize = 10_000;
 
 /// What every handle shares: the queue to the owner and what the owner reports.
 struct Shared {
@@ -723,10 +725,20 @@ impl Store {
     }
 
     /// The retention sweep: removes alerts whose last request is before `cutoff` (Unix
-    /// seconds), with their index entries and anything still queued for them, durably.
-    /// Returns how many were removed.
+    /// seconds), with their index entries and anything still queued for them, and the
+    /// ledger's entries and hours before it, durably. Returns how many alerts were removed.
+    /// The ledger is swept in requests of [`LEDGER_SWEEP_CHUNK`] entries, so writes go on
+    /// between them (a million entries take seconds).
     pub fn remove_last_seen_before(&self, cutoff: i64) -> Result<usize, StoreError> {
-        self.call("remove_last_seen_before", move |db| db.remove_last_seen_before(cutoff))
+        let removed = self.call("remove_last_seen_before", move |db| db.remove_last_seen_before(cutoff))?;
+        let mut from = Vec::new();
+        loop {
+            let start = std::mem::take(&mut from);
+            match self.call("sweep_ledger", move |db| db.sweep_ledger(cutoff, &start, LEDGER_SWEEP_CHUNK))? {
+                Some(next) => from = next,
+                None => return Ok(removed),
+            }
+        }
     }
 
     /// Holds the owner for `duration`: every other request waits behind it. For a consistent
