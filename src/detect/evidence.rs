@@ -216,10 +216,11 @@ fn add_status(statuses: &mut Vec<(u16, u64)>, status: u16, n: u64) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn evidence() -> Evidence {
+    /// An empty delta of client key 1, path key 2 (a recording of source "web").
+    pub(crate) fn evidence() -> Evidence {
         Evidence {
             client: "203.0.113.9".into(),
             client_kind: "unknown".into(),

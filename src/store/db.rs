@@ -1044,7 +1044,7 @@ impl Db {
 mod tests {
     use super::*;
     use crate::detect::alert::tests::alert;
-    use crate::detect::evidence::AlertChange;
+    use crate::detect::evidence::{self, AlertChange};
 
     fn write(n: u8, a: &Alert, keys: impl IntoIterator<Item = u128>) -> StoreWrite {
         let paths: Vec<u128> = keys.into_iter().collect();
@@ -1159,22 +1159,7 @@ mod tests {
 
     /// A delta of (client 7, path `path`): `n` requests at each of `times`, answered 200.
     fn evidence(path: u128, times: &[i64], n: u64) -> Evidence {
-        let mut e = Evidence {
-            client: "203.0.113.7".into(),
-            client_kind: "unknown".into(),
-            partner: None,
-            path: format!("/r/{path}.wav"),
-            path_class: "recording".into(),
-            source: "web".into(),
-            first_seen: i64::MAX,
-            last_seen: i64::MIN,
-            requests: 0,
-            ok: 0,
-            bytes: 0,
-            statuses: Vec::new(),
-            key: (7, path),
-            hours: Vec::new(),
-        };
+        let mut e = Evidence { key: (7, path), path: format!("/r/{path}.wav"), ..evidence::tests::evidence() };
         for &t in times {
             for _ in 0..n {
                 e.count(t, 200, 10, true);
