@@ -911,6 +911,9 @@ impl Db {
         Ok(self.tallies.borrow().unresolved.clone())
     }
 
+    /// Removes the alerts last seen before the cutoff, with their index entries, queued
+    /// changes, roll-ups, distinct sets and deliveries, durably; returns how many alerts went.
+    /// The ledger is swept apart, in bounded requests ([`Db::sweep_ledger`]).
     pub(super) fn remove_last_seen_before(&self, cutoff: i64) -> Result<usize, StoreError> {
         // An alert first seen at or after the cutoff was also last seen after it: scan the
         // time index only up to there.
