@@ -322,19 +322,10 @@ pub fn parse_line(format: LogFormat, line: &[u8]) -> Result<AccessLine<'_>, Skip
     }
 }
 
-/// The request target of a line in the plainest shape — an address for the client, `-` for
-/// ident, a user without `[`, a zoned timestamp, a request that is no junk, a valid status, no NUL in
-/// the target — found and checked exactly as [`parse_line`] finds and checks them, so that
-/// `parse_line` accepts the line with this target. `None` for any other line: [`parse_line`]
-/// judges it. [`plain_line`] and [`PlainLine::is_plain`] in one call.
-pub fn plain_line_target(format: LogFormat, line: &[u8]) -> Option<&[u8]> {
-    plain_line(format, line).filter(PlainLine::is_plain).map(|plain| plain.target)
-}
-
-/// A line's request target found where [`plain_line_target`] looks for it, its checks
-/// not yet made. The hot path of replay: most lines are passed over on their target alone,
-/// without building an [`AccessLine`], and a line whose target may be sensitive is parsed in
-/// full at once, without the checks.
+/// A line's request target, found where [`plain_line`] looks for it, with the checks that
+/// finding it did not make still to come ([`PlainLine::is_plain`]). The hot path of replay:
+/// most lines are passed over on their target alone, without building an [`AccessLine`], and
+/// a line whose target may be sensitive is parsed in full at once, without the checks.
 pub struct PlainLine<'a> {
     line: &'a [u8],
     bracket: usize,
@@ -343,8 +334,8 @@ pub struct PlainLine<'a> {
 }
 
 impl PlainLine<'_> {
-    /// The checks of [`plain_line_target`] that finding the target did not make: a zoned
-    /// timestamp, a valid status, no NUL in the target.
+    /// The checks that finding the target did not make: a zoned timestamp, a valid status, no
+    /// NUL in the target. With them, the line is in the plainest shape (see [`plain_line`]).
     #[inline]
     pub fn is_plain(&self) -> bool {
         is_timestamp_at(self.line, self.bracket)
@@ -353,7 +344,11 @@ impl PlainLine<'_> {
     }
 }
 
-/// Finds the request target as [`plain_line_target`] does (see [`PlainLine`]).
+/// The request target of a line in the plainest shape — an address for the client, `-` for
+/// ident, a user without `[`, a zoned timestamp, a request that is no junk, a valid status, no
+/// NUL in the target — found exactly as [`parse_line`] finds it; once
+/// [`PlainLine::is_plain`] holds, `parse_line` accepts the line with this target. `None` for
+/// any other line: [`parse_line`] judges it.
 #[inline]
 pub fn plain_line(format: LogFormat, line: &[u8]) -> Option<PlainLine<'_>> {
     let line = line.strip_suffix(b"\n").unwrap_or(line);

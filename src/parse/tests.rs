@@ -1061,6 +1061,11 @@ fn vhost_combined_line_read_as_combined_is_not_blamed_on_the_server_name() {
 
 /// Lines near the plain shape: every field drawn from plain and awkward spellings (lists,
 /// users with brackets, fake timestamps, junk requests, bad statuses, NULs, syslog heads).
+/// [`plain_line`] and [`PlainLine::is_plain`] in one call: the target of a plain line.
+fn plain_line_target(format: LogFormat, line: &[u8]) -> Option<&[u8]> {
+    plain_line(format, line).filter(PlainLine::is_plain).map(|plain| plain.target)
+}
+
 fn near_plain_line() -> impl Strategy<Value = Vec<u8>> {
     // The first spelling is the plain one, drawn half the time.
     let pick = |items: &'static [&'static str]| prop_oneof![Just(items[0]), proptest::sample::select(items)];
