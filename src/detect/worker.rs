@@ -11,7 +11,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use super::alert::{Alert, AlertStatus, MAX_SAMPLE_PATHS, MAX_USER_AGENTS};
+use super::alert::{Alert, AlertKey, AlertStatus, MAX_SAMPLE_PATHS, MAX_USER_AGENTS};
 use super::event::{Event, EventBatch};
 use super::evidence::{AlertChange, Evidence};
 use super::rule::{Aggregate, Facts, GroupBy, MethodKind, Rule};
@@ -123,8 +123,8 @@ struct GroupState {
 /// ([`Episode::take_change`]): a full [`Alert`] held ten heap strings, ~900 bytes for every
 /// one-fetch client of a mass fetch (issue 13).
 struct Episode {
-    /// [`Alert::id_hash`]; the alert's id is its hex form.
-    id: u64,
+    /// [`Alert::id_key`]; the alert's id is its hex form.
+    id: AlertKey,
     first_seen: i64,
     last_seen: i64,
     /// The worker's own view of the counts (exact in a replay; the store keeps the truth).
@@ -684,7 +684,7 @@ impl Episode {
             GroupKey::Source(source) => source_names.get(usize::from(source)).map_or("", String::as_str),
             GroupKey::Client(_) => &client,
         };
-        let id = Alert::id_hash(&rule.id, group_name, first_seen);
+        let id = Alert::id_key(&rule.id, group_name, first_seen);
         let path_cap = path_cap(cfg, rule);
         let mut ep = Episode {
             id,
@@ -717,7 +717,7 @@ impl Episode {
     /// An episode that has counted nothing yet.
     fn empty(path_cap: usize) -> Episode {
         Episode {
-            id: 0,
+            id: AlertKey { opened: None, hash: 0 },
             first_seen: 0,
             last_seen: 0,
             requests: 0,

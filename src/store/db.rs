@@ -74,9 +74,42 @@ pub(super) fn decode_marker(bytes: &[u8]) -> OutboxMarker {
 
 /// Index key: first_seen with the sign bit flipped (so byte order is time order), then the id.
 fn time_key(a: &Alert) -> Vec<u8> {
-    let mut k = ((a.first_seen as u64) ^ (1 << 63)).to_be_bytes().to_vec();
-    k.extend_from_slice(a.id.as_bytes());
+    keyed_by_time(a.first_seen, &a.id)
+}
+
+/// `time` (offset so negative times sort first) then `id`: the shape of the time index's keys
+/// and of the records' keys of ids that lead with their time.
+fn keyed_by_time(time: i64, id: &str) -> Vec<u8> {
+    let mut k = ((time as u64) ^ (1 << 63)).to_be_bytes().to_vec();
+    k.extend_from_slice(id.as_bytes());
     k
+}
+
+/// The key of `id`'s record in `alerts`: an id that leads with the second its alert opened is
+/// keyed by that time, so records are inserted and kept in time order and need no time-index
+/// entry (issue 13: sled's memory follows its entries, and inserts spread over a tree cost
+/// it far more than inserts at its end); an id made before is keyed by its text (and indexed
+/// by [`time_key`]).
+fn record_key(id: &str) -> Vec<u8> {
+    match Alert::parse_id(id).and_then(|key| key.opened) {
+        Some(opened) => keyed_by_time(i64::from(opened), id),
+        None => id.as_bytes().to_vec(),
+    }
+}
+
+/// Whether an alert's record is found through the time index (its id does not lead with its
+/// time).
+fn is_indexed(id: &str) -> bool {
+    Alert::parse_id(id).is_none_or(|key| key.opened.is_none())
+}
+
+/// The keys in `alerts` of records keyed by time: the opening second is below 2^32, so their
+/// first byte is 0x80; an id's text (hex digits) starts below it.
+const TIMED_RECORDS: std::ops::Range<&[u8]> = &[0x80]..&[0x81];
+
+/// The id in a key [`keyed_by_time`] made.
+fn id_of_time_key(key: &[u8]) -> String {
+    String::from_utf8_lossy(key.get(8..).unwrap_or_default()).into_owned()
 }
 
 /// One row of the ledger's time index: hour, client key, path key, counts.
@@ -236,7 +269,10 @@ impl Tallies {
 /// The open database and its trees.
 pub(super) struct Db {
     db: sled::Db,
+    /// Alert records under [`record_key`]: in the order their alerts opened, then the records of
+    /// ids made before ids led with their time.
     alerts: sled::Tree,
+    /// The time index of records whose ids do not lead with their time ([`time_key`]).
     by_time: sled::Tree,
     /// Small records of the daemon itself: source checkpoints, the format marker.
     meta: sled::Tree,
@@ -384,7 +420,8 @@ impl Db {
                 let mut changes = Vec::new();
                 for (i, newer) in alerts.iter().enumerate() {
                     let id = newer.id.as_bytes();
-                    let old = tx_alerts.get(id)?;
+                    let key = record_key(&newer.id);
+                    let old = tx_alerts.get(&key)?;
                     let record = old.as_ref().and_then(|bytes| decode_record(bytes));
                     let (stored, extras) = match record {
                         Some((alert, extras)) => (Some(alert), extras),
@@ -409,14 +446,14 @@ impl Db {
                     if old.as_deref() == Some(bytes.as_slice()) {
                         continue;
                     }
-                    if let Some(stored) = &stored {
-                        if stored.first_seen != merged.first_seen {
+                    if is_indexed(&merged.id) {
+                        if let Some(stored) = stored.as_ref().filter(|s| s.first_seen != merged.first_seen) {
                             tx_index.remove(time_key(stored))?;
                         }
+                        tx_index.insert(time_key(&merged), &[])?;
                     }
-                    tx_alerts.insert(id, bytes.as_slice())?;
+                    tx_alerts.insert(key, bytes.as_slice())?;
                     changes.push((old.clone(), bytes));
-                    tx_index.insert(time_key(&merged), &[])?;
                     if notify == Notify::Queue {
                         let marker = fold_marker(tx_outbox.get(id)?.as_deref(), old.is_none(), now);
                         tx_outbox.insert(id, marker)?;
@@ -460,7 +497,8 @@ impl Db {
                 storms.clone_from(&self.storms.borrow());
                 for (i, change) in write.alerts.iter().enumerate() {
                     let id = change.alert.id.as_bytes();
-                    let old = tx_alerts.get(id)?;
+                    let key = record_key(&change.alert.id);
+                    let old = tx_alerts.get(&key)?;
                     let record = old.as_ref().and_then(|bytes| decode_record(bytes));
                     // A new record keeps its first keys itself; one written before that (or
                     // unreadable) keeps its set in `alert_paths` only.
@@ -516,14 +554,14 @@ impl Db {
                     if old.as_deref() == Some(bytes.as_slice()) {
                         continue;
                     }
-                    if let Some(stored) = &stored {
-                        if stored.first_seen != merged.first_seen {
+                    if is_indexed(&merged.id) {
+                        if let Some(stored) = stored.as_ref().filter(|s| s.first_seen != merged.first_seen) {
                             tx_index.remove(time_key(stored))?;
                         }
+                        tx_index.insert(time_key(&merged), &[])?;
                     }
-                    tx_alerts.insert(id, bytes.as_slice())?;
+                    tx_alerts.insert(key, bytes.as_slice())?;
                     changes.push((old.clone(), bytes));
-                    tx_index.insert(time_key(&merged), &[])?;
                     if notify == Notify::Queue {
                         let before = stored.as_ref();
                         match extras.rollup.clone() {
@@ -666,7 +704,7 @@ impl Db {
     }
 
     pub(super) fn get(&self, id: &str) -> Result<Option<Alert>, StoreError> {
-        let stored = match self.alerts.get(id.as_bytes())? {
+        let stored = match self.alerts.get(record_key(id))? {
             Some(bytes) => Some(bytes),
             None => self.rollups.get(id.as_bytes())?,
         };
@@ -678,22 +716,13 @@ impl Db {
         }
     }
 
+    /// Every alert matching `filter`, oldest first.
     pub(super) fn list(&self, filter: &AlertFilter) -> Result<Vec<Alert>, StoreError> {
-        let mut out = Vec::new();
-        for item in self.by_time.iter() {
-            let (key, _) = item?;
-            let id = String::from_utf8_lossy(&key[8..]).into_owned();
-            if let Some(a) = self.get(&id)? {
-                if filter.accepts(&a) {
-                    out.push(a);
-                }
-            }
-        }
-        Ok(out)
+        Ok(self.list_page(filter, None, usize::MAX)?.0)
     }
 
-    /// The newest `limit` alerts matching `filter` whose index key is before `before` (all when
-    /// None), oldest first, and the index key of the oldest one returned when more match
+    /// The newest `limit` alerts matching `filter` whose time key is before `before` (all when
+    /// None), oldest first, and the time key of the oldest one returned when more match
     /// before it. Reads only as far back as the page needs.
     pub(super) fn list_page(
         &self,
@@ -701,17 +730,20 @@ impl Db {
         before: Option<&[u8]>,
         limit: usize,
     ) -> Result<(Vec<Alert>, Option<Vec<u8>>), StoreError> {
-        let range = match before {
-            Some(k) => self.by_time.range(..k),
-            None => self.by_time.iter(),
-        };
         let mut page = Vec::new();
         let mut oldest_key = None;
         let mut more = false;
-        for item in range.rev() {
-            let (key, _) = item?;
-            let id = String::from_utf8_lossy(key.get(8..).unwrap_or_default()).into_owned();
-            let Some(a) = self.get(&id)? else { continue };
+        for item in self.newest_first(before) {
+            let (key, record) = item?;
+            let id = id_of_time_key(&key);
+            let record = match record {
+                Some(record) => record,
+                None => match self.alerts.get(id.as_bytes())? {
+                    Some(record) => record,
+                    None => continue,
+                },
+            };
+            let a: Alert = serde_json::from_slice(&record).map_err(|source| StoreError::Corrupt { id, source })?;
             if !filter.accepts(&a) {
                 continue;
             }
@@ -726,6 +758,35 @@ impl Db {
         Ok((page, oldest_key.filter(|_| more)))
     }
 
+    /// The time keys of all alerts before `before` (all when None), newest first: the records
+    /// keyed by time (with the record) merged with the time index of the others (without).
+    fn newest_first(
+        &self,
+        before: Option<&[u8]>,
+    ) -> impl Iterator<Item = Result<(sled::IVec, Option<sled::IVec>), sled::Error>> {
+        let timed_end = before.map_or(TIMED_RECORDS.end, |before| before.clamp(TIMED_RECORDS.start, TIMED_RECORDS.end));
+        let mut timed = self.alerts.range(TIMED_RECORDS.start..timed_end).rev().peekable();
+        let mut indexed = match before {
+            Some(before) => self.by_time.range(..before),
+            None => self.by_time.iter(),
+        }
+        .rev()
+        .peekable();
+        std::iter::from_fn(move || {
+            let from_timed = match (timed.peek(), indexed.peek()) {
+                (None, None) => return None,
+                (Some(Ok((a, _))), Some(Ok((b, _)))) => a >= b,
+                (Some(_), _) => true,
+                (None, Some(_)) => false,
+            };
+            if from_timed {
+                timed.next().map(|item| item.map(|(key, record)| (key, Some(record))))
+            } else {
+                indexed.next().map(|item| item.map(|(key, _)| (key, None)))
+            }
+        })
+    }
+
     /// How many alerts match `filter`; without a filter only the index keys are counted.
     pub(super) fn count(&self, filter: &AlertFilter) -> Result<usize, StoreError> {
         if filter.is_empty() {
@@ -737,7 +798,8 @@ impl Db {
     pub(super) fn set_status(&self, id: &str, status: AlertStatus) -> Result<(Alert, bool), StoreError> {
         let now = now_ms();
         let (updated, changed) = (&self.alerts, &self.outbox).transaction(|(tx_alerts, tx_outbox)| {
-            let Some(bytes) = tx_alerts.get(id.as_bytes())? else {
+            let key = record_key(id);
+            let Some(bytes) = tx_alerts.get(&key)? else {
                 return abort(StoreError::NotFound(id.to_string()));
             };
             let mut a: Alert = match serde_json::from_slice(&bytes) {
@@ -752,7 +814,7 @@ impl Db {
                 a.status = status;
                 // What the store keeps in the record (distinct keys, roll-up) stays with it.
                 let new = encode_record(&a, &decode_extras(&bytes)).expect("an alert always serialises");
-                tx_alerts.insert(id.as_bytes(), new.as_slice())?;
+                tx_alerts.insert(key.as_slice(), new.as_slice())?;
                 tx_outbox.insert(id.as_bytes(), fold_marker(tx_outbox.get(id.as_bytes())?.as_deref(), true, now))?;
                 changed = Some((bytes.to_vec(), new));
             }
@@ -915,22 +977,34 @@ impl Db {
     /// changes, roll-ups, distinct sets and deliveries, durably; returns how many alerts went.
     /// The ledger is swept apart, in bounded requests ([`Db::sweep_ledger`]).
     pub(super) fn remove_last_seen_before(&self, cutoff: i64) -> Result<usize, StoreError> {
-        // An alert first seen at or after the cutoff was also last seen after it: scan the
-        // time index only up to there.
+        // An alert first seen (or opened) at or after the cutoff was also last seen after it:
+        // scan only up to there.
         let end = ((cutoff as u64) ^ (1 << 63)).to_be_bytes();
         let mut removed_ids = HashSet::new();
-        for item in self.by_time.range(..end.as_slice()) {
-            let (key, _) = item?;
-            let id = &key[8..];
-            let stored = self.alerts.get(id)?;
+        let timed_end = end.as_slice().clamp(TIMED_RECORDS.start, TIMED_RECORDS.end);
+        let timed = self.alerts.range(TIMED_RECORDS.start..timed_end).map(|item| item.map(|(key, _)| (key, None)));
+        let indexed = self.by_time.range(..end.as_slice()).map(|item| item.map(|(key, _)| (key.clone(), Some(key))));
+        for item in timed.chain(indexed) {
+            // The record's key, and its time-index key if it has one.
+            let (record_key, index_key) = match item? {
+                (key, None) => (key, None),
+                (_, Some(index_key)) => (sled::IVec::from(&index_key[8..]), Some(index_key)),
+            };
+            let id = match &index_key {
+                Some(index_key) => &index_key[8..],
+                None => &record_key[8..],
+            };
+            let stored = self.alerts.get(&record_key)?;
             let expired = match &stored {
                 None => true,
                 Some(bytes) => serde_json::from_slice::<Alert>(bytes).map_or(true, |a| a.last_seen < cutoff),
             };
             if expired {
-                self.alerts.remove(id)?;
+                self.alerts.remove(&record_key)?;
                 self.tallies_mut().alert(stored.as_deref(), false);
-                self.by_time.remove(&key)?;
+                if let Some(index_key) = &index_key {
+                    self.by_time.remove(index_key)?;
+                }
                 self.outbox.remove(id)?;
                 self.rolled_up.remove(id)?;
                 for item in self.alert_paths.scan_prefix(id) {
@@ -1022,19 +1096,23 @@ impl Db {
         let mut newest = i64::MIN;
         let mut heap = std::collections::BinaryHeap::new();
         for item in self.alerts.iter() {
-            let (id, value) = item?;
+            let (key, value) = item?;
             let Ok(seen) = serde_json::from_slice::<Seen>(&value) else { continue };
             newest = newest.max(seen.last_seen);
-            heap.push(std::cmp::Reverse((seen.last_seen, id.to_vec())));
+            heap.push(std::cmp::Reverse((seen.last_seen, key.to_vec())));
             if heap.len() > limit {
                 heap.pop();
             }
         }
         let cutoff = newest.saturating_sub(memory_secs);
         let mut out = Vec::with_capacity(heap.len());
-        for std::cmp::Reverse((last_seen, id)) in heap {
+        for std::cmp::Reverse((last_seen, key)) in heap {
             if last_seen >= cutoff {
-                if let Some(a) = self.get(&String::from_utf8_lossy(&id))? {
+                if let Some(record) = self.alerts.get(&key)? {
+                    let a = serde_json::from_slice(&record).map_err(|source| StoreError::Corrupt {
+                        id: String::from_utf8_lossy(&key).into_owned(),
+                        source,
+                    })?;
                     out.push(a);
                 }
             }
@@ -1060,6 +1138,45 @@ mod tests {
     }
 
     #[test]
+    fn records_of_ids_that_lead_with_their_time_need_no_index_and_list_with_older_ones_in_time_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path()).unwrap();
+        let at = |client: &str, t: i64| Alert {
+            id: Alert::make_id("R1", client, t),
+            client: client.into(),
+            first_seen: t,
+            last_seen: t + 10,
+            ..alert(1)
+        };
+        // A record written before ids led with their time: keyed by its text, indexed by time.
+        let older = Alert { id: format!("{:016x}", 0xfeed_u64), ..at("192.0.2.1", 100) };
+        let alerts = [at("192.0.2.2", 250), older.clone(), at("192.0.2.3", 50), at("192.0.2.4", 150)];
+        db.upsert(&alerts, Notify::Queue).unwrap();
+        assert_eq!(db.by_time.len(), 1, "only the older id is indexed");
+        assert_eq!(db.alerts.len(), 4);
+        let times = |page: &[Alert]| page.iter().map(|a| a.first_seen).collect::<Vec<_>>();
+        assert_eq!(times(&db.list(&AlertFilter::default()).unwrap()), [50, 100, 150, 250]);
+        let (newest, cursor) = db.list_page(&AlertFilter::default(), None, 2).unwrap();
+        assert_eq!(times(&newest), [150, 250]);
+        let (rest, end) = db.list_page(&AlertFilter::default(), cursor.as_deref(), 2).unwrap();
+        assert_eq!((times(&rest), end), (vec![50, 100], None));
+        for a in &alerts {
+            assert_eq!(db.get(&a.id).unwrap().map(|got| got.client), Some(a.client.clone()));
+        }
+        assert!(db.set_status(&older.id, AlertStatus::Acked).unwrap().1);
+        assert!(db.set_status(&alerts[0].id, AlertStatus::Resolved).unwrap().1);
+        // An update of either kind keeps one record and the older one's single index entry.
+        db.upsert(&[Alert { requests: 5, ..older.clone() }, Alert { requests: 5, ..alerts[2].clone() }], Notify::Queue)
+            .unwrap();
+        assert_eq!((db.alerts.len(), db.by_time.len(), db.len()), (4, 1, 4));
+        assert_eq!(db.recent(1000, 10).unwrap().len(), 4);
+        // Retention finds both kinds by time.
+        assert_eq!(db.remove_last_seen_before(200).unwrap(), 3);
+        assert_eq!((db.alerts.len(), db.by_time.len(), db.len()), (1, 0, 1));
+        assert_eq!(times(&db.list(&AlertFilter::default()).unwrap()), [250]);
+    }
+
+    #[test]
     fn distinct_keys_inline_and_past_the_inline_ones_count_once_also_after_an_ack() {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(dir.path()).unwrap();
@@ -1076,7 +1193,7 @@ mod tests {
         db.apply(&write(4, &a, 0..60), Notify::Skip).unwrap();
         assert_eq!(distinct(&db, &a), 60);
         // Readers see the alert, not the store's keys.
-        let raw = db.alerts.get(a.id.as_bytes()).unwrap().unwrap();
+        let raw = db.alerts.get(record_key(&a.id)).unwrap().unwrap();
         assert!(String::from_utf8_lossy(&raw).contains("\"path_keys\""));
         let listed = serde_json::to_string(&db.get(&a.id).unwrap().unwrap()).unwrap();
         assert!(!listed.contains("path_keys"), "{listed}");
@@ -1136,7 +1253,7 @@ mod tests {
         assert_eq!(rollup_requests(&db), [12]);
         // A record written before records carried it: its roll-up is in alerts_rolled_up.
         let older = Alert { id: id("198.51.100.9"), client: "198.51.100.9".into(), ..alert(1) };
-        db.alerts.insert(older.id.as_bytes(), serde_json::to_vec(&older).unwrap()).unwrap();
+        db.alerts.insert(record_key(&older.id), serde_json::to_vec(&older).unwrap()).unwrap();
         let rollup_id = db.rollups.iter().next().unwrap().unwrap().0;
         db.rolled_up.insert(older.id.as_bytes(), rollup_id).unwrap();
         db.apply(&storm_write(4, &["198.51.100.9"], 3), Notify::Queue).unwrap();
@@ -1150,7 +1267,7 @@ mod tests {
         let db = Db::open(dir.path()).unwrap();
         // As an older recwatch stored it: the alert alone, its set of 5 in alert_paths.
         let a = Alert { distinct_resources: 5, ..alert(1) };
-        db.alerts.insert(a.id.as_bytes(), serde_json::to_vec(&a).unwrap()).unwrap();
+        db.alerts.insert(record_key(&a.id), serde_json::to_vec(&a).unwrap()).unwrap();
         for k in 0..5u128 {
             db.alert_paths.insert(ledger::alert_path_key(&a.id, k), &[][..]).unwrap();
         }

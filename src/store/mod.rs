@@ -207,8 +207,8 @@ pub struct AlertFilter {
     pub since: Option<i64>,
 }
 
-/// Where a page of [`Store::list_page`] starts (exclusive): an alert's place in the time
-/// index. Opaque outside the store; travels as hex.
+/// Where a page of [`Store::list_page`] starts (exclusive): an alert's place in time order
+/// (its time, then its id). Opaque outside the store; travels as hex.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PageCursor(Vec<u8>);
 
@@ -217,7 +217,7 @@ impl PageCursor {
         self.0.iter().map(|b| format!("{b:02x}")).collect()
     }
 
-    /// None unless `s` is hex of a plausible index key (8 bytes of time, then an id).
+    /// None unless `s` is hex of a plausible place (8 bytes of time, then an id).
     pub fn from_hex(s: &str) -> Option<PageCursor> {
         if s.len() % 2 != 0 || s.len() < 18 || s.len() > 2 * (8 + 64) {
             return None;
