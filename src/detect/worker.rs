@@ -138,19 +138,13 @@ struct Episode {
     /// The alert's client when the group key cannot give it back: a client known by name, or
     /// the first client of a source-grouped alert.
     client: Option<Box<str>>,
-    /// Paths (pseudonymised) and user agents seen since the last hand-out; the store unions
-    /// them into the alert, bounded.
-    sample: Vec<String>,
-    user_agents: Vec<String>,
     /// Path keys known to be counted in the alert, at most `path_cap`: a cache that spares
     /// the store most look-ups, never the truth (the store keeps the alert's distinct set).
     seen_paths: PathCache,
     path_cap: usize,
-    /// Counted since the last hand-out (the store adds them): requests, 2xx bytes, and the
-    /// keys of paths that may be new to the alert.
-    pending_requests: u64,
-    pending_bytes: u64,
-    pending_paths: Vec<u128>,
+    /// What it saw since the last hand-out; absent while nothing (most episodes of a mass
+    /// fetch are handed out once, then wait for their suppression time to pass).
+    unsent: Option<Box<Unsent>>,
     /// Changed since it was last handed to the store.
     dirty: bool,
     /// For a resolved (closed) episode: events at or before this time were counted in the
@@ -160,6 +154,18 @@ struct Episode {
     /// it were counted in the resolved alert (re-reads); the first match after it opens a new
     /// alert (a new id, notified).
     closed: bool,
+}
+
+/// What an episode saw since its last hand-out: requests, 2xx bytes and the keys of paths that
+/// may be new to the alert (the store adds them), and paths (pseudonymised) and user agents
+/// (the store unions them into the alert, bounded).
+#[derive(Default)]
+struct Unsent {
+    requests: u64,
+    bytes: u64,
+    paths: Vec<u128>,
+    sample: Vec<String>,
+    user_agents: Vec<String>,
 }
 
 /// The path keys an episode knows are counted in its alert, at most its `path_cap`: a sorted
@@ -696,15 +702,18 @@ impl Episode {
             class: ev.client_class,
             source: ev.source,
             client: key.keeps_client_text().then(|| client.into_boxed_str()),
-            sample: vec![cfg.pseudonyms.pseudonymize_bytes(batch.bytes(&ev.path)).into_owned()],
             ..Episode::empty(path_cap)
         };
+        let unsent = ep.unsent.insert(Box::new(Unsent {
+            sample: vec![cfg.pseudonyms.pseudonymize_bytes(batch.bytes(&ev.path)).into_owned()],
+            ..Unsent::default()
+        }));
         if !ev.reread {
             // What the window holds is why the rule fired: all of it is counted at the opening.
-            ep.pending_requests = requests;
-            ep.pending_bytes = bytes;
+            unsent.requests = requests;
+            unsent.bytes = bytes;
             if path_cap != KEEPS_EVERY_PATH {
-                ep.pending_paths.extend(paths.iter().copied());
+                unsent.paths.extend(paths.iter().copied());
             }
         }
         for key in paths.into_iter().take(path_cap) {
@@ -726,13 +735,9 @@ impl Episode {
             class: ClientClass::UNKNOWN,
             source: NO_SOURCE,
             client: None,
-            sample: Vec::new(),
-            user_agents: Vec::new(),
             seen_paths: PathCache::default(),
             path_cap,
-            pending_requests: 0,
-            pending_bytes: 0,
-            pending_paths: Vec::new(),
+            unsent: None,
             dirty: false,
             counted_through: i64::MIN,
             closed: false,
@@ -772,6 +777,7 @@ impl Episode {
     /// keeps only what it sees next.
     fn take_change(&mut self, cfg: &DetectConfig, source_names: &[String], key: GroupKey, slot: usize) -> AlertChange {
         self.dirty = false;
+        let unsent = self.unsent.take().map_or_else(Unsent::default, |unsent| *unsent);
         let rule = rule_of(cfg, key, slot);
         let client = match (&self.client, key) {
             (Some(client), _) => client.to_string(),
@@ -793,16 +799,11 @@ impl Episode {
             requests: self.requests,
             distinct_resources: self.distinct_resources,
             bytes: self.bytes,
-            sample: std::mem::take(&mut self.sample),
-            user_agents: std::mem::take(&mut self.user_agents),
+            sample: unsent.sample,
+            user_agents: unsent.user_agents,
             status: AlertStatus::Open,
         };
-        AlertChange {
-            alert,
-            requests: std::mem::take(&mut self.pending_requests),
-            bytes: std::mem::take(&mut self.pending_bytes),
-            paths: std::mem::take(&mut self.pending_paths),
-        }
+        AlertChange { alert, requests: unsent.requests, bytes: unsent.bytes, paths: unsent.paths }
     }
 
     /// Turns a running episode into a closed one that remembers only how far it counted.
@@ -810,7 +811,9 @@ impl Episode {
         self.closed = true;
         self.counted_through = self.last_seen.max(resolved_last_seen);
         self.seen_paths = PathCache::default();
-        self.pending_paths = Vec::new();
+        if let Some(unsent) = &mut self.unsent {
+            unsent.paths = Vec::new();
+        }
     }
 
     /// Counts `ev` into the open alert. Distinct counting uses the raw path's key; only what
@@ -828,13 +831,14 @@ impl Episode {
         // Sums of logged values saturate: `%b` is attacker-influenced and may be u64::MAX.
         self.requests = self.requests.saturating_add(1);
         self.bytes = self.bytes.saturating_add(success_bytes);
-        self.pending_requests = self.pending_requests.saturating_add(1);
-        self.pending_bytes = self.pending_bytes.saturating_add(success_bytes);
+        let unsent = self.unsent.get_or_insert_with(Box::default);
+        unsent.requests = unsent.requests.saturating_add(1);
+        unsent.bytes = unsent.bytes.saturating_add(success_bytes);
         if !self.seen_paths.contains(&ev.path_key) {
             // Maybe new to the alert: the store decides (it keeps the alert's distinct set),
             // unless this episode keeps every key and knows.
             if self.path_cap != KEEPS_EVERY_PATH {
-                self.pending_paths.push(ev.path_key);
+                unsent.paths.push(ev.path_key);
             }
             if self.seen_paths.len() < self.path_cap {
                 self.seen_paths.insert(ev.path_key);
@@ -842,10 +846,10 @@ impl Episode {
                 // the cache is full or after a restart, and the store's count is exact.
                 self.distinct_resources = self.distinct_resources.saturating_add(1);
             }
-            if self.sample.len() < MAX_SAMPLE_PATHS {
+            if unsent.sample.len() < MAX_SAMPLE_PATHS {
                 let path = pseudonyms.pseudonymize_bytes(batch.bytes(&ev.path));
-                if !self.sample.iter().any(|s| *s == *path) {
-                    self.sample.push(path.into_owned());
+                if !unsent.sample.iter().any(|s| *s == *path) {
+                    unsent.sample.push(path.into_owned());
                 }
             }
         }
@@ -853,10 +857,13 @@ impl Episode {
     }
 
     fn note_user_agent(&mut self, ua: &[u8], pseudonyms: &Pseudonymizer) {
-        let uas = &mut self.user_agents;
+        if ua.is_empty() {
+            return;
+        }
+        let uas = &mut self.unsent.get_or_insert_with(Box::default).user_agents;
         // Stored agents are pseudonymised; one without a token is stored as logged, so the
         // common case (an agent seen before) is a plain comparison.
-        if ua.is_empty() || uas.len() >= MAX_USER_AGENTS || uas.iter().any(|u| u.as_bytes() == ua) {
+        if uas.len() >= MAX_USER_AGENTS || uas.iter().any(|u| u.as_bytes() == ua) {
             return;
         }
         let ua = pseudonyms.pseudonymize_bytes(ua);
