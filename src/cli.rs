@@ -790,13 +790,13 @@ fn alerts(action: AlertsAction) -> anyhow::Result<ExitCode> {
             } else {
                 writeln!(
                     out,
-                    "{:<16}  {:<26}  {:<8}  {:<8}  {:<39}  {:<20}  {:>8}  {:>8}",
+                    "{:<24}  {:<26}  {:<8}  {:<8}  {:<39}  {:<20}  {:>8}  {:>8}",
                     "ID", "RULE", "SEVERITY", "STATUS", "CLIENT", "FIRST SEEN", "REQUESTS", "DISTINCT"
                 )?;
                 for r in rows.as_array().into_iter().flatten() {
                     writeln!(
                         out,
-                        "{:<16}  {:<26}  {:<8}  {:<8}  {:<39}  {:<20}  {:>8}  {:>8}",
+                        "{:<24}  {:<26}  {:<8}  {:<8}  {:<39}  {:<20}  {:>8}  {:>8}",
                         text(r, "id"),
                         text(r, "rule"),
                         text(r, "severity"),
