@@ -200,6 +200,11 @@ pub(crate) mod tests {
         assert_eq!(a.len(), 24);
         assert!(a.starts_with("0000000a"), "{a} leads with the second it opened");
         assert!(Alert::make_id("R1", "1.2.3.4", 1 << 20) > Alert::make_id("R1", "1.2.3.4", (1 << 20) - 1));
+        // An id made before ids led with their time reads back as itself.
+        let older = "00019fe4a00eeb29";
+        assert_eq!(Alert::parse_id(older).map(Alert::id_text).as_deref(), Some(older));
+        assert_eq!(Alert::parse_id(&a).map(Alert::id_text), Some(a.clone()));
+        assert_eq!(Alert::parse_id("00019fe4a00eeb2"), None);
         assert_ne!(a, Alert::make_id("R1", "1.2.3.4", 11));
         assert_ne!(a, Alert::make_id("R2", "1.2.3.4", 10));
         assert_ne!(Alert::make_id("R1", "1.2.3.45", 10), Alert::make_id("R1", "1.2.3.4", 510));

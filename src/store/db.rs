@@ -112,6 +112,15 @@ fn id_of_time_key(key: &[u8]) -> String {
     String::from_utf8_lossy(key.get(8..).unwrap_or_default()).into_owned()
 }
 
+/// The id in a key of `alerts` ([`record_key`]).
+fn id_in_record_key(key: &[u8]) -> &[u8] {
+    if TIMED_RECORDS.contains(&key) {
+        key.get(8..).unwrap_or_default()
+    } else {
+        key
+    }
+}
+
 /// One row of the ledger's time index: hour, client key, path key, counts.
 pub type LedgerHour = (i64, u128, u128, crate::detect::evidence::HourCounts);
 
@@ -787,7 +796,7 @@ impl Db {
         })
     }
 
-    /// How many alerts match `filter`; without a filter only the index keys are counted.
+    /// How many alerts match `filter`; without a filter, the total the tallies keep.
     pub(super) fn count(&self, filter: &AlertFilter) -> Result<usize, StoreError> {
         if filter.is_empty() {
             return Ok(self.tallies.borrow().total as usize);
@@ -983,17 +992,12 @@ impl Db {
         let mut removed_ids = HashSet::new();
         let timed_end = end.as_slice().clamp(TIMED_RECORDS.start, TIMED_RECORDS.end);
         let timed = self.alerts.range(TIMED_RECORDS.start..timed_end).map(|item| item.map(|(key, _)| (key, None)));
-        let indexed = self.by_time.range(..end.as_slice()).map(|item| item.map(|(key, _)| (key.clone(), Some(key))));
+        let indexed = self.by_time.range(..end.as_slice());
+        let indexed = indexed.map(|item| item.map(|(key, _)| (sled::IVec::from(&key[8..]), Some(key))));
+        // The record's key, and its time-index key if it has one.
         for item in timed.chain(indexed) {
-            // The record's key, and its time-index key if it has one.
-            let (record_key, index_key) = match item? {
-                (key, None) => (key, None),
-                (_, Some(index_key)) => (sled::IVec::from(&index_key[8..]), Some(index_key)),
-            };
-            let id = match &index_key {
-                Some(index_key) => &index_key[8..],
-                None => &record_key[8..],
-            };
+            let (record_key, index_key) = item?;
+            let id = id_in_record_key(&record_key);
             let stored = self.alerts.get(&record_key)?;
             let expired = match &stored {
                 None => true,
@@ -1109,10 +1113,8 @@ impl Db {
         for std::cmp::Reverse((last_seen, key)) in heap {
             if last_seen >= cutoff {
                 if let Some(record) = self.alerts.get(&key)? {
-                    let a = serde_json::from_slice(&record).map_err(|source| StoreError::Corrupt {
-                        id: String::from_utf8_lossy(&key).into_owned(),
-                        source,
-                    })?;
+                    let id = String::from_utf8_lossy(id_in_record_key(&key)).into_owned();
+                    let a = serde_json::from_slice(&record).map_err(|source| StoreError::Corrupt { id, source })?;
                     out.push(a);
                 }
             }
@@ -1173,6 +1175,7 @@ mod tests {
         // Retention finds both kinds by time.
         assert_eq!(db.remove_last_seen_before(200).unwrap(), 3);
         assert_eq!((db.alerts.len(), db.by_time.len(), db.len()), (1, 0, 1));
+        assert_eq!(db.outbox.len(), 1, "the removed alerts' queued changes went with them");
         assert_eq!(times(&db.list(&AlertFilter::default()).unwrap()), [250]);
     }
 
