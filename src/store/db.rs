@@ -80,7 +80,7 @@ fn time_key(a: &Alert) -> Vec<u8> {
 /// `time` (offset so negative times sort first) then `id`: the shape of the time index's keys
 /// and of the records' keys of ids that lead with their time.
 fn keyed_by_time(time: i64, id: &str) -> Vec<u8> {
-    let mut k = ((time as u64) ^ (1 << 63)).to_be_bytes().to_vec();
+    let mut k = ledger::ordered(time).to_vec();
     k.extend_from_slice(id.as_bytes());
     k
 }
@@ -988,7 +988,7 @@ impl Db {
     pub(super) fn remove_last_seen_before(&self, cutoff: i64) -> Result<usize, StoreError> {
         // An alert first seen (or opened) at or after the cutoff was also last seen after it:
         // scan only up to there.
-        let end = ((cutoff as u64) ^ (1 << 63)).to_be_bytes();
+        let end = ledger::ordered(cutoff);
         let mut removed_ids = HashSet::new();
         let timed_end = end.as_slice().clamp(TIMED_RECORDS.start, TIMED_RECORDS.end);
         let timed = self.alerts.range(TIMED_RECORDS.start..timed_end).map(|item| item.map(|(key, _)| (key, None)));

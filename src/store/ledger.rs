@@ -20,7 +20,7 @@
 //!   100 k clients, issue 13).
 //! - `alert_paths`: the alert's distinct set beyond its first [`INLINE_PATHS`] keys, which its
 //!   own record carries (`path_keys`; a record written before that has none, and its whole
-//!   set is here): `alert id(16 ASCII hex) ‖ bucket(2)` → the bucket's path keys (16 bytes
+//!   set is here): `alert id (its text) ‖ bucket(2)` → the bucket's path keys (16 bytes
 //!   each, sorted; [`Spill::Buckets`]), or in records written before buckets `alert id ‖
 //!   path(16)` → empty ([`Spill::Keys`]). Retention removes both by the id's prefix.
 //!   `distinct_resources` grows by the keys a write adds that were not there.
@@ -43,9 +43,9 @@ use crate::detect::evidence::{fold_hour, Evidence, HourCounts};
 
 pub(super) type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
 
-/// Sign bit flipped: byte order is numeric order for negative times too.
-#[cfg(test)]
-fn ordered(t: i64) -> [u8; 8] {
+/// Sign bit flipped: byte order is numeric order for negative times too (the time keys of the
+/// ledger's old hour rows and of alerts, [`super::db`]).
+pub(super) fn ordered(t: i64) -> [u8; 8] {
     ((t as u64) ^ (1 << 63)).to_be_bytes()
 }
 
