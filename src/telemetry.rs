@@ -33,42 +33,57 @@ pub fn status_class(status: u16) -> usize {
 /// Sensitive requests by path class (indexed like [`PathClass::ALL`]) and status class.
 pub type OutcomeCounts<T> = [[T; STATUS_CLASSES.len()]; PathClass::ALL.len()];
 
-/// A fixed-bucket histogram of seconds, lock-free (one atomic add per observation).
+/// A fixed-bucket histogram of seconds or of counts, lock-free (one atomic add per observation).
 pub struct Histogram {
-    /// Upper bounds in seconds, ascending; +Inf is implicit.
+    /// Upper bounds, ascending; +Inf is implicit.
     pub bounds: &'static [f64],
     /// Non-cumulative counts per bucket; the last is +Inf.
     buckets: Vec<AtomicU64>,
-    sum_micros: AtomicU64,
+    /// The sum of the observations, in units of `1 / scale` (microseconds for seconds).
+    sum_units: AtomicU64,
+    scale: f64,
 }
 
 impl Histogram {
+    /// Of seconds.
     pub fn new(bounds: &'static [f64]) -> Histogram {
+        Histogram::scaled(bounds, 1e6)
+    }
+
+    /// Of whole counts.
+    pub fn of_counts(bounds: &'static [f64]) -> Histogram {
+        Histogram::scaled(bounds, 1.0)
+    }
+
+    fn scaled(bounds: &'static [f64], scale: f64) -> Histogram {
         Histogram {
             bounds,
             buckets: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
-            sum_micros: AtomicU64::new(0),
+            sum_units: AtomicU64::new(0),
+            scale,
         }
     }
 
-    pub fn observe(&self, seconds: f64) {
-        let i = self.bounds.iter().position(|b| seconds <= *b).unwrap_or(self.bounds.len());
+    pub fn observe(&self, value: f64) {
+        let i = self.bounds.iter().position(|b| value <= *b).unwrap_or(self.bounds.len());
         self.buckets[i].fetch_add(1, Relaxed);
-        self.sum_micros.fetch_add((seconds.max(0.0) * 1e6) as u64, Relaxed);
+        self.sum_units.fetch_add((value.max(0.0) * self.scale) as u64, Relaxed);
     }
 
-    /// Cumulative counts per bound (the last is +Inf, i.e. the total), and the sum in seconds.
+    /// Cumulative counts per bound (the last is +Inf, i.e. the total), and the sum.
     pub fn snapshot(&self) -> (Vec<u64>, f64) {
         let mut acc = 0;
         let cumulative = self.buckets.iter().map(|b| {
             acc += b.load(Relaxed);
             acc
         });
-        (cumulative.collect(), self.sum_micros.load(Relaxed) as f64 / 1e6)
+        (cumulative.collect(), self.sum_units.load(Relaxed) as f64 / self.scale)
     }
 }
 
 pub const LATENCY_BOUNDS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+/// Changes (alert records and ledger entries) in one store write.
+pub const WRITE_CHANGES_BOUNDS: &[f64] = &[1.0, 16.0, 64.0, 256.0, 512.0, 1024.0, 4096.0, 16384.0, 65536.0];
 
 pub struct Telemetry {
     // --- sources
@@ -126,6 +141,9 @@ pub struct Telemetry {
     pub newest_event_unix: AtomicI64,
     /// Time of one durable write (alerts + checkpoints + flush).
     pub store_write_seconds: Histogram,
+    /// Changes (alert records and ledger entries) in one store write: its sled transaction's
+    /// memory grows with them.
+    pub store_write_changes: Histogram,
     /// From a line being read to the alerts it caused (and its checkpoint) being durable.
     pub detection_latency_seconds: Histogram,
     /// Unix time of the last durable checkpoint (0 = none yet).
@@ -236,6 +254,7 @@ impl Default for Telemetry {
             alerts_expired: AtomicU64::new(0),
             newest_event_unix: AtomicI64::new(0),
             store_write_seconds: Histogram::new(LATENCY_BOUNDS),
+            store_write_changes: Histogram::of_counts(WRITE_CHANGES_BOUNDS),
             detection_latency_seconds: Histogram::new(LATENCY_BOUNDS),
             last_checkpoint_unix: AtomicI64::new(0),
             store_quarantines: AtomicU64::new(0),

@@ -148,3 +148,35 @@ fn memory_stops_growing_with_clients_once_the_caps_are_reached() {
     assert!(slope < MAX_SLOPE, "RSS grows by {slope:.0} bytes per client after the cap: {rss:?}");
     assert!(d.terminate().success());
 }
+
+/// Issue 13: a barrier covered up to 64 KiB of log, so a mass fetch (every line a new client)
+/// made ~1 400 changes per barrier, all in one sled transaction, whose memory grows with it
+/// (~30 MiB of the peak at 100 k clients). Barriers now also come after
+/// `Ingest::ROUTED_PER_BARRIER` lines for detection, and polls read less where such lines are
+/// dense: no store write of a mass fetch read in one go holds more than 1 024 changes (a
+/// write merges whole barriers up to 512 changes, plus the last one's).
+#[test]
+fn a_mass_fetch_read_in_one_go_made_store_writes_of_over_a_thousand_changes() {
+    const CLIENTS: u64 = 3_000;
+    let dir = tempfile::tempdir().unwrap();
+    // Short lines (~95 bytes): 64 KiB held ~690 of them, 1 380 changes.
+    let mut text = String::new();
+    for i in 0..CLIENTS {
+        text += &format!(
+            "2001:db8::{:x} - - [29/Nov/2026:22:00:00 +0000] \"GET /recordings/c{i}.wav HTTP/1.1\" 200 1 \"-\" \"-\"\n",
+            i + 1
+        );
+    }
+    std::fs::write(dir.path().join("access.log"), text).unwrap();
+    let d = start_daemon(dir.path(), "", "");
+    wait_until(&format!("{CLIENTS} R1 alerts written"), Duration::from_secs(300), || {
+        let written = d.metric("recwatch_alerts_total", "rule=\"unknown-client-fetch\"").unwrap_or(0.0);
+        (written >= CLIENTS as f64).then_some(())
+    });
+    let writes = d.series("recwatch_store_write_changes_count").unwrap();
+    let small = d.series("recwatch_store_write_changes_bucket{le=\"1024\"}").unwrap();
+    let changes = d.series("recwatch_store_write_changes_sum").unwrap();
+    assert!(changes >= 2.0 * CLIENTS as f64, "every alert and ledger entry written: {changes}");
+    assert_eq!(small, writes, "{} of {writes} writes held over 1 024 changes", writes - small);
+    assert!(d.terminate().success());
+}

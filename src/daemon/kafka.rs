@@ -174,6 +174,9 @@ impl KafkaSink for KafkaIngest<'_> {
     fn rereading(&mut self, rereading: bool) {
         crate::source::tail::LineSink::rereading(self.ingest, 0, rereading);
     }
+    fn barrier_due(&self) -> bool {
+        self.ingest.barrier_due()
+    }
 }
 
 /// What a consumer loop shares with the rest of the daemon.
@@ -238,6 +241,8 @@ fn kafka_loop(
         if handed > 0 {
             unsealed_since.get_or_insert(polled_at);
         }
+        // Fewer messages than the budget: the topic is quiet, or the lines handed out are
+        // enough for a barrier (`Ingest::barrier_due`).
         let quiet = handed < KAFKA_POLL_BUDGET;
         if consumer.has_unsealed() && (quiet || last_marker.elapsed() >= BARRIER_EVERY) {
             seal(&mut consumer, &mut pipeline, &source.name, unsealed_since.take().unwrap_or(polled_at));

@@ -55,8 +55,8 @@ pub struct RunOptions {
 }
 
 /// Bytes read per tail poll, and at most between two barriers: bounds the work a checkpoint
-/// covers, and so the largest store write (a mass fetch of one new client per line makes two
-/// changes per line, written in one sled transaction whose memory grows with it; issue 13).
+/// covers. Lines that go to detection bound it too: a poll ends after the read that made a
+/// barrier due (`Ingest::barrier_due`; reads are at most 16 KiB, see `files::tail_options`).
 const POLL_BUDGET: usize = 64 << 10;
 /// A barrier at most this often while lines keep arriving (and after every quiet poll).
 pub(super) const BARRIER_EVERY: Duration = Duration::from_millis(10);
@@ -319,7 +319,11 @@ fn tail_loop(
         ready.set_started(kafka_loops.iter().all(|k| k.status.joined.load(Relaxed)));
         unsent |= polled.bytes_read > 0;
         unsent_bytes = unsent_bytes.saturating_add(usize::try_from(polled.bytes_read).unwrap_or(usize::MAX));
-        if unsent && (last_barrier.elapsed() >= BARRIER_EVERY || !polled.more_pending || unsent_bytes >= POLL_BUDGET) {
+        let barrier_due = last_barrier.elapsed() >= BARRIER_EVERY
+            || !polled.more_pending
+            || unsent_bytes >= POLL_BUDGET
+            || pipeline.ingest.barrier_due();
+        if unsent && barrier_due {
             let checkpoint = history.record(
                 tailer.checkpoints(),
                 pipeline.ingest.latest_event_time(),

@@ -212,6 +212,11 @@ pub fn families(
         &t.store_write_seconds,
     );
     f.histogram(
+        "recwatch_store_write_changes",
+        "Changes (alert records and ledger entries) in one store write.",
+        &t.store_write_changes,
+    );
+    f.histogram(
         "recwatch_detection_latency_seconds",
         "Time from a line being read to the alerts it caused (and its checkpoint) being durable.",
         &t.detection_latency_seconds,

@@ -562,6 +562,11 @@ pub trait KafkaSink {
     /// The lines from now on were counted before (a re-delivered message at or below the
     /// offset counted through: [`KafkaSource::counted_through`]); `false` ends the run.
     fn rereading(&mut self, _rereading: bool) {}
+    /// The lines handed out since the last barrier are enough for one: [`KafkaSource::poll`]
+    /// stops after the current message.
+    fn barrier_due(&self) -> bool {
+        false
+    }
 }
 
 pub struct KafkaSource {
@@ -624,12 +629,12 @@ impl KafkaSource {
 
     /// Hands the lines of up to `budget` messages to `sink`, waiting up to `wait` for the
     /// first. Returns the messages handed out; stops early when a rebalance arrived (see
-    /// [`KafkaSource::take_rebalance`]).
+    /// [`KafkaSource::take_rebalance`]) or the sink's barrier is due ([`KafkaSink::barrier_due`]).
     pub fn poll<S: KafkaSink>(&mut self, sink: &mut S, wait: Duration, budget: usize) -> usize {
         let mut handed = 0;
         let mut bad = 0;
         let mut timeout = wait;
-        while handed < budget && !self.consumer.context().rebalance_pending.load(Relaxed) {
+        while handed < budget && !sink.barrier_due() && !self.consumer.context().rebalance_pending.load(Relaxed) {
             let Some(result) = self.consumer.poll(timeout) else { break };
             timeout = Duration::ZERO;
             let m = match result {

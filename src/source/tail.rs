@@ -97,6 +97,11 @@ pub trait LineSink {
     /// ([`Tailer::counted_through`]): read again only to rebuild windows. Called with `true`
     /// before such a run of lines and with `false` right after it.
     fn rereading(&mut self, _source: u16, _rereading: bool) {}
+    /// The lines handed out since the last barrier are enough for one: the poll ends after
+    /// the current read.
+    fn barrier_due(&self) -> bool {
+        false
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -809,7 +814,7 @@ impl Tailer {
                 if !self.files[i].pending() || self.blocked(i) {
                     continue;
                 }
-                if budget == 0 {
+                if budget == 0 || sink.barrier_due() {
                     break 'rounds;
                 }
                 let want = self.opts.read_chunk.min(budget.max(self.opts.max_line_len + 1));

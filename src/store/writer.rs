@@ -315,6 +315,7 @@ impl<S: AlertStore> StoreWriter<S> {
                 self.store.flush()?;
             }
             self.telemetry.store_write_seconds.observe(started.elapsed().as_secs_f64());
+            self.telemetry.store_write_changes.observe((write.alerts.len() + write.evidence.len()) as f64);
             self.telemetry.alert_writes.fetch_add(write.alerts.len() as u64, Relaxed);
             if write.checkpoint.is_some() {
                 let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
