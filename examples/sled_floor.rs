@@ -3,7 +3,7 @@
 //! an alert record keyed by the time its alert opened (all in one second, as in
 //! `scripts/bench --mass`, so within it they follow their ids' hashes) and a ledger entry keyed
 //! by a hash of the client (clients arrive in no order), written as the store writes them: transactions of 512 alerts, each flushed, with
-//! the store's page cache (16 MiB) and malloc's free pages given back after each.
+//! the store's page cache (8 MiB) and malloc's free pages given back after each.
 //! Prints RSS and peak RSS every N/10 clients.
 //!
 //! Usage: cargo run --release --example sled_floor -- [CLIENTS] [RECORD_BYTES] [LEDGER_BYTES]
@@ -13,7 +13,7 @@ use std::time::Instant;
 use sled::Transactional;
 
 /// The store's page cache (`store::db`).
-const CACHE_BYTES: u64 = 16 << 20;
+const CACHE_BYTES: u64 = 8 << 20;
 const PER_WRITE: u64 = 512;
 
 fn status_mib(field: &str) -> f64 {

@@ -134,7 +134,7 @@ fn memory_stops_growing_with_clients_once_the_caps_are_reached() {
     eprintln!("clients, RSS bytes: {rss:?}");
     let tracked = d.metric("recwatch_clients_tracked", "").unwrap_or(f64::MAX);
     assert!(tracked <= 501.0, "the cap holds: {tracked} tracked");
-    // The second half: the cap was reached in the first round, and the store's cache (16 MiB)
+    // The second half: the cap was reached in the first round, and the store's cache (8 MiB)
     // has filled by then.
     // A least-squares slope over those rounds: single samples of RSS are noisy.
     let half = &rss[rss.len() / 2 - 1..];
