@@ -39,11 +39,7 @@ fn tail_options(config: &Config) -> TailOptions {
         poll_interval: config.tail.poll_interval,
         use_inotify: config.tail.inotify,
         max_line_len: MAX_LINE_LEN,
-        // The least that frames every line (raised to `max_line_len + 1`): a poll checks
-        // between reads whether a barrier is due, and a mass fetch (every line a new client
-        // and three store changes) must not put 64 KiB of lines in one barrier's sled
-        // transaction (issue 13). Four reads per 64 KiB poll cost ~2 % of catching up.
-        read_chunk: 0,
+        read_chunk: 256 << 10,
         rotated_drain: config.tail.rotated_drain,
     }
 }

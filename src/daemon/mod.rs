@@ -55,8 +55,8 @@ pub struct RunOptions {
 }
 
 /// Bytes read per tail poll, and at most between two barriers: bounds the work a checkpoint
-/// covers. Lines that go to detection bound it too: a poll ends after the read that made a
-/// barrier due (`Ingest::barrier_due`; reads are at most 16 KiB, see `files::tail_options`).
+/// covers. Lines that go to detection bound it too: reads are sized to make a barrier due
+/// (`Ingest::read_hint`), and a poll ends after the read that did (`Ingest::barrier_due`).
 const POLL_BUDGET: usize = 64 << 10;
 /// A barrier at most this often while lines keep arriving (and after every quiet poll).
 pub(super) const BARRIER_EVERY: Duration = Duration::from_millis(10);

@@ -109,12 +109,25 @@ impl GroupKey {
 
 struct GroupState {
     last_seen: i64,
-    /// Per rule slot, created on the first matching event of a windowed rule.
-    /// Boxed: most slots of most groups are empty, and an empty slot costs 8 bytes.
-    windows: Vec<Option<Box<Window>>>,
-    /// Per rule slot: the open alert, if the rule fired and has not been quiet for its
-    /// suppression time.
-    episodes: Vec<Option<Box<Episode>>>,
+    /// One per rule slot, in one allocation (issue 13: a group is most of a mass fetch's
+    /// detection memory; two vectors cost a hash-map entry 32 bytes more and one allocation).
+    slots: Box<[Slot]>,
+}
+
+impl GroupState {
+    fn new(last_seen: i64, slots: usize) -> GroupState {
+        GroupState { last_seen, slots: (0..slots).map(|_| Slot::default()).collect() }
+    }
+}
+
+/// What a group keeps for one rule. Boxed: most slots of most groups are empty, and an empty
+/// box costs 8 bytes.
+#[derive(Default)]
+struct Slot {
+    /// Created on the first matching event of a windowed rule.
+    window: Option<Box<Window>>,
+    /// The open alert, if the rule fired and has not been quiet for its suppression time.
+    episode: Option<Box<Episode>>,
 }
 
 /// An alert episode as a worker keeps it: the alert's identity, times and counts, and what it
@@ -296,10 +309,11 @@ impl Worker {
                 GroupKey::Client(_) => &client,
                 GroupKey::Source(_) => &source,
             };
-            let mut windows = std::mem::take(&mut g.windows);
-            let mut episodes = std::mem::take(&mut g.episodes);
-            g.windows = map.iter().map(|o| o.and_then(|o| windows.get_mut(o).and_then(Option::take))).collect();
-            g.episodes = map.iter().map(|o| o.and_then(|o| episodes.get_mut(o).and_then(Option::take))).collect();
+            let mut old_slots = std::mem::take(&mut g.slots);
+            g.slots = map
+                .iter()
+                .map(|o| o.and_then(|o| old_slots.get_mut(o)).map(std::mem::take).unwrap_or_default())
+                .collect();
         }
         self.cfg = cfg;
     }
@@ -378,7 +392,7 @@ impl Worker {
         changed.append(&mut self.evicted_changes);
         for (key, slot) in self.dirty.drain(..) {
             let Some(state) = self.groups.get_mut(&key) else { continue };
-            if let Some(ep) = state.episodes[slot].as_mut().filter(|ep| ep.dirty) {
+            if let Some(ep) = state.slots[slot].episode.as_mut().filter(|ep| ep.dirty) {
                 changed.push(ep.take_change(&self.cfg, &self.source_names, key, slot));
             }
         }
@@ -396,8 +410,8 @@ impl Worker {
         let (cfg, source_names, evicted_changes) = (&*self.cfg, &self.source_names, &mut self.evicted_changes);
         let mut retain = |key: &GroupKey, g: &mut GroupState, keep: bool| {
             if !keep {
-                for (slot, ep) in g.episodes.iter_mut().enumerate() {
-                    if let Some(ep) = ep.as_mut().filter(|ep| ep.dirty) {
+                for (slot, s) in g.slots.iter_mut().enumerate() {
+                    if let Some(ep) = s.episode.as_mut().filter(|ep| ep.dirty) {
                         evicted_changes.push(ep.take_change(cfg, source_names, *key, slot));
                     }
                 }
@@ -431,15 +445,11 @@ impl Worker {
         let Some((key, slot, n)) = self.locate(&alert) else { return };
         let path_cap = path_cap(&self.cfg, rule_of(&self.cfg, key, slot));
         let Some(resumed) = Episode::of_stored(&alert, key, &self.cfg, &self.source_names, path_cap) else { return };
-        let g = self.groups.entry(key).or_insert_with(|| GroupState {
-            last_seen: alert.last_seen,
-            windows: (0..n).map(|_| None).collect(),
-            episodes: (0..n).map(|_| None).collect(),
-        });
+        let g = self.groups.entry(key).or_insert_with(|| GroupState::new(alert.last_seen, n));
         g.last_seen = g.last_seen.max(alert.last_seen);
         self.latest_time = self.latest_time.max(alert.last_seen);
-        if g.episodes[slot].as_ref().is_none_or(|ep| ep.last_seen < resumed.last_seen) {
-            g.episodes[slot] = Some(Box::new(resumed));
+        if g.slots[slot].episode.as_ref().is_none_or(|ep| ep.last_seen < resumed.last_seen) {
+            g.slots[slot].episode = Some(Box::new(resumed));
         }
     }
 
@@ -451,12 +461,12 @@ impl Worker {
         let Some((key, slot, _)) = self.locate(alert) else { return };
         let Some(g) = self.groups.get_mut(&key) else { return };
         let id = Alert::parse_id(&alert.id);
-        let Some(ep) = g.episodes[slot].as_mut().filter(|ep| Some(ep.id) == id && !ep.closed) else { return };
+        let Some(ep) = g.slots[slot].episode.as_mut().filter(|ep| Some(ep.id) == id && !ep.closed) else { return };
         if ep.dirty {
             self.evicted_changes.push(ep.take_change(&self.cfg, &self.source_names, key, slot));
         }
         ep.close(alert.last_seen);
-        g.windows[slot] = None;
+        g.slots[slot].window = None;
     }
 
     /// The group key and rule slot of a stored alert, and the number of slots of its kind.
@@ -516,11 +526,7 @@ fn apply_rules(
     if matched == 0 {
         return;
     }
-    let g = groups.entry(key).or_insert_with(|| GroupState {
-        last_seen: ev.time,
-        windows: (0..slots.len()).map(|_| None).collect(),
-        episodes: (0..slots.len()).map(|_| None).collect(),
-    });
+    let g = groups.entry(key).or_insert_with(|| GroupState::new(ev.time, slots.len()));
     // An event dated too far in the future is placed at the group's own latest time: it is
     // counted and can fire, but moves no window, suppression or alert time.
     let placed;
@@ -537,7 +543,7 @@ fn apply_rules(
         }
         let rule = &cfg.rules[rule_index];
         let success_bytes = if is_success(ev.status) { ev.body_bytes } else { 0 };
-        if let Some(ep) = g.episodes[slot].as_ref().filter(|ep| ep.closed) {
+        if let Some(ep) = g.slots[slot].episode.as_ref().filter(|ep| ep.closed) {
             if ev.time <= ep.counted_through {
                 // Counted in the resolved alert before a restart: neither counted again nor
                 // allowed to fill a window that would re-open it.
@@ -545,14 +551,13 @@ fn apply_rules(
             }
             // The first match after a resolve: judged afresh, without what the closed alert
             // already counted.
-            g.episodes[slot] = None;
-            g.windows[slot] = None;
+            g.slots[slot] = Slot::default();
         }
         if rule.is_windowed() {
-            let w = g.windows[slot].get_or_insert_with(|| Box::new(Window::new(rule.aggregate)));
+            let w = g.slots[slot].window.get_or_insert_with(|| Box::new(Window::new(rule.aggregate)));
             w.push(ev.time, rule.window_secs, ev.path_key, success_bytes);
         }
-        let episode = &mut g.episodes[slot];
+        let Slot { window, episode } = &mut g.slots[slot];
         if let Some(ep) = episode {
             if ev.time - ep.last_seen <= rule.suppress_secs {
                 if ev.time > ep.counted_through {
@@ -570,7 +575,7 @@ fn apply_rules(
         }
         let fired = match rule.aggregate {
             Aggregate::None => true,
-            aggregate => g.windows[slot].as_ref().is_some_and(|w| w.value(aggregate) > rule.threshold),
+            aggregate => window.as_ref().is_some_and(|w| w.value(aggregate) > rule.threshold),
         };
         if fired {
             let ep = episode.insert(Box::new(Episode::open(
@@ -581,7 +586,7 @@ fn apply_rules(
                 ev,
                 batch,
                 success_bytes,
-                g.windows[slot].as_deref(),
+                window.as_deref(),
             )));
             stats.alerts_opened += 1;
             // Opened by a line counted before a restart: the alert is in the store already.

@@ -46,7 +46,9 @@ pub struct TailOptions {
     /// Longer lines are handed out as their first `max_line_len` bytes
     /// ([`LineSink::truncated`]); the rest is dropped as it is read, never buffered.
     pub max_line_len: usize,
-    /// Bytes read per `pread`; raised to `max_line_len + 1` so a full read always frames a line.
+    /// Bytes read per `pread` at most (less where the poll's budget or the sink's
+    /// [`LineSink::read_hint`] says); raised to `max_line_len + 1` so a full read always
+    /// frames a line.
     pub read_chunk: usize,
     /// How long a rotated-away or deleted file stays open after its last growth: the writer
     /// (nginx before `USR1`) may still append to it.
@@ -102,7 +104,16 @@ pub trait LineSink {
     fn barrier_due(&self) -> bool {
         false
     }
+    /// About how many more bytes the sink takes before its barrier is due: the next read is
+    /// at most that (and at least [`MIN_READ`]).
+    fn read_hint(&self) -> usize {
+        usize::MAX
+    }
 }
+
+/// The smallest read: a read smaller than `max_line_len + 1` that holds no whole line is made
+/// again with the whole buffer.
+const MIN_READ: usize = 4096;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PollResult {
@@ -817,10 +828,10 @@ impl Tailer {
                 if budget == 0 || sink.barrier_due() {
                     break 'rounds;
                 }
-                let want = self.opts.read_chunk.min(budget.max(self.opts.max_line_len + 1));
+                let want = self.opts.read_chunk.min(budget).min(sink.read_hint()).max(MIN_READ);
                 let f = &mut self.files[i];
                 let before = f.scanned_to;
-                match read_lines(f, &mut self.buf[..want], sink) {
+                match read_lines(f, &mut self.buf, want, sink) {
                     Ok(got) => {
                         budget = budget.saturating_sub(got);
                         consumed += f.scanned_to - before;
@@ -1053,20 +1064,24 @@ impl std::fmt::Debug for Tailer {
 /// Reads one chunk of `f` at `read_pos` into `buf` and hands out the complete lines in it (and
 /// the head of a line already over the bound). Returns the bytes read (re-reads of a partial
 /// tail included).
-fn read_lines<S: LineSink>(f: &mut Followed, buf: &mut [u8], sink: &mut S) -> io::Result<usize> {
+fn read_lines<S: LineSink>(f: &mut Followed, buf: &mut [u8], want: usize, sink: &mut S) -> io::Result<usize> {
     let start = f.read_pos;
     // Lines counted before a restart are read in reads of their own that end at the counted
     // position (a line boundary), flagged to the sink.
     let rereading = f.counted_to > start;
-    let buf = match rereading {
-        true => {
-            let len = buf.len().min((f.counted_to - start).try_into().unwrap_or(usize::MAX));
-            &mut buf[..len]
-        }
-        false => buf,
-    };
-    let n = read_full_at(&f.file, buf, start)?;
-    if n < buf.len() {
+    let counted_left = if rereading { (f.counted_to - start).try_into().unwrap_or(usize::MAX) } else { usize::MAX };
+    let mut len = want.min(buf.len()).min(counted_left);
+    let mut n = read_full_at(&f.file, &mut buf[..len], start)?;
+    if n == len
+        && len < buf.len().min(counted_left)
+        && !f.framer.is_dropping()
+        && memchr::memchr(b'\n', &buf[..n]).is_none()
+    {
+        // A short read inside one line: read again with room for any line.
+        len = buf.len().min(counted_left);
+        n = read_full_at(&f.file, &mut buf[..len], start)?;
+    }
+    if n < len {
         f.hit_eof = true;
     }
     let end = start + n as u64;
@@ -1420,6 +1435,60 @@ mod tests {
         again.poll(&mut rec, 1);
         assert!(!rec.lines.is_empty() && rec.lines.len() < 1000, "{} lines", rec.lines.len());
         assert_eq!(again.checkpoints()[0].offset, lines.len() as u64, "counted through the whole file");
+    }
+
+    /// A sink that wants reads of `hint` bytes and counts the polls' reads by their lines.
+    struct Hinted {
+        rec: Rec,
+        hint: usize,
+        due_after: usize,
+    }
+
+    impl LineSink for Hinted {
+        fn line(&mut self, s: u16, line: &[u8]) {
+            self.rec.line(s, line);
+        }
+        fn truncated(&mut self, s: u16, head: &[u8]) {
+            self.rec.truncated(s, head);
+        }
+        fn partial_line(&mut self, s: u16, line: &[u8]) {
+            self.rec.partial_line(s, line);
+        }
+        fn barrier_due(&self) -> bool {
+            self.rec.lines.len() >= self.due_after
+        }
+        fn read_hint(&self) -> usize {
+            self.hint
+        }
+    }
+
+    /// Reads follow the sink's hint (down to MIN_READ) and a poll ends once its barrier is
+    /// due; a line longer than such a short read is read whole with the full buffer, not cut
+    /// and not stuck.
+    #[test]
+    fn reads_are_as_short_as_the_sink_asks_and_a_longer_line_is_still_read_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.log");
+        let short: String = (0..1000).map(|i| format!("line {i:04} {}\n", "x".repeat(90))).collect();
+        let long = "y".repeat(3 * MIN_READ);
+        fs::write(&path, format!("{short}{long}\nafter\n")).unwrap();
+        let tel = Arc::new(Telemetry::default());
+        let opts = TailOptions { max_line_len: 4 * MIN_READ, ..TailOptions::default() };
+        let mut t = tailer(&path, opts, &tel);
+        let mut sink = Hinted { rec: Rec::default(), hint: 1, due_after: 10 };
+        t.poll(&mut sink, 1 << 20);
+        // One read of MIN_READ bytes (~40 lines of 101 bytes), then the barrier was due.
+        assert_eq!(sink.rec.lines.len(), MIN_READ / 101, "one short read");
+        sink.due_after = usize::MAX;
+        for _ in 0..100 {
+            if !t.poll(&mut sink, 1 << 20).more_pending {
+                break;
+            }
+        }
+        assert_eq!(sink.rec.lines.len(), 1002);
+        assert_eq!(sink.rec.lines[1000], long.as_bytes());
+        assert_eq!(sink.rec.lines[1001], b"after");
+        assert!(sink.rec.heads.is_empty());
     }
 
     #[test]
