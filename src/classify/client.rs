@@ -18,9 +18,10 @@ use crate::parse::{client_hops, is_host_name, parse_client_ip, parse_forwarded_i
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ClientId {
     Ip(IpAddr),
-    /// Keyed 128-bit hash of the lower-cased name (see [`ClientId::of_name`]); the text
-    /// travels beside it where it is shown.
-    Name(u128),
+    /// Keyed 128-bit hash of the lower-cased name (see [`ClientId::of_name`]), little-endian;
+    /// the text travels beside it where it is shown. Bytes, not a `u128`: aligned to 1, a
+    /// client id takes 18 bytes, not 32 (issue 13: a worker's map of groups is keyed by it).
+    Name([u8; 16]),
 }
 
 impl ClientId {
@@ -37,7 +38,7 @@ impl ClientId {
         for (out, byte) in lower.iter_mut().zip(&name[..len]) {
             *out = byte.to_ascii_lowercase();
         }
-        ClientId::Name(xxhash_rust::xxh3::xxh3_128_with_seed(&lower[..len], seed))
+        ClientId::Name(xxhash_rust::xxh3::xxh3_128_with_seed(&lower[..len], seed).to_le_bytes())
     }
 
     /// The identity of a client as alerts show it (an address or a host name); `None` for

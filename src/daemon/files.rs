@@ -39,7 +39,8 @@ fn tail_options(config: &Config) -> TailOptions {
         poll_interval: config.tail.poll_interval,
         use_inotify: config.tail.inotify,
         max_line_len: MAX_LINE_LEN,
-        read_chunk: 256 << 10,
+        // No read is longer than a poll's budget: a larger buffer would never be filled.
+        read_chunk: super::POLL_BUDGET,
         rotated_drain: config.tail.rotated_drain,
     }
 }

@@ -24,9 +24,11 @@ pub struct Window {
     /// (boxed: an absent map costs 8 bytes, not 64).
     #[allow(clippy::box_collection)]
     path_counts: Option<Box<HashMap<u128, u32, ahash::RandomState>>>,
-    /// Exact: at most [`Window::MAX_ENTRIES`] values below 2^64 each, so it cannot overflow
-    /// (logged sizes are attacker-influenced: `%b` may be u64::MAX on every line).
-    sum_bytes: u128,
+    /// The bytes of the entries, exact: at most [`Window::MAX_ENTRIES`] (2^16) values below
+    /// 2^64 each, so below 2^80 (logged sizes are attacker-influenced: `%b` may be u64::MAX on
+    /// every line). In two words, not a `u128`: a window takes 56 bytes, not 64 (issue 13).
+    sum_low: u64,
+    sum_high: u16,
 }
 
 impl Window {
@@ -41,7 +43,8 @@ impl Window {
             entries: VecDeque::new(),
             distinct: aggregate == Aggregate::DistinctPaths,
             path_counts: None,
-            sum_bytes: 0,
+            sum_low: 0,
+            sum_high: 0,
         }
     }
 
@@ -56,7 +59,8 @@ impl Window {
             self.entries.reserve_exact(1);
         }
         self.entries.push_back(Entry { time, path_key, body_bytes });
-        self.sum_bytes += u128::from(body_bytes);
+        let (low, carry) = self.sum_low.overflowing_add(body_bytes);
+        (self.sum_low, self.sum_high) = (low, self.sum_high + u16::from(carry));
         if let Some(counts) = &mut self.path_counts {
             *counts.entry(path_key).or_insert(0) += 1;
         } else if self.distinct && self.entries.len() > Self::SMALL {
@@ -76,7 +80,8 @@ impl Window {
 
     fn pop_front(&mut self) {
         let Some(e) = self.entries.pop_front() else { return };
-        self.sum_bytes -= u128::from(e.body_bytes);
+        let (low, borrow) = self.sum_low.overflowing_sub(e.body_bytes);
+        (self.sum_low, self.sum_high) = (low, self.sum_high - u16::from(borrow));
         if let Some(counts) = &mut self.path_counts {
             if let Some(n) = counts.get_mut(&e.path_key) {
                 *n -= 1;
@@ -120,7 +125,11 @@ impl Window {
 
     /// The bytes in the window, saturating at u64::MAX.
     pub fn sum_bytes(&self) -> u64 {
-        u64::try_from(self.sum_bytes).unwrap_or(u64::MAX)
+        if self.sum_high > 0 {
+            u64::MAX
+        } else {
+            self.sum_low
+        }
     }
 }
 
@@ -168,6 +177,22 @@ mod tests {
             }
         }
         assert!(w.path_counts.is_some());
+    }
+
+    /// Sizes near u64::MAX (a `%b` an attacker controls) carry into the high word and back:
+    /// the sum saturates while they are in the window and is exact again once they left.
+    #[test]
+    fn byte_sums_of_huge_sizes_saturate_then_come_back_exact() {
+        let mut w = Window::new(Aggregate::SumBytes);
+        for t in 0..3 {
+            w.push(t, 10, 1, u64::MAX);
+        }
+        assert_eq!(w.sum_bytes(), u64::MAX);
+        w.push(5, 10, 1, 7);
+        assert_eq!(w.sum_bytes(), u64::MAX);
+        w.push(12, 10, 1, 5);
+        assert_eq!(w.sum_bytes(), 12, "the three huge sizes left the window");
+        assert_eq!(std::mem::size_of::<Window>(), 56);
     }
 
     #[test]

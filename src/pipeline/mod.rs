@@ -295,7 +295,7 @@ impl Pipeline {
 fn worker_for(client: ClientId, workers: usize) -> usize {
     let a = match client {
         ClientId::Ip(ip) => unified(ip),
-        ClientId::Name(hash) => hash,
+        ClientId::Name(hash) => u128::from_le_bytes(hash),
     };
     let x = (a as u64) ^ ((a >> 64) as u64);
     ((x.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) % workers as u64) as usize
