@@ -386,7 +386,10 @@ pub fn queue_change(
         Some(mut d) => {
             d.changes += 1;
             d.pending_since_ms = Some(d.pending_since_ms.map_or(marker.queued_ms, |p| p.min(marker.queued_ms)));
-            d.urgent |= marker.urgent;
+            if marker.urgent {
+                d.urgent = true;
+                d.urgent_changes += 1;
+            }
             d.ends_ms = d.ends_ms.or(resolved_at);
             Some(d)
         }
@@ -397,6 +400,7 @@ pub fn queue_change(
                 pending_since_ms: Some(marker.queued_ms),
                 urgent: true,
                 changes: 1,
+                urgent_changes: 1,
                 ends_ms: resolved_at,
                 ..Delivery::default()
             })

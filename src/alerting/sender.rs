@@ -84,6 +84,24 @@ pub fn decide(d: &Delivery, alert: &Alert, now: i64, timing: Timing, context: &C
     }
 }
 
+/// The record `current` once the receiver was told what `read` held, at `now`: changes queued
+/// since (`changes` moved) stay pending, for the regular time; it stays urgent only if an
+/// urgent change was queued since. (A mass fetch updated an alert while it was being sent:
+/// every such count update kept it urgent, so it was sent again at once, ~7 times a second.)
+fn told(mut current: Delivery, read: &Delivery, now: i64) -> Delivery {
+    current.told = Told::Active;
+    current.told_ms = now;
+    current.failures = 0;
+    current.retry_at_ms = 0;
+    if current.changes == read.changes {
+        current.pending_since_ms = None;
+    }
+    if current.urgent_changes == read.urgent_changes {
+        current.urgent = false;
+    }
+    current
+}
+
 /// How long to wait after the `failures`-th failure in a row: `initial · 2^(failures-1)`,
 /// capped at `max`, then a uniform draw from its upper half (jitter, so receivers recovering
 /// from an outage are not hit by every sender at once).
@@ -273,19 +291,10 @@ impl Sender {
         if delivered {
             for d in chunk {
                 self.store.update_delivery(&self.receiver.name, &d.id, |cur| {
-                    let mut r = cur?;
                     if matches!(d.state, State::Over { .. }) {
                         return None;
                     }
-                    r.told = Told::Active;
-                    r.told_ms = now;
-                    r.failures = 0;
-                    r.retry_at_ms = 0;
-                    if r.changes == d.read.changes {
-                        r.pending_since_ms = None;
-                        r.urgent = false;
-                    }
-                    Some(r)
+                    Some(told(cur?, &d.read, now))
                 })?;
             }
             // What the receiver was told must survive a crash, or it is told twice.
@@ -395,6 +404,38 @@ mod tests {
         assert!(matches!(decide(&update, &a, now + 60_000, HOOK, &c), Step::Send(State::Firing { .. })));
         let acked = Delivery { urgent: true, ..update };
         assert!(matches!(decide(&acked, &a, now + 1_000, HOOK, &c), Step::Send(State::Firing { .. })));
+    }
+
+    /// Found by `scripts/bench --mass`: an alert updated while it was being sent stayed
+    /// urgent, so a storm's roll-up and source alert were re-sent at once, over and over (58
+    /// times each in 9 s at 100 k clients), instead of once per `resend_ms`.
+    #[test]
+    fn count_updates_queued_while_an_alert_was_sent_kept_it_urgent_and_resent_at_once() {
+        let c = context();
+        let now = T0 * 1000;
+        let a = alert(T0, AlertStatus::Open);
+        let read = crate::alerting::queue_change(
+            None,
+            &crate::store::OutboxMarker { queued_ms: now, urgent: true },
+            &a,
+            &c,
+            now,
+        )
+        .unwrap();
+        assert!(matches!(decide(&read, &a, now, HOOK, &c), Step::Send(_)), "a new alert goes at once");
+        // While it is sent, a count update is queued.
+        let update = crate::store::OutboxMarker { queued_ms: now + 5, urgent: false };
+        let during = crate::alerting::queue_change(Some(read.clone()), &update, &a, &c, now + 5).unwrap();
+        let after = told(during, &read, now + 10);
+        assert!(!after.urgent && after.pending_since_ms.is_some(), "{after:?}");
+        assert_eq!(decide(&after, &a, now + 20, HOOK, &c), Step::Wait { at: now + 10 + 60_000 });
+        // An ack queued during a send keeps it urgent.
+        let ack = crate::store::OutboxMarker { queued_ms: now + 5, urgent: true };
+        let during = crate::alerting::queue_change(Some(read.clone()), &ack, &a, &c, now + 5).unwrap();
+        assert!(told(during, &read, now + 10).urgent);
+        // Nothing queued during the send: up to date.
+        let after = told(read.clone(), &read, now + 10);
+        assert!(!after.urgent && after.pending_since_ms.is_none());
     }
 
     #[test]

@@ -225,7 +225,7 @@ pub(super) struct RawEngine {
 
 impl Default for RawEngine {
     fn default() -> Self {
-        RawEngine { workers: 0, max_clients_per_worker: 20_000, client_idle_secs: 3600, future_tolerance_secs: 300 }
+        RawEngine { workers: 0, max_clients_per_worker: 16_000, client_idle_secs: 3600, future_tolerance_secs: 300 }
     }
 }
 

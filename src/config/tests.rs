@@ -276,7 +276,7 @@ fn defaults_of_an_empty_file_are_the_documented_ones() {
     assert_eq!(c.classify.extensions, ["wav", "mp3", "gsm", "ogg"]);
     assert!(c.classify.case_insensitive);
     assert_eq!((c.tail.poll_interval.as_millis(), c.tail.inotify, c.tail.rotated_drain.as_secs()), (250, true, 5));
-    assert_eq!((c.engine.max_clients_per_worker, c.engine.client_idle_secs), (20_000, 3600));
+    assert_eq!((c.engine.max_clients_per_worker, c.engine.client_idle_secs), (16_000, 3600));
     assert_eq!(c.engine.future_tolerance_secs, 300);
     assert!(c.alerting.receivers.is_empty() && c.http.token_file.is_none());
     // A table that is present but partial keeps the defaults of its other keys.

@@ -144,6 +144,9 @@ pub struct Delivery {
     pub urgent: bool,
     /// Bumped by every change queued, so a delivery only clears the changes it carried.
     pub changes: u64,
+    /// Bumped by every urgent change queued, so a delivery only clears the urgency it carried.
+    #[serde(default)]
+    pub urgent_changes: u64,
     /// Failed attempts since the last success.
     pub failures: u32,
     /// No attempt before this (Unix ms): the back-off after a failure.
