@@ -151,7 +151,7 @@ fn memory_stops_growing_with_clients_once_the_caps_are_reached() {
 /// Issue 13: a barrier covered up to 64 KiB of log, so a mass fetch (every line a new client)
 /// made ~1 400 changes per barrier, all in one sled transaction, whose memory grows with it
 /// (~30 MiB of the peak at 100 k clients). Barriers now also come after
-/// `Ingest::ROUTED_PER_BARRIER` lines for detection (64), reads are sized to reach it, and a
+/// `Ingest::SENSITIVE_PER_BARRIER` sensitive lines (64), reads are sized to reach it, and a
 /// write merges whole barriers up to 256 changes: no store write of a mass fetch read in one
 /// go holds more than 512 changes.
 #[test]

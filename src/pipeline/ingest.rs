@@ -54,12 +54,8 @@ pub struct Ingest {
     pub(super) tally: LineTally,
     pub(super) telemetry: Arc<Telemetry>,
     next_barrier: u64,
-    /// Lines routed to detection since the last barrier ([`Ingest::barrier_due`]).
-    routed_since_barrier: u64,
-    /// Bytes of lines seen since the last barrier.
-    bytes_since_barrier: u64,
-    /// Bytes of input per routed line over the last barrier's lines ([`Ingest::read_hint`]).
-    bytes_per_routed: u64,
+    /// Bytes of input per sensitive line over the last barrier's lines ([`Ingest::read_hint`]).
+    bytes_per_sensitive: u64,
     /// Newest trusted event time of a sensitive line so far (Unix seconds; 0 = none yet).
     /// A time too far ahead of the wall clock never moves it.
     pub(super) latest_event_time: i64,
@@ -111,9 +107,7 @@ impl Ingest {
             tally: LineTally::default(),
             telemetry,
             next_barrier: 1,
-            routed_since_barrier: 0,
-            bytes_since_barrier: 0,
-            bytes_per_routed: Self::FIRST_BYTES_PER_ROUTED,
+            bytes_per_sensitive: Self::FIRST_BYTES_PER_SENSITIVE,
             latest_event_time: 0,
             future_tolerance: 300,
             trusted_until: i64::MIN,
@@ -135,7 +129,6 @@ impl Ingest {
     fn judge(&mut self, source: u16, line: &[u8], is_head: bool) {
         self.tally.lines += 1;
         self.tally.bytes += line.len() as u64 + 1;
-        self.bytes_since_barrier += line.len() as u64 + 1;
         // Most lines are plain and request no sensitive path: they are passed over on their
         // target alone (`PlainLine::is_plain` checks what `parse_line` would).
         if let Some(spec) = self.sources.get(usize::from(source)) {
@@ -233,7 +226,6 @@ impl Ingest {
                 route,
             });
         };
-        self.routed_since_barrier += 1;
         let both = self.has_source_rules && source_worker == client_worker;
         push(client_worker, Route { client_rules: true, source_rules: both }, &mut self.batches);
         if self.has_source_rules && !both {
@@ -340,9 +332,7 @@ impl Ingest {
             tally: LineTally::default(),
             telemetry: self.telemetry.clone(),
             next_barrier: 1,
-            routed_since_barrier: 0,
-            bytes_since_barrier: 0,
-            bytes_per_routed: Self::FIRST_BYTES_PER_ROUTED,
+            bytes_per_sensitive: Self::FIRST_BYTES_PER_SENSITIVE,
             latest_event_time: self.latest_event_time,
             future_tolerance: self.future_tolerance,
             trusted_until: self.trusted_until,
@@ -387,38 +377,36 @@ impl Ingest {
         self.send_barrier(None, positions, read_at)
     }
 
-    /// Enough lines were routed since the last barrier that the next one should come now:
+    /// Enough sensitive lines came since the last barrier that the next one should come now:
     /// every change they cause (an alert, a ledger entry, a source's alert: up to three each)
     /// is written in that barrier's one sled transaction, whose memory grows with its size
     /// (issue 13: a mass fetch, one new client per line, made ~1 000 alerts per barrier and
-    /// ~30 MiB of peak memory at 100 k clients).
+    /// ~30 MiB of peak memory at 100 k clients). Counted by the line tally, which every
+    /// barrier publishes and so starts afresh.
     pub fn barrier_due(&self) -> bool {
-        self.routed_since_barrier >= Self::ROUTED_PER_BARRIER
+        self.tally.sensitive >= Self::SENSITIVE_PER_BARRIER
     }
 
     /// [`Ingest::barrier_due`]'s bound.
-    pub const ROUTED_PER_BARRIER: u64 = 64;
-    /// Until a barrier's lines say otherwise, every line is taken to go to detection, and to
-    /// be short.
-    const FIRST_BYTES_PER_ROUTED: u64 = 64;
+    pub const SENSITIVE_PER_BARRIER: u64 = 64;
+    /// Until a barrier's lines say otherwise, every line is taken to be sensitive, and short.
+    const FIRST_BYTES_PER_SENSITIVE: u64 = 64;
 
-    /// About how many more bytes of input make the barrier due, at the density of lines for
-    /// detection over the last barrier's lines: a reader sizes its reads by it, so a barrier
-    /// covers about [`Ingest::ROUTED_PER_BARRIER`] such lines even where every line is one
-    /// (a mass fetch), while logs where few are keep large reads.
+    /// About how many more bytes of input make the barrier due, at the density of sensitive
+    /// lines over the last barrier's lines: a reader sizes its reads by it, so a barrier covers
+    /// about [`Ingest::SENSITIVE_PER_BARRIER`] of them even where every line is one (a mass
+    /// fetch), while logs where few are keep large reads.
     pub fn read_hint(&self) -> usize {
-        let routed_left = Self::ROUTED_PER_BARRIER.saturating_sub(self.routed_since_barrier);
-        usize::try_from(routed_left.saturating_mul(self.bytes_per_routed)).unwrap_or(usize::MAX)
+        let left = Self::SENSITIVE_PER_BARRIER.saturating_sub(self.tally.sensitive);
+        usize::try_from(left.saturating_mul(self.bytes_per_sensitive)).unwrap_or(usize::MAX)
     }
 
     fn send_barrier(&mut self, checkpoint: Option<Vec<u8>>, positions: Vec<(Vec<u8>, i64)>, read_at: Instant) -> u64 {
-        self.flush();
-        if self.bytes_since_barrier > 0 {
-            // No routed line at all: as dense as one (the estimate errs towards small reads).
-            self.bytes_per_routed = self.bytes_since_barrier / self.routed_since_barrier.max(1);
+        if self.tally.bytes > 0 {
+            // No sensitive line at all: as dense as one (the estimate errs towards small reads).
+            self.bytes_per_sensitive = self.tally.bytes / self.tally.sensitive.max(1);
         }
-        self.routed_since_barrier = 0;
-        self.bytes_since_barrier = 0;
+        self.flush();
         self.telemetry.newest_event_unix.fetch_max(self.latest_event_time, Relaxed);
         let seq = self.next_barrier;
         self.next_barrier += 1;
