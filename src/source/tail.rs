@@ -1061,8 +1061,9 @@ impl std::fmt::Debug for Tailer {
     }
 }
 
-/// Reads one chunk of `f` at `read_pos` into `buf` and hands out the complete lines in it (and
-/// the head of a line already over the bound). Returns the bytes read (re-reads of a partial
+/// Reads one chunk of `f` at `read_pos` into `buf` (`want` bytes, or all of `buf` when those
+/// hold no whole line) and hands out the complete lines in it (and the head of a line already
+/// over the bound). Returns the bytes read (re-reads of a partial
 /// tail included).
 fn read_lines<S: LineSink>(f: &mut Followed, buf: &mut [u8], want: usize, sink: &mut S) -> io::Result<usize> {
     let start = f.read_pos;
@@ -1070,15 +1071,12 @@ fn read_lines<S: LineSink>(f: &mut Followed, buf: &mut [u8], want: usize, sink: 
     // position (a line boundary), flagged to the sink.
     let rereading = f.counted_to > start;
     let counted_left = if rereading { (f.counted_to - start).try_into().unwrap_or(usize::MAX) } else { usize::MAX };
-    let mut len = want.min(buf.len()).min(counted_left);
+    let most = buf.len().min(counted_left);
+    let mut len = want.min(most);
     let mut n = read_full_at(&f.file, &mut buf[..len], start)?;
-    if n == len
-        && len < buf.len().min(counted_left)
-        && !f.framer.is_dropping()
-        && memchr::memchr(b'\n', &buf[..n]).is_none()
-    {
+    if n == len && len < most && !f.framer.is_dropping() && memchr::memchr(b'\n', &buf[..n]).is_none() {
         // A short read inside one line: read again with room for any line.
-        len = buf.len().min(counted_left);
+        len = most;
         n = read_full_at(&f.file, &mut buf[..len], start)?;
     }
     if n < len {
