@@ -1096,6 +1096,10 @@ fn near_plain_line() -> impl Strategy<Value = Vec<u8>> {
             "\"GET /nul\0 HTTP/1.1\"",
             "\"PUT /x\"",
             "\"GET http://h/recordings/a.wav HTTP/1.1\"",
+            "\"GET / HTTP/1.1\"",
+            "\"GET  HTTP/1.1\"",
+            "\"GET /x HTTP/1.1  \"",
+            "\"GET /x\\x00 HTTP/1.1\"",
         ]),
         pick(&[" 200 5 \"-\" \"ua\"", " 200", " 99 1", " 2000 1", " abc 1", "", " 200 5\r"]),
         any::<Option<(prop::sample::Index, u8)>>(),
@@ -1151,5 +1155,16 @@ proptest! {
     ) {
         let request = format!("{method}{blanks}{target}{tail}");
         prop_assert_eq!(split_request(request.as_bytes()), split_request_in_general(request.as_bytes()));
+    }
+}
+
+proptest! {
+    /// The word-at-a-time address scan stops where a byte-by-byte one does.
+    #[test]
+    fn address_len_is_the_byte_scan(field in proptest::collection::vec(
+        proptest::sample::select(b"0123456789abcdefABCDEFgG.: -/\x00\x7f\x80\xae\xff".to_vec()), 0..40)
+    ) {
+        let by_byte = field.iter().position(|&b| !(b.is_ascii_hexdigit() || b == b'.' || b == b':')).unwrap_or(field.len());
+        prop_assert_eq!(address_len(&field), by_byte);
     }
 }
