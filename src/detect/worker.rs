@@ -88,8 +88,11 @@ impl DetectConfig {
         }
     }
 
-    pub fn has_source_rules(&self) -> bool {
-        !self.source_rules.is_empty()
+    /// Whether a source-grouped rule matches an event with `facts`: the reading side routes
+    /// an event to its source's worker only then (issue 18: every sensitive event used to be
+    /// copied there, and the source's worker tested and dropped most of them).
+    pub fn source_rules_match(&self, facts: &Facts<'_>) -> bool {
+        self.source_rules.iter().any(|&i| self.rules[i].matches(facts))
     }
 }
 

@@ -1,7 +1,8 @@
 //! The per-line path: frames in, events out. Parses, classifies and routes each line to the
-//! worker that owns its client (and its source), in recycled per-worker batches. Owns the
-//! line tally and the barrier numbering of its pipeline. Takes no lock, makes no syscall and
-//! allocates nothing per line once warm; never detects and never touches the store.
+//! worker that owns its client (and to its source's, when a source-grouped rule matches it),
+//! in recycled per-worker batches. Owns the line tally and the barrier numbering of its
+//! pipeline. Takes no lock, makes no syscall and allocates nothing per line once warm; never
+//! keeps detection state and never touches the store.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -15,7 +16,9 @@ use super::{worker_for, SourceSpec, MAX_SOURCES};
 use crate::classify::client::{Client, ClientId, Networks};
 use crate::classify::path::{file_path_as_target, PathSemantics, SensitivePaths};
 use crate::detect::event::{Event, EventBatch, Route};
+use crate::detect::rule::Facts;
 use crate::detect::thread::{Barrier, WorkerMsg};
+use crate::detect::worker::DetectConfig;
 use crate::parse::time::UtcOffset;
 use crate::parse::{self, LineFormat, LogFormat, SkipReason, TimeKind};
 use crate::source::tail::LineSink;
@@ -50,7 +53,9 @@ pub struct Ingest {
     pub(super) batches: Vec<EventBatch>,
     pub(super) to_workers: Vec<Sender<WorkerMsg>>,
     pub(super) recycled: Receiver<EventBatch>,
-    pub(super) has_source_rules: bool,
+    /// The rules: source-grouped ones are matched here, so only events they match go to the
+    /// source's worker.
+    pub(super) detect: Arc<DetectConfig>,
     pub(super) tally: LineTally,
     pub(super) telemetry: Arc<Telemetry>,
     next_barrier: u64,
@@ -83,7 +88,7 @@ impl Ingest {
         sources: Vec<SourceSpec>,
         to_workers: Vec<Sender<WorkerMsg>>,
         recycled: Receiver<EventBatch>,
-        has_source_rules: bool,
+        detect: Arc<DetectConfig>,
         telemetry: Arc<Telemetry>,
     ) -> Ingest {
         let source_index = sources.iter().enumerate().map(|(i, s)| (s.name.clone(), i as u16)).collect();
@@ -103,7 +108,7 @@ impl Ingest {
             batches: (0..to_workers.len()).map(|_| EventBatch::with_capacity()).collect(),
             to_workers,
             recycled,
-            has_source_rules,
+            detect,
             tally: LineTally::default(),
             telemetry,
             next_barrier: 1,
@@ -226,9 +231,19 @@ impl Ingest {
                 route,
             });
         };
-        let both = self.has_source_rules && source_worker == client_worker;
+        let facts = Facts {
+            path_class,
+            status: access.status,
+            method: access.method,
+            client_kind: client_class.kind,
+            user_present: access.user.is_some(),
+            user_agent,
+            transport: access.transport(),
+        };
+        let source_rules = self.detect.source_rules_match(&facts);
+        let both = source_rules && source_worker == client_worker;
         push(client_worker, Route { client_rules: true, source_rules: both }, &mut self.batches);
-        if self.has_source_rules && !both {
+        if source_rules && !both {
             push(source_worker, Route { client_rules: false, source_rules: true }, &mut self.batches);
             if self.batches[source_worker].is_full() {
                 self.send(source_worker);
@@ -328,7 +343,7 @@ impl Ingest {
             batches: (0..self.batches.len()).map(|_| EventBatch::with_capacity()).collect(),
             to_workers: Vec::new(),
             recycled: self.recycled.clone(),
-            has_source_rules: self.has_source_rules,
+            detect: self.detect.clone(),
             tally: LineTally::default(),
             telemetry: self.telemetry.clone(),
             next_barrier: 1,
@@ -474,5 +489,73 @@ impl LineSink for Ingest {
     }
     fn read_hint(&self) -> usize {
         Ingest::read_hint(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crossbeam_channel::unbounded;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::privacy::Pseudonymizer;
+
+    /// Every sensitive event of a source used to be copied to the source's worker when any
+    /// rule was source-grouped, though most match none (the default R3 and R4 take 2xx
+    /// fetches of recordings only): routing now asks the rules first.
+    #[test]
+    fn only_events_a_source_rule_matches_reach_the_sources_worker() {
+        let config = Config::from_toml(Path::new("/etc/recwatch/recwatch.toml"), "").unwrap();
+        let detect = DetectConfig::new(
+            config.rules.clone(),
+            Vec::new(),
+            vec!["web".into()],
+            config.engine.client_idle_secs,
+            config.engine.max_clients_per_worker,
+            false,
+            Pseudonymizer::new(b"k"),
+        );
+        let (txs, rxs): (Vec<_>, Vec<_>) = (0..2).map(|_| unbounded()).unzip();
+        let source = SourceSpec {
+            name: "web".into(),
+            format: LineFormat::Named(LogFormat::Combined),
+            path_semantics: PathSemantics::default(),
+            timezone: UtcOffset::UTC,
+        };
+        let mut ingest = Ingest::new(
+            config.classify.paths.clone(),
+            config.classify.networks.clone(),
+            vec![source],
+            txs,
+            unbounded().1,
+            Arc::new(detect),
+            Arc::new(Telemetry::default()),
+        );
+        // Source 0 is judged on worker 0; clients 203.0.113.x land on either worker.
+        let line = |client: u8, status: u16| {
+            format!(
+                "203.0.113.{client} - - [18/Feb/2019:10:00:01 +0000] \"GET /recordings/{client}.wav HTTP/1.1\" {status} 5 \"-\" \"ua\""
+            )
+        };
+        for client in 1..=40u8 {
+            ingest.line(0, line(client, 200).as_bytes());
+            ingest.line(0, line(client, 404).as_bytes());
+        }
+        ingest.flush();
+        let mut routed = Vec::new();
+        for (worker, rx) in rxs.iter().enumerate() {
+            while let Ok(WorkerMsg::Events(batch)) = rx.try_recv() {
+                for ev in &batch.events {
+                    routed.push((worker, ev.status, ev.route.client_rules, ev.route.source_rules));
+                }
+            }
+        }
+        let client_copies = routed.iter().filter(|r| r.2).count();
+        assert_eq!(client_copies, 80, "every event reaches its client's worker once");
+        let source_copies: Vec<_> = routed.iter().filter(|r| r.3).collect();
+        assert_eq!(source_copies.len(), 40, "only the 200s match R3/R4: {routed:?}");
+        assert!(source_copies.iter().all(|(worker, status, ..)| *worker == 0 && *status == 200));
     }
 }

@@ -180,7 +180,7 @@ impl Pipeline {
             sources,
             to_workers,
             recycled,
-            detect.has_source_rules(),
+            detect.clone(),
             telemetry,
         );
         ingest.future_tolerance = config.engine.future_tolerance_secs;
@@ -215,7 +215,7 @@ impl Pipeline {
         }
         self.ingest.paths = config.classify.paths.clone();
         self.ingest.networks = config.classify.networks.clone();
-        self.ingest.has_source_rules = detect.has_source_rules();
+        self.ingest.detect = detect.clone();
         self.detect = detect;
     }
 
