@@ -187,11 +187,10 @@ impl SensitivePaths {
     /// its trailing slash gets one). A simple target that cannot
     /// normalise to anything under a prefix is rejected without touching `scratch`.
     pub fn classify(&self, raw_target: &[u8], semantics: PathSemantics, scratch: &mut Vec<u8>) -> Option<PathClass> {
-        let under_a_prefix = self.cheap_reject(raw_target, semantics)?;
         let case_fold = self.folds_case(semantics);
-        let simple_path = simple_path_len(raw_target, semantics);
-        if let Some(path_len) = simple_path {
-            if !under_a_prefix {
+        if let Some(path_len) = simple_path_len(raw_target, semantics) {
+            // Normalising a simple target only cuts (see `may_be_under_a_prefix`).
+            if !self.may_be_under_a_prefix(raw_target, case_fold) {
                 return None;
             }
             write_simple_path(&raw_target[..path_len], semantics, case_fold, scratch);
@@ -213,15 +212,9 @@ impl SensitivePaths {
     /// so it can run on every line; `windows` targets always take the careful path.
     #[inline]
     pub fn may_be_sensitive(&self, raw_target: &[u8], semantics: PathSemantics) -> bool {
-        self.cheap_reject(raw_target, semantics).is_some()
-    }
-
-    /// [`SensitivePaths::may_be_sensitive`] as `None` (cannot be sensitive), or whether the
-    /// raw target starts with a prefix directory ([`SensitivePaths::classify`] needs that).
-    #[inline]
-    fn cheap_reject(&self, raw_target: &[u8], semantics: PathSemantics) -> Option<bool> {
-        let under_a_prefix = self.may_be_under_a_prefix(raw_target, self.folds_case(semantics));
-        (semantics.is_windows() || under_a_prefix || may_normalize_elsewhere(raw_target)).then_some(under_a_prefix)
+        semantics.is_windows()
+            || self.may_be_under_a_prefix(raw_target, self.folds_case(semantics))
+            || may_normalize_elsewhere(raw_target)
     }
 
     /// The prefix and extension tables for paths folded (or not).

@@ -10,7 +10,7 @@
 //! what is sensitive and never decides which hop is the client (that needs the trusted
 //! proxies: [`crate::classify::client`]).
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use memchr::{memchr, memchr2, memchr3, memrchr};
 
@@ -322,32 +322,50 @@ pub fn parse_line(format: LogFormat, line: &[u8]) -> Result<AccessLine<'_>, Skip
     }
 }
 
-/// A line's request target, found where [`plain_line`] looks for it, with the checks that
-/// finding it did not make still to come ([`PlainLine::is_plain`]). The hot path of replay:
-/// most lines are passed over on their target alone, without building an [`AccessLine`], and
-/// a line whose target may be sensitive is parsed in full at once, without the checks.
+/// A line in the plainest shape, as [`plain_line`] found it: its target to judge the line by,
+/// and the rest of the fields for [`PlainLine::access`]. The hot path of replay and tailing:
+/// most lines are passed over on their target alone, and a line whose target may be sensitive
+/// is not parsed a second time.
 pub struct PlainLine<'a> {
     line: &'a [u8],
+    /// Where the client field starts (after a vhost).
+    client_start: usize,
+    client_len: usize,
+    user_start: usize,
     bracket: usize,
-    request_end: usize,
+    method: &'a [u8],
     pub target: &'a [u8],
+    status: u16,
+    tail: &'a [u8],
+    format: LogFormat,
 }
 
-impl PlainLine<'_> {
-    /// The checks that finding the target did not make: a zoned timestamp, a valid status, no
-    /// NUL in the target. With them, the line is in the plainest shape (see [`plain_line`]).
-    #[inline]
-    pub fn is_plain(&self) -> bool {
-        // (No NUL in the target: the search for the request's end stopped at none.)
-        is_timestamp_at(self.line, self.bracket) && parse_status(&self.line[self.request_end + 1..]).is_ok()
+impl<'a> PlainLine<'a> {
+    /// The line as [`parse_line`] reads it (the same value: tested against each other).
+    pub fn access(&self) -> AccessLine<'a> {
+        let line = self.line;
+        AccessLine {
+            vhost: (self.client_start > 0).then(|| &line[..self.client_start - 1]),
+            client: &line[self.client_start..self.client_start + self.client_len],
+            client_is_list: false,
+            user: dash_is_none(&line[self.user_start..self.bracket - 1]),
+            time: &line[self.bracket + 1..self.bracket + 1 + time::CLF_TIME_LEN],
+            method: self.method,
+            target: self.target,
+            junk_request: false,
+            status: self.status,
+            wrapper: None,
+            tail: self.tail,
+            format: self.format,
+            planned: None,
+        }
     }
 }
 
-/// The request target of a line in the plainest shape — an address for the client, `-` for
-/// ident, a user without `[`, a zoned timestamp, a request that is no junk, a valid status, no
-/// NUL in the target — found exactly as [`parse_line`] finds it; once
-/// [`PlainLine::is_plain`] holds, `parse_line` accepts the line with this target. `None` for
-/// any other line: [`parse_line`] judges it.
+/// A line in the plainest shape — an address for the client, `-` for ident, a user without
+/// `[`, a zoned timestamp, a request that is no junk, a valid status, no NUL in the request —
+/// with its fields found exactly as [`parse_line`] finds them, so `parse_line` accepts it as
+/// [`PlainLine::access`]. `None` for any other line: [`parse_line`] judges it.
 #[inline]
 pub fn plain_line(format: LogFormat, line: &[u8]) -> Option<PlainLine<'_>> {
     let line = line.strip_suffix(b"\n").unwrap_or(line);
@@ -355,19 +373,19 @@ pub fn plain_line(format: LogFormat, line: &[u8]) -> Option<PlainLine<'_>> {
     if line.len() > MAX_LINE_LEN || syslog::may_be_wrapped(line) {
         return None;
     }
-    let mut cursor = 0;
+    let mut client_start = 0;
     if format.has_vhost() {
-        cursor = memchr(b' ', line).filter(|&end| end > 0)? + 1;
+        client_start = memchr(b' ', line).filter(|&end| end > 0)? + 1;
     }
     // An address token is a client field of its own (see `client_field_len`): address bytes
     // up to the first blank.
-    let client_len = address_len(&line[cursor..]);
-    if client_len == 0 || line.get(cursor + client_len) != Some(&b' ') {
+    let client_len = address_len(&line[client_start..]);
+    if client_len == 0 || line.get(client_start + client_len) != Some(&b' ') {
         return None;
     }
     // Ident `-`, then the first `[` after a blank must open a zoned timestamp: the first
     // candidate `find_timestamp_bracket` tries.
-    let ident_start = cursor + client_len + 1;
+    let ident_start = client_start + client_len + 1;
     let user_start = ident_start + 2;
     if line.get(ident_start..user_start) != Some(b"- ") {
         return None;
@@ -377,7 +395,7 @@ pub fn plain_line(format: LogFormat, line: &[u8]) -> Option<PlainLine<'_>> {
     } else {
         user_start + memchr(b'[', line.get(user_start..)?)?
     };
-    if bracket <= user_start || line[bracket - 1] != b' ' {
+    if bracket <= user_start || line[bracket - 1] != b' ' || !is_timestamp_at(line, bracket) {
         return None;
     }
     let request_start = bracket + time::CLF_TIME_LEN + 4;
@@ -394,7 +412,7 @@ pub fn plain_line(format: LogFormat, line: &[u8]) -> Option<PlainLine<'_>> {
     };
     let request = &line[request_start..request_end];
     // `GET target HTTP/x.y`, single blanks: `request_or_junk`'s answer without its scans.
-    let target = match request {
+    let (method, target) = match request {
         [b'G', b'E', b'T', b' ', first, .., b' ', b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
             if *first != b' '
                 && major.is_ascii_digit()
@@ -402,14 +420,15 @@ pub fn plain_line(format: LogFormat, line: &[u8]) -> Option<PlainLine<'_>> {
                 && request.len() > 13
                 && request[request.len() - 10] != b' ' =>
         {
-            &request[4..request.len() - 9]
+            (&request[..3], &request[4..request.len() - 9])
         }
         _ => match request_or_junk(request) {
             (_, _, true) => return None,
-            (_, target, false) => target,
+            (method, target, false) => (method, target),
         },
     };
-    Some(PlainLine { line, bracket, request_end, target })
+    let (status, tail) = parse_status(&line[request_end + 1..]).ok()?;
+    Some(PlainLine { line, client_start, client_len, user_start, bracket, method, target, status, tail, format })
 }
 
 /// Length of the address token (hex digits, `.`, `:`) that `field` starts with. Runs on
@@ -606,6 +625,9 @@ pub fn parse_client_ip(text: &[u8]) -> Option<IpAddr> {
     if text.is_empty() || text.len() > 45 {
         return None;
     }
+    if let Some(v4) = dotted_quad(text) {
+        return Some(IpAddr::V4(v4));
+    }
     let address: IpAddr = std::str::from_utf8(text).ok()?.parse().ok()?;
     match address {
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
@@ -614,6 +636,33 @@ pub fn parse_client_ip(text: &[u8]) -> Option<IpAddr> {
         },
         IpAddr::V4(_) => Some(address),
     }
+}
+
+/// The usual IPv4 spelling (four decimal octets, no leading zero), without the standard
+/// parser's generality; `None` for anything else, which the standard parser then judges
+/// (never an address it would refuse: tested against it).
+fn dotted_quad(text: &[u8]) -> Option<Ipv4Addr> {
+    let mut octets = [0u8; 4];
+    let mut at = 0;
+    for (n, octet) in octets.iter_mut().enumerate() {
+        if n > 0 {
+            if text.get(at) != Some(&b'.') {
+                return None;
+            }
+            at += 1;
+        }
+        let start = at;
+        let mut value = 0u32;
+        while at - start < 3 && text.get(at).is_some_and(u8::is_ascii_digit) {
+            value = value * 10 + u32::from(text[at] - b'0');
+            at += 1;
+        }
+        if at == start || value > 255 || (at - start > 1 && text[start] == b'0') {
+            return None;
+        }
+        *octet = value as u8;
+    }
+    (at == text.len()).then_some(Ipv4Addr::from(octets))
 }
 
 /// The Kafka message key of a log line: its client's address in canonical text (IPv4-mapped

@@ -1059,13 +1059,12 @@ fn vhost_combined_line_read_as_combined_is_not_blamed_on_the_server_name() {
     assert_eq!(access.client, b"203.0.113.9");
 }
 
-/// Lines near the plain shape: every field drawn from plain and awkward spellings (lists,
-/// users with brackets, fake timestamps, junk requests, bad statuses, NULs, syslog heads).
-/// [`plain_line`] and [`PlainLine::is_plain`] in one call: the target of a plain line.
 fn plain_line_target(format: LogFormat, line: &[u8]) -> Option<&[u8]> {
-    plain_line(format, line).filter(PlainLine::is_plain).map(|plain| plain.target)
+    plain_line(format, line).map(|plain| plain.target)
 }
 
+/// Lines near the plain shape: every field drawn from plain and awkward spellings (lists,
+/// users with brackets, fake timestamps, junk requests, bad statuses, NULs, syslog heads).
 fn near_plain_line() -> impl Strategy<Value = Vec<u8>> {
     // The first spelling is the plain one, drawn half the time.
     let pick = |items: &'static [&'static str]| prop_oneof![Just(items[0]), proptest::sample::select(items)];
@@ -1116,17 +1115,15 @@ fn near_plain_line() -> impl Strategy<Value = Vec<u8>> {
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
-    /// The replay's fast path never disagrees with the parser: when it finds a target, the
-    /// parser accepts the line, unwrapped and no junk, with the same target.
+    /// The fast path never disagrees with the parser: when it takes a line, the parser
+    /// accepts it with the very same fields.
     #[test]
     fn plain_line_target_is_what_parse_line_reads(line in near_plain_line()) {
         for format in LogFormat::ALL {
-            if let Some(target) = plain_line_target(format, &line) {
+            if let Some(plain) = plain_line(format, &line) {
                 let access = parse_line(format, &line);
                 prop_assert!(access.is_ok(), "{format:?} {:?}: fast path accepted, parser said {access:?}", String::from_utf8_lossy(&line));
-                let access = access.unwrap();
-                prop_assert_eq!(access.target, target);
-                prop_assert!(!access.junk_request && access.wrapper.is_none());
+                prop_assert_eq!(plain.access(), access.unwrap());
             }
         }
     }
@@ -1166,5 +1163,27 @@ proptest! {
     ) {
         let by_byte = field.iter().position(|&b| !(b.is_ascii_hexdigit() || b == b'.' || b == b':')).unwrap_or(field.len());
         prop_assert_eq!(address_len(&field), by_byte);
+    }
+}
+
+proptest! {
+    /// The IPv4 shortcut of `parse_client_ip` takes only what the standard parser takes, as
+    /// the same address.
+    #[test]
+    fn dotted_quad_agrees_with_the_standard_parser(text in "[0-9.]{1,16}|(25[0-9]|0?[0-9]{1,3})(\\.(25[0-9]|0?[0-9]{1,3})){3}") {
+        let standard = text.parse::<Ipv4Addr>().ok();
+        if let Some(fast) = dotted_quad(text.as_bytes()) {
+            prop_assert_eq!(Some(fast), standard);
+        }
+        prop_assert_eq!(parse_client_ip(text.as_bytes()), standard.map(IpAddr::V4));
+    }
+}
+
+#[test]
+fn dotted_quad_takes_the_usual_addresses_and_leaves_the_rest() {
+    assert_eq!(dotted_quad(b"203.0.113.7"), Some(Ipv4Addr::new(203, 0, 113, 7)));
+    assert_eq!(dotted_quad(b"0.0.0.0"), Some(Ipv4Addr::UNSPECIFIED));
+    for other in [&b"010.0.0.1"[..], b"1.2.3", b"1.2.3.4.", b"256.1.1.1", b"1..2.3", b"::1", b"1.2.3.4 "] {
+        assert_eq!(dotted_quad(other), None, "{}", String::from_utf8_lossy(other));
     }
 }

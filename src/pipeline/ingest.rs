@@ -135,24 +135,25 @@ impl Ingest {
         self.tally.lines += 1;
         self.tally.bytes += line.len() as u64 + 1;
         // Most lines are plain and request no sensitive path: they are passed over on their
-        // target alone (`PlainLine::is_plain` checks what `parse_line` would).
-        if let Some(spec) = self.sources.get(usize::from(source)) {
-            if let (LineFormat::Named(format), false) = (&spec.format, is_head) {
-                if let Some(plain) = parse::plain_line(*format, line) {
-                    if !self.paths.may_be_sensitive(plain.target, spec.path_semantics) && plain.is_plain() {
+        // target alone; a plain one that may be sensitive is not parsed again.
+        let parsed = match (self.sources.get(usize::from(source)), is_head) {
+            (Some(spec @ SourceSpec { format: LineFormat::Named(format), .. }), false) => {
+                match parse::plain_line(*format, line) {
+                    Some(plain) if !self.paths.may_be_sensitive(plain.target, spec.path_semantics) => {
                         self.tally.parsed += 1;
                         return;
                     }
+                    Some(plain) => Ok(plain.access()),
+                    None => parse::parse_line(*format, line),
                 }
+                .map(|access| (access, spec.path_semantics, spec.timezone, false))
             }
-        }
-        let parsed = match self.sources.get(usize::from(source)) {
-            Some(s) => {
+            (Some(s), _) => {
                 let parsed = if is_head { s.format.parse_head(line) } else { s.format.parse(line) };
                 let file_paths = s.format.targets_are_file_paths();
                 parsed.map(|access| (access, s.path_semantics, s.timezone, file_paths))
             }
-            None => {
+            (None, _) => {
                 let format = LogFormat::Combined;
                 let parsed =
                     if is_head { parse::parse_line_head(format, line) } else { parse::parse_line(format, line) };
