@@ -1187,3 +1187,30 @@ fn dotted_quad_takes_the_usual_addresses_and_leaves_the_rest() {
         assert_eq!(dotted_quad(other), None, "{}", String::from_utf8_lossy(other));
     }
 }
+
+proptest! {
+    /// The word-at-a-time timestamp shape check says what a byte-by-byte walk of the template
+    /// says, on timestamps with any one or two bytes changed.
+    #[test]
+    fn timestamp_shape_is_the_templates(
+        changes in proptest::collection::vec((0usize..26, any::<u8>()), 0..3),
+        digits in proptest::collection::vec(b'0'..=b'9', 26),
+    ) {
+        let mut time = *b"18/Feb/2019:10:00:01 +0100";
+        for (at, digit) in digits.iter().enumerate() {
+            if time[at].is_ascii_digit() {
+                time[at] = *digit;
+            }
+        }
+        for (at, byte) in changes {
+            time[at] = byte;
+        }
+        let by_byte = TIME_TEMPLATE.iter().zip(&time).all(|(&want, &got)| match want {
+            b'0' => got.is_ascii_digit(),
+            b'A' | b'a' => got.is_ascii_alphabetic(),
+            b'+' => got == b'+' || got == b'-',
+            literal => got == literal,
+        });
+        prop_assert_eq!(is_timestamp_shaped(&time), by_byte);
+    }
+}
