@@ -1145,7 +1145,7 @@ proptest! {
     /// The usual request shape's shortcut splits exactly as the general path does.
     #[test]
     fn split_request_shortcut_equals_the_general_split(
-        method in "[A-Z]{0,7}",
+        method in prop_oneof![Just("GET".to_string()), "[A-Z]{0,7}"],
         blanks in "[ ]{1,3}",
         target in "[ /a-z.%]{0,12}",
         tail in prop_oneof![Just(" HTTP/1.1"), Just("  HTTP/2.0"), Just(" HTTP/1.1 "), Just(" HTTP/x.1"), Just(""), Just("HTTP/1.0")],
@@ -1212,5 +1212,13 @@ proptest! {
             literal => got == literal,
         });
         prop_assert_eq!(is_timestamp_shaped(&time), by_byte);
+    }
+}
+
+#[test]
+fn token_bytes_are_rfc_9110_tchars() {
+    for byte in 0..=255u8 {
+        let tchar = byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte);
+        assert_eq!(TOKEN_BYTE[usize::from(byte)], tchar, "{byte:#04x}");
     }
 }

@@ -205,6 +205,16 @@ impl Ingest {
         let n = self.batches.len();
         let client_worker = worker_for(client, n);
         let source_worker = usize::from(source) % n;
+        let facts = Facts {
+            path_class,
+            status: access.status,
+            method: access.method,
+            client_kind: client_class.kind,
+            user_present: access.user.is_some(),
+            user_agent,
+            transport: access.transport(),
+        };
+        let body_bytes = access.body_bytes();
         let push = |worker: usize, route: Route, batches: &mut Vec<EventBatch>| {
             let batch = &mut batches[worker];
             let path = batch.push_bytes(&self.path_scratch);
@@ -218,11 +228,11 @@ impl Ingest {
                 client_class,
                 time,
                 future,
-                status: access.status,
-                body_bytes: access.body_bytes(),
+                status: facts.status,
+                body_bytes,
                 path_class,
-                user_present: access.user.is_some(),
-                transport: access.transport(),
+                user_present: facts.user_present,
+                transport: facts.transport,
                 source,
                 reread: self.rereading,
                 path_key,
@@ -231,15 +241,6 @@ impl Ingest {
                 user_agent,
                 route,
             });
-        };
-        let facts = Facts {
-            path_class,
-            status: access.status,
-            method: access.method,
-            client_kind: client_class.kind,
-            user_present: access.user.is_some(),
-            user_agent,
-            transport: access.transport(),
         };
         let source_rules = self.detect.source_rules_match(&facts);
         let both = source_rules && source_worker == client_worker;
