@@ -5,6 +5,8 @@
 //! - [`source`]: reads raw bytes (replay files, `.gz`, stdin, followed files, Kafka topics)
 //!   and frames them into complete lines.
 //! - [`parse`]: tokenizes one access-log line into borrowed fields; never classifies.
+//! - [`bytes16`]: sixteen bytes at a time, for the scans every line pays for (the vector unit,
+//!   or a byte loop with the same answers).
 //! - [`classify`]: is the path a sensitive resource ([`classify::path`]), what kind of client is
 //!   this ([`classify::client`]).
 //! - [`detect`]: data-driven rules over per-client sliding windows, owned by worker threads
@@ -32,6 +34,7 @@
 #![deny(unsafe_code)]
 
 pub mod alerting;
+pub mod bytes16;
 pub mod classify;
 pub mod config;
 pub mod daemon;

@@ -37,6 +37,7 @@
 
 use memchr::{memchr2, memchr3, memrchr};
 
+use crate::bytes16::Block;
 use crate::parse::unescape_log_field;
 
 /// Longest normalised path kept, in bytes; longer ones are truncated (they are still
@@ -364,51 +365,51 @@ fn may_normalize_elsewhere(raw_target: &[u8]) -> bool {
 }
 
 /// [`simple_path_len`] for `linux`: the length of the path part of a target whose
-/// normalisation only cuts the query, else `None` (rarely also for such a target: the full
-/// normalisation then gives it the same path).
+/// normalisation only cuts the query, else `None`.
 fn simple_linux_path_len(raw_target: &[u8]) -> Option<usize> {
     if raw_target.first() != Some(&b'/') {
         return None;
     }
-    // Eight bytes at a time (SWAR): flags `%`, `\`, a `/` followed by `/` or `.` (the word
-    // one byte on), and the `?`/`#` that ends the path. A flag may be false (a byte above a
-    // true match) but never missed, and the lowest flag of a word is always true: so the
-    // first `?`/`#` is found exactly, and a false flag only sends the target down the
-    // careful path. No memchr: targets are short, and its set-up costs more than the scan.
-    const ONES: u64 = u64::from_le_bytes([0x01; 8]);
-    const HIGHS: u64 = u64::from_le_bytes([0x80; 8]);
-    let has = |word: u64, byte: u8| {
-        let x = word ^ (ONES * u64::from(byte));
-        x.wrapping_sub(ONES) & !x & HIGHS
-    };
-    let word_at = |at: usize| u64::from_le_bytes(raw_target[at..at + 8].try_into().expect("eight bytes"));
+    // Sixteen bytes at a time: flags `%`, `\`, a `/` followed by `/` or `.` (the block one
+    // byte on), and the `?`/`#` that ends the path; only the flags before the first end count.
+    // The last block is the target's last sixteen bytes (the ones it shares with the block
+    // before were found clean there), or the whole target padded with NULs, which neither
+    // flag nor end anything; the byte after the target is NUL too.
+    let len = raw_target.len();
     let mut at = 0;
-    while at + 9 <= raw_target.len() {
-        let (word, next) = (word_at(at), word_at(at + 1));
-        let escaped = has(word, b'%') | has(word, b'\\');
-        let odd_segment = has(word, b'/') & (has(next, b'/') | has(next, b'.'));
-        let flags = escaped | odd_segment;
-        let path_end = has(word, b'?') | has(word, b'#');
+    loop {
+        let last = at + 17 > len;
+        let (block, next) = match raw_target.get(at..at + 17) {
+            Some(bytes) => {
+                (Block::new(bytes[..16].try_into().expect("16")), Block::new(bytes[1..].try_into().expect("16")))
+            }
+            None => {
+                let block = match len.checked_sub(16) {
+                    Some(start) => {
+                        at = start;
+                        Block::new(raw_target[start..].try_into().expect("sixteen bytes"))
+                    }
+                    None => Block::padded(raw_target),
+                };
+                (block, block.following())
+            }
+        };
+        let escaped = block.eq(b'%') | block.eq(b'\\');
+        let odd_segment = block.eq(b'/') & (next.eq(b'/') | next.eq(b'.'));
+        let flags = (escaped | odd_segment).bits();
+        let path_end = (block.eq(b'?') | block.eq(b'#')).bits();
         if path_end != 0 {
-            // Only the bytes before the first `?`/`#` are path.
-            let end_bit = path_end.trailing_zeros();
-            return (flags & ((1u64 << end_bit) - 1) == 0).then_some(at + end_bit as usize / 8);
+            let end = path_end.trailing_zeros();
+            return (flags & ((1 << end) - 1) == 0).then_some(at + end as usize);
         }
         if flags != 0 {
             return None;
         }
-        at += 8;
-    }
-    let tail = &raw_target[at..];
-    for (i, &byte) in tail.iter().enumerate() {
-        match byte {
-            b'?' | b'#' => return Some(at + i),
-            b'%' | b'\\' => return None,
-            b'/' if matches!(tail.get(i + 1), Some(b'/' | b'.')) => return None,
-            _ => {}
+        if last {
+            return Some(len);
         }
+        at += 16;
     }
-    Some(raw_target.len())
 }
 
 /// A file path (from a storage log) written as the request target that normalises to that
@@ -662,17 +663,22 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(3000))]
-        /// The word-at-a-time scan never misses what a byte-by-byte reading of its rule finds.
+        /// The block scan is the byte-by-byte reading of its rule, over several blocks and
+        /// every kind of last block.
         #[test]
-        fn the_word_scan_finds_every_target_that_may_normalize_elsewhere(
-            bytes in proptest::collection::vec(proptest::sample::select(&b"/.%\\?#ax"[..]), 0..40),
+        fn the_block_scan_is_the_byte_by_byte_rule(
+            bytes in proptest::collection::vec(proptest::sample::select(&b"/.%\\?#ax"[..]), 0..70),
+            clean in 0usize..70,
         ) {
+            // Mostly clean heads, so the flags and ends fall in every block.
             let mut raw = vec![b'/'];
-            raw.extend_from_slice(&bytes);
-            let path = &raw[..raw.iter().position(|b| matches!(b, b'?' | b'#')).unwrap_or(raw.len())];
+            raw.extend(bytes.iter().enumerate().map(|(i, &b)| if i < clean { b'a' } else { b }));
+            let path_len = raw.iter().position(|b| matches!(b, b'?' | b'#')).unwrap_or(raw.len());
+            let path = &raw[..path_len];
             let byte_by_byte = path.iter().any(|b| matches!(b, b'%' | b'\\'))
                 || path.windows(2).any(|pair| pair[0] == b'/' && matches!(pair[1], b'/' | b'.'));
-            prop_assert!(!byte_by_byte || may_normalize_elsewhere(&raw), "{:?}", String::from_utf8_lossy(&raw));
+            let expected = (!byte_by_byte).then_some(path_len);
+            prop_assert_eq!(simple_linux_path_len(&raw), expected, "{:?}", String::from_utf8_lossy(&raw));
         }
     }
 

@@ -12,7 +12,9 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use memchr::{memchr, memchr2, memchr3, memrchr};
+use memchr::{memchr, memchr2, memrchr};
+
+use crate::bytes16::{self, Block};
 
 mod escape;
 mod format;
@@ -401,7 +403,9 @@ pub fn plain_line(format: LogFormat, line: &[u8]) -> Option<PlainLine<'_>> {
     let request_start = bracket + time::CLF_TIME_LEN + 4;
     // The request's closing quote; a NUL before it leaves the line to the parser (a NUL in
     // the target skips it as binary).
-    let request_end = closing_quote_with(line, request_start, |rest| memchr3(b'"', b'\\', 0, rest))?;
+    let request_end = closing_quote_with(line, request_start, |rest| {
+        bytes16::position(rest, |block| block.eq(b'"') | block.eq(b'\\') | block.eq(0))
+    })?;
     let request = &line[request_start..request_end];
     let (method, target) = match request_or_junk(request) {
         (_, _, true) => return None,
@@ -803,66 +807,47 @@ fn is_timestamp_at(line: &[u8], bracket: usize) -> bool {
 /// The timestamp layout; `0` digit, `A`/`a` letter, `+` sign, anything else literal.
 const TIME_TEMPLATE: &[u8; time::CLF_TIME_LEN] = b"00/Aaa/0000:00:00:00 +0000";
 
-/// Starts of the four 8-byte words that cover the 26 timestamp bytes (the last overlaps).
-const TIME_WORD_STARTS: [usize; 4] = [0, 8, 16, 18];
+/// Starts of the two blocks that cover the 26 timestamp bytes (they overlap).
+const TIME_BLOCK_STARTS: [usize; 2] = [0, time::CLF_TIME_LEN - 16];
 
-/// Per-word SWAR masks derived from [`TIME_TEMPLATE`]: (high-nibble mask of digit lanes,
-/// `0x06` in digit lanes, literal-lane mask, literal bytes).
-const TIME_WORD_MASKS: [(u64, u64, u64, u64); 4] = [
-    time_word_masks(TIME_WORD_STARTS[0]),
-    time_word_masks(TIME_WORD_STARTS[1]),
-    time_word_masks(TIME_WORD_STARTS[2]),
-    time_word_masks(TIME_WORD_STARTS[3]),
-];
+/// Per-block lanes derived from [`TIME_TEMPLATE`]: (byte OR-ed in first, lowest and highest
+/// byte allowed). A letter lane ORs in `0x20` and allows `a`..=`z`, which takes both cases
+/// and nothing else; a digit lane allows `0`..=`9`, a literal lane only itself, the sign lane
+/// anything (it is checked on its own: `+` and `-` are no range).
+const TIME_BLOCKS: [([u8; 16], [u8; 16], [u8; 16]); 2] =
+    [time_block(TIME_BLOCK_STARTS[0]), time_block(TIME_BLOCK_STARTS[1])];
 
-const fn time_word_masks(start: usize) -> (u64, u64, u64, u64) {
-    let (mut digit_high, mut digit_add, mut literal_mask, mut literal) = (0, 0, 0, 0);
+const fn time_block(start: usize) -> ([u8; 16], [u8; 16], [u8; 16]) {
+    let (mut fold, mut low, mut high) = ([0; 16], [0; 16], [0; 16]);
     let mut lane = 0;
-    while lane < 8 {
-        let shift = 8 * lane;
-        match TIME_TEMPLATE[start + lane] {
-            b'0' => {
-                digit_high |= 0xF0 << shift;
-                digit_add |= 0x06 << shift;
-            }
-            b'A' | b'a' | b'+' => {}
-            byte => {
-                literal_mask |= 0xFF << shift;
-                literal |= (byte as u64) << shift;
-            }
-        }
+    while lane < 16 {
+        (fold[lane], low[lane], high[lane]) = match TIME_TEMPLATE[start + lane] {
+            b'0' => (0, b'0', b'9'),
+            b'A' | b'a' => (0x20, b'a', b'z'),
+            b'+' => (0, 0, 0xff),
+            literal => (0, literal, literal),
+        };
         lane += 1;
     }
-    (digit_high, digit_add, literal_mask, literal)
+    (fold, low, high)
 }
 
 /// Shape of `dd/Mon/yyyy:HH:MM:SS ±hhmm`: digits, letters and separators in place; values
-/// are not checked (see [`time::parse_clf_time`]). Runs on every line, so digits and
-/// separators are checked eight bytes at a time: a lane is a digit iff its high nibble is
-/// 3 and adding 6 keeps it 3 (no carry can cross lanes once the first test passed; where it
-/// failed, the second test's answer does not matter). Every difference from the template is
-/// OR-ed into one word, tested once: no branch per word.
+/// are not checked (see [`time::parse_clf_time`]). Runs on every line, so the bytes are
+/// checked sixteen at a time against each lane's range ([`TIME_BLOCKS`]), with no branch
+/// per byte.
 #[inline]
 fn is_timestamp_shaped(time: &[u8]) -> bool {
-    const DIGIT_HIGH_NIBBLES: u64 = 0x3030_3030_3030_3030;
     let Ok(time) = <&[u8; time::CLF_TIME_LEN]>::try_from(time) else {
         return false;
     };
-    let shaped = time[3].is_ascii_alphabetic()
-        & time[4].is_ascii_alphabetic()
-        & time[5].is_ascii_alphabetic()
-        & ((time[21] == b'+') | (time[21] == b'-'));
-    let mut differences = 0;
-    for (start, (digit_high, digit_add, literal_mask, literal)) in TIME_WORD_STARTS.into_iter().zip(TIME_WORD_MASKS) {
-        let mut bytes = [0u8; 8];
-        bytes.copy_from_slice(&time[start..start + 8]);
-        let word = u64::from_le_bytes(bytes);
-        let digit_pattern = DIGIT_HIGH_NIBBLES & digit_high;
-        differences |= ((word & digit_high) ^ digit_pattern)
-            | ((word.wrapping_add(digit_add) & digit_high) ^ digit_pattern)
-            | ((word & literal_mask) ^ literal);
-    }
-    shaped & (differences == 0)
+    let [first, second] = [0, 1].map(|i| {
+        let (fold, low, high) = &TIME_BLOCKS[i];
+        let start = TIME_BLOCK_STARTS[i];
+        let block = Block::new(time[start..start + 16].try_into().expect("sixteen bytes")) | Block::new(fold);
+        block.within(Block::new(low), Block::new(high))
+    });
+    ((first & second).bits() == 0xffff) & ((time[21] == b'+') | (time[21] == b'-'))
 }
 
 /// Index of the `"` closing a quoted field whose contents start at `start`; a backslash

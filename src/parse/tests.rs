@@ -1189,7 +1189,7 @@ fn dotted_quad_takes_the_usual_addresses_and_leaves_the_rest() {
 }
 
 proptest! {
-    /// The word-at-a-time timestamp shape check says what a byte-by-byte walk of the template
+    /// The block-wise timestamp shape check says what a byte-by-byte walk of the template
     /// says, on timestamps with any one or two bytes changed.
     #[test]
     fn timestamp_shape_is_the_templates(
