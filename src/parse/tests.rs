@@ -1222,3 +1222,23 @@ fn token_bytes_are_rfc_9110_tchars() {
         assert_eq!(TOKEN_BYTE[usize::from(byte)], tchar, "{byte:#04x}");
     }
 }
+
+#[test]
+fn status_is_three_digits_from_100_to_599() {
+    let bytes: Vec<u8> = (b'/'..=b':').chain([0, b' ', b'a', 0x7f, 0xb0, 0xff]).collect();
+    for &a in &bytes {
+        for &b in &bytes {
+            for &c in &bytes {
+                let digits = [a, b, c];
+                let expected = std::str::from_utf8(&digits)
+                    .ok()
+                    .filter(|text| text.bytes().all(|byte| byte.is_ascii_digit()))
+                    .and_then(|text| text.parse::<u16>().ok())
+                    .filter(|status| (100..=599).contains(status));
+                let line = [b' ', a, b, c, b' ', b'7'];
+                assert_eq!(parse_status(&line).ok(), expected.map(|status| (status, &b"7"[..])), "{digits:?}");
+                assert_eq!(parse_status(&line[..4]).ok(), expected.map(|status| (status, &b""[..])), "{digits:?}");
+            }
+        }
+    }
+}
