@@ -4,7 +4,7 @@
 //! which keeps the crate free of `unsafe`), a byte loop with the same answers elsewhere; the
 //! two are tested against each other. Never parses, and never reads past the bytes it is given.
 
-use std::ops::{BitAnd, BitOr};
+use std::ops::{BitAnd, BitOr, Not};
 
 /// Sixteen bytes of a line.
 #[derive(Clone, Copy)]
@@ -36,6 +36,12 @@ impl Block {
             block[..len].copy_from_slice(&bytes[..len]);
         }
         Block::new(&block)
+    }
+
+    /// Sixteen copies of `byte`.
+    #[inline(always)]
+    pub fn splat(byte: u8) -> Block {
+        Block::new(&[byte; 16])
     }
 
     /// The block one byte on: lane `i` holds byte `i + 1`, the last lane NUL.
@@ -109,6 +115,14 @@ impl BitOr for Lanes {
     }
 }
 
+impl Not for Lanes {
+    type Output = Lanes;
+    #[inline(always)]
+    fn not(self) -> Lanes {
+        Lanes(imp::not(self.0))
+    }
+}
+
 impl BitAnd for Lanes {
     type Output = Lanes;
     #[inline(always)]
@@ -163,6 +177,11 @@ mod vector {
     }
 
     #[inline(always)]
+    pub fn not(a: Vector) -> Vector {
+        bitxor_m128i(a, set_splat_i8_m128i(-1))
+    }
+
+    #[inline(always)]
     pub fn bits(lanes: Vector) -> u32 {
         move_mask_i8_m128i(lanes) as u32 & 0xffff
     }
@@ -201,6 +220,10 @@ mod bytewise {
         std::array::from_fn(|i| a[i] & b[i])
     }
 
+    pub fn not(a: Vector) -> Vector {
+        a.map(|byte| !byte)
+    }
+
     pub fn bits(lanes: Vector) -> u32 {
         (0..16).filter(|&i| lanes[i] != 0).fold(0, |bits, i| bits | 1 << i)
     }
@@ -236,6 +259,9 @@ mod tests {
             let (ba, bb) = (bytewise::eq(la, byte), bytewise::eq(lb, byte));
             prop_assert_eq!((ea | eb).bits(), bytewise::bits(bytewise::or(ba, bb)));
             prop_assert_eq!((ea & eb).bits(), bytewise::bits(bytewise::and(ba, bb)));
+            prop_assert_eq!((!ea).bits(), bytewise::bits(bytewise::not(ba)));
+            prop_assert_eq!((!ea).bits(), !ea.bits() & 0xffff);
+            prop_assert_eq!(Block::splat(byte).eq(byte).bits(), 0xffff);
             let of_bytes = |test: &dyn Fn(usize) -> bool| (0..16).filter(|&i| test(i)).fold(0, |bits, i| bits | 1 << i);
             prop_assert_eq!(block.eq(byte).bits(), of_bytes(&|i| a[i] == byte));
             // Byte-wise OR of blocks (case folding).

@@ -1156,7 +1156,7 @@ proptest! {
 }
 
 proptest! {
-    /// The word-at-a-time address scan stops where a byte-by-byte one does.
+    /// The block-wise address scan stops where a byte-by-byte one does.
     #[test]
     fn address_len_is_the_byte_scan(field in proptest::collection::vec(
         proptest::sample::select(b"0123456789abcdefABCDEFgG.: -/\x00\x7f\x80\xae\xff".to_vec()), 0..40)
