@@ -1148,7 +1148,10 @@ proptest! {
         method in prop_oneof![Just("GET".to_string()), "[A-Z]{0,7}"],
         blanks in "[ ]{1,3}",
         target in "[ /a-z.%]{0,12}",
-        tail in prop_oneof![Just(" HTTP/1.1"), Just("  HTTP/2.0"), Just(" HTTP/1.1 "), Just(" HTTP/x.1"), Just(""), Just("HTTP/1.0")],
+        tail in prop_oneof![
+            Just(" HTTP/1.1"), Just("  HTTP/2.0"), Just(" HTTP/1.1 "), Just(" HTTP/x.1"), Just(""), Just("HTTP/1.0"),
+            Just(" HXTP/1.1"), Just(" HTTP/1:1"), Just(" HTTP-1.1"), Just(" http/1.1"),
+        ],
     ) {
         let request = format!("{method}{blanks}{target}{tail}");
         prop_assert_eq!(split_request(request.as_bytes()), split_request_in_general(request.as_bytes()));
