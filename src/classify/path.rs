@@ -268,6 +268,7 @@ impl SensitivePaths {
     /// cannot normalise to anything under a prefix, because normalising it only cuts the
     /// query (and, for `windows`, trims the last segment): the result is a prefix of the raw
     /// bytes.
+    #[inline(always)]
     fn may_be_under_a_prefix(&self, raw_target: &[u8], case_fold: bool) -> bool {
         let directories = if case_fold { &self.folded_directories } else { &self.directories };
         directories.iter().any(|directory| directory.starts(raw_target))
@@ -360,12 +361,14 @@ fn simple_path_len(raw_target: &[u8], semantics: PathSemantics) -> Option<usize>
 /// Whether normalising a `linux` target could give a path that is not a prefix of its raw
 /// bytes: it is not in origin form (`/…`), or its path (before `?`/`#`) holds a `%` or a backslash, an
 /// empty segment (`//`) or a dot segment (`/.`). Runs on every line.
+#[inline(always)]
 fn may_normalize_elsewhere(raw_target: &[u8]) -> bool {
     simple_linux_path_len(raw_target).is_none()
 }
 
 /// [`simple_path_len`] for `linux`: the length of the path part of a target whose
 /// normalisation only cuts the query, else `None`.
+#[inline(always)]
 fn simple_linux_path_len(raw_target: &[u8]) -> Option<usize> {
     if raw_target.first() != Some(&b'/') {
         return None;

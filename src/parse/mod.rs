@@ -766,6 +766,7 @@ fn zone_less_timestamp_len(line: &[u8], bracket: usize) -> Option<usize> {
 }
 
 /// Whether `line[bracket..]` starts with `[`, a timestamp-shaped 26 bytes, `]`, space, `"`.
+#[inline(always)]
 fn is_timestamp_at(line: &[u8], bracket: usize) -> bool {
     match line.get(bracket..bracket + 30) {
         Some(window) => window[0] == b'[' && &window[27..30] == b"] \"" && is_timestamp_shaped(&window[1..27]),
@@ -925,7 +926,7 @@ fn trim_spaces(bytes: &[u8]) -> &[u8] {
 
 /// After the request's closing quote: ` ddd` then a space or the end. Returns the status
 /// and everything after that space.
-#[inline]
+#[inline(always)]
 fn parse_status(after_request: &[u8]) -> Result<(u16, &[u8]), SkipReason> {
     let (digits, tail) = match after_request {
         [b' ', a, b, c] => ([*a, *b, *c], &[][..]),
