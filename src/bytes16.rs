@@ -1,8 +1,9 @@
 //! Sixteen bytes at a time: byte-class masks of a block of a line, for the scans every line
-//! pays for (the path-simplicity scan of the request target, the timestamp's shape). Owns the
-//! choice of vector unit: SSE2 on x86_64 (part of that target's baseline, through `safe_arch`,
-//! which keeps the crate free of `unsafe`), a byte loop with the same answers elsewhere; the
-//! two are tested against each other. Never parses, and never reads past the bytes it is given.
+//! pays for (the client address, the timestamp's shape, the ends of quoted fields, the
+//! path-simplicity scan of the request target). Owns the choice of vector unit: SSE2 on
+//! x86_64 (part of that target's baseline, through `safe_arch`, which keeps the crate free of
+//! `unsafe`), a byte loop with the same answers elsewhere; the two are tested against each
+//! other. Never parses, and never reads past the bytes it is given.
 
 use std::ops::{BitAnd, BitOr, Not};
 
