@@ -384,7 +384,8 @@ fn simple_linux_path_len(raw_target: &[u8]) -> Option<usize> {
         let last = at + 17 > len;
         let (block, next) = match raw_target.get(at..at + 17) {
             Some(bytes) => {
-                (Block::new(bytes[..16].try_into().expect("16")), Block::new(bytes[1..].try_into().expect("16")))
+                let block = |from: usize| Block::new(bytes[from..from + 16].try_into().expect("sixteen bytes"));
+                (block(0), block(1))
             }
             None => {
                 let block = match len.checked_sub(16) {
