@@ -22,6 +22,8 @@
 use std::borrow::Cow;
 use std::fmt::Write as _;
 
+use crate::bytes16::{self, Block};
+
 /// Ranges of invisible format characters (Unicode 16 category Cf, and the Hangul fillers,
 /// which are letters that render as nothing).
 const INVISIBLE: &[(u32, u32)] = &[
@@ -271,8 +273,9 @@ impl SafeJson {
 impl serde_json::ser::Formatter for SafeJson {
     fn write_string_fragment<W: ?Sized + std::io::Write>(&mut self, w: &mut W, fragment: &str) -> std::io::Result<()> {
         // serde_json has escaped the C0 controls already; ASCII without DEL (almost every
-        // fragment) is safe as it is.
-        if fragment.is_ascii() && memchr::memchr(0x7F, fragment.as_bytes()).is_none() {
+        // fragment, most of them short) is safe as it is.
+        let (low, high) = (Block::splat(0), Block::splat(0x7E));
+        if bytes16::position(fragment.as_bytes(), |block| !block.within(low, high)).is_none() {
             return w.write_all(fragment.as_bytes());
         }
         let mut start = 0;
@@ -398,6 +401,21 @@ mod tests {
         let compact = String::from_utf8(json_compact(&value).unwrap()).unwrap();
         assert_eq!(serde_json::from_str::<serde_json::Value>(&compact).unwrap(), value);
         assert!(!compact.contains('\n'));
+    }
+
+    #[test]
+    fn del_is_escaped_in_json_wherever_it_sits() {
+        // Every printable ASCII byte passes as it is; DEL, at any place of a string of any
+        // length around the sixteen-byte blocks the safe-text test reads, is escaped.
+        let printable: String = (0x20u8..0x7F).map(char::from).filter(|c| !matches!(c, '"' | '\\')).collect();
+        assert_eq!(json_compact(&printable).unwrap(), serde_json::to_vec(&printable).unwrap());
+        for len in 1..=40 {
+            for at in 0..len {
+                let text: String = (0..len).map(|i| if i == at { '\u{7f}' } else { 'a' }).collect();
+                let expected = serde_json::to_string(&text).unwrap().replace('\u{7f}', r"\u007f");
+                assert_eq!(String::from_utf8(json_compact(&text).unwrap()).unwrap(), expected, "DEL at {at} of {len}");
+            }
+        }
     }
 
     fn is_unsafe_except_newline(c: char) -> bool {
