@@ -2,7 +2,7 @@
 //! binary, the unit, the conffile, the sysusers.d account, man pages, dashboards and examples;
 //! it installs into a throw-away dpkg root (maintainer scripts run chrootless with DPKG_ROOT),
 //! creates the `recwatch` user in group adm and its state directory, keeps an edited conffile across a reinstall and
-//! removes cleanly (purge drops the API token, keeps the alert store). Needs cargo-deb (installed by scripts/test into target/tools) and dpkg.
+//! removes cleanly (purge drops the API token, keeps the alert store). Needs cargo-deb (installed once per machine by scripts/test) and dpkg.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

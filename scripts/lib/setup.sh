@@ -42,10 +42,18 @@ ensure_build_tools() {
     rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup component add rustfmt clippy 2>/dev/null || true
 }
 
+# Where the test tools built from the Rust registry (cargo-deb, cargo-fuzz, tansu) are
+# installed once per machine, like the Debian packages: outside the clone, so a fresh clone
+# (CI's) does not build them again (tansu alone takes about 7 minutes). RECWATCH_TOOLS sets it.
+tools_root() {
+    echo "${RECWATCH_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/recwatch/tools}/$1"
+}
+
 # A cargo subcommand NAME at VERSION from the Rust registry, installed once into
-# target/tools/NAME (CI caches nothing else). Prints the binary's path.
+# $(tools_root NAME). Prints the binary's path.
 ensure_cargo_tool() {
-    local name=$1 version=$2 root=$PWD/target/tools/$1
+    local name=$1 version=$2 root
+    root=$(tools_root "$1")
     if [ ! -x "$root/bin/$name" ] || ! "$root/bin/$name" --version 2>/dev/null | grep -q "$version"; then
         echo "== installing $name $version into $root" >&2
         cargo install --quiet --locked "$name" --version "$version" --root "$root" >&2
@@ -57,7 +65,7 @@ ensure_cargo_tool() {
 ensure_cargo_deb() { ensure_cargo_tool cargo-deb 3.8.0; }
 
 # The tansu Kafka-compatible broker (crates.io, Apache-2.0) for tests/kafka.rs's real-broker
-# test, once into target/tools/tansu (a debug build: about 7 minutes on an idle 2-core machine;
+# test, once into $(tools_root tansu) (a debug build: about 7 minutes on an idle 2-core machine;
 # a release build takes much longer). Exports its path as RECWATCH_TANSU; an already set
 # RECWATCH_TANSU that names an executable is used as it is.
 TANSU_VERSION=0.6.0
@@ -67,11 +75,12 @@ ensure_tansu() {
         export RECWATCH_TANSU
         return 0
     fi
-    local root="$PWD/target/tools/tansu"
-    if [ ! -x "$root/bin/tansu" ]; then
+    local root
+    root=$(tools_root tansu)
+    if [ ! -x "$root/bin/tansu" ] || ! "$root/bin/tansu" --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
         echo "== installing tansu $TANSU_VERSION into $root (once; a debug build takes about 7 minutes)"
         # --features dynostore: the default build has no storage engine (memory:// comes with it).
-        cargo install tansu --version "$TANSU_VERSION" --features dynostore --debug --locked --root "$root"
+        cargo install tansu --version "$TANSU_VERSION" --features dynostore --debug --locked --force --root "$root"
     fi
     RECWATCH_TANSU="$root/bin/tansu"
     export RECWATCH_TANSU
