@@ -49,14 +49,16 @@ tools_root() {
     echo "${RECWATCH_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/recwatch/tools}/$1"
 }
 
-# A cargo subcommand NAME at VERSION from the Rust registry, installed once into
-# $(tools_root NAME). Prints the binary's path.
+# A binary crate NAME at VERSION from the Rust registry, installed once into
+# $(tools_root NAME) with any further `cargo install` arguments. Prints the binary's path.
 ensure_cargo_tool() {
     local name=$1 version=$2 root
-    root=$(tools_root "$1")
+    shift 2
+    root=$(tools_root "$name")
     if [ ! -x "$root/bin/$name" ] || ! "$root/bin/$name" --version 2>/dev/null | grep -q "$version"; then
         echo "== installing $name $version into $root" >&2
-        cargo install --quiet --locked "$name" --version "$version" --root "$root" >&2
+        # `|| return`: callers take the path from `$(…)`, where `set -e` does not reach.
+        cargo install --quiet --locked "$name" --version "$version" --root "$root" "$@" >&2 || return
     fi
     echo "$root/bin/$name"
 }
@@ -75,14 +77,8 @@ ensure_tansu() {
         export RECWATCH_TANSU
         return 0
     fi
-    local root
-    root=$(tools_root tansu)
-    if [ ! -x "$root/bin/tansu" ] || ! "$root/bin/tansu" --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
-        echo "== installing tansu $TANSU_VERSION into $root (once; a debug build takes about 7 minutes)"
-        # --features dynostore: the default build has no storage engine (memory:// comes with it).
-        cargo install tansu --version "$TANSU_VERSION" --features dynostore --debug --locked --force --root "$root"
-    fi
-    RECWATCH_TANSU="$root/bin/tansu"
+    # --features dynostore: the default build has no storage engine (memory:// comes with it).
+    RECWATCH_TANSU=$(ensure_cargo_tool tansu "$TANSU_VERSION" --features dynostore --debug)
     export RECWATCH_TANSU
 }
 
